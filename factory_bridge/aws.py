@@ -1,0 +1,76 @@
+"""boto3 clients and resource names for SNS/SQS, from settings."""
+
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from django.conf import settings
+from django.core.signals import setting_changed
+
+AWS_SETTINGS = {
+    "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+    "SNS_STOCK_TOPIC",
+    "SNS_SALES_TOPIC",
+    "SQS_RESTOCK_QUEUE",
+    "SQS_RESTOCK_DLQ",
+    "SQS_OPS_QUEUE",
+}
+
+# Short timeouts and few retries: a relay or poller that cannot reach AWS fails fast and backs
+# off on its own schedule instead of hanging a worker.
+_CONFIG = Config(
+    connect_timeout=2,
+    read_timeout=25,
+    retries={"max_attempts": 2, "mode": "standard"},
+)
+
+
+@cache
+def client(service: str) -> Any:
+    """A boto3 client for SNS or SQS at the configured endpoint (real AWS when none is set)."""
+    return boto3.session.Session().client(
+        service,
+        endpoint_url=settings.AWS_ENDPOINT_URL,
+        region_name=settings.AWS_DEFAULT_REGION,
+        config=_CONFIG,
+    )
+
+
+@cache
+def account_id() -> str:
+    return client("sts").get_caller_identity()["Account"]
+
+
+def topic_name(topic: str) -> str:
+    """The SNS topic name for an outbox topic key ("stock" or "sales")."""
+    return {"stock": settings.SNS_STOCK_TOPIC, "sales": settings.SNS_SALES_TOPIC}[topic]
+
+
+def topic_arn(topic: str) -> str:
+    return f"arn:aws:sns:{settings.AWS_DEFAULT_REGION}:{account_id()}:{topic_name(topic)}"
+
+
+@cache
+def queue_url(name: str) -> str:
+    return client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+
+
+def queue_arn(name: str) -> str:
+    return f"arn:aws:sqs:{settings.AWS_DEFAULT_REGION}:{account_id()}:{name}"
+
+
+def reset() -> None:
+    """Forget cached clients and names (after a settings change)."""
+    for cached in (client, account_id, queue_url):
+        cached.cache_clear()
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in AWS_SETTINGS:
+        reset()
+
+
+def connect_signals() -> None:
+    setting_changed.connect(_on_setting_changed, dispatch_uid="factory_bridge.aws")

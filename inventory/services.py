@@ -1,0 +1,78 @@
+"""Writes to stock outside of orders: physical counts and factory arrivals."""
+
+import logging
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from inventory.catalog import FACTORIES, PRODUCTS
+from inventory.exceptions import InvalidQuantity, UnknownSku
+from inventory.models import Factory, Product, StockAdjustment
+
+logger = logging.getLogger(__name__)
+
+
+def set_stock(*, sku: str, quantity: int, note: str = "") -> StockAdjustment:
+    """Set on-hand stock after a physical count and record the adjustment."""
+    if quantity < 0:
+        raise InvalidQuantity(f"Stock cannot be negative (got {quantity}).")
+    with transaction.atomic():
+        product = Product.objects.select_for_update().filter(sku=sku).first()
+        if product is None:
+            raise UnknownSku(sku)
+        adjustment = StockAdjustment.objects.create(
+            product=product,
+            reason=StockAdjustment.Reason.COUNT,
+            old_quantity=product.stock,
+            new_quantity=quantity,
+            note=note,
+        )
+        product.stock = quantity
+        fields = ["stock", "updated_at"]
+        if quantity > 0:
+            product.depleted_at = None
+            fields.append("depleted_at")
+        product.save(update_fields=fields)
+    logger.info("stock set sku=%s old=%s new=%s", sku, adjustment.old_quantity, quantity)
+    return adjustment
+
+
+def receive_stock(*, product_id: int, quantity: int, note: str) -> Product:
+    """Add arrived units to stock and end the product's depletion; call inside a transaction."""
+    product = Product.objects.select_for_update().get(pk=product_id)
+    old = product.stock
+    Product.objects.filter(pk=product_id).update(stock=F("stock") + quantity, depleted_at=None)
+    product.refresh_from_db(fields=["stock", "depleted_at"])
+    StockAdjustment.objects.create(
+        product=product,
+        reason=StockAdjustment.Reason.ARRIVAL,
+        old_quantity=old,
+        new_quantity=product.stock,
+        note=note,
+    )
+    return product
+
+
+def mark_depleted(*, product_id: int) -> bool:
+    """Open a depletion unless one is open; True when this call opened it."""
+    opened = Product.objects.filter(pk=product_id, depleted_at__isnull=True).update(
+        depleted_at=timezone.now()
+    )
+    return opened == 1
+
+
+def load_catalog() -> tuple[int, int]:
+    """Create the demo factories and products that are missing; return (created, kept)."""
+    created = kept = 0
+    with transaction.atomic():
+        factories = {}
+        for spec in FACTORIES:
+            factory, _ = Factory.objects.get_or_create(code=spec["code"], defaults=spec)
+            factories[factory.code] = factory
+        for spec in PRODUCTS:
+            defaults = {**spec, "factory": factories[spec["factory"]]}
+            _, made = Product.objects.get_or_create(sku=spec["sku"], defaults=defaults)
+            created += made
+            kept += not made
+    return created, kept

@@ -1,0 +1,47 @@
+"""One place that turns domain errors and bad input into JSON responses."""
+
+import logging
+from typing import Any
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from inventory.exceptions import InventoryError
+from shop.exceptions import OutOfStock
+
+logger = logging.getLogger(__name__)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, OutOfStock):
+        return Response(
+            {
+                "code": exc.code,
+                "detail": exc.detail,
+                "available": exc.available,
+                "order_id": exc.order.pk,
+            },
+            status=exc.status,
+        )
+    if isinstance(exc, InventoryError):
+        body = {"code": exc.code, "detail": exc.detail}
+        if hasattr(exc, "sku"):
+            body["sku"] = exc.sku
+        return Response(body, status=exc.status)
+    if isinstance(exc, exceptions.ValidationError):
+        errors = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        fields = ", ".join(errors)
+        return Response(
+            {"code": "invalid", "detail": f"Invalid input: {fields}.", "errors": errors},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    if isinstance(exc, exceptions.ParseError | exceptions.UnsupportedMediaType):
+        return Response(
+            {"code": "invalid", "detail": str(exc.detail), "errors": {"body": [str(exc.detail)]}},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(exc, exceptions.APIException):
+        response.data = {"code": exc.default_code, "detail": str(exc.detail)}
+    return response

@@ -1,0 +1,180 @@
+"""Settings shared by every environment; values come from the environment."""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env("SECRET_KEY", default="")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+DJANGO_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+]
+THIRD_PARTY_APPS = [
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+]
+LOCAL_APPS = [
+    "inventory",
+    "shop",
+    "factory_bridge",
+]
+INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "nudged.urls"
+WSGI_APPLICATION = "nudged.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default="mysql://root@127.0.0.1:3306/nudged")}
+DATABASES["default"].setdefault("OPTIONS", {}).update(
+    {
+        "charset": "utf8mb4",
+        # Django's recommended level on MySQL: a re-read inside a transaction sees committed rows.
+        "isolation_level": "read committed",
+        "init_command": "SET sql_mode='STRICT_TRANS_TABLES'",
+    }
+)
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "Asia/Seoul"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "EXCEPTION_HANDLER": "nudged.api.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Nudged Sales API",
+    "DESCRIPTION": "Order donuts; stock is taken atomically or the order is refused.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI is served from this server: the shop must work without internet access.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# Largest quantity one order may ask for.
+ORDER_MAX_QUANTITY = env.int("ORDER_MAX_QUANTITY", default=100)
+# The SKU the original Sales API (`POST /checkout`) sells, one unit per call.
+LEGACY_SKU = env("LEGACY_SKU", default="CP-502101")
+
+# --- AWS (SNS/SQS). AWS_ENDPOINT_URL unset means real AWS with the standard credential chain.
+AWS_ENDPOINT_URL = env("AWS_ENDPOINT_URL", default="") or None
+AWS_DEFAULT_REGION = env("AWS_DEFAULT_REGION", default="ap-northeast-2")
+SNS_STOCK_TOPIC = env("SNS_STOCK_TOPIC", default="nudged-stock-events")
+SNS_SALES_TOPIC = env("SNS_SALES_TOPIC", default="nudged-sales-events")
+SQS_RESTOCK_QUEUE = env("SQS_RESTOCK_QUEUE", default="nudged-restock")
+SQS_RESTOCK_DLQ = env("SQS_RESTOCK_DLQ", default="nudged-restock-dlq")
+SQS_OPS_QUEUE = env("SQS_OPS_QUEUE", default="nudged-ops")
+SQS_MAX_RECEIVE_COUNT = env.int("SQS_MAX_RECEIVE_COUNT", default=5)
+SQS_VISIBILITY_TIMEOUT = env.int("SQS_VISIBILITY_TIMEOUT", default=30)
+SQS_WAIT_TIME = env.int("SQS_WAIT_TIME", default=10)
+
+# --- Event pipeline (transactional outbox).
+EVENTS_ENABLED = env.bool("EVENTS_ENABLED", default=True)
+EVENT_PUBLISHER = env("EVENT_PUBLISHER", default="factory_bridge.publishers.SnsPublisher")
+# Seconds the web process waits to coalesce commits into one relay task.
+OUTBOX_RELAY_DEBOUNCE = env.float("OUTBOX_RELAY_DEBOUNCE", default=0.05)
+
+# --- Legacy factory.
+FACTORY_CLIENT = env("FACTORY_CLIENT", default="factory_bridge.factory.HttpFactoryClient")
+FACTORY_API_URL = env("FACTORY_API_URL", default="http://127.0.0.1:8001")
+FACTORY_CONNECT_TIMEOUT = env.float("FACTORY_CONNECT_TIMEOUT", default=3.0)
+FACTORY_READ_TIMEOUT = env.float("FACTORY_READ_TIMEOUT", default=10.0)
+FACTORY_CALLBACK_TIMEOUT = env.int("FACTORY_CALLBACK_TIMEOUT", default=600)
+FACTORY_REQUESTER = env("FACTORY_REQUESTER", default="nudged-shop")
+PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+# --- django-q2: the ORM broker on the same MySQL database.
+Q_CLUSTER = {
+    "name": "nudged",
+    "orm": "default",
+    "workers": env.int("Q_WORKERS", default=4),
+    # Pollers run for POLLER_RUN_SECONDS and hand over to a successor; timeout must exceed it.
+    "timeout": 120,
+    "retry": 180,
+    "max_attempts": 1,
+    "catch_up": False,
+    "save_limit": 500,
+    "ack_failures": True,
+    "poll": 0.2,
+    "label": "Worker tasks",
+}
+POLLER_RUN_SECONDS = env.int("POLLER_RUN_SECONDS", default=60)
+
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        app: {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}
+        for app in ("shop", "inventory", "factory_bridge", "nudged")
+    },
+}

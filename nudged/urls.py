@@ -1,0 +1,28 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from nudged.views import healthz
+from shop import apis, legacy
+
+api = [
+    path("products/", apis.ProductListApi.as_view(), name="product-list"),
+    path("products/<str:sku>/", apis.ProductDetailApi.as_view(), name="product-detail"),
+    path("orders/", apis.OrderCreateApi.as_view(), name="order-create"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+]
+
+legacy_api = [
+    path("product/donut", legacy.product_donut, name="product-donut"),
+    path("checkout", legacy.checkout, name="checkout"),
+    re_path(r"^(?P<path>(product|checkout)(/.*)?)$", legacy.not_found),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", include((api, "api"))),
+    path("healthz", healthz, name="healthz"),
+    path("", include((legacy_api, "legacy"))),
+    path("", include("shop.urls")),
+]

@@ -1,0 +1,16 @@
+from typing import Any
+
+
+class OutOfStock(Exception):
+    """The order was refused and recorded as rejected; stock was not touched."""
+
+    code = "out_of_stock"
+    status = 409
+
+    def __init__(self, *, order: Any, available: int) -> None:
+        self.order = order
+        self.available = available
+        self.detail = (
+            f"Only {available} of {order.product.sku} in stock; {order.quantity} requested."
+        )
+        super().__init__(self.detail)

@@ -1,0 +1,65 @@
+"""The original Sales API, kept byte-compatible for existing clients."""
+
+import json
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
+
+from inventory.exceptions import UnknownSku
+from inventory.selectors import product_get
+from shop.exceptions import OutOfStock
+from shop.models import Order
+from shop.services import place_order
+
+logger = logging.getLogger(__name__)
+
+NO_PRODUCT = {"message": "상품 없음"}
+
+
+def _json(body: dict, status: int = 200) -> JsonResponse:
+    return JsonResponse(body, status=status, json_dumps_params={"ensure_ascii": False})
+
+
+def not_found(request: HttpRequest, path: str = "") -> JsonResponse:
+    return _json({"error": "Not Found"}, status=404)
+
+
+@require_GET
+def product_donut(request: HttpRequest) -> JsonResponse:
+    try:
+        product = product_get(sku=settings.LEGACY_SKU)
+    except UnknownSku:
+        return _json(NO_PRODUCT, status=400)
+    return _json(
+        {
+            "product_id": product.sku,
+            "name": product.name,
+            "price": product.price,
+            "stock": product.stock,
+            "factory_id": product.factory.code,
+        }
+    )
+
+
+@csrf_exempt
+def checkout(request: HttpRequest) -> JsonResponse:
+    if request.method != "POST":
+        return not_found(request)
+    if request.body:
+        try:
+            body = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError):
+            return _json({"message": "잘못된 요청: JSON 본문이 아닙니다"}, status=400)
+        if isinstance(body, dict) and body.get("MessageAttributeFactoryId"):
+            # Accepted for compatibility; the product's own factory is the one that is ordered.
+            logger.info("checkout factory hint=%s", body["MessageAttributeFactoryId"])
+    try:
+        result = place_order(sku=settings.LEGACY_SKU, quantity=1, channel=Order.Channel.LEGACY)
+    except UnknownSku:
+        return _json(NO_PRODUCT, status=400)
+    except OutOfStock as refused:
+        return _json({"message": f"구매 실패! 남은 재고: {refused.available}"})
+    return _json({"message": f"구매 완료! 남은 재고: {result.remaining_stock}"})

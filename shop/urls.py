@@ -1,0 +1,10 @@
+from django.urls import path
+
+from shop import views
+
+app_name = "shop"
+
+urlpatterns = [
+    path("", views.storefront, name="storefront"),
+    path("order/", views.order, name="order"),
+]

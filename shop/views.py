@@ -1,0 +1,50 @@
+"""Storefront pages: a catalog with an order form that works without JavaScript."""
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from inventory.exceptions import InventoryError
+from inventory.selectors import product_list
+from shop.exceptions import OutOfStock
+from shop.models import Order
+from shop.services import place_order
+
+
+class OrderForm(forms.Form):
+    sku = forms.CharField(max_length=32)
+    quantity = forms.IntegerField(min_value=1, max_value=settings.ORDER_MAX_QUANTITY, initial=1)
+
+
+def storefront(request: HttpRequest) -> HttpResponse:
+    return render(request, "shop/storefront.html", {"products": product_list()})
+
+
+@require_POST
+def order(request: HttpRequest) -> HttpResponse:
+    form = OrderForm(request.POST)
+    if not form.is_valid():
+        errors = "; ".join(f"{field}: {' '.join(e)}" for field, e in form.errors.items())
+        messages.error(request, f"Your order could not be placed ({errors}).")
+        return redirect("shop:storefront")
+    try:
+        result = place_order(**form.cleaned_data, channel=Order.Channel.WEB)
+    except OutOfStock as refused:
+        messages.error(
+            request,
+            f"Sorry, {refused.order.product.name} is sold out for that quantity: "
+            f"{refused.available} left, you asked for {refused.order.quantity}.",
+        )
+    except InventoryError as exc:
+        messages.error(request, exc.detail)
+    else:
+        placed = result.order
+        messages.success(
+            request,
+            f"Order #{placed.pk} confirmed: {placed.quantity} × {placed.product.name}. "
+            f"{result.remaining_stock} left.",
+        )
+    return redirect("shop:storefront")
