@@ -35,3 +35,120 @@ class OutboxEvent(models.Model):
     @property
     def is_published(self) -> bool:
         return self.published_at is not None
+
+
+class RestockRequest(models.Model):
+    """One order placed with the legacy factory for one depletion of a product."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending (factory not reached yet)"
+        REQUESTED = "requested", "Requested (in production)"
+        FULFILLED = "fulfilled", "Fulfilled (stock arrived)"
+        OVERDUE = "overdue", "Overdue (no callback, ordered again)"
+        FAILED = "failed", "Failed (message in the DLQ)"
+
+    OPEN = (Status.PENDING, Status.REQUESTED)
+
+    product = models.ForeignKey(
+        "inventory.Product", on_delete=models.PROTECT, related_name="restock_requests"
+    )
+    factory = models.ForeignKey(
+        "inventory.Factory", on_delete=models.PROTECT, related_name="restock_requests"
+    )
+    quantity = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    depletion_key = models.CharField(
+        max_length=100,
+        unique=True,
+        help_text="Event id of the depletion this request answers (idempotency key)",
+    )
+    replaces = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="replaced_by",
+        help_text="The overdue request this one orders again",
+    )
+    factory_job_id = models.CharField(max_length=64, blank=True)
+    sqs_message_id = models.CharField(max_length=100, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    requested_at = models.DateTimeField(null=True, blank=True)
+    fulfilled_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["product", "status"], name="restock_product_status")]
+
+    def __str__(self) -> str:
+        return f"Restock {self.pk} {self.product.sku} x{self.quantity} {self.status}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in self.OPEN
+
+
+class MessageFailure(models.Model):
+    """Why the consumer last failed to process a message (kept for the DLQ view)."""
+
+    fingerprint = models.CharField(max_length=100, unique=True)
+    sqs_message_id = models.CharField(max_length=100)
+    queue = models.CharField(max_length=80)
+    error = models.TextField()
+    attempts = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.fingerprint}: {self.error[:60]}"
+
+
+class FailedMessage(models.Model):
+    """A message that reached the dead-letter queue, kept for staff to inspect and redrive."""
+
+    class Status(models.TextChoices):
+        DEAD = "dead", "Dead (in the DLQ)"
+        REDRIVEN = "redriven", "Redriven"
+        DISCARDED = "discarded", "Discarded"
+
+    fingerprint = models.CharField(
+        max_length=100,
+        unique=True,
+        help_text="SNS message id of the envelope (or a hash of the body): stable across redrives",
+    )
+    sqs_message_id = models.CharField(max_length=100, db_index=True)
+    source_queue = models.CharField(max_length=80)
+    dlq = models.CharField(max_length=80)
+    body = models.TextField()
+    attributes = models.JSONField(default=dict)
+    message_attributes = models.JSONField(default=dict)
+    event_type = models.CharField(max_length=32, blank=True)
+    sku = models.CharField(max_length=32, blank=True, db_index=True)
+    receive_count = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DEAD)
+    times_dead = models.PositiveIntegerField(default=1)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    redriven_at = models.DateTimeField(null=True, blank=True)
+    discarded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+
+    def __str__(self) -> str:
+        return f"{self.event_type or 'message'} {self.sku} {self.sqs_message_id}"
+
+
+class WorkerLease(models.Model):
+    """Which poller process currently owns a long-polling loop, and when it last beat."""
+
+    name = models.CharField(max_length=40, unique=True)
+    owner = models.CharField(max_length=64, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.owner or 'nobody'})"

@@ -1,6 +1,8 @@
 from django.contrib import admin
 
+from factory_bridge.models import RestockRequest
 from inventory.models import Factory, Product, StockAdjustment
+from inventory.selectors import product_list
 
 
 class SoldOutFilter(admin.SimpleListFilter):
@@ -31,6 +33,30 @@ class StockAdjustmentInline(admin.TabularInline):
         return False
 
 
+class OpenRestockInline(admin.TabularInline):
+    model = RestockRequest
+    fk_name = "product"
+    extra = 0
+    can_delete = False
+    fields = [
+        "id",
+        "status",
+        "quantity",
+        "created_at",
+        "requested_at",
+        "factory_job_id",
+        "last_error",
+    ]
+    readonly_fields = fields
+    verbose_name_plural = "Open restock requests"
+
+    def get_queryset(self, request):  # type: ignore[no-untyped-def]
+        return super().get_queryset(request).filter(status__in=RestockRequest.OPEN)
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
 @admin.register(Factory)
 class FactoryAdmin(admin.ModelAdmin):
     list_display = ["code", "name", "manager_email"]
@@ -39,13 +65,29 @@ class FactoryAdmin(admin.ModelAdmin):
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
-    list_display = ["sku", "name", "price", "stock", "restock_quantity", "factory", "depleted_at"]
+    list_display = [
+        "sku",
+        "name",
+        "price",
+        "stock",
+        "incoming",
+        "restock_quantity",
+        "factory",
+        "depleted_at",
+    ]
     list_editable = ["stock"]
     list_filter = [SoldOutFilter, "factory"]
     search_fields = ["sku", "name"]
     list_select_related = ["factory"]
     readonly_fields = ["depleted_at", "updated_at"]
-    inlines = [StockAdjustmentInline]
+    inlines = [OpenRestockInline, StockAdjustmentInline]
+
+    def get_queryset(self, request):  # type: ignore[no-untyped-def]
+        return product_list()
+
+    @admin.display(description="incoming", ordering="incoming")
+    def incoming(self, obj: Product) -> int:
+        return obj.incoming
 
 
 @admin.register(StockAdjustment)

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from factory_bridge.apis import FactoryCallbackApi
 from nudged.views import healthz
 from shop import apis, legacy
 
@@ -23,6 +24,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include((api, "api"))),
     path("healthz", healthz, name="healthz"),
+    path("factory/callbacks/<str:token>/", FactoryCallbackApi.as_view(), name="factory-callback"),
     path("", include((legacy_api, "legacy"))),
     path("", include("shop.urls")),
 ]

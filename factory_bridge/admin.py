@@ -1,0 +1,199 @@
+import contextlib
+import json
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
+from factory_bridge.queues import QueueError
+from factory_bridge.services import dlq
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class PublishedFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
+        return [("pending", "Pending"), ("published", "Published")]
+
+    def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+        if self.value() == "pending":
+            return queryset.filter(published_at__isnull=True)
+        if self.value() == "published":
+            return queryset.filter(published_at__isnull=False)
+        return queryset
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "event_type",
+        "sku",
+        "topic",
+        "published_at",
+        "attempts",
+        "last_error",
+    ]
+    list_filter = [PublishedFilter, "event_type", "topic"]
+    search_fields = ["=id", "sku", "message_id"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(RestockRequest)
+class RestockRequestAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "product",
+        "quantity",
+        "status_badge",
+        "created_at",
+        "requested_at",
+        "fulfilled_at",
+        "factory_job_id",
+        "attempts",
+    ]
+    list_filter = ["status", "factory", "product"]
+    search_fields = ["=id", "product__sku", "factory_job_id", "sqs_message_id", "depletion_key"]
+    list_select_related = ["product", "factory"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: RestockRequest) -> str:
+        colors = {"overdue": "#c62828", "failed": "#c62828", "fulfilled": "#2e7d32"}
+        return format_html(
+            '<strong style="color:{}">{}</strong>',
+            colors.get(obj.status, "#444"),
+            obj.get_status_display(),
+        )
+
+
+@admin.register(FailedMessage)
+class FailedMessageAdmin(admin.ModelAdmin):
+    list_display = [
+        "sqs_message_id",
+        "status",
+        "event_type",
+        "sku",
+        "short_error",
+        "age",
+        "times_dead",
+        "receive_count",
+    ]
+    list_filter = ["status", "event_type", "sku"]
+    search_fields = ["sku", "sqs_message_id", "fingerprint"]
+    actions = ["redrive_selected", "discard_selected"]
+    readonly_fields = [
+        "fingerprint",
+        "sqs_message_id",
+        "status",
+        "source_queue",
+        "dlq",
+        "event_type",
+        "sku",
+        "receive_count",
+        "times_dead",
+        "last_error",
+        "first_seen_at",
+        "last_seen_at",
+        "redriven_at",
+        "discarded_at",
+        "pretty_body",
+        "pretty_attributes",
+    ]
+    exclude = ["body", "attributes", "message_attributes"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="error")
+    def short_error(self, obj: FailedMessage) -> str:
+        return obj.last_error[:80]
+
+    @admin.display(description="age", ordering="first_seen_at")
+    def age(self, obj: FailedMessage) -> str:
+        seconds = int((timezone.now() - obj.first_seen_at).total_seconds())
+        if seconds < 3600:
+            return f"{seconds // 60} min"
+        if seconds < 86400:
+            return f"{seconds // 3600} h"
+        return f"{seconds // 86400} d"
+
+    @admin.display(description="body")
+    def pretty_body(self, obj: FailedMessage) -> str:
+        return format_html("<pre>{}</pre>", _pretty(obj.body))
+
+    @admin.display(description="attributes")
+    def pretty_attributes(self, obj: FailedMessage) -> str:
+        both = {"system": obj.attributes, "message": obj.message_attributes}
+        return format_html("<pre>{}</pre>", json.dumps(both, indent=2, ensure_ascii=False))
+
+    @admin.action(description="Redrive selected messages to the source queue")
+    def redrive_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        try:
+            report = dlq.redrive_rows(list(queryset))
+        except QueueError as exc:
+            self.message_user(request, f"Redrive failed, nothing was moved: {exc}", messages.ERROR)
+            return
+        level = messages.ERROR if report.failed else messages.SUCCESS
+        self.message_user(
+            request,
+            f"Redriven: {len(report.moved)} moved, {len(report.failed)} failed, "
+            f"{len(report.missing)} not found in the DLQ.",
+            level,
+        )
+
+    @admin.action(description="Discard selected messages (kept here for audit)")
+    def discard_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        if request.POST.get("confirm") != "yes":
+            return TemplateResponse(
+                request,
+                "admin/factory_bridge/failedmessage/discard_confirmation.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Discard failed messages?",
+                    "rows": queryset,
+                    "opts": self.model._meta,
+                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                },
+            )
+        try:
+            count = dlq.discard(rows=list(queryset))
+        except QueueError as exc:
+            self.message_user(
+                request, f"Discard failed, nothing was deleted: {exc}", messages.ERROR
+            )
+            return None
+        self.message_user(
+            request, f"Discarded {count} message(s); rows kept for audit.", messages.SUCCESS
+        )
+        return None
+
+
+def _pretty(body: str) -> str:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(parsed, dict) and isinstance(parsed.get("Message"), str):
+        with contextlib.suppress(ValueError):
+            parsed["Message"] = json.loads(parsed["Message"])
+    return json.dumps(parsed, indent=2, ensure_ascii=False)

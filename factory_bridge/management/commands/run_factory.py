@@ -1,0 +1,93 @@
+"""Serve the legacy factory simulator (`POST /api/manufactures`) in the foreground."""
+
+import errno
+import math
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from factory_bridge.simulator import MANUFACTURES_PATH, PRODUCTION_STAGES, FactorySimulator
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a local stand-in for the legacy Nudged Factory API: it answers "
+        f"POST {MANUFACTURES_PATH} with 201 and calls the CallbackUrl back once after --delay "
+        "seconds. Ctrl-C stops it."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
+        parser.add_argument(
+            "--port", type=int, default=8001, help="Port to listen on (0 picks a free one)."
+        )
+        parser.add_argument(
+            "--delay",
+            type=float,
+            default=40.0,
+            help="Seconds between the 201 answer and the callback (the real factory: 40).",
+        )
+        parser.add_argument(
+            "--failure-rate",
+            type=float,
+            default=0.0,
+            help="Fraction of requests, 0..1, answered 500 with no callback.",
+        )
+        parser.add_argument(
+            "--latency",
+            type=float,
+            default=0.0,
+            help="Seconds to wait before answering each request (a slow factory).",
+        )
+        parser.add_argument(
+            "--seed", type=int, default=None, help="Random seed for repeatable failures."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        host: str = options["host"]
+        port: int = options["port"]
+        delay: float = options["delay"]
+        failure_rate: float = options["failure_rate"]
+        latency: float = options["latency"]
+        if not 0 <= port <= 65535:
+            raise CommandError(f"--port must be between 0 and 65535, got {port}.")
+        if not math.isfinite(delay) or delay < 0:
+            raise CommandError(f"--delay must be 0 or more seconds, got {delay}.")
+        if not math.isfinite(latency) or latency < 0:
+            raise CommandError(f"--latency must be 0 or more seconds, got {latency}.")
+        if not 0 <= failure_rate <= 1:
+            raise CommandError(
+                f"--failure-rate must be between 0 and 1 (e.g. 0.2 fails one request in five), "
+                f"got {failure_rate}."
+            )
+
+        try:
+            simulator = FactorySimulator(
+                host=host,
+                port=port,
+                delay=delay,
+                failure_rate=failure_rate,
+                latency=latency,
+                seed=options["seed"],
+            )
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CommandError(
+                    f"Port {port} on {host} is already in use (another factory simulator?). "
+                    "Stop it or pick another port with --port."
+                ) from exc
+            raise CommandError(f"Cannot listen on {host}:{port}: {exc}.") from exc
+
+        self.stdout.write(
+            self.style.SUCCESS(f"Legacy factory simulator on {simulator.url}")
+            + f"\n  POST {simulator.url}{MANUFACTURES_PATH}  orders production "
+            f"(201, callback once after {delay:g}s in {PRODUCTION_STAGES} stages)"
+            + f"\n  GET  {simulator.url}{MANUFACTURES_PATH}  lists what it received"
+            + f"\n  failure rate {failure_rate:g}, latency {latency:g}s. "
+            "Change with --delay SECONDS, --failure-rate 0..1, --latency SECONDS."
+            + "\n  Point the shop at it with FACTORY_API_URL. Quit with CONTROL-C."
+        )
+        try:
+            simulator.serve_forever()
+        except KeyboardInterrupt:
+            self.stdout.write("Factory simulator stopped; callbacks not yet sent are dropped.")

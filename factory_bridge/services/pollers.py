@@ -1,0 +1,123 @@
+"""Long-polling loops run inside the django-q2 cluster, one live owner each.
+
+django-q2's own SQS broker cannot read SNS envelopes, and its scheduler wakes only every
+15-30 s, so each queue gets a loop that long-polls for POLLER_RUN_SECONDS, then hands over
+to a successor task. A lease row makes a second copy exit at once; the minute schedule
+(`ensure_pollers`) only restarts a loop whose lease went stale (its worker died).
+"""
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from time import monotonic, sleep
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.db.models import Q
+from django.utils import timezone
+
+from factory_bridge.models import WorkerLease
+from factory_bridge.queues import QueueError
+
+logger = logging.getLogger(__name__)
+
+POLLER_TASK = "factory_bridge.tasks.run_poller"
+
+
+def _loops() -> dict[str, Callable[..., object]]:
+    from factory_bridge.services.dlq import watch_dlq
+    from factory_bridge.services.restock import consume_restock
+
+    return {"restock": consume_restock, "dlq": watch_dlq}
+
+
+def stale_after() -> timedelta:
+    return timedelta(seconds=settings.SQS_WAIT_TIME * 2 + 60)
+
+
+def claim(name: str, owner: str) -> bool:
+    now = timezone.now()
+    WorkerLease.objects.get_or_create(name=name)
+    taken = WorkerLease.objects.filter(
+        Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=now - stale_after()) | Q(owner=owner),
+        name=name,
+    ).update(owner=owner, heartbeat_at=now, started_at=now)
+    return taken == 1
+
+
+def _beat(name: str, owner: str) -> bool:
+    return (
+        WorkerLease.objects.filter(name=name, owner=owner).update(heartbeat_at=timezone.now()) == 1
+    )
+
+
+def _release(name: str, owner: str) -> None:
+    WorkerLease.objects.filter(name=name, owner=owner).update(heartbeat_at=None, owner="")
+
+
+def run_poller(*, name: str, seconds: float | None = None, handover: bool = True) -> int:
+    """Run the named loop for `seconds`; return how many rounds it made."""
+    loop = _loops()[name]
+    owner = uuid.uuid4().hex
+    if not claim(name, owner):
+        logger.info("poller %s already running elsewhere; exiting", name)
+        return 0
+    deadline = monotonic() + (seconds if seconds is not None else settings.POLLER_RUN_SECONDS)
+    rounds = 0
+    kept = True
+    logger.info("poller %s started owner=%s", name, owner)
+    try:
+        while monotonic() < deadline:
+            if not _beat(name, owner):
+                kept = False
+                logger.warning("poller %s lost its lease; exiting", name)
+                break
+            try:
+                loop(wait=settings.SQS_WAIT_TIME)
+            except QueueError as exc:
+                logger.warning("poller %s: queue unreachable: %s", name, exc)
+                sleep(2)
+            except Exception:
+                logger.exception("poller %s: round failed", name)
+                sleep(2)
+            rounds += 1
+            close_old_connections()
+    finally:
+        if kept:
+            _release(name, owner)
+    if kept and handover:
+        enqueue(name)
+    return rounds
+
+
+def enqueue(name: str) -> None:
+    from django_q.tasks import async_task
+
+    async_task(POLLER_TASK, name, task_name=f"poller-{name}", q_options={"save": False})
+
+
+def ensure_pollers() -> list[str]:
+    """Start the loops whose lease is missing or stale; return their names."""
+    cutoff = timezone.now() - stale_after()
+    started = []
+    for name in _loops():
+        lease = WorkerLease.objects.filter(name=name).first()
+        if lease is None or lease.heartbeat_at is None or lease.heartbeat_at < cutoff:
+            enqueue(name)
+            started.append(name)
+    if started:
+        logger.info("started pollers %s", ", ".join(started))
+    return started
+
+
+def poller_status() -> list[dict]:
+    cutoff = timezone.now() - stale_after()
+    return [
+        {
+            "name": lease.name,
+            "alive": bool(lease.heartbeat_at and lease.heartbeat_at >= cutoff),
+            "heartbeat_at": lease.heartbeat_at.isoformat() if lease.heartbeat_at else None,
+        }
+        for lease in WorkerLease.objects.order_by("name")
+    ]

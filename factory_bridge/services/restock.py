@@ -1,0 +1,278 @@
+"""Restocking: depletion messages become factory orders; the factory's callback adds stock."""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from factory_bridge import events
+from factory_bridge.exceptions import CallbackMismatch, ForgedCallback, UnreadableMessage
+from factory_bridge.factory import FactoryError, ManufactureOrder, get_factory_client
+from factory_bridge.messages import Envelope, fingerprint, read_envelope
+from factory_bridge.models import MessageFailure, RestockRequest
+from factory_bridge.queues import ReceivedMessage, SqsQueue
+from inventory.models import Product
+from inventory.services import receive_stock
+
+logger = logging.getLogger(__name__)
+
+CALLBACK_SALT = "factory_bridge.callback"
+ORDERED, DUPLICATE, ABSORBED = "ordered", "duplicate", "absorbed"
+
+
+@dataclass
+class ConsumeReport:
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+def callback_token(request: RestockRequest) -> str:
+    return signing.dumps(request.pk, salt=CALLBACK_SALT)
+
+
+def callback_url(request: RestockRequest) -> str:
+    return f"{settings.PUBLIC_BASE_URL}/factory/callbacks/{callback_token(request)}/"
+
+
+def consume_restock(*, wait: int) -> ConsumeReport:
+    """Receive one batch of depletions from the restock queue and order from the factory."""
+    queue = SqsQueue(settings.SQS_RESTOCK_QUEUE)
+    report = ConsumeReport()
+    done: list[ReceivedMessage] = []
+    for message in queue.receive(wait=wait):
+        try:
+            outcome = handle_depletion_message(message)
+        except UnreadableMessage as exc:
+            dead_letter(queue, message, str(exc))
+            report.count("unreadable")
+            continue
+        except FactoryError as exc:
+            # Left in the queue: it comes back after the visibility timeout, and after
+            # SQS_MAX_RECEIVE_COUNT receives SQS moves it to the DLQ.
+            record_failure(message, queue.name, f"factory {exc}")
+            report.count("retry")
+            continue
+        done.append(message)
+        report.count(outcome)
+    if done:
+        for message_id in queue.delete_batch(done):
+            logger.warning("could not delete message=%s; it will be redelivered", message_id)
+    return report
+
+
+def handle_depletion_message(message: ReceivedMessage) -> str:
+    envelope = read_envelope(message.body)
+    if envelope.event_type != events.STOCK_DEPLETED:
+        raise UnreadableMessage(f"unexpected event type {envelope.event_type!r}")
+    return order_restock(envelope=envelope, sqs_message_id=message.message_id)
+
+
+def order_restock(*, envelope: Envelope, sqs_message_id: str) -> str:
+    """Order once per depletion, and not at all while the product has an open request."""
+    with transaction.atomic():
+        product = (
+            Product.objects.select_for_update().select_related("factory").filter(sku=envelope.sku)
+        ).first()
+        if product is None:
+            raise UnreadableMessage(f"unknown SKU {envelope.sku!r} in depletion")
+        request = RestockRequest.objects.filter(depletion_key=envelope.event_id).first()
+        if request is not None and request.status not in (
+            RestockRequest.Status.PENDING,
+            RestockRequest.Status.FAILED,
+        ):
+            logger.info("duplicate depletion=%s restock=%s", envelope.event_id, request.pk)
+            return DUPLICATE
+        if request is None:
+            open_request = RestockRequest.objects.filter(
+                product=product, status__in=RestockRequest.OPEN
+            ).first()
+            if open_request is not None:
+                logger.info(
+                    "depletion=%s absorbed by open restock=%s sku=%s",
+                    envelope.event_id,
+                    open_request.pk,
+                    product.sku,
+                )
+                return ABSORBED
+            request = RestockRequest.objects.create(
+                product=product,
+                factory=product.factory,
+                quantity=product.restock_quantity,
+                depletion_key=envelope.event_id,
+                sqs_message_id=sqs_message_id,
+            )
+        else:
+            request.status = RestockRequest.Status.PENDING
+            request.sqs_message_id = sqs_message_id
+            request.save(update_fields=["status", "sqs_message_id", "updated_at"])
+    place_factory_order(request)
+    return ORDERED
+
+
+def place_factory_order(request: RestockRequest) -> None:
+    """Call the legacy factory for a pending request; FactoryError when it does not accept."""
+    order = ManufactureOrder(
+        product_id=request.product.sku,
+        quantity=request.quantity,
+        factory_id=request.factory.code,
+        requester=settings.FACTORY_REQUESTER,
+        callback_url=callback_url(request),
+    )
+    try:
+        job_id = get_factory_client().order(order)
+    except FactoryError as exc:
+        RestockRequest.objects.filter(pk=request.pk).update(
+            attempts=F("attempts") + 1, last_error=str(exc)[:2000], updated_at=timezone.now()
+        )
+        logger.warning("factory refused restock=%s sku=%s: %s", request.pk, order.product_id, exc)
+        raise
+    now = timezone.now()
+    RestockRequest.objects.filter(pk=request.pk).update(
+        status=RestockRequest.Status.REQUESTED,
+        factory_job_id=job_id,
+        requested_at=now,
+        attempts=F("attempts") + 1,
+        last_error="",
+        updated_at=now,
+    )
+    logger.info(
+        "factory order placed restock=%s sku=%s quantity=%s job=%s",
+        request.pk,
+        order.product_id,
+        order.quantity,
+        job_id,
+    )
+
+
+def record_failure(message: ReceivedMessage, queue: str, error: str) -> None:
+    """Remember why processing failed, for the failed-message view."""
+    key = fingerprint(message.body)
+    updated = MessageFailure.objects.filter(fingerprint=key).update(
+        sqs_message_id=message.message_id,
+        queue=queue,
+        error=error[:4000],
+        attempts=F("attempts") + 1,
+        updated_at=timezone.now(),
+    )
+    if not updated:
+        MessageFailure.objects.get_or_create(
+            fingerprint=key,
+            defaults={"sqs_message_id": message.message_id, "queue": queue, "error": error[:4000]},
+        )
+
+
+def dead_letter(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
+    """Move an unprocessable message straight to the DLQ (send first, then delete)."""
+    record_failure(message, queue.name, error)
+    SqsQueue(settings.SQS_RESTOCK_DLQ).send(
+        body=message.body, message_attributes=message.message_attributes or None
+    )
+    queue.delete(message)
+    logger.warning("message=%s sent to the DLQ: %s", message.message_id, error)
+
+
+def receive_callback(*, token: str, body: Any) -> tuple[RestockRequest, bool]:
+    """Add the restock to stock once; return (request, whether stock was added now)."""
+    try:
+        pk = signing.loads(token, salt=CALLBACK_SALT)
+    except signing.BadSignature as exc:
+        raise ForgedCallback("Callback token is not valid.") from exc
+    with transaction.atomic():
+        request = (
+            RestockRequest.objects.select_for_update()
+            .select_related("product", "factory")
+            .filter(pk=pk)
+            .first()
+        )
+        if request is None:
+            raise ForgedCallback("Callback token names no restock request.")
+        _check_echo(request, body)
+        if request.status == RestockRequest.Status.FULFILLED:
+            logger.info("callback replayed restock=%s: nothing added", request.pk)
+            return request, False
+        product = receive_stock(
+            product_id=request.product_id,
+            quantity=request.quantity,
+            note=f"restock {request.pk} (factory job {request.factory_job_id or '?'})",
+        )
+        if request.status == RestockRequest.Status.OVERDUE:
+            logger.warning("late callback for overdue restock=%s: stock added", request.pk)
+        request.status = RestockRequest.Status.FULFILLED
+        request.fulfilled_at = timezone.now()
+        request.save(update_fields=["status", "fulfilled_at", "updated_at"])
+        events.record(
+            [events.replenished(product=product, quantity=request.quantity, restock_id=request.pk)]
+        )
+    logger.info(
+        "stock arrived restock=%s sku=%s quantity=%s stock=%s",
+        request.pk,
+        product.sku,
+        request.quantity,
+        product.stock,
+    )
+    request.product = product
+    return request, True
+
+
+def _check_echo(request: RestockRequest, body: Any) -> None:
+    if not isinstance(body, dict):
+        raise CallbackMismatch("Callback body must be a JSON object.")
+    expected = {
+        "MessageAttributeProductId": request.product.sku,
+        "MessageAttributeProductCnt": str(request.quantity),
+        "MessageAttributeFactoryId": request.factory.code,
+    }
+    wrong = sorted(k for k, v in expected.items() if str(body.get(k, "")) != v)
+    if wrong:
+        raise CallbackMismatch(f"Callback does not match the restock request: {', '.join(wrong)}.")
+
+
+def reorder_overdue() -> list[RestockRequest]:
+    """Mark requests with no callback in time as overdue and order them again."""
+    cutoff = timezone.now() - timedelta(seconds=settings.FACTORY_CALLBACK_TIMEOUT)
+    reorders = []
+    for stale in RestockRequest.objects.filter(
+        status=RestockRequest.Status.REQUESTED, requested_at__lt=cutoff
+    ).values_list("pk", flat=True):
+        with transaction.atomic():
+            request = (
+                RestockRequest.objects.select_for_update()
+                .filter(pk=stale, status=RestockRequest.Status.REQUESTED)
+                .first()
+            )
+            if request is None:
+                continue
+            request.status = RestockRequest.Status.OVERDUE
+            request.save(update_fields=["status", "updated_at"])
+            reorder = RestockRequest.objects.create(
+                product_id=request.product_id,
+                factory_id=request.factory_id,
+                quantity=request.quantity,
+                depletion_key=f"{request.depletion_key}/reorder-{request.pk}",
+                replaces=request,
+            )
+        logger.warning(
+            "restock=%s overdue (no callback after %ss): reordering as restock=%s",
+            request.pk,
+            settings.FACTORY_CALLBACK_TIMEOUT,
+            reorder.pk,
+        )
+        reorders.append(reorder)
+    # Reorders the factory did not accept yet have no queue message behind them: retry here.
+    retry = RestockRequest.objects.filter(
+        status=RestockRequest.Status.PENDING, replaces__isnull=False
+    ).select_related("product", "factory")
+    for request in retry:
+        try:
+            place_factory_order(request)
+        except FactoryError:
+            continue
+    return reorders

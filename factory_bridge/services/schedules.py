@@ -1,0 +1,27 @@
+"""The cluster's periodic tasks, created or updated idempotently."""
+
+from django_q.models import Schedule
+
+SCHEDULES = {
+    "outbox-sweep": ("factory_bridge.tasks.sweep_outbox", 1),
+    "ensure-pollers": ("factory_bridge.tasks.ensure_pollers", 1),
+    "reorder-overdue": ("factory_bridge.tasks.reorder_overdue", 1),
+}
+
+
+def install_schedules() -> list[str]:
+    """Create or update the minute schedules; return the names that changed."""
+    changed = []
+    for name, (func, minutes) in SCHEDULES.items():
+        _, created = Schedule.objects.update_or_create(
+            name=name,
+            defaults={
+                "func": func,
+                "schedule_type": Schedule.MINUTES,
+                "minutes": minutes,
+                "repeats": -1,
+            },
+        )
+        if created:
+            changed.append(name)
+    return changed

@@ -1,0 +1,87 @@
+"""Shared fixtures: a real moto server over HTTP, provisioned queues, catalog rows."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import requests
+from django.conf import settings
+
+for _name, _value in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+
+def _wait_port(host: str, port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A moto server process at settings.AWS_ENDPOINT_URL for the whole session."""
+    url = settings.AWS_ENDPOINT_URL
+    parsed = urlparse(url)
+    binary = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(binary), "-H", parsed.hostname, "-p", str(parsed.port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(parsed.hostname, parsed.port)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def aws(moto_server: str) -> Iterator[str]:
+    """A clean moto server with Nudged's topics and queues provisioned."""
+    from factory_bridge import aws as aws_clients
+    from factory_bridge.services.provisioning import provision
+
+    requests.post(f"{moto_server}/moto-api/reset", timeout=5)
+    aws_clients.reset()
+    provision()
+    yield moto_server
+    aws_clients.reset()
+
+
+@pytest.fixture
+def factory(db):  # type: ignore[no-untyped-def]
+    from inventory.models import Factory
+
+    return Factory.objects.create(
+        code="FF-500293", name="부산도너츠 공장", manager_email="dob_factory@codeatates.com"
+    )
+
+
+@pytest.fixture
+def product(factory):  # type: ignore[no-untyped-def]
+    from inventory.models import Product
+
+    return Product.objects.create(
+        sku="CP-502101", name="부산도너츠", price=19900, stock=3, factory=factory
+    )
+
+
+@pytest.fixture
+def no_events(settings):  # type: ignore[no-untyped-def]
+    """Turn the event pipeline off for tests that are only about stock and orders."""
+    settings.EVENTS_ENABLED = False
