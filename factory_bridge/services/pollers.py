@@ -97,8 +97,14 @@ def enqueue(name: str) -> None:
     async_task(POLLER_TASK, name, task_name=f"poller-{name}", q_options={"save": False})
 
 
-def ensure_pollers() -> list[str]:
-    """Start the loops whose lease is missing or stale; return their names."""
+def ensure_pollers(*, takeover: bool = False) -> list[str]:
+    """Start the loops whose lease is missing or stale; return their names.
+
+    With `takeover` (a cluster starting) every lease is released first: a loop that is in
+    fact still alive elsewhere loses its lease at its next beat and exits.
+    """
+    if takeover:
+        WorkerLease.objects.update(owner="", heartbeat_at=None)
     cutoff = timezone.now() - stale_after()
     started = []
     for name in _loops():

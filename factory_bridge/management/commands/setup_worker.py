@@ -9,6 +9,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         created = install_schedules()
-        started = ensure_pollers()
+        started = ensure_pollers(takeover=True)
         self.stdout.write(f"Schedules: {', '.join(SCHEDULES)} ({len(created)} new)")
         self.stdout.write(f"Pollers queued: {', '.join(started) or 'none (already running)'}")

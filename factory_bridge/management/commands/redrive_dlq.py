@@ -1,0 +1,50 @@
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from factory_bridge.queues import QueueError
+from factory_bridge.services.dlq import redrive
+
+
+class Command(BaseCommand):
+    help = (
+        "Move dead messages from the DLQ back to the source queue (send first, then delete). "
+        "Choose --all, --limit N or --message-id ID; --dry-run lists without moving."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        which = parser.add_mutually_exclusive_group(required=True)
+        which.add_argument("--all", action="store_true", help="every message in the DLQ")
+        which.add_argument("--limit", type=int, help="at most N messages")
+        which.add_argument(
+            "--message-id",
+            action="append",
+            dest="message_ids",
+            metavar="ID",
+            help="one message, by its DLQ message id or fingerprint (repeatable)",
+        )
+        parser.add_argument("--dry-run", action="store_true", help="list what would move")
+
+    def handle(self, *args, **options) -> None:
+        limit = options["limit"]
+        if limit is not None and limit < 1:
+            raise CommandError("--limit must be a positive number.")
+        try:
+            report = redrive(
+                message_ids=options["message_ids"], limit=limit, dry_run=options["dry_run"]
+            )
+        except QueueError as exc:
+            raise CommandError(f"{exc}. Nothing was moved; check AWS_ENDPOINT_URL.") from exc
+        if options["dry_run"]:
+            for row in report.listed:
+                self.stdout.write(
+                    f"would move {row.sqs_message_id}  {row.event_type or '-'}  {row.sku or '-'}  "
+                    f"{row.last_error[:60]}"
+                )
+            self.stdout.write(f"Dry run: {len(report.listed)} message(s) would move.")
+        else:
+            for message_id in report.moved:
+                self.stdout.write(f"moved {message_id}")
+            self.stdout.write(f"Redrive: {len(report.moved)} moved, {len(report.failed)} failed.")
+        if report.missing:
+            raise CommandError(f"Not found in the DLQ: {', '.join(report.missing)}")
+        if report.failed:
+            raise CommandError(f"{len(report.failed)} message(s) could not be moved; see the log.")
