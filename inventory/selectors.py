@@ -27,9 +27,10 @@ def product_list() -> QuerySet[Product]:
     )
 
 
-def product_get(*, sku: str) -> Product:
-    """One product by SKU, or UnknownSku."""
-    product = product_list().filter(sku=sku).first()
+def product_get(*, sku: str, with_restock: bool = True) -> Product:
+    """One product by SKU, or UnknownSku; without `with_restock`, just the row and factory."""
+    products = product_list() if with_restock else Product.objects.select_related("factory")
+    product = products.filter(sku=sku).first()
     if product is None:
         raise UnknownSku(sku)
     return product

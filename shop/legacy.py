@@ -30,7 +30,7 @@ def not_found(request: HttpRequest, path: str = "") -> JsonResponse:
 @require_GET
 def product_donut(request: HttpRequest) -> JsonResponse:
     try:
-        product = product_get(sku=settings.LEGACY_SKU)
+        product = product_get(sku=settings.LEGACY_SKU, with_restock=False)
     except UnknownSku:
         return _json(NO_PRODUCT, status=400)
     return _json(

@@ -30,7 +30,7 @@ def place_order(*, sku: str, quantity: int, channel: str = Order.Channel.API) ->
         raise InvalidQuantity(
             f"Quantity must be between 1 and {settings.ORDER_MAX_QUANTITY} (got {quantity})."
         )
-    product = product_get(sku=sku)
+    product = product_get(sku=sku, with_restock=False)
     with transaction.atomic():
         # One conditional UPDATE: the row lock makes concurrent orders queue here, and the
         # WHERE clause means stock can never go below zero.

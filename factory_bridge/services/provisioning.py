@@ -37,7 +37,8 @@ def provision() -> ProvisionReport:
         topics[key] = sns.create_topic(Name=name)["TopicArn"]
         report.add("topic", name, UNCHANGED if topics[key] in existing_topics else CREATED)
 
-    dlq_arn = _queue(sqs, settings.SQS_RESTOCK_DLQ, {}, report)
+    # Dead letters are kept as long as SQS allows (14 days) for staff to inspect and redrive.
+    dlq_arn = _queue(sqs, settings.SQS_RESTOCK_DLQ, {"MessageRetentionPeriod": "1209600"}, report)
     restock_attributes = {
         "VisibilityTimeout": str(settings.SQS_VISIBILITY_TIMEOUT),
         "RedrivePolicy": json.dumps(

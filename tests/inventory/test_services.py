@@ -1,0 +1,107 @@
+"""Stock writes outside of orders: the demo catalog and physical counts."""
+
+import pytest
+from django.utils import timezone
+
+from inventory.exceptions import InvalidQuantity, UnknownSku
+from inventory.models import Factory, Product, StockAdjustment
+from inventory.services import load_catalog, set_stock
+
+pytestmark = pytest.mark.usefixtures("no_events")
+
+
+def test_load_catalog_creates_the_seed_product(db):
+    created, kept = load_catalog()
+
+    assert created == Product.objects.count() > 0
+    assert kept == 0
+    donut = Product.objects.select_related("factory").get(sku="CP-502101")
+    assert donut.name == "부산도너츠"
+    assert donut.price == 19900
+    assert donut.stock == 3
+    assert donut.depleted_at is None
+    assert donut.factory.code == "FF-500293"
+    assert donut.factory.manager_email == "dob_factory@codeatates.com"
+
+
+def test_load_catalog_is_idempotent(db):
+    first = load_catalog()
+    counts = (Factory.objects.count(), Product.objects.count())
+
+    second = load_catalog()
+
+    assert (Factory.objects.count(), Product.objects.count()) == counts
+    assert second == (0, first[0])
+
+
+def test_load_catalog_leaves_existing_products_alone(db):
+    load_catalog()
+    Product.objects.filter(sku="CP-502101").update(stock=42, price=20000)
+
+    load_catalog()
+
+    donut = Product.objects.get(sku="CP-502101")
+    assert (donut.stock, donut.price) == (42, 20000)
+
+
+def test_load_catalog_reuses_an_existing_factory(factory):
+    load_catalog()
+
+    assert Factory.objects.filter(code="FF-500293").count() == 1
+    assert Product.objects.get(sku="CP-502101").factory == factory
+
+
+def test_set_stock_records_an_adjustment(product):
+    adjustment = set_stock(sku="CP-502101", quantity=7, note="Monday count")
+
+    product.refresh_from_db()
+    assert product.stock == 7
+    assert adjustment == StockAdjustment.objects.get()
+    assert adjustment.product == product
+    assert adjustment.reason == StockAdjustment.Reason.COUNT
+    assert (adjustment.old_quantity, adjustment.new_quantity) == (3, 7)
+    assert adjustment.note == "Monday count"
+
+
+def test_set_stock_to_zero(product):
+    set_stock(sku="CP-502101", quantity=0)
+
+    product.refresh_from_db()
+    assert product.stock == 0
+    assert StockAdjustment.objects.get().new_quantity == 0
+
+
+def test_set_stock_unknown_sku(product):
+    with pytest.raises(UnknownSku):
+        set_stock(sku="NOPE-1", quantity=7)
+
+    assert not StockAdjustment.objects.exists()
+
+
+def test_set_stock_negative(product):
+    with pytest.raises(InvalidQuantity):
+        set_stock(sku="CP-502101", quantity=-1)
+
+    product.refresh_from_db()
+    assert product.stock == 3
+    assert not StockAdjustment.objects.exists()
+
+
+def test_set_stock_above_zero_ends_the_depletion(product):
+    Product.objects.filter(pk=product.pk).update(stock=0, depleted_at=timezone.now())
+
+    set_stock(sku="CP-502101", quantity=5)
+
+    product.refresh_from_db()
+    assert product.stock == 5
+    assert product.depleted_at is None
+
+
+def test_set_stock_to_zero_keeps_the_depletion(product):
+    depleted_at = timezone.now().replace(microsecond=0)
+    Product.objects.filter(pk=product.pk).update(stock=0, depleted_at=depleted_at)
+
+    set_stock(sku="CP-502101", quantity=0)
+
+    product.refresh_from_db()
+    assert product.depleted_at == depleted_at

@@ -1,0 +1,254 @@
+"""The Sales API over HTTP: products, orders and the error contract."""
+
+import json
+from urllib.parse import urlencode
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from inventory.models import Product
+from shop.models import Order
+
+pytestmark = pytest.mark.usefixtures("no_events")
+
+ORDERS = "/api/orders/"
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def sold_out(factory):  # type: ignore[no-untyped-def]
+    return Product.objects.create(
+        sku="CP-502105", name="제주 말차 도넛", price=4500, stock=0, factory=factory
+    )
+
+
+def _post(api: APIClient, body: object):  # type: ignore[no-untyped-def]
+    return api.post(ORDERS, body, format="json")
+
+
+def test_product_list(api, product, sold_out):
+    response = api.get("/api/products/")
+
+    assert response.status_code == 200
+    assert response.json() == [
+        {
+            "sku": "CP-502101",
+            "name": "부산도너츠",
+            "price": 19900,
+            "stock": 3,
+            "in_stock": True,
+            "incoming": 0,
+        },
+        {
+            "sku": "CP-502105",
+            "name": "제주 말차 도넛",
+            "price": 4500,
+            "stock": 0,
+            "in_stock": False,
+            "incoming": 0,
+        },
+    ]
+
+
+def test_product_list_empty(api, db):
+    response = api.get("/api/products/")
+
+    assert response.status_code == 200
+    assert response.json() == []
+
+
+def test_product_detail(api, product):
+    response = api.get("/api/products/CP-502101/")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "sku": "CP-502101",
+        "name": "부산도너츠",
+        "price": 19900,
+        "stock": 3,
+        "in_stock": True,
+        "incoming": 0,
+    }
+
+
+def test_product_detail_unknown_sku(api, product):
+    response = api.get("/api/products/NOPE-1/")
+
+    assert response.status_code == 404
+    body = response.json()
+    assert body["code"] == "unknown_sku"
+    assert body["sku"] == "NOPE-1"
+    assert body["detail"]
+
+
+def test_order_created(api, product):
+    response = _post(api, {"sku": "CP-502101", "quantity": 2})
+
+    assert response.status_code == 201
+    order = Order.objects.get()
+    assert response.json() == {
+        "id": order.pk,
+        "sku": "CP-502101",
+        "quantity": 2,
+        "status": "completed",
+        "remaining_stock": 1,
+    }
+    assert order.channel == Order.Channel.API
+    product.refresh_from_db()
+    assert product.stock == 1
+
+
+def test_order_out_of_stock(api, product):
+    response = _post(api, {"sku": "CP-502101", "quantity": 5})
+
+    assert response.status_code == 409
+    body = response.json()
+    order = Order.objects.get()
+    assert body["code"] == "out_of_stock"
+    assert body["available"] == 3
+    assert body["order_id"] == order.pk
+    assert body["detail"]
+    assert order.status == Order.Status.REJECTED
+    product.refresh_from_db()
+    assert product.stock == 3
+
+
+def test_order_on_sold_out_product(api, sold_out):
+    response = _post(api, {"sku": "CP-502105", "quantity": 1})
+
+    assert response.status_code == 409
+    assert response.json()["available"] == 0
+
+
+def test_order_unknown_sku(api, product):
+    response = _post(api, {"sku": "NOPE-1", "quantity": 1})
+
+    assert response.status_code == 404
+    body = response.json()
+    assert body["code"] == "unknown_sku"
+    assert body["sku"] == "NOPE-1"
+    assert not Order.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param({"quantity": 1}, "sku", id="missing-sku"),
+        pytest.param({"sku": "CP-502101"}, "quantity", id="missing-quantity"),
+        pytest.param({}, "sku", id="empty-object"),
+        pytest.param({"sku": "", "quantity": 1}, "sku", id="blank-sku"),
+        pytest.param({"sku": None, "quantity": 1}, "sku", id="null-sku"),
+        pytest.param({"sku": "X" * 33, "quantity": 1}, "sku", id="sku-too-long"),
+        pytest.param({"sku": "CP-502101", "quantity": 0}, "quantity", id="quantity-0"),
+        pytest.param({"sku": "CP-502101", "quantity": -1}, "quantity", id="quantity-negative"),
+        pytest.param({"sku": "CP-502101", "quantity": 1.5}, "quantity", id="quantity-fraction"),
+        pytest.param({"sku": "CP-502101", "quantity": "abc"}, "quantity", id="quantity-text"),
+        pytest.param({"sku": "CP-502101", "quantity": None}, "quantity", id="quantity-null"),
+        pytest.param(
+            {"sku": "CP-502101", "quantity": settings.ORDER_MAX_QUANTITY + 1},
+            "quantity",
+            id="quantity-above-max",
+        ),
+        pytest.param([{"sku": "CP-502101", "quantity": 1}], "non_field_errors", id="json-array"),
+        pytest.param("CP-502101", "non_field_errors", id="json-string"),
+    ],
+)
+def test_order_invalid_input(api, product, body, field):
+    response = _post(api, body)
+
+    assert response.status_code == 400
+    payload = response.json()
+    assert payload["code"] == "invalid"
+    assert field in payload["errors"]
+    assert field in payload["detail"]
+    assert not Order.objects.exists()
+    product.refresh_from_db()
+    assert product.stock == 3
+
+
+def test_order_malformed_json(api, product):
+    response = api.post(ORDERS, '{"sku": "CP-502101", "quantity": ', content_type="application/json")
+
+    assert response.status_code == 400
+    payload = response.json()
+    assert payload["code"] == "invalid"
+    assert "body" in payload["errors"]
+    assert not Order.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", "application/xml"]
+)
+def test_order_non_json_content_type(api, product, content_type):
+    body = urlencode({"sku": "CP-502101", "quantity": 1})
+
+    response = api.post(ORDERS, body, content_type=content_type)
+
+    assert response.status_code == 400
+    payload = response.json()
+    assert payload["code"] == "invalid"
+    assert "body" in payload["errors"]
+    assert not Order.objects.exists()
+
+
+def test_order_multipart_form(api, product):
+    response = api.post(ORDERS, {"sku": "CP-502101", "quantity": 1}, format="multipart")
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+    assert not Order.objects.exists()
+
+
+@pytest.mark.parametrize("method", ["get", "put", "patch", "delete"])
+def test_orders_endpoint_only_accepts_post(api, db, method):
+    response = getattr(api, method)(ORDERS)
+
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+
+
+def test_no_request_gives_a_server_error(product):
+    """Throw every awkward body at the endpoint; none may end in a 500."""
+    client = APIClient(raise_request_exception=False)
+    bodies = [
+        ("application/json", ""),
+        ("application/json", "null"),
+        ("application/json", "[]"),
+        ("application/json", "{}"),
+        ("application/json", "{bad"),
+        ("application/json", json.dumps({"sku": "CP-502101", "quantity": "1e309"})),
+        ("application/json", json.dumps({"sku": "CP-502101", "quantity": 10**30})),
+        ("application/json", json.dumps({"sku": ["CP-502101"], "quantity": 1})),
+        ("application/json", json.dumps({"sku": {"a": 1}, "quantity": {"b": 2}})),
+        ("application/json", json.dumps({"sku": "CP-502101", "quantity": True})),
+        ("application/json", b"\xff\xfe\x00"),
+        ("text/plain", "hello"),
+    ]
+    statuses = {}
+    for content_type, body in bodies:
+        response = client.post(ORDERS, body, content_type=content_type)
+        statuses[(content_type, str(body)[:40])] = response.status_code
+    assert all(status < 500 for status in statuses.values()), statuses
+
+
+def test_schema(api, db):
+    response = api.get("/api/schema/")
+
+    assert response.status_code == 200
+    assert b"/api/orders/" in response.content
+    assert b"Nudged Sales API" in response.content
+
+
+def test_swagger_docs_are_served_without_a_cdn(api, db):
+    response = api.get("/api/docs/")
+
+    assert response.status_code == 200
+    html = response.content.decode().lower()
+    assert "swagger" in html
+    for host in ("cdn", "jsdelivr", "unpkg"):
+        assert host not in html

@@ -1,0 +1,137 @@
+"""The storefront: a catalog page and an order form that works without JavaScript."""
+
+import pytest
+from django.test import Client
+
+from inventory.models import Product
+from shop.models import Order
+
+pytestmark = pytest.mark.usefixtures("no_events")
+
+
+@pytest.fixture
+def sold_out(factory):  # type: ignore[no-untyped-def]
+    return Product.objects.create(
+        sku="CP-502105", name="제주 말차 도넛", price=4500, stock=0, factory=factory
+    )
+
+
+def test_storefront_lists_products(client, product, sold_out):
+    response = client.get("/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "부산도너츠" in html
+    assert "제주 말차 도넛" in html
+    assert "₩19,900" in html
+    assert "₩4,500" in html
+    assert "3 in stock" in html
+    assert "Sold out" in html
+    assert list(response.context["products"]) == [product, sold_out]
+
+
+def test_storefront_has_an_order_form_only_for_products_in_stock(client, product, sold_out):
+    html = client.get("/").content.decode()
+
+    assert html.count('<form method="post" action="/order/"') == 1
+    assert 'value="CP-502101"' in html
+    assert 'value="CP-502105"' not in html
+    assert 'name="csrfmiddlewaretoken"' in html
+
+
+def test_storefront_empty(client, db):
+    response = client.get("/")
+
+    assert response.status_code == 200
+    assert "No donuts on the shelf yet." in response.content.decode()
+
+
+def test_order_without_csrf_token_is_forbidden(product):
+    client = Client(enforce_csrf_checks=True)
+
+    response = client.post("/order/", {"sku": "CP-502101", "quantity": 1})
+
+    assert response.status_code == 403
+    assert not Order.objects.exists()
+
+
+def test_order_with_csrf_token_from_the_page(product):
+    client = Client(enforce_csrf_checks=True)
+    page = client.get("/")
+    token = page.context["csrf_token"]
+
+    response = client.post(
+        "/order/", {"sku": "CP-502101", "quantity": 1, "csrfmiddlewaretoken": token}
+    )
+
+    assert response.status_code == 302
+    assert Order.objects.get().status == Order.Status.COMPLETED
+
+
+def test_order_redirects_and_confirms(client, product):
+    response = client.post("/order/", {"sku": "CP-502101", "quantity": 2})
+
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+    order = Order.objects.get()
+    assert order.status == Order.Status.COMPLETED
+    assert order.channel == Order.Channel.WEB
+    page = client.get("/").content.decode()
+    assert f"Order #{order.pk} confirmed: 2 × 부산도너츠. 1 left." in page
+    assert "msg-success" in page
+    assert "1 in stock" in page
+
+
+def test_confirmation_is_shown_once(client, product):
+    client.post("/order/", {"sku": "CP-502101", "quantity": 1})
+    client.get("/")
+
+    assert "confirmed" not in client.get("/").content.decode()
+
+
+def test_order_larger_than_stock_is_refused(client, product):
+    response = client.post("/order/", {"sku": "CP-502101", "quantity": 5}, follow=True)
+
+    assert response.status_code == 200
+    assert response.redirect_chain == [("/", 302)]
+    page = response.content.decode()
+    assert "Sorry, 부산도너츠 is sold out for that quantity: 3 left, you asked for 5." in page
+    assert "msg-error" in page
+    product.refresh_from_db()
+    assert product.stock == 3
+    assert Order.objects.get().status == Order.Status.REJECTED
+
+
+@pytest.mark.parametrize("quantity", ["0", "-1", "abc", "1.5", "", "101"])
+def test_invalid_quantity_shows_an_error(client, product, quantity):
+    response = client.post("/order/", {"sku": "CP-502101", "quantity": quantity}, follow=True)
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Your order could not be placed (quantity:" in page
+    assert "msg-error" in page
+    assert not Order.objects.exists()
+    product.refresh_from_db()
+    assert product.stock == 3
+
+
+def test_missing_sku_shows_an_error(client, product):
+    response = client.post("/order/", {"quantity": 1}, follow=True)
+
+    assert response.status_code == 200
+    assert "Your order could not be placed (sku:" in response.content.decode()
+    assert not Order.objects.exists()
+
+
+def test_unknown_sku_shows_an_error(client, product):
+    response = client.post("/order/", {"sku": "NOPE-1", "quantity": 1}, follow=True)
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "No product with SKU" in page
+    assert "NOPE-1" in page
+    assert not Order.objects.exists()
+
+
+def test_get_on_order_is_not_allowed(client, db):
+    assert client.get("/order/").status_code == 405
