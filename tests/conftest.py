@@ -1,5 +1,6 @@
 """Shared fixtures: a real moto server over HTTP, provisioned queues, catalog rows."""
 
+import fcntl
 import os
 import socket
 import subprocess
@@ -19,6 +20,20 @@ for _name, _value in {
     "AWS_SESSION_TOKEN": "testing",
 }.items():
     os.environ.setdefault(_name, _value)
+
+
+_session_lock = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run one test session at a time on this machine.
+
+    Sessions share the test database and the moto server's port; a second session waits
+    here instead of flushing the first one's tables.
+    """
+    global _session_lock
+    _session_lock = open("/tmp/nudged-tests.lock", "w")  # noqa: SIM115
+    fcntl.flock(_session_lock, fcntl.LOCK_EX)
 
 
 def _wait_port(host: str, port: int, timeout: float = 20.0) -> None:
