@@ -1,10 +1,8 @@
-class BridgeError(Exception):
-    code = "bridge_error"
-    status = 400
+from nudged.exceptions import DomainError
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+
+class BridgeError(DomainError):
+    code = "bridge_error"
 
 
 class ForgedCallback(BridgeError):

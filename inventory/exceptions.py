@@ -1,10 +1,8 @@
-class InventoryError(Exception):
-    code = "inventory_error"
-    status = 400
+from nudged.exceptions import DomainError
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+
+class InventoryError(DomainError):
+    code = "inventory_error"
 
 
 class UnknownSku(InventoryError):
@@ -18,4 +16,3 @@ class UnknownSku(InventoryError):
 
 class InvalidQuantity(InventoryError):
     code = "invalid"
-    status = 400

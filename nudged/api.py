@@ -7,8 +7,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from factory_bridge.exceptions import BridgeError
-from inventory.exceptions import InventoryError
+from nudged.exceptions import DomainError
 from shop.exceptions import OutOfStock
 
 logger = logging.getLogger(__name__)
@@ -25,7 +24,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             },
             status=exc.status,
         )
-    if isinstance(exc, InventoryError | BridgeError):
+    if isinstance(exc, DomainError):
         body = {"code": exc.code, "detail": exc.detail}
         if hasattr(exc, "sku"):
             body["sku"] = exc.sku

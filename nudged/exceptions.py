@@ -1,0 +1,9 @@
+class DomainError(Exception):
+    """An error a client can act on: `code` and `status` shape the API response."""
+
+    code = "error"
+    status = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
