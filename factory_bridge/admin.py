@@ -52,7 +52,6 @@ class OutboxEventAdmin(ReadOnlyAdmin):
     ]
     list_filter = [PublishedFilter, "event_type", "topic"]
     search_fields = ["=id", "sku", "message_id"]
-    date_hierarchy = "created_at"
 
 
 @admin.register(RestockRequest)
@@ -71,7 +70,6 @@ class RestockRequestAdmin(ReadOnlyAdmin):
     list_filter = ["status", "factory", "product"]
     search_fields = ["=id", "product__sku", "factory_job_id", "sqs_message_id", "depletion_key"]
     list_select_related = ["product", "factory"]
-    date_hierarchy = "created_at"
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: RestockRequest) -> str:

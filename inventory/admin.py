@@ -1,8 +1,11 @@
+from django import forms
 from django.contrib import admin
+from django.utils.html import format_html
 
 from factory_bridge.models import RestockRequest
 from inventory.models import Factory, Product, StockAdjustment
 from inventory.selectors import product_list
+from inventory.services import set_stock
 
 
 class SoldOutFilter(admin.SimpleListFilter):
@@ -63,6 +66,36 @@ class FactoryAdmin(admin.ModelAdmin):
     search_fields = ["code", "name", "manager_email"]
 
 
+class StockInput(forms.NumberInput):
+    """A number input that also posts the value it was shown with."""
+
+    def render(self, name, value, attrs=None, renderer=None):  # type: ignore[no-untyped-def]
+        shown = "" if value is None else value
+        return super().render(name, value, attrs, renderer) + format_html(
+            '<input type="hidden" name="{}_seen" value="{}">', name, shown
+        )
+
+
+class ProductAdminForm(forms.ModelForm):
+    class Meta:
+        model = Product
+        fields = [
+            "sku",
+            "name",
+            "description",
+            "price",
+            "factory",
+            "stock",
+            "restock_quantity",
+        ]
+        widgets = {"stock": StockInput}
+
+    def stock_edited(self) -> bool:
+        """True when staff typed a new stock, not when orders moved it while the form was open."""
+        seen = self.data.get(f"{self.add_prefix('stock')}_seen")
+        return not seen or str(self.cleaned_data["stock"]) != seen
+
+
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
     list_display = [
@@ -76,6 +109,7 @@ class ProductAdmin(admin.ModelAdmin):
         "depleted_at",
     ]
     list_editable = ["stock"]
+    form = ProductAdminForm
     list_filter = [SoldOutFilter, "factory"]
     search_fields = ["sku", "name"]
     list_select_related = ["factory"]
@@ -84,6 +118,26 @@ class ProductAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):  # type: ignore[no-untyped-def]
         return product_list()
+
+    def get_changelist_form(self, request, **kwargs):  # type: ignore[no-untyped-def]
+        return super().get_changelist_form(request, form=ProductAdminForm, **kwargs)
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        """Save only what staff changed; a stock change goes through set_stock (audited).
+
+        Writing the whole row would put back the stock the form was loaded with and undo
+        the orders placed meanwhile.
+        """
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        fields = [name for name in form.changed_data if name != "stock"]
+        if fields:
+            obj.save(update_fields=[*fields, "updated_at"])
+        if "stock" in form.changed_data and form.stock_edited():
+            set_stock(
+                sku=obj.sku, quantity=form.cleaned_data["stock"], note=f"admin: {request.user}"
+            )
 
     @admin.display(description="incoming", ordering="incoming")
     def incoming(self, obj: Product) -> int:

@@ -17,7 +17,6 @@ class OrderAdmin(admin.ModelAdmin):
     list_filter = ["status", "channel", "product"]
     search_fields = ["=id", "product__sku"]
     list_select_related = ["product"]
-    date_hierarchy = "created_at"
 
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]
         return False

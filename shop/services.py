@@ -40,6 +40,10 @@ def place_order(*, sku: str, quantity: int, channel: str = Order.Channel.API) ->
         remaining, depleted_at = (
             Product.objects.filter(pk=product.pk).values_list("stock", "depleted_at").get()
         )
+        # Opened before the order row is written: that insert takes a shared lock on the
+        # product (foreign key), and two refusals holding it would deadlock on this update.
+        runs_out = remaining == 0 or not taken
+        opened = runs_out and depleted_at is None and mark_depleted(product_id=product.pk)
         status = Order.Status.COMPLETED if taken else Order.Status.REJECTED
         order = Order.objects.create(
             product=product,
@@ -49,8 +53,7 @@ def place_order(*, sku: str, quantity: int, channel: str = Order.Channel.API) ->
             remaining_stock=remaining,
         )
         happened = [events.order_placed(order=order, product=product, remaining=remaining)]
-        runs_out = remaining == 0 or not taken
-        if runs_out and depleted_at is None and mark_depleted(product_id=product.pk):
+        if opened:
             happened.append(events.depleted(product=product, stock=remaining))
             logger.info("stock depleted sku=%s order=%s", sku, order.pk)
         events.record(happened)

@@ -172,7 +172,9 @@ def test_order_invalid_input(api, product, body, field):
 
 
 def test_order_malformed_json(api, product):
-    response = api.post(ORDERS, '{"sku": "CP-502101", "quantity": ', content_type="application/json")
+    response = api.post(
+        ORDERS, '{"sku": "CP-502101", "quantity": ', content_type="application/json"
+    )
 
     assert response.status_code == 400
     payload = response.json()

@@ -111,3 +111,22 @@ def test_mixed_quantities_never_oversell(product):
         stock -= quantity
         assert remaining == stock
     assert stock == final
+
+
+@pytest.mark.parametrize(
+    ("stock", "quantity"),
+    [
+        pytest.param(0, 1, id="sold-out-never-depleted"),
+        pytest.param(2, 3, id="short-by-one"),
+    ],
+)
+def test_concurrent_refusals_are_all_recorded(product, stock, quantity):
+    # Stock that was never depleted by an order, as load_catalog or set_stock leave it.
+    Product.objects.filter(pk=product.pk).update(stock=stock, depleted_at=None)
+
+    outcomes = _race([quantity] * BUYERS)
+
+    assert [o.error for o in outcomes if o.status == "error"] == []
+    assert [o.status for o in outcomes] == ["rejected"] * BUYERS
+    assert Order.objects.filter(status=Order.Status.REJECTED).count() == BUYERS
+    assert _stock_of(product) == stock

@@ -1,0 +1,229 @@
+"""A hand-written twin of POST /api/orders/: the yardstick of the order benchmark.
+
+It sends the statements `shop.services.place_order` sends, in the same order and the same
+transaction, through a raw cursor: no DRF, no serializers, no model instances. The gap
+between the two is what the Sales API's own code costs (bench/orders.py, which also checks
+that both send the same statements). Keep it in step with place_order and
+factory_bridge.events. Routed at /bench/baseline/orders/ only when BENCHMARK_BASELINE is
+true, and never with the production settings.
+"""
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.http import HttpRequest, JsonResponse
+from django.urls import path
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from factory_bridge.events import (
+    DEPLETED_SUBJECT,
+    EVENT_TYPE_ATTRIBUTE,
+    ORDER_COMPLETED,
+    ORDER_REJECTED,
+    STOCK_DEPLETED,
+)
+from factory_bridge.models import OutboxEvent
+from factory_bridge.services.outbox import trigger_relay
+from inventory.exceptions import UnknownSku
+from shop.exceptions import OutOfStock
+from shop.models import Order
+
+# The SQL the ORM generates for place_order on MySQL/MariaDB, parameters as %s.
+PRODUCT_SQL = (
+    "SELECT `inventory_product`.`id`, `inventory_product`.`sku`, `inventory_product`.`name`, "
+    "`inventory_product`.`description`, `inventory_product`.`price`, "
+    "`inventory_product`.`factory_id`, `inventory_product`.`stock`, "
+    "`inventory_product`.`restock_quantity`, `inventory_product`.`depleted_at`, "
+    "`inventory_product`.`updated_at`, `inventory_factory`.`id`, `inventory_factory`.`code`, "
+    "`inventory_factory`.`name`, `inventory_factory`.`manager_email` FROM `inventory_product` "
+    "INNER JOIN `inventory_factory` ON "
+    "(`inventory_product`.`factory_id` = `inventory_factory`.`id`) "
+    "WHERE `inventory_product`.`sku` = %s ORDER BY `inventory_product`.`sku` ASC LIMIT 1"
+)
+TAKE_SQL = (
+    "UPDATE `inventory_product` SET `stock` = (`inventory_product`.`stock` - %s) "
+    "WHERE (`inventory_product`.`id` = %s AND `inventory_product`.`stock` >= %s)"
+)
+STOCK_SQL = (
+    "SELECT `inventory_product`.`stock` AS `stock`, "
+    "`inventory_product`.`depleted_at` AS `depleted_at` FROM `inventory_product` "
+    "WHERE `inventory_product`.`id` = %s LIMIT 21"
+)
+ORDER_SQL = (
+    "INSERT INTO `shop_order` (`product_id`, `quantity`, `status`, `channel`, "
+    "`remaining_stock`, `created_at`) VALUES (%s, %s, %s, %s, %s, %s) "
+    "RETURNING `shop_order`.`id`"
+)
+DEPLETE_SQL = (
+    "UPDATE `inventory_product` SET `depleted_at` = %s "
+    "WHERE (`inventory_product`.`depleted_at` IS NULL AND `inventory_product`.`id` = %s)"
+)
+OUTBOX_SQL = (
+    "INSERT INTO `factory_bridge_outboxevent` (`id`, `topic`, `event_type`, `subject`, "
+    "`body`, `attributes`, `sku`, `created_at`, `published_at`, `next_attempt_at`, "
+    "`attempts`, `last_error`, `message_id`) VALUES "
+)
+OUTBOX_ROW = "(" + ", ".join(["%s"] * 13) + ")"
+
+# Columns of PRODUCT_SQL's row that the order needs.
+PRODUCT_ID, PRODUCT_SKU, RESTOCK_QUANTITY, FACTORY_CODE = 0, 1, 7, 11
+
+
+def _invalid(field: str) -> JsonResponse:
+    return JsonResponse({"code": "invalid", "detail": f"Invalid input: {field}."}, status=400)
+
+
+def _outbox_row(
+    *,
+    topic: str,
+    event_type: str,
+    sku: str,
+    factory_code: str,
+    quantity: int,
+    body: dict[str, Any],
+    now: datetime,
+    subject: str = "",
+) -> list[Any]:
+    """The outbox columns of one event, as factory_bridge.events.record writes them."""
+    event_id = uuid.uuid4()
+    payload = {
+        "event_id": str(event_id),
+        "type": event_type,
+        "occurred_at": now.isoformat(),
+        "sku": sku,
+        "factory_id": factory_code,
+        "quantity": quantity,
+        **body,
+    }
+    attributes = {
+        EVENT_TYPE_ATTRIBUTE: event_type,
+        "MessageAttributeProductId": sku,
+        "MessageAttributeFactoryId": factory_code,
+        "MessageAttributeProductCnt": str(quantity),
+        "MessageAttributeRequester": settings.FACTORY_REQUESTER or "nudged",
+    }
+    db_now = connection.ops.adapt_datetimefield_value(now)
+    db_id = str(event_id) if connection.features.has_native_uuid_field else event_id.hex
+    return [
+        db_id,
+        topic,
+        event_type,
+        subject,
+        json.dumps(payload),
+        json.dumps(attributes),
+        sku,
+        db_now,
+        None,
+        db_now,
+        0,
+        "",
+        "",
+    ]
+
+
+@csrf_exempt
+@require_POST
+def create_order(request: HttpRequest) -> JsonResponse:
+    """Place an order with raw SQL; answer like POST /api/orders/ (201, 409, 404 or 400)."""
+    try:
+        data = json.loads(request.body)
+    except ValueError:
+        return _invalid("body")
+    sku, quantity = data.get("sku"), data.get("quantity")
+    if not isinstance(sku, str) or not 0 < len(sku) <= 32:
+        return _invalid("sku")
+    if type(quantity) is not int or not 1 <= quantity <= settings.ORDER_MAX_QUANTITY:
+        return _invalid("quantity")
+
+    with connection.cursor() as cursor:
+        cursor.execute(PRODUCT_SQL, [sku])
+        product = cursor.fetchone()
+    if product is None:
+        error = UnknownSku(sku)
+        return JsonResponse(
+            {"code": error.code, "detail": error.detail, "sku": sku}, status=error.status
+        )
+    product_id, sku = product[PRODUCT_ID], product[PRODUCT_SKU]
+    factory_code = product[FACTORY_CODE]
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(TAKE_SQL, [quantity, product_id, quantity])
+        taken = cursor.rowcount
+        cursor.execute(STOCK_SQL, [product_id])
+        remaining, depleted_at = cursor.fetchone()
+        opened = False
+        if (remaining == 0 or not taken) and depleted_at is None:
+            # Before the order insert, as in place_order (its foreign key lock would deadlock).
+            opened_at = connection.ops.adapt_datetimefield_value(timezone.now())
+            cursor.execute(DEPLETE_SQL, [opened_at, product_id])
+            opened = cursor.rowcount == 1
+        status = Order.Status.COMPLETED if taken else Order.Status.REJECTED
+        created_at = connection.ops.adapt_datetimefield_value(timezone.now())
+        cursor.execute(
+            ORDER_SQL,
+            [product_id, quantity, status.value, Order.Channel.API.value, remaining, created_at],
+        )
+        order_id = cursor.fetchone()[0]
+        events = [
+            {
+                "topic": OutboxEvent.Topic.SALES.value,
+                "event_type": ORDER_COMPLETED if taken else ORDER_REJECTED,
+                "quantity": quantity,
+                "body": {"order_id": order_id, "status": status.value, "stock": remaining},
+            }
+        ]
+        if opened:
+            restock = product[RESTOCK_QUANTITY]
+            events.append(
+                {
+                    "topic": OutboxEvent.Topic.STOCK.value,
+                    "event_type": STOCK_DEPLETED,
+                    "quantity": restock,
+                    "body": {"stock": remaining, "restock_quantity": restock},
+                    "subject": DEPLETED_SUBJECT,
+                }
+            )
+        if settings.EVENTS_ENABLED:
+            now = timezone.now()
+            rows = [
+                _outbox_row(sku=sku, factory_code=factory_code, now=now, **event)
+                for event in events
+            ]
+            cursor.execute(
+                OUTBOX_SQL + ", ".join([OUTBOX_ROW] * len(rows)),
+                [value for row in rows for value in row],
+            )
+            transaction.on_commit(trigger_relay)
+
+    if not taken:
+        detail = f"Only {remaining} of {sku} in stock; {quantity} requested."
+        return JsonResponse(
+            {
+                "code": OutOfStock.code,
+                "detail": detail,
+                "available": remaining,
+                "order_id": order_id,
+            },
+            status=OutOfStock.status,
+        )
+    body = {
+        "id": order_id,
+        "sku": sku,
+        "quantity": quantity,
+        "status": status.value,
+        "remaining_stock": remaining,
+    }
+    return JsonResponse(body, status=201)
+
+
+def _mounted() -> bool:
+    return settings.BENCHMARK_BASELINE and not settings.SETTINGS_MODULE.endswith(".production")
+
+
+urlpatterns = [path("orders/", create_order, name="baseline-order-create")] if _mounted() else []
