@@ -12,6 +12,9 @@ from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
 from factory_bridge.queues import QueueError
 from factory_bridge.services import dlq
 
+# The index shows how many messages are dead, at a glance.
+admin.site.index_template = "admin/factory_bridge/index.html"
+
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -61,11 +64,9 @@ class RestockRequestAdmin(ReadOnlyAdmin):
         "product",
         "quantity",
         "status_badge",
-        "created_at",
         "requested_at",
         "fulfilled_at",
         "factory_job_id",
-        "attempts",
     ]
     list_filter = ["status", "factory", "product"]
     search_fields = ["=id", "product__sku", "factory_job_id", "sqs_message_id", "depletion_key"]
@@ -84,14 +85,13 @@ class RestockRequestAdmin(ReadOnlyAdmin):
 @admin.register(FailedMessage)
 class FailedMessageAdmin(admin.ModelAdmin):
     list_display = [
-        "sqs_message_id",
+        "short_id",
         "status",
         "event_type",
         "sku",
         "short_error",
         "age",
         "times_dead",
-        "receive_count",
     ]
     list_filter = ["status", "event_type", "sku"]
     search_fields = ["sku", "sqs_message_id", "fingerprint"]
@@ -119,8 +119,16 @@ class FailedMessageAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Rows are a record of what reached the DLQ; staff act on them through the actions.
+        return False
+
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    @admin.display(description="message", ordering="sqs_message_id")
+    def short_id(self, obj: FailedMessage) -> str:
+        return obj.sqs_message_id[:8] + "…"
 
     @admin.display(description="error")
     def short_error(self, obj: FailedMessage) -> str:

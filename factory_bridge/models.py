@@ -70,8 +70,8 @@ class RestockRequest(models.Model):
         related_name="replaced_by",
         help_text="The overdue request this one orders again",
     )
-    factory_job_id = models.CharField(max_length=64, blank=True)
-    sqs_message_id = models.CharField(max_length=100, blank=True)
+    factory_job_id = models.CharField("factory job ID", max_length=64, blank=True)
+    sqs_message_id = models.CharField("SQS message ID", max_length=100, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -118,14 +118,14 @@ class FailedMessage(models.Model):
         unique=True,
         help_text="SNS message id of the envelope (or a hash of the body): stable across redrives",
     )
-    sqs_message_id = models.CharField(max_length=100, db_index=True)
+    sqs_message_id = models.CharField("SQS message ID", max_length=100, db_index=True)
     source_queue = models.CharField(max_length=80)
-    dlq = models.CharField(max_length=80)
+    dlq = models.CharField("DLQ", max_length=80)
     body = models.TextField()
     attributes = models.JSONField(default=dict)
     message_attributes = models.JSONField(default=dict)
     event_type = models.CharField(max_length=32, blank=True)
-    sku = models.CharField(max_length=32, blank=True, db_index=True)
+    sku = models.CharField("SKU", max_length=32, blank=True, db_index=True)
     receive_count = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DEAD)

@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.widgets import AdminIntegerFieldWidget
 from django.utils.html import format_html
 
 from factory_bridge.models import RestockRequest
@@ -66,7 +67,7 @@ class FactoryAdmin(admin.ModelAdmin):
     search_fields = ["code", "name", "manager_email"]
 
 
-class StockInput(forms.NumberInput):
+class StockInput(AdminIntegerFieldWidget):
     """A number input that also posts the value it was shown with."""
 
     def render(self, name, value, attrs=None, renderer=None):  # type: ignore[no-untyped-def]

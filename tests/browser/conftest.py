@@ -1,15 +1,17 @@
 """Browser fixtures: Debian's Chromium driven by Playwright against pytest-django's live server."""
 
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
-# Playwright's sync API runs an event loop in the test thread; the ORM calls the tests make
-# between page actions are still plain synchronous calls.
+from tests.browser import DESKTOP
+
+# Playwright's sync API runs an event loop in the test thread, and the session-scoped browser
+# keeps it there for every test collected after this one; the ORM calls made between page
+# actions are still plain synchronous calls.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 CHROMIUM = "/usr/bin/chromium"
@@ -22,8 +24,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-DESKTOP = {"width": 1280, "height": 900}
-MOBILE = {"width": 390, "height": 844}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 # Page actions fail fast: everything is local, a missing element should not cost 30 s.
 TIMEOUT_MS = 10_000
@@ -71,15 +71,3 @@ def screenshot() -> Callable[[Page, str], Path]:
         return path
 
     return save
-
-
-def wait_until(check: Callable[[], object], *, timeout: float, step: float = 0.1) -> object:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met after {timeout}s")
-        time.sleep(step)
