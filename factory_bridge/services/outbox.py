@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from factory_bridge.models import OutboxEvent
@@ -126,9 +126,7 @@ class _Debouncer:
         except Exception:
             logger.exception("could not enqueue the outbox relay; the sweep will publish")
         finally:
-            close_old_connections()
-            from django.db import connections
-
+            # The timer's thread dies here; its database connection must not outlive it.
             connections.close_all()
 
 
