@@ -42,8 +42,7 @@ def place_order(*, sku: str, quantity: int, channel: str = Order.Channel.API) ->
         )
         # Opened before the order row is written: that insert takes a shared lock on the
         # product (foreign key), and two refusals holding it would deadlock on this update.
-        runs_out = remaining == 0 or not taken
-        opened = runs_out and depleted_at is None and mark_depleted(product_id=product.pk)
+        opened = remaining == 0 and depleted_at is None and mark_depleted(product_id=product.pk)
         status = Order.Status.COMPLETED if taken else Order.Status.REJECTED
         order = Order.objects.create(
             product=product,

@@ -52,7 +52,7 @@ def _beat(name: str, owner: str) -> bool:
     )
 
 
-def _release(name: str, owner: str) -> None:
+def release(name: str, owner: str) -> None:
     WorkerLease.objects.filter(name=name, owner=owner).update(heartbeat_at=None, owner="")
 
 
@@ -85,7 +85,7 @@ def run_poller(*, name: str, seconds: float | None = None, handover: bool = True
             close_old_connections()
     finally:
         if kept:
-            _release(name, owner)
+            release(name, owner)
     if kept and handover:
         enqueue(name)
     return rounds
@@ -125,5 +125,5 @@ def poller_status() -> list[dict]:
             "alive": bool(lease.heartbeat_at and lease.heartbeat_at >= cutoff),
             "heartbeat_at": lease.heartbeat_at.isoformat() if lease.heartbeat_at else None,
         }
-        for lease in WorkerLease.objects.order_by("name")
+        for lease in WorkerLease.objects.filter(name__in=_loops()).order_by("name")
     ]

@@ -75,7 +75,9 @@ def _queue(sqs: object, name: str, wanted: dict[str, str], report: ProvisionRepo
         current = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]  # type: ignore[attr-defined]
         stale = {k: v for k, v in wanted.items() if not _same(current.get(k), v)}
         if stale:
-            sqs.set_queue_attributes(QueueUrl=url, Attributes=stale)  # type: ignore[attr-defined]
+            # All wanted attributes, not only the stale ones: some endpoints drop the
+            # attributes a SetQueueAttributes call leaves out.
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=wanted)  # type: ignore[attr-defined]
         report.add("queue", name, UPDATED if stale else UNCHANGED)
     return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][  # type: ignore[attr-defined]
         "QueueArn"

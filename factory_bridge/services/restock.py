@@ -1,6 +1,8 @@
 """Restocking: depletion messages become factory orders; the factory's callback adds stock."""
 
+import contextlib
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -17,12 +19,15 @@ from factory_bridge.factory import FactoryError, ManufactureOrder, get_factory_c
 from factory_bridge.messages import Envelope, fingerprint, read_envelope
 from factory_bridge.models import MessageFailure, RestockRequest
 from factory_bridge.queues import ReceivedMessage, SqsQueue
+from factory_bridge.services import pollers
 from inventory.models import Product
 from inventory.services import receive_stock
 
 logger = logging.getLogger(__name__)
 
 CALLBACK_SALT = "factory_bridge.callback"
+REORDER_LEASE = "reorder-overdue"
+REORDER_SEPARATOR = "/reorder-"
 ORDERED, DUPLICATE, ABSORBED = "ordered", "duplicate", "absorbed"
 
 
@@ -236,43 +241,62 @@ def _check_echo(request: RestockRequest, body: Any) -> None:
 
 
 def reorder_overdue() -> list[RestockRequest]:
-    """Mark requests with no callback in time as overdue and order them again."""
-    cutoff = timezone.now() - timedelta(seconds=settings.FACTORY_CALLBACK_TIMEOUT)
-    reorders = []
-    for stale in RestockRequest.objects.filter(
-        status=RestockRequest.Status.REQUESTED, requested_at__lt=cutoff
-    ).values_list("pk", flat=True):
-        with transaction.atomic():
-            request = (
-                RestockRequest.objects.select_for_update()
-                .filter(pk=stale, status=RestockRequest.Status.REQUESTED)
-                .first()
-            )
-            if request is None:
-                continue
-            request.status = RestockRequest.Status.OVERDUE
-            request.save(update_fields=["status", "updated_at"])
-            reorder = RestockRequest.objects.create(
-                product_id=request.product_id,
-                factory_id=request.factory_id,
-                quantity=request.quantity,
-                depletion_key=f"{request.depletion_key}/reorder-{request.pk}",
-                replaces=request,
-            )
-        logger.warning(
-            "restock=%s overdue (no callback after %ss): reordering as restock=%s",
-            request.pk,
-            settings.FACTORY_CALLBACK_TIMEOUT,
-            reorder.pk,
-        )
-        reorders.append(reorder)
-    # Reorders the factory did not accept yet have no queue message behind them: retry here.
-    retry = RestockRequest.objects.filter(
-        status=RestockRequest.Status.PENDING, replaces__isnull=False
-    ).select_related("product", "factory")
-    for request in retry:
-        try:
-            place_factory_order(request)
-        except FactoryError:
-            continue
+    """Mark requests with no callback in time as overdue and order them again.
+
+    Runs under a lease: two overlapping sweeps would otherwise both call the factory for
+    the same pending reorder.
+    """
+    owner = uuid.uuid4().hex
+    if not pollers.claim(REORDER_LEASE, owner):
+        logger.info("overdue sweep already running elsewhere")
+        return []
+    try:
+        reorders = [r for r in map(_reorder, _overdue_ids()) if r is not None]
+        # Reorders the factory did not accept yet have no queue message behind them.
+        retry = RestockRequest.objects.filter(
+            status=RestockRequest.Status.PENDING, replaces__isnull=False
+        ).select_related("product", "factory")
+        for request in retry:
+            with contextlib.suppress(FactoryError):
+                place_factory_order(request)
+    finally:
+        pollers.release(REORDER_LEASE, owner)
     return reorders
+
+
+def _overdue_ids() -> list[int]:
+    cutoff = timezone.now() - timedelta(seconds=settings.FACTORY_CALLBACK_TIMEOUT)
+    return list(
+        RestockRequest.objects.filter(
+            status=RestockRequest.Status.REQUESTED, requested_at__lt=cutoff
+        ).values_list("pk", flat=True)
+    )
+
+
+def _reorder(pk: int) -> RestockRequest | None:
+    with transaction.atomic():
+        request = (
+            RestockRequest.objects.select_for_update()
+            .filter(pk=pk, status=RestockRequest.Status.REQUESTED)
+            .first()
+        )
+        if request is None:
+            return None
+        request.status = RestockRequest.Status.OVERDUE
+        request.save(update_fields=["status", "updated_at"])
+        # Keyed on the original depletion, so the key stays short however often it repeats.
+        root = request.depletion_key.split(REORDER_SEPARATOR)[0]
+        reorder = RestockRequest.objects.create(
+            product_id=request.product_id,
+            factory_id=request.factory_id,
+            quantity=request.quantity,
+            depletion_key=f"{root}{REORDER_SEPARATOR}{request.pk}",
+            replaces=request,
+        )
+    logger.warning(
+        "restock=%s overdue (no callback after %ss): reordering as restock=%s",
+        request.pk,
+        settings.FACTORY_CALLBACK_TIMEOUT,
+        reorder.pk,
+    )
+    return reorder

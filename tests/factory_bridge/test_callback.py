@@ -1,0 +1,162 @@
+"""POST /factory/callbacks/<token>/: only the factory's echo of our own order adds stock."""
+
+import json
+from collections.abc import Callable
+
+import pytest
+from django.core import signing
+from django.test import Client
+from django.utils import timezone
+
+from factory_bridge.models import OutboxEvent, RestockRequest
+from factory_bridge.services.restock import callback_token
+from inventory.models import Product, StockAdjustment
+
+pytestmark = pytest.mark.django_db
+
+SALT = "factory_bridge.callback"
+
+
+@pytest.fixture
+def restock(product: Product) -> RestockRequest:
+    """A factory order in production for the sold-out CP-502101."""
+    Product.objects.filter(pk=product.pk).update(stock=0)
+    return RestockRequest.objects.create(
+        product=product,
+        factory=product.factory,
+        quantity=10,
+        status=RestockRequest.Status.REQUESTED,
+        depletion_key="depletion-1",
+        factory_job_id="job-1",
+        requested_at=timezone.now(),
+    )
+
+
+def echo(restock: RestockRequest, **changes: str) -> dict[str, str]:
+    """The body the factory posts back: the order we sent it, unchanged."""
+    return {
+        "MessageGroupId": "stock-arrival-group",
+        "MessageAttributeProductId": "CP-502101",
+        "MessageAttributeProductCnt": "10",
+        "MessageAttributeFactoryId": "FF-500293",
+        "MessageAttributeRequester": "nudged-shop",
+        "CallbackUrl": f"http://testserver/factory/callbacks/{callback_token(restock)}/",
+        **changes,
+    }
+
+
+def post(client: Client, token: str, body: str, content_type: str = "application/json"):  # type: ignore[no-untyped-def]
+    return client.post(f"/factory/callbacks/{token}/", body, content_type=content_type)
+
+
+def altered(token: str) -> str:
+    """The token with its last character changed."""
+    return token[:-1] + ("A" if token[-1] != "A" else "B")
+
+
+def test_the_factory_echo_adds_the_restock_once(client, restock):
+    response = post(client, callback_token(restock), json.dumps(echo(restock)))
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "message": "입고 완료! 남은 재고: 10",
+        "restock_id": restock.pk,
+        "added": 10,
+        "stock": 10,
+    }
+    restock.refresh_from_db()
+    assert restock.status == RestockRequest.Status.FULFILLED
+    assert OutboxEvent.objects.filter(event_type="stock.replenished").count() == 1
+
+
+Case = Callable[[RestockRequest], tuple[str, str, str]]
+
+FORGERIES: dict[str, tuple[Case, int, str]] = {
+    "altered-token": (
+        lambda r: (altered(callback_token(r)), json.dumps(echo(r)), "application/json"),
+        403,
+        "forbidden",
+    ),
+    "token-for-no-request": (
+        lambda r: (signing.dumps(999999, salt=SALT), json.dumps(echo(r)), "application/json"),
+        403,
+        "forbidden",
+    ),
+    "token-signed-for-another-purpose": (
+        lambda r: (signing.dumps(r.pk), json.dumps(echo(r)), "application/json"),
+        403,
+        "forbidden",
+    ),
+    "wrong-quantity": (
+        lambda r: (
+            callback_token(r),
+            json.dumps(echo(r, MessageAttributeProductCnt="1000")),
+            "application/json",
+        ),
+        400,
+        "invalid",
+    ),
+    "wrong-product": (
+        lambda r: (
+            callback_token(r),
+            json.dumps(echo(r, MessageAttributeProductId="CP-502102")),
+            "application/json",
+        ),
+        400,
+        "invalid",
+    ),
+    "wrong-factory": (
+        lambda r: (
+            callback_token(r),
+            json.dumps(echo(r, MessageAttributeFactoryId="FF-000000")),
+            "application/json",
+        ),
+        400,
+        "invalid",
+    ),
+    "not-json": (lambda r: (callback_token(r), "stock=1000", "application/json"), 400, "invalid"),
+    "json-array": (
+        lambda r: (callback_token(r), json.dumps([echo(r)]), "application/json"),
+        400,
+        "invalid",
+    ),
+    "empty-body": (lambda r: (callback_token(r), "", "application/json"), 400, "invalid"),
+    "form-encoded": (
+        lambda r: (
+            callback_token(r),
+            "MessageAttributeProductCnt=10",
+            "application/x-www-form-urlencoded",
+        ),
+        400,
+        "invalid",
+    ),
+}
+
+
+@pytest.mark.parametrize(("case", "status", "code"), FORGERIES.values(), ids=FORGERIES.keys())
+def test_a_forged_callback_changes_nothing(client, restock, case: Case, status: int, code: str):
+    token, body, content_type = case(restock)
+
+    response = post(client, token, body, content_type)
+
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["code"] == code
+    assert response.json()["detail"]
+    restock.refresh_from_db()
+    assert restock.status == RestockRequest.Status.REQUESTED
+    assert restock.fulfilled_at is None
+    assert Product.objects.get(pk=restock.product_id).stock == 0
+    assert not StockAdjustment.objects.exists()
+    assert not OutboxEvent.objects.exists()
+
+
+def test_the_genuine_callback_still_works_after_forgeries(client, restock):
+    for case, _, _ in FORGERIES.values():
+        post(client, *case(restock))
+
+    response = post(client, callback_token(restock), json.dumps(echo(restock)))
+
+    assert response.status_code == 200
+    assert response.json()["added"] == 10
+    assert Product.objects.get(pk=restock.product_id).stock == 10

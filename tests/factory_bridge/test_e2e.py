@@ -1,0 +1,144 @@
+"""The whole loop over real HTTP: order, SNS, SQS, the restock poller, the factory, its callback."""
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from functools import cache
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from django.conf import settings
+from django.db import connection
+
+from factory_bridge.models import RestockRequest, WorkerLease
+from factory_bridge.services.pollers import run_poller
+from factory_bridge.simulator import FactorySimulator
+from inventory.models import Product
+
+pytestmark = pytest.mark.e2e
+
+SKU = "CP-502101"
+
+
+@cache
+def _sqs(endpoint: str) -> Any:
+    return boto3.client("sqs", endpoint_url=endpoint, region_name=settings.AWS_DEFAULT_REGION)
+
+
+def drain(endpoint: str, queue: str) -> list[dict[str, Any]]:
+    """Receive and delete every message of `queue`, ten at a time, until a receive is empty."""
+    sqs = _sqs(endpoint)
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    messages: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+        messages += batch
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
+        sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+    return messages
+
+
+def wait_until(condition: Callable[[], Any], *, deadline: float, what: str) -> None:
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def simulator(settings) -> Iterator[FactorySimulator]:
+    with FactorySimulator(port=0, delay=1.0) as factory:
+        settings.FACTORY_API_URL = factory.url
+        yield factory
+
+
+@pytest.fixture
+def restock_poller(live_server) -> Iterator[Callable[[], None]]:
+    """Run the restock poller in a thread until the returned `stop` is called (or teardown)."""
+
+    def poll() -> None:
+        try:
+            run_poller(name="restock", seconds=60, handover=False)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=poll, name="restock-poller", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        # Taking the lease makes the loop exit at its next beat, after at most one round.
+        WorkerLease.objects.filter(name="restock").update(owner="stopped-by-test")
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the restock poller did not stop"
+
+    yield stop
+    if thread.is_alive():
+        stop()
+
+
+def buy(base_url: str, quantity: int) -> dict[str, Any]:
+    response = requests.post(
+        f"{base_url}/api/orders/", json={"sku": SKU, "quantity": quantity}, timeout=10
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_a_sold_out_product_is_restocked_by_the_factory(
+    live_server, aws, product: Product, simulator, restock_poller, settings
+):
+    settings.PUBLIC_BASE_URL = live_server.url
+
+    ordered_at = time.monotonic()
+    assert buy(live_server.url, 3)["remaining_stock"] == 0
+
+    wait_until(lambda: simulator.received, deadline=ordered_at + 5, what="the factory order (5 s)")
+    ordered_after = time.monotonic() - ordered_at
+    [job] = simulator.received
+    body = job["body"]
+    assert body == {
+        "MessageGroupId": "stock-arrival-group",
+        "MessageAttributeProductId": SKU,
+        "MessageAttributeProductCnt": str(product.restock_quantity),
+        "MessageAttributeFactoryId": "FF-500293",
+        "MessageAttributeRequester": settings.FACTORY_REQUESTER,
+        "CallbackUrl": body["CallbackUrl"],
+    }
+    assert all(isinstance(value, str) and value for value in body.values())
+    assert body["CallbackUrl"].startswith(f"{live_server.url}/factory/callbacks/")
+
+    wait_until(
+        lambda: simulator.received[0]["callback_status"] != "pending",
+        deadline=time.monotonic() + 10,
+        what="the factory's callback",
+    )
+    assert simulator.received[0]["callback_status"] == "delivered"
+    assert simulator.received[0]["callback_http_status"] == 200
+    print(
+        f"\nfactory order {ordered_after:.2f} s after the sale,"
+        f" stock back {time.monotonic() - ordered_at:.2f} s after it (factory delay 1 s)"
+    )
+    product.refresh_from_db()
+    assert product.stock == product.restock_quantity
+    restock = RestockRequest.objects.get()
+    assert restock.status == RestockRequest.Status.FULFILLED
+    assert restock.factory_job_id == job["id"]
+
+    assert buy(live_server.url, 1)["remaining_stock"] == product.restock_quantity - 1
+
+    restock_poller()
+    assert len(simulator.received) == 1
+    ops = drain(aws, "nudged-ops")
+    events = [json.loads(json.loads(m["Body"])["Message"]) for m in ops]
+    assert Counter(e["type"] for e in events) == {
+        "order.completed": 2,
+        "stock.depleted": 1,
+        "stock.replenished": 1,
+    }
+    [replenished] = [e for e in events if e["type"] == "stock.replenished"]
+    assert replenished["sku"] == SKU
+    assert replenished["quantity"] == product.restock_quantity
+    assert replenished["restock_id"] == restock.pk
+    assert drain(aws, "nudged-restock") == []

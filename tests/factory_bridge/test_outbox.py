@@ -1,0 +1,215 @@
+"""The transactional outbox: orders never wait for SNS, and no committed event is lost."""
+
+import json
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
+
+import boto3
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+from django_q.conf import Conf
+from django_q.models import OrmQ
+
+from factory_bridge import aws as aws_clients
+from factory_bridge.models import OutboxEvent
+from factory_bridge.services.outbox import RelayReport, backlog, relay_outbox
+from inventory.models import Product
+from shop.services import place_order
+
+SKU = "CP-502101"
+CLOSED_ENDPOINT = "http://127.0.0.1:1"
+
+
+@cache
+def _sqs(endpoint: str) -> Any:
+    return boto3.client("sqs", endpoint_url=endpoint, region_name=settings.AWS_DEFAULT_REGION)
+
+
+def drain(endpoint: str, queue: str) -> list[dict[str, Any]]:
+    """Receive and delete every message of `queue`, ten at a time, until a receive is empty."""
+    sqs = _sqs(endpoint)
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    messages: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+        messages += batch
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
+        sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+    return messages
+
+
+def messages_in(endpoint: str, queue: str) -> int:
+    """How many messages `queue` holds (moto's counts are exact)."""
+    sqs = _sqs(endpoint)
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    answer = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    return int(answer["Attributes"]["ApproximateNumberOfMessages"])
+
+
+def event_ids(messages: list[dict[str, Any]]) -> list[str]:
+    return sorted(json.loads(json.loads(m["Body"])["Message"])["event_id"] for m in messages)
+
+
+def outbox_ids() -> list[str]:
+    return sorted(str(pk) for pk in OutboxEvent.objects.values_list("pk", flat=True))
+
+
+@pytest.fixture
+def sns_calls(aws: str) -> Iterator[list[str]]:
+    """Names of the SNS API calls the relay's boto3 client makes."""
+    calls: list[str] = []
+
+    def record(model: Any, **kwargs: Any) -> None:
+        calls.append(model.name)
+
+    events = aws_clients.client("sns").meta.events
+    events.register("before-call.sns", record, unique_id="test-outbox-sns-calls")
+    yield calls
+    events.unregister("before-call.sns", unique_id="test-outbox-sns-calls")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_orders_during_an_sns_outage_succeed_and_the_sweep_publishes_everything(
+    aws, product, settings, monkeypatch
+):
+    orders = 100
+    Product.objects.filter(pk=product.pk).update(stock=orders)
+    # As in the web process: django-q2 read Q_CLUSTER at import time, so patch its Conf.
+    monkeypatch.setattr(Conf, "SYNC", False)
+    settings.OUTBOX_RELAY_DEBOUNCE = 0.05
+    settings.AWS_ENDPOINT_URL = CLOSED_ENDPOINT
+    client = Client()
+    latencies = []
+
+    for _ in range(orders):
+        started = time.perf_counter()
+        response = client.post(
+            "/api/orders/", {"sku": SKU, "quantity": 1}, content_type="application/json"
+        )
+        latencies.append(time.perf_counter() - started)
+        assert response.status_code == 201, response.content
+
+    print(
+        f"\norder latency during SNS outage: median {statistics.median(latencies) * 1000:.1f} ms,"
+        f" max {max(latencies) * 1000:.1f} ms over {orders} orders"
+    )
+    assert max(latencies) < 1.0
+    time.sleep(0.2)  # let the last debounce timer enqueue its relay task
+    assert OrmQ.objects.exists(), "orders should have queued a relay task"
+    assert backlog()["pending"] == orders + 1
+    assert set(OutboxEvent.objects.values_list("attempts", flat=True)) == {0}
+
+    settings.AWS_ENDPOINT_URL = aws
+    report = relay_outbox()
+
+    assert (report.published, report.failed) == (orders + 1, 0)
+    ops = drain(aws, "nudged-ops")
+    assert len(ops) == OutboxEvent.objects.count() == orders + 1
+    assert event_ids(ops) == outbox_ids()
+    assert len(drain(aws, "nudged-restock")) == 1
+    assert backlog() == {"pending": 0, "oldest_age_seconds": 0.0}
+
+
+def relay_and_time() -> tuple[RelayReport, datetime, datetime]:
+    before = timezone.now()
+    report = relay_outbox()
+    return report, before, timezone.now()
+
+
+@pytest.mark.django_db
+def test_a_failed_publish_records_the_error_and_backs_off(aws, product, settings):
+    place_order(sku=SKU, quantity=3)
+    settings.AWS_ENDPOINT_URL = CLOSED_ENDPOINT
+
+    report, before, after = relay_and_time()
+
+    assert (report.published, report.failed) == (0, 2)
+    for row in OutboxEvent.objects.all():
+        assert row.published_at is None
+        assert row.attempts == 1
+        assert "Could not connect to the endpoint URL" in row.last_error
+        # Backoff 2**attempts seconds from the moment the publish failed.
+        assert before + timedelta(seconds=2) <= row.next_attempt_at <= after + timedelta(seconds=2)
+
+    OutboxEvent.objects.update(next_attempt_at=timezone.now())
+    report, before, after = relay_and_time()
+
+    assert (report.published, report.failed) == (0, 2)
+    for row in OutboxEvent.objects.all():
+        assert row.attempts == 2
+        assert before + timedelta(seconds=4) <= row.next_attempt_at <= after + timedelta(seconds=4)
+    assert backlog()["pending"] == 2
+
+
+@pytest.mark.django_db
+def test_events_are_not_retried_before_their_next_attempt(aws, product, settings):
+    place_order(sku=SKU, quantity=3)
+    settings.AWS_ENDPOINT_URL = CLOSED_ENDPOINT
+    relay_outbox()
+    settings.AWS_ENDPOINT_URL = aws
+
+    early = relay_outbox()
+
+    assert (early.published, early.failed) == (0, 0)
+    assert set(OutboxEvent.objects.values_list("attempts", flat=True)) == {1}
+    assert drain(aws, "nudged-ops") == []
+
+    OutboxEvent.objects.update(next_attempt_at=timezone.now())
+    due = relay_outbox()
+
+    assert (due.published, due.failed) == (2, 0)
+    for row in OutboxEvent.objects.all():
+        assert row.published_at is not None
+        assert row.message_id
+        assert row.last_error == ""
+    assert event_ids(drain(aws, "nudged-ops")) == outbox_ids()
+
+
+@pytest.mark.django_db
+def test_several_pending_events_go_out_in_publish_batches(aws, product, sns_calls):
+    Product.objects.filter(pk=product.pk).update(stock=20)
+    for _ in range(11):
+        place_order(sku=SKU, quantity=1)
+
+    report = relay_outbox()
+
+    assert (report.published, report.failed) == (11, 0)
+    assert sns_calls == ["PublishBatch", "Publish"]
+    message_ids = set(OutboxEvent.objects.values_list("message_id", flat=True))
+    assert len(message_ids) == 11
+    assert "" not in message_ids
+    ops = drain(aws, "nudged-ops")
+    assert {json.loads(m["Body"])["MessageId"] for m in ops} == message_ids
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_relays_publish_each_event_once(aws, product, monkeypatch):
+    events, relays = 30, 6
+    monkeypatch.setattr(Conf, "SYNC", False)  # orders only enqueue: their events stay pending
+    Product.objects.filter(pk=product.pk).update(stock=100)
+    for _ in range(events):
+        place_order(sku=SKU, quantity=1)
+    start = threading.Barrier(relays)
+
+    def relay(_: int) -> RelayReport:
+        try:
+            start.wait(timeout=10)
+            return relay_outbox()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=relays) as pool:
+        reports = list(pool.map(relay, range(relays)))
+
+    assert sum(r.published for r in reports) == events
+    assert sum(r.failed for r in reports) == 0
+    assert backlog()["pending"] == 0
+    assert messages_in(aws, "nudged-ops") == events

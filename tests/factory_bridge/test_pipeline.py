@@ -1,0 +1,252 @@
+"""Orders to SNS to SQS over a real moto server: what each queue receives, and how often.
+
+Transactional tests: the outbox relay runs on commit (inline, Q_CLUSTER sync=True), so by
+the time an order returns its events are in SNS, and moto has fanned them out to SQS.
+"""
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from typing import Any
+
+import boto3
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+from django_q.conf import Conf
+
+from factory_bridge.models import OutboxEvent
+from factory_bridge.services.outbox import backlog, relay_outbox
+from inventory.models import Product
+from inventory.services import set_stock
+from shop.exceptions import OutOfStock
+from shop.models import Order
+from shop.services import place_order
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SKU = "CP-502101"
+ORIGINAL_ATTRIBUTES = (
+    "MessageAttributeProductId",
+    "MessageAttributeFactoryId",
+    "MessageAttributeProductCnt",
+    "MessageAttributeRequester",
+)
+
+
+@cache
+def _sqs(endpoint: str) -> Any:
+    # The test's own client: it observes the queues independently of the code under test.
+    return boto3.client("sqs", endpoint_url=endpoint, region_name=settings.AWS_DEFAULT_REGION)
+
+
+def drain(endpoint: str, queue: str) -> list[dict[str, Any]]:
+    """Receive and delete every message of `queue`, ten at a time, until a receive is empty."""
+    sqs = _sqs(endpoint)
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    messages: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+        messages += batch
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
+        sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+    return messages
+
+
+def messages_in(endpoint: str, queue: str) -> int:
+    """How many messages `queue` holds (moto's counts are exact)."""
+    sqs = _sqs(endpoint)
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    answer = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    return int(answer["Attributes"]["ApproximateNumberOfMessages"])
+
+
+def envelope(message: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(message["Body"])
+
+
+def attributes(message: dict[str, Any]) -> dict[str, str]:
+    """The SNS message attributes as the original consumers read them."""
+    return {name: a["Value"] for name, a in envelope(message)["MessageAttributes"].items()}
+
+
+def event(message: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(envelope(message)["Message"])
+
+
+def event_types(messages: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(attributes(m)["EventType"] for m in messages)
+
+
+def order(sku: str = SKU, quantity: int = 1) -> str:
+    try:
+        place_order(sku=sku, quantity=quantity)
+    except OutOfStock:
+        return "rejected"
+    return "completed"
+
+
+def test_an_order_that_empties_a_product_sends_one_depletion_to_restock(aws, product):
+    place_order(sku=SKU, quantity=3)
+
+    [message] = drain(aws, "nudged-restock")
+    body = envelope(message)
+    assert body["Type"] == "Notification"
+    assert body["Subject"] == "도너츠 재고 부족"
+    assert body["TopicArn"].endswith(":nudged-stock-events")
+    for name, attribute in body["MessageAttributes"].items():
+        assert attribute["Type"] == "String", name
+        assert isinstance(attribute["Value"], str) and attribute["Value"], name
+    assert attributes(message) == {
+        "EventType": "stock.depleted",
+        "MessageAttributeProductId": SKU,
+        "MessageAttributeFactoryId": "FF-500293",
+        "MessageAttributeProductCnt": "10",
+        "MessageAttributeRequester": settings.FACTORY_REQUESTER,
+    }
+    assert all(attributes(message)[name] for name in ORIGINAL_ATTRIBUTES)
+    depletion = OutboxEvent.objects.get(event_type="stock.depleted")
+    assert event(message)["event_id"] == str(depletion.pk)
+    assert event(message)["type"] == "stock.depleted"
+    assert event(message)["sku"] == SKU
+    assert depletion.message_id == body["MessageId"]
+    assert drain(aws, "nudged-restock") == []
+
+
+def test_ops_receives_every_event_exactly_once(aws, product):
+    outcomes = [order() for _ in range(5)]
+
+    assert outcomes == ["completed"] * 3 + ["rejected"] * 2
+    ops = drain(aws, "nudged-ops")
+    assert event_types(ops) == {"order.completed": 3, "order.rejected": 2, "stock.depleted": 1}
+    assert sorted(event(m)["event_id"] for m in ops) == sorted(
+        str(pk) for pk in OutboxEvent.objects.values_list("pk", flat=True)
+    )
+    assert event_types(drain(aws, "nudged-restock")) == {"stock.depleted": 1}
+    assert backlog()["pending"] == 0
+
+
+def test_restock_queue_receives_nothing_but_depletions(aws, product):
+    Product.objects.filter(pk=product.pk).update(stock=50)
+
+    outcomes = [order(quantity=q) for q in (1, 2, 3, 4, 5)]
+
+    assert outcomes == ["completed"] * 5
+    assert event_types(drain(aws, "nudged-ops")) == {"order.completed": 5}
+    assert drain(aws, "nudged-restock") == []
+
+
+def test_refusals_while_stock_remains_send_nothing_to_restock(aws, product):
+    outcomes = [order(quantity=1), order(quantity=5), order(quantity=3)]
+
+    assert outcomes == ["completed", "rejected", "rejected"]
+    product.refresh_from_db()
+    assert product.stock == 2
+    assert event_types(drain(aws, "nudged-ops")) == {"order.completed": 1, "order.rejected": 2}
+    assert drain(aws, "nudged-restock") == []
+
+
+def _api(client: Client) -> None:
+    client.post("/api/orders/", {"sku": SKU, "quantity": 1}, content_type="application/json")
+
+
+def _checkout(client: Client) -> None:
+    client.post("/checkout", "{}", content_type="application/json")
+
+
+def _storefront(client: Client) -> None:
+    client.post("/order/", {"sku": SKU, "quantity": 1})
+
+
+@pytest.mark.parametrize(
+    ("buy", "channel"),
+    [
+        pytest.param(_api, Order.Channel.API, id="api"),
+        pytest.param(_checkout, Order.Channel.LEGACY, id="checkout"),
+        pytest.param(_storefront, Order.Channel.WEB, id="storefront"),
+    ],
+)
+def test_every_channel_emits_the_same_events(
+    aws, product, client: Client, buy: Callable[[Client], None], channel: str
+):
+    for _ in range(4):
+        buy(client)
+
+    assert list(Order.objects.order_by("id").values_list("channel", "status")) == [
+        (channel, "completed"),
+        (channel, "completed"),
+        (channel, "completed"),
+        (channel, "rejected"),
+    ]
+    ops = drain(aws, "nudged-ops")
+    assert event_types(ops) == {"order.completed": 3, "stock.depleted": 1, "order.rejected": 1}
+    for message in ops:
+        sent = attributes(message)
+        # A depletion asks for the restock quantity; an order event carries the order's.
+        quantity = "10" if sent["EventType"] == "stock.depleted" else "1"
+        assert sent == {
+            "EventType": sent["EventType"],
+            "MessageAttributeProductId": SKU,
+            "MessageAttributeFactoryId": "FF-500293",
+            "MessageAttributeProductCnt": quantity,
+            "MessageAttributeRequester": settings.FACTORY_REQUESTER,
+        }
+    [depletion] = drain(aws, "nudged-restock")
+    assert envelope(depletion)["Subject"] == "도너츠 재고 부족"
+
+
+def test_a_depletion_after_a_restock_is_a_new_depletion(aws, product):
+    place_order(sku=SKU, quantity=3)
+    set_stock(sku=SKU, quantity=2, note="counted")
+    place_order(sku=SKU, quantity=2)
+
+    depletions = drain(aws, "nudged-restock")
+
+    assert len(depletions) == 2
+    assert len({event(m)["event_id"] for m in depletions}) == 2
+    assert OutboxEvent.objects.filter(event_type="stock.depleted").count() == 2
+
+
+def test_refusals_of_a_product_already_depleted_send_no_new_depletion(aws, product):
+    place_order(sku=SKU, quantity=3)
+
+    outcomes = [order() for _ in range(5)]
+
+    assert outcomes == ["rejected"] * 5
+    assert len(drain(aws, "nudged-restock")) == 1
+
+
+def test_two_hundred_concurrent_refusals_make_one_depletion(aws, product, monkeypatch):
+    buyers = 200
+    Product.objects.filter(pk=product.pk).update(stock=0, depleted_at=None)
+    # As in the web process, orders only enqueue the relay; it runs once after the race.
+    monkeypatch.setattr(Conf, "SYNC", False)
+    # MariaDB allows 151 connections: 50 threads at a time, each buyer closing its own.
+    start = threading.Event()
+
+    def buy() -> str:
+        start.wait(timeout=30)
+        try:
+            return order()
+        except Exception as exc:
+            return repr(exc)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        futures = [pool.submit(buy) for _ in range(buyers)]
+        start.set()
+        outcomes = Counter(f.result(timeout=120) for f in futures)
+
+    assert outcomes == {"rejected": buyers}
+    assert OutboxEvent.objects.filter(event_type="stock.depleted").count() == 1
+    assert OutboxEvent.objects.filter(event_type="order.rejected").count() == buyers
+    report = relay_outbox()
+    assert (report.published, report.failed) == (buyers + 1, 0)
+    assert backlog()["pending"] == 0
+    [depletion] = drain(aws, "nudged-restock")
+    assert attributes(depletion)["EventType"] == "stock.depleted"
+    assert messages_in(aws, "nudged-ops") == buyers + 1
