@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 from django.conf import settings
-from django.db import DataError, connection
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
