@@ -154,12 +154,15 @@ class FailedMessageAdmin(admin.ModelAdmin):
 
     @admin.action(description="Redrive selected messages to the source queue")
     def redrive_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        try:
-            report = dlq.redrive_rows(list(queryset))
-        except QueueError as exc:
-            self.message_user(request, f"Redrive failed, nothing was moved: {exc}", messages.ERROR)
+        report = dlq.redrive_rows(list(queryset))
+        if report.error:
+            self.message_user(
+                request,
+                f"Redrive stopped: {report.error}. {len(report.moved)} moved before the failure.",
+                messages.ERROR,
+            )
             return
-        level = messages.ERROR if report.failed else messages.SUCCESS
+        level = messages.ERROR if report.failed or report.missing else messages.SUCCESS
         self.message_user(
             request,
             f"Redriven: {len(report.moved)} moved, {len(report.failed)} failed, "

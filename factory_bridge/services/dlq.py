@@ -12,7 +12,7 @@ from django.utils import timezone
 from factory_bridge.exceptions import UnreadableMessage
 from factory_bridge.messages import fingerprint, read_envelope
 from factory_bridge.models import FailedMessage, MessageFailure, RestockRequest
-from factory_bridge.queues import ReceivedMessage, SqsQueue
+from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ class RedriveReport:
     failed: list[str] = field(default_factory=list)
     listed: list[FailedMessage] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    error: str = ""
 
 
 def redrive(
@@ -110,38 +111,34 @@ def redrive(
     """Move dead messages back to the source queue: send first, delete from the DLQ second.
 
     A crash between the two leaves the message in both queues (a duplicate the consumer
-    absorbs), never in neither.
+    absorbs), never in neither. Messages are named by DLQ message id or by fingerprint. When
+    SQS fails midway the report keeps what was moved before, with `error` set.
     """
     wanted = set(message_ids or [])
-    # Staff may name a message by its DLQ id or by its fingerprint.
-    aliases = dict(
-        FailedMessage.objects.filter(fingerprint__in=wanted).values_list(
-            "sqs_message_id", "fingerprint"
-        )
-    )
     dlq = SqsQueue(settings.SQS_RESTOCK_DLQ)
     source = SqsQueue(settings.SQS_RESTOCK_QUEUE)
     report = RedriveReport()
     seen: set[str] = set()
+    found: set[str] = set()
     held: list[ReceivedMessage] = []
     quiet_since = monotonic()
     try:
         while monotonic() - quiet_since < quiet_seconds:
             if limit is not None and len(report.moved) + len(report.listed) >= limit:
                 break
-            if wanted and wanted <= _found(report, aliases, seen):
+            if wanted and wanted <= found:
                 break
             batch = [m for m in dlq.receive(wait=1, visibility=60) if m.message_id not in seen]
             if not batch:
                 continue
             quiet_since = monotonic()
             seen |= {m.message_id for m in batch}
-            chosen = [
-                m for m in batch if not wanted or m.message_id in wanted or m.message_id in aliases
-            ]
+            names = {m.message_id: {m.message_id, fingerprint(m.body)} for m in batch}
+            for aliases in names.values():
+                found |= aliases
+            chosen = [m for m in batch if not wanted or names[m.message_id] & wanted]
             if limit is not None:
-                room = limit - len(report.moved) - len(report.listed)
-                chosen = chosen[:room]
+                chosen = chosen[: limit - len(report.moved) - len(report.listed)]
             held += [m for m in batch if m not in chosen]
             for message in chosen:
                 record_dead(message)
@@ -151,47 +148,54 @@ def redrive(
                 )
                 held += chosen
                 continue
-            _move(chosen, source, dlq, report)
+            held += _move(chosen, source, dlq, report)
+    except QueueError as exc:
+        report.error = str(exc)
+        logger.error("redrive stopped after %s moved: %s", len(report.moved), exc)
     finally:
-        for message in held:
-            dlq.change_visibility(message, 0)
-    if wanted:
-        found = _found(report, aliases, seen)
+        _release(dlq, held)
+    if wanted and not report.error:
         report.missing = sorted(wanted - found)
     return report
 
 
-def _found(report: RedriveReport, aliases: dict[str, str], seen: set[str]) -> set[str]:
-    return seen | {aliases[s] for s in seen if s in aliases}
+def _release(dlq: SqsQueue, messages: list[ReceivedMessage]) -> None:
+    """Make held messages visible again at once (else they hide for the whole hold)."""
+    for message in messages:
+        try:
+            dlq.change_visibility(message, 0)
+        except QueueError as exc:
+            logger.warning("could not release message=%s: %s", message.message_id, exc)
 
 
 def _move(
     messages: list[ReceivedMessage], source: SqsQueue, dlq: SqsQueue, report: RedriveReport
-) -> None:
-    entries = [(m.message_id, m.body, m.message_attributes) for m in messages]
-    sent = source.send_batch(entries) if entries else {}
-    sent_messages = [m for m in messages if m.message_id in sent]
-    undeleted = dlq.delete_batch(sent_messages) if sent_messages else set()
-    now = timezone.now()
-    for message in messages:
-        if message.message_id not in sent:
-            report.failed.append(message.message_id)
-            logger.error(
-                "redrive: could not send message=%s to %s", message.message_id, source.name
-            )
-            continue
-        FailedMessage.objects.filter(sqs_message_id=message.message_id).update(
-            status=FailedMessage.Status.REDRIVEN, redriven_at=now
-        )
-        if message.message_id in undeleted:
-            logger.warning("redrive: message=%s sent but still in the DLQ", message.message_id)
+) -> list[ReceivedMessage]:
+    """Send, then delete from the DLQ; return the messages that could not be sent."""
+    if not messages:
+        return []
+    sent = source.send_batch([(m.message_id, m.body, m.message_attributes) for m in messages])
+    unsent = [m for m in messages if m.message_id not in sent]
+    for message in unsent:
+        report.failed.append(message.message_id)
+        logger.error("redrive: could not send message=%s to %s", message.message_id, source.name)
+    moved = [m for m in messages if m.message_id in sent]
+    FailedMessage.objects.filter(sqs_message_id__in=[m.message_id for m in moved]).update(
+        status=FailedMessage.Status.REDRIVEN, redriven_at=timezone.now()
+    )
+    for message in moved:
         report.moved.append(message.message_id)
         logger.info("redriven message=%s as %s", message.message_id, sent[message.message_id])
+    # Deleted only now: a failure from here on leaves a duplicate in the DLQ, not a loss.
+    for message_id in dlq.delete_batch(moved):
+        logger.warning("redrive: message=%s sent but still in the DLQ", message_id)
+    return unsent
 
 
 def redrive_rows(rows: list[FailedMessage]) -> RedriveReport:
     """Redrive the DLQ messages behind these rows (admin action)."""
-    ids = [row.sqs_message_id for row in rows if row.status == FailedMessage.Status.DEAD]
+    # By fingerprint: a message that died again since the row was written has a new id.
+    ids = [row.fingerprint for row in rows if row.status == FailedMessage.Status.DEAD]
     if not ids:
         return RedriveReport()
     return redrive(message_ids=ids)
@@ -220,8 +224,7 @@ def discard(*, rows: list[FailedMessage]) -> int:
             failed = dlq.delete_batch(chosen) if chosen else set()
             deleted += [m.message_id for m in chosen if m.message_id not in failed]
     finally:
-        for message in held:
-            dlq.change_visibility(message, 0)
+        _release(dlq, held)
     now = timezone.now()
     # A row whose message is no longer in the DLQ is discarded too: nothing is left to keep.
     gone = [

@@ -1,6 +1,5 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from factory_bridge.queues import QueueError
 from factory_bridge.services.dlq import redrive
 
 
@@ -27,12 +26,9 @@ class Command(BaseCommand):
         limit = options["limit"]
         if limit is not None and limit < 1:
             raise CommandError("--limit must be a positive number.")
-        try:
-            report = redrive(
-                message_ids=options["message_ids"], limit=limit, dry_run=options["dry_run"]
-            )
-        except QueueError as exc:
-            raise CommandError(f"{exc}. Nothing was moved; check AWS_ENDPOINT_URL.") from exc
+        report = redrive(
+            message_ids=options["message_ids"], limit=limit, dry_run=options["dry_run"]
+        )
         if options["dry_run"]:
             for row in report.listed:
                 self.stdout.write(
@@ -44,6 +40,13 @@ class Command(BaseCommand):
             for message_id in report.moved:
                 self.stdout.write(f"moved {message_id}")
             self.stdout.write(f"Redrive: {len(report.moved)} moved, {len(report.failed)} failed.")
+        if report.error:
+            moved = (
+                f"{len(report.moved)} moved before the failure"
+                if report.moved
+                else "Nothing was moved"
+            )
+            raise CommandError(f"{report.error}. {moved}; check AWS_ENDPOINT_URL and run again.")
         if report.missing:
             raise CommandError(f"Not found in the DLQ: {', '.join(report.missing)}")
         if report.failed:
