@@ -325,7 +325,19 @@ def test_run_factory_serves_and_stops_on_ctrl_c(monkeypatch) -> None:
     monkeypatch.setattr(FactorySimulator, "serve_forever", interrupted)
     out = StringIO()
 
-    call_command("run_factory", "--port", "0", "--delay", "5", "--failure-rate", "0.1", stdout=out)
+    # Seed 1 draws 0.13 first: above the failure rate, so the one order is answered 201.
+    call_command(
+        "run_factory",
+        "--port",
+        "0",
+        "--delay",
+        "5",
+        "--failure-rate",
+        "0.1",
+        "--seed",
+        "1",
+        stdout=out,
+    )
 
     [simulator] = served
     assert (simulator.delay, simulator.failure_rate) == (5.0, 0.1)
