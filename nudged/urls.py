@@ -25,6 +25,7 @@ urlpatterns = [
     path("api/", include((api, "api"))),
     path("healthz", healthz, name="healthz"),
     path("factory/callbacks/<str:token>/", FactoryCallbackApi.as_view(), name="factory-callback"),
+    path("bench/baseline/", include("shop.baseline")),  # no routes unless BENCHMARK_BASELINE
     path("", include((legacy_api, "legacy"))),
     path("", include("shop.urls")),
 ]

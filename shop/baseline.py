@@ -158,7 +158,7 @@ def create_order(request: HttpRequest) -> JsonResponse:
         cursor.execute(STOCK_SQL, [product_id])
         remaining, depleted_at = cursor.fetchone()
         opened = False
-        if (remaining == 0 or not taken) and depleted_at is None:
+        if remaining == 0 and depleted_at is None:
             # Before the order insert, as in place_order (its foreign key lock would deadlock).
             opened_at = connection.ops.adapt_datetimefield_value(timezone.now())
             cursor.execute(DEPLETE_SQL, [opened_at, product_id])

@@ -117,6 +117,8 @@ SPECTACULAR_SETTINGS = {
 
 # Largest quantity one order may ask for.
 ORDER_MAX_QUANTITY = env.int("ORDER_MAX_QUANTITY", default=100)
+# Route the raw-SQL twin of POST /api/orders/ (shop/baseline.py) for bench/orders.py.
+BENCHMARK_BASELINE = env.bool("BENCHMARK_BASELINE", default=False)
 # The SKU the original Sales API (`POST /checkout`) sells, one unit per call.
 LEGACY_SKU = env("LEGACY_SKU", default="CP-502101")
 

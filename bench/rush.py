@@ -1,0 +1,853 @@
+"""A scripted rush against the whole system, with fault drills; docs/rush.md has the results.
+
+    .venv/bin/python bench/rush.py                      # 200 customers, 3 minutes, ~5 min total
+    .venv/bin/python bench/rush.py --all-drills --think 10  # every fault drill, ~7 min
+    .venv/bin/python bench/rush.py --quick              # 1-minute smoke run
+
+It starts the system as `make run` does — moto server, the factory simulator (3 s delay),
+`setup_worker` + `qcluster`, gunicorn with several workers — on its own ports (8300-8301,
+4800-4801) and its own database (`nudged_rush`, dropped and recreated), with the app's AWS
+endpoint behind a small TCP proxy that the outage drill takes down. k6 ramps to 200 customers
+ordering a few products with small stock; a sampler records stock, outbox backlog and queue
+depths every second; the operations queue is consumed as the operations team would. After
+the load it waits for the pipeline to drain, then checks from the database, the ops queue,
+the DLQ and the factory's own log:
+
+  oversell == 0, 5xx == 0 (outside a MySQL restart), lost events == 0, duplicate restocks == 0
+
+and exits 1 if any fails (2 if the stack could not be started). Everything it starts is
+stopped on exit, Ctrl-C included.
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.rush_report import event_rates, plot, rates, read_k6_csv  # noqa: E402
+from bench.rush_stack import (  # noqa: E402
+    BIN,
+    REAL_AWS,
+    Stack,
+    StackConfig,
+    connect,
+    db_config,
+    port_open,
+    session_cpu,
+)
+from bench.rush_verify import Verification, read_snapshot, verify  # noqa: E402
+from bench.rush_watch import OpsConsumer, Sampler, aws_clients, probe_endpoint  # noqa: E402
+
+K6_SCRIPT = ROOT / "bench" / "k6" / "rush.js"
+DEFAULT_SKUS = "CP-502101,CP-502102,CP-502103"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MYSQL_GRACE = 2.0  # seconds after MySQL answers again that in-flight requests may still fail
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Rush the whole system with k6 and check its invariants.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--duration", type=int, default=180, help="seconds of load, ramps included")
+    p.add_argument("--ramp", type=int, default=30, help="seconds to ramp up to --vus")
+    p.add_argument("--vus", type=int, default=200, help="concurrent customers at the plateau")
+    p.add_argument(
+        "--think", type=float, default=5.0, help="mean seconds between a customer's orders"
+    )
+    p.add_argument("--skus", default=DEFAULT_SKUS, help="products the customers order")
+    p.add_argument("--stock", type=int, default=20, help="stock of each product at the start")
+    p.add_argument("--restock-quantity", type=int, default=20, help="units per factory order")
+    p.add_argument("--max-quantity", type=int, default=2, help="customers order 1..N units")
+    p.add_argument("--web-workers", type=int, default=4, help="gunicorn workers")
+    p.add_argument("--q-workers", type=int, default=4, help="django-q2 workers")
+    p.add_argument("--factory-delay", type=float, default=3.0, help="seconds to the callback")
+    drills = p.add_argument_group("fault drills")
+    drills.add_argument("--aws-outage", action="store_true", help="AWS endpoint down mid-rush")
+    drills.add_argument("--outage-seconds", type=int, default=30)
+    drills.add_argument(
+        "--kill-worker", action="store_true", help="SIGKILL the qcluster mid-batch, restart it"
+    )
+    drills.add_argument(
+        "--factory-failures", action="store_true", help="the factory fails half its requests"
+    )
+    drills.add_argument(
+        "--redrive-every",
+        type=int,
+        default=30,
+        help="with --factory-failures: seconds between `redrive_dlq --all` (0: never)",
+    )
+    drills.add_argument("--mysql-restart", action="store_true", help="restart MySQL once")
+    drills.add_argument("--all-drills", action="store_true", help="every drill above")
+    p.add_argument("--quick", action="store_true", help="a 60 s smoke run (15 s outage)")
+    p.add_argument("--plot", type=Path, help="write the timeline plot (PNG) here")
+    p.add_argument("--json", type=Path, help="write every number and the timelines here")
+    p.add_argument("--workdir", type=Path, default=ROOT / "run" / "rush", help="logs and k6 data")
+    p.add_argument(
+        "--database-url",
+        default="mysql://root@127.0.0.1:3306/nudged_rush",
+        help="dropped and recreated; its name must contain 'rush'",
+    )
+    p.add_argument(
+        "--aws-endpoint",
+        help="use this SNS/SQS endpoint instead of starting moto ('aws' = real AWS, no proxy)",
+    )
+    p.add_argument("--prefix", default="nudged-rush", help="prefix of topic and queue names")
+    p.add_argument("--web-port", type=int, default=8300)
+    p.add_argument("--factory-port", type=int, default=8301)
+    p.add_argument("--moto-port", type=int, default=4800)
+    p.add_argument("--proxy-port", type=int, default=4801)
+    p.add_argument("--drain-timeout", type=int, default=600, help="seconds to wait after load")
+    p.add_argument("--pytest-wait", type=int, default=600, help="seconds to wait for test runs")
+    p.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the app's processes")
+    args = p.parse_args(argv)
+    if args.all_drills:
+        args.aws_outage = args.kill_worker = args.factory_failures = args.mysql_restart = True
+    if args.quick:
+        args.duration, args.ramp, args.outage_seconds = 60, 15, 15
+    if args.aws_outage and args.aws_endpoint == REAL_AWS:
+        p.error("--aws-outage needs a proxy in front of the endpoint: not with --aws-endpoint aws")
+    if args.vus < 1 or args.duration < args.ramp + 20:
+        p.error("--duration must leave at least 20 s after --ramp")
+    return args
+
+
+def say(text: str) -> None:
+    print(f"[rush {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+# --- CPU accounting, so a reader sees which process the machine spent its time on ----------
+
+
+def cpu_snapshot(stack: Stack) -> dict[str, float]:
+    sessions = session_cpu()
+    snap = dict(stack.retired_cpu)
+    for name, proc in stack.procs.items():
+        if name != "k6":  # reaped by this script: counted with its children below
+            snap[name] = snap.get(name, 0.0) + sessions.get(proc.pid, 0.0)
+    mysql = subprocess.run(["pgrep", "-x", "mariadbd"], capture_output=True, text=True).stdout
+    for pid in mysql.split():
+        # Per process: the MySQL drill replaces the server by a new one mid-run.
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            snap[f"_mysql:{pid}"] = sum(int(f) for f in fields[11:13]) / CLK_TCK
+        except OSError:
+            pass
+    times = os.times()
+    snap["rush script"] = times.user + times.system
+    # k6 (and the manage.py commands the drills run) are reaped children of this script.
+    snap["k6 + commands"] = times.children_user + times.children_system
+    with open("/proc/stat") as handle:
+        ticks = [int(v) for v in handle.readline().split()[1:8]]
+    snap["_machine"] = sum(ticks) / CLK_TCK
+    snap["_idle"] = (ticks[3] + ticks[4]) / CLK_TCK
+    return snap
+
+
+def cpu_share(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Share of the machine's CPU time per component over the load (1.0 = every core)."""
+    machine = max(1e-9, after["_machine"] - before["_machine"])
+    shares = {
+        name: round(max(0.0, after[name] - before.get(name, 0.0)) / machine, 3)
+        for name in after
+        if not name.startswith("_")
+    }
+    mysql = sum(v - before.get(k, 0.0) for k, v in after.items() if k.startswith("_mysql:"))
+    shares["mysql"] = round(mysql / machine, 3)
+    idle = (after["_idle"] - before["_idle"]) / machine
+    # Whatever else ran on the machine meanwhile (other people's tests, benchmarks).
+    shares["other processes"] = round(max(0.0, 1 - idle - sum(shares.values())), 3)
+    shares["idle"] = round(idle, 3)
+    return shares
+
+
+# --- drills ---------------------------------------------------------------------------------
+
+
+def pytest_running() -> bool:
+    return subprocess.run(["pgrep", "-f", "pytest"], capture_output=True).returncode == 0
+
+
+def wait_for_no_pytest(limit: float) -> bool:
+    deadline = time.monotonic() + limit
+    announced = False
+    while pytest_running():
+        if time.monotonic() >= deadline:
+            return False
+        if not announced:
+            say("a test run (pytest) uses this MySQL: waiting for it before the MySQL drill")
+            announced = True
+        time.sleep(5)
+    return True
+
+
+def restart_mysql(stack: Stack, wait_limit: float) -> dict[str, Any]:
+    """Shut MySQL down and start it again; the load keeps going meanwhile."""
+    if not wait_for_no_pytest(wait_limit):
+        return {"skipped": "a test run kept using MySQL; not restarting it under someone's tests"}
+    cfg = db_config(stack.config.database_url)
+    admin = ["mysqladmin", f"-u{cfg['user']}", f"-h{cfg['host']}", f"-P{cfg['port']}"]
+    if cfg["passwd"]:
+        admin.append(f"-p{cfg['passwd']}")
+    down = time.time()
+    say("drill: shutting MySQL down")
+    subprocess.run([*admin, "shutdown"], capture_output=True, timeout=120)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+        port_open(cfg["port"], cfg["host"])
+        or subprocess.run(["pgrep", "-x", "mariadbd"], capture_output=True).returncode == 0
+    ):
+        time.sleep(0.2)
+    stopped = time.time()
+    subprocess.run(
+        [
+            "start-stop-daemon",
+            "--start",
+            "--oknodo",
+            "--background",
+            "--exec",
+            "/usr/sbin/mariadbd",
+        ],
+        capture_output=True,
+        timeout=30,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            connect(stack.config.database_url).close()
+            break
+        except Exception:  # still starting
+            time.sleep(0.2)
+    else:
+        raise RuntimeError("MySQL did not come back within 120 s after the restart drill")
+    up = time.time()
+    say(f"drill: MySQL back after {up - down:.1f} s (down for {up - stopped:.1f} s)")
+    return {"down_at": down, "stopped_at": stopped, "up_at": up}
+
+
+class Drills:
+    """The fault drills of one run, each fired once at its offset from the start of the load."""
+
+    def __init__(self, args: argparse.Namespace, stack: Stack, t0: float, sampler: Sampler) -> None:
+        self.args = args
+        self.stack = stack
+        self.t0 = t0
+        self.sampler = sampler
+        self.windows: list[tuple[str, float, float]] = []
+        self.outcomes: dict[str, Any] = {}
+        d = args.duration
+        plan: list[tuple[float, str]] = []
+        if args.aws_outage:
+            plan += [(0.25 * d, "aws_down"), (0.25 * d + args.outage_seconds, "aws_up")]
+        if args.kill_worker:
+            plan += [(0.5 * d, "kill_worker"), (0.5 * d + 5, "start_worker")]
+        if args.mysql_restart:
+            plan.append((0.68 * d, "mysql"))
+        self.plan = sorted(plan)
+        self.marks: dict[str, float] = {}
+        self.next_redrive = t0 + args.redrive_every if args.factory_failures else None
+
+    def tick(self) -> None:
+        now = time.time()
+        while self.plan and now >= self.t0 + self.plan[0][0]:
+            _, action = self.plan.pop(0)
+            getattr(self, action)()
+            now = time.time()
+        if self.next_redrive and self.args.redrive_every > 0 and now >= self.next_redrive:
+            self.next_redrive = now + self.args.redrive_every
+            if not self.stack.alive("redrive"):
+                self.stack.stop("redrive")
+                self.stack.spawn("redrive", [*self._manage(), "redrive_dlq", "--all"])
+                self.outcomes.setdefault("factory_failures", {}).setdefault("redrives", 0)
+                self.outcomes["factory_failures"]["redrives"] += 1
+
+    def _manage(self) -> list[str]:
+        return [str(BIN / "python"), "manage.py"]
+
+    def aws_down(self) -> None:
+        say(f"drill: AWS endpoint down for {self.args.outage_seconds} s")
+        self.stack.aws_down()
+        self.marks["aws_down"] = time.time()
+
+    def aws_up(self) -> None:
+        self.stack.aws_up()
+        up = time.time()
+        say("drill: AWS endpoint back")
+        self.windows.append(("AWS down", self.marks["aws_down"], up))
+        self.outcomes["aws_outage"] = {
+            "from_s": round(self.marks["aws_down"] - self.t0, 1),
+            "to_s": round(up - self.t0, 1),
+        }
+
+    def kill_worker(self) -> None:
+        # Mid-batch: wait (briefly) for a depletion in flight in the restock queue.
+        deadline = time.time() + 8
+        while time.time() < deadline:
+            q = self.sampler.latest().get("queues", {}).get("restock", {})
+            if q.get("in_flight"):
+                break
+            time.sleep(0.2)
+        state = self.sampler.latest()
+        say("drill: SIGKILL to the django-q2 cluster")
+        self.stack.kill_worker()
+        self.marks["killed"] = time.time()
+        self.outcomes["kill_worker"] = {
+            "at_s": round(self.marks["killed"] - self.t0, 1),
+            "restock_in_flight": state.get("queues", {}).get("restock", {}).get("in_flight"),
+            "outbox_pending": state.get("outbox_pending"),
+        }
+        # The successor drill fires 5 s after the planned kill; keep at least 5 s of absence.
+        self.plan = sorted((max(at, self.marks["killed"] + 5 - self.t0), a) for at, a in self.plan)
+
+    def start_worker(self) -> None:
+        self.stack.start_worker()
+        back = time.time()
+        say("drill: django-q2 cluster restarted (setup_worker + qcluster)")
+        self.windows.append(("worker killed", self.marks["killed"], back))
+        self.outcomes["kill_worker"]["restarted_s"] = round(back - self.t0, 1)
+
+    def mysql(self) -> None:
+        remaining = self.t0 + self.args.duration - 15 - time.time()
+        outcome = restart_mysql(self.stack, max(0.0, min(remaining, self.args.pytest_wait)))
+        if "skipped" in outcome:
+            say(f"drill: MySQL restart skipped: {outcome['skipped']}")
+            self.outcomes["mysql_restart"] = outcome
+            self.args.mysql_restart = False
+            return
+        self.windows.append(("MySQL restart", outcome["down_at"], outcome["up_at"]))
+        self.outcomes["mysql_restart"] = {
+            "from_s": round(outcome["down_at"] - self.t0, 1),
+            "to_s": round(outcome["up_at"] - self.t0, 1),
+        }
+
+    def mysql_window(self) -> tuple[float, float] | None:
+        for name, start, end in self.windows:
+            if name == "MySQL restart":
+                return start, end + MYSQL_GRACE
+        return None
+
+    def finish(self) -> None:
+        """Restore what a drill took away if the load ended before its second half."""
+        for _, action in self.plan:
+            if action in ("aws_up", "start_worker"):
+                getattr(self, action)()
+        self.plan = []
+        self.stack.stop("redrive", timeout=30)
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def start_k6(args: argparse.Namespace, stack: Stack, csv_path: Path, summary: Path) -> None:
+    hold = args.duration - args.ramp - 10
+    env = {
+        **os.environ,
+        "BASE_URL": stack.base_url,
+        "SKUS": args.skus,
+        "VUS": str(args.vus),
+        "RAMP_SECONDS": str(args.ramp),
+        "HOLD_SECONDS": str(hold),
+        "DOWN_SECONDS": "10",
+        "THINK_SECONDS": str(args.think),
+        "MAX_QUANTITY": str(args.max_quantity),
+        "SUMMARY_PATH": str(summary),
+        "K6_CSV_TIME_FORMAT": "unix_milli",
+        "K6_NO_USAGE_REPORT": "true",
+    }
+    out = open(stack.workdir / "k6.log", "ab")  # noqa: SIM115 - closed by stack.stop
+    stack.procs["k6"] = subprocess.Popen(
+        [
+            str(BIN / "k6"),
+            "run",
+            "--quiet",
+            "--no-color",
+            "--log-format=json",
+            "--system-tags=status,error_code",
+            f"--out=csv={csv_path}",
+            str(K6_SCRIPT),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    stack.logs["k6"] = out
+
+
+def drain(
+    args: argparse.Namespace, stack: Stack, sampler: Sampler, ops: OpsConsumer
+) -> dict[str, Any]:
+    """Wait until every event is published and read, and every depletion is settled."""
+    started = time.time()
+    deadline = started + args.drain_timeout
+    stable = 0
+    state: dict[str, Any] = {}
+    conn = None
+    while time.time() < deadline:
+        time.sleep(1)
+        s = sampler.latest()
+        try:
+            conn = conn or connect(args.database_url)
+            cur = conn.cursor()
+            cur.execute("SELECT COUNT(*) FROM factory_bridge_outboxevent")
+            outbox_total = int(cur.fetchone()[0])
+        except Exception:  # MySQL may still be coming back from the drill
+            conn = None
+            continue
+        queues = s.get("queues", {})
+        restocks = s.get("restocks", {})
+        dlq = queues.get("dlq", {})
+        state = {
+            "outbox_pending": s.get("outbox_pending"),
+            "restock_queue": sum(queues.get("restock", {}).values()) if queues else None,
+            "open_restocks": restocks.get("pending", 0) + restocks.get("requested", 0),
+            "events_not_in_ops": outbox_total - len(ops.ids()),
+            "dlq_not_recorded": (sum(dlq.values()) - s.get("dead_rows", 0)) if dlq else None,
+        }
+        if all(v == 0 for v in state.values()):
+            stable += 1
+            if stable >= 3:
+                break
+        else:
+            stable = 0
+    if conn is not None:
+        conn.close()
+    settled = stable >= 3
+    seconds = round(time.time() - started, 1)
+    say(f"drain {'done' if settled else 'TIMED OUT'} after {seconds} s: {state}")
+    return {"settled": settled, "seconds": seconds, "last_state": state}
+
+
+def factory_jobs(stack: Stack) -> list[dict[str, Any]] | None:
+    try:
+        return requests.get(f"{stack.factory_url}/api/manufactures", timeout=10).json()["requests"]
+    except (requests.RequestException, ValueError, KeyError):
+        return None
+
+
+DRILL_KEYS = {
+    "AWS down": "aws_outage",
+    "worker killed": "kill_worker",
+    "MySQL restart": "mysql_restart",
+}
+
+
+def recovery_windows(
+    samples: list[dict[str, Any]], windows: list[tuple[str, float, float]], *, threshold: float
+) -> list[tuple[str, float, float, float | None]]:
+    """Each drill window with the moment the outbox backlog was back under `threshold`."""
+    result = []
+    for name, start, end in windows:
+        until = next(
+            (
+                s["t"]
+                for s in samples
+                if s["t"] >= end and s.get("outbox_pending", threshold + 1) <= threshold
+            ),
+            None,
+        )
+        result.append((name, start, end, until))
+    return result
+
+
+def backlog_peak(samples: list[dict[str, Any]], t0: float, windows: list) -> dict[str, Any]:
+    def peak(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        best = max(rows, key=lambda s: s["outbox_pending"], default=None)
+        if best is None:
+            return {"events": 0, "at_s": None}
+        return {"events": best["outbox_pending"], "at_s": round(best["t"] - t0, 1)}
+
+    rows = [s for s in samples if "outbox_pending" in s and s["t"] >= t0]
+    calm = [s for s in rows if not any(a <= s["t"] <= b for _, a, b in windows)]
+    return {"all": peak(rows), "outside_drills": peak(calm)}  # drills and their recovery
+
+
+def sustained_peak(per_second: dict[int, int], *, window: int) -> float:
+    """The busiest `window` seconds, per second: the relay marks a claim of 100 at once."""
+    if not per_second:
+        return 0.0
+    first, last = min(per_second), max(per_second)
+    best = max(
+        sum(per_second.get(s, 0) for s in range(start, start + window))
+        for start in range(first, last + 1)
+    )
+    return round(best / window, 1)
+
+
+def limit_reading(result: dict[str, Any]) -> str:
+    """Which part limited the run, read from the numbers (the summary prints them all)."""
+    made = result["events_written_per_s"]
+    relayed = result["relay_published_peak_per_s"]
+    probe = result["probe"]
+    capacity = max(probe.get("publish_1_callers_per_s", 0), probe.get("publish_4_callers_per_s", 0))
+    backlog = result["outbox_backlog_peak"]["outside_drills"]["events"]
+    lag = result["relay"]["lag_outside_drills_s"]["p99"] or 0
+    tasks = result["task_queue_peak"]
+    reading = _reading(result, made, relayed, capacity, backlog, lag, tasks)
+    if result["drills"]:
+        return f"outside the drills and their recovery, {reading}"
+    return reading
+
+
+def _reading(
+    result: dict[str, Any],
+    made: float,
+    relayed: float,
+    capacity: float,
+    backlog: int,
+    lag: float,
+    tasks: int,
+) -> str:
+    if backlog <= max(50, 2 * made) and lag <= 5:
+        settings = result["settings"]
+        latency = result["http"]["latency_ms"]["p50"] or 0
+        offered = settings["vus"] / (settings["think_s"] + latency / 1000)
+        kept_up = (
+            f"the relay kept up (outside drills backlog peak {backlog} events, lag p99 {lag} s)"
+        )
+        if result["rates"]["orders_per_s"] >= 0.85 * offered:
+            return (
+                f"the customers' own pace: {settings['vus']} customers pausing "
+                f"{settings['think_s']:g} s between orders offer about {offered:.0f} orders/s "
+                f"and got them (p50 {latency} ms); {kept_up}; the machine was "
+                f"{1 - result['cpu_share'].get('idle', 0):.0%} busy"
+            )
+        return (
+            f"the web tier: {kept_up}, so orders/s is what the web tier answered at p50 "
+            f"{latency} ms with {settings['vus']} customers waiting for their answers"
+        )
+    if capacity and relayed >= 0.8 * capacity:
+        return (
+            f"the AWS endpoint: the relay published up to {relayed} events/s (best 10 s), close "
+            f"to what the "
+            f"endpoint takes on its own ({capacity:.0f} msg/s), and the outbox backlog reached "
+            f"{backlog} events (lag p99 {lag} s) while the app wrote {made} events/s"
+        )
+    return (
+        f"the relay, not the endpoint: the backlog reached {backlog} events (lag p99 {lag} s) "
+        f"while the relay published at most {relayed} events/s, well under the endpoint's "
+        f"{capacity:.0f} msg/s; up to {tasks} worker tasks were queued (relay tasks and poller "
+        "handovers share django-q2's queue)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    skus = tuple(s.strip() for s in args.skus.split(",") if s.strip())
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    workdir = args.workdir / stamp
+    config = StackConfig(
+        workdir=workdir,
+        database_url=args.database_url,
+        web_port=args.web_port,
+        factory_port=args.factory_port,
+        moto_port=args.moto_port,
+        proxy_port=args.proxy_port,
+        web_workers=args.web_workers,
+        q_workers=args.q_workers,
+        factory_delay=args.factory_delay,
+        factory_failure_rate=0.5 if args.factory_failures else 0.0,
+        skus=skus,
+        stock=args.stock,
+        restock_quantity=args.restock_quantity,
+        aws_endpoint=args.aws_endpoint,
+        prefix=args.prefix,
+        log_level=args.log_level,
+    )
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    stack = Stack(config)
+    sampler: Sampler | None = None
+    ops: OpsConsumer | None = None
+    say(f"logs and k6 data in {workdir}")
+    try:
+        if args.mysql_restart and not wait_for_no_pytest(args.pytest_wait):
+            say("MySQL drill skipped: a test run has used MySQL for too long")
+            args.mysql_restart = False
+        try:
+            say("starting moto, proxy, database, factory, qcluster and gunicorn")
+            stack.start()
+        except Exception as exc:  # any failure to start is reported the same way
+            say(f"could not start the system: {exc}; logs in {workdir}")
+            return 2
+        sns, sqs = aws_clients(stack.direct_endpoint, stack.env)
+        say("probing the AWS endpoint on its own (PublishBatch, receive+delete)")
+        probe = probe_endpoint(sns, sqs, prefix=args.prefix)
+        queues = {
+            label: sqs.get_queue_url(QueueName=stack.names[key])["QueueUrl"]
+            for label, key in (
+                ("restock", "SQS_RESTOCK_QUEUE"),
+                ("dlq", "SQS_RESTOCK_DLQ"),
+                ("ops", "SQS_OPS_QUEUE"),
+            )
+        }
+        # The ops queue's depth is not polled: counting a deep queue is slow on moto (every
+        # call scans the whole queue); published-minus-read gives the same curve afterwards.
+        sampled = {k: v for k, v in queues.items() if k != "ops"}
+        initial = read_snapshot(args.database_url, skus)
+        initial_stock = {sku: p["stock"] for sku, p in initial.products.items()}
+        if initial.orders or initial.outbox:
+            raise RuntimeError("the rush database is not fresh")
+        sampler = Sampler(database_url=args.database_url, skus=skus, sqs=sqs, queues=sampled)
+        ops = OpsConsumer(sqs=sqs, url=queues["ops"])
+        sampler.start()
+        ops.start()
+
+        csv_path, summary_path = workdir / "k6.csv.gz", workdir / "k6-summary.json"
+        cpu_before = cpu_snapshot(stack)
+        load_before = os.getloadavg()[0]
+        t0 = time.time()
+        start_k6(args, stack, csv_path, summary_path)
+        say(
+            f"rush: {args.vus} customers for {args.duration} s on {', '.join(skus)} "
+            f"(stock {args.stock}, restock {args.restock_quantity})"
+        )
+        drills = Drills(args, stack, t0, sampler)
+        k6 = stack.procs["k6"]
+        while k6.poll() is None:
+            drills.tick()
+            if time.time() > t0 + args.duration + 120:
+                say("k6 overran its schedule; stopping it")
+                stack.stop("k6")
+                break
+            time.sleep(0.2)
+        drills.finish()
+        load_end = time.time()
+        alive = {name: stack.alive(name) for name in ("web", "qcluster", "factory", "proxy")}
+        cpu_after = cpu_snapshot(stack)
+        load_after = os.getloadavg()[0]
+        say(f"load done after {load_end - t0:.0f} s (k6 exit {k6.returncode}); draining")
+        drained = drain(args, stack, sampler, ops)
+        ops.stop()
+        sampler.stopping.set()
+        sampler.join(timeout=5)
+
+        dlq = sampler.latest().get("queues", {}).get("dlq")
+        snap = read_snapshot(args.database_url, skus)
+        http = read_k6_csv(csv_path, t0=t0, db_window=drills.mysql_window())
+        with ops.lock:
+            seen = dict(ops.seen)
+            duplicates = ops.deliveries - len(ops.seen) - ops.unreadable
+        events = event_rates(snap, t0=t0)
+        hold = (args.ramp, args.duration - 10)
+        written = sum(v for s, v in events["created"].items() if hold[0] <= s < hold[1])
+        events_per_s = round(written / max(1, hold[1] - hold[0]), 1)
+        # A drill's effect lasts until the outbox backlog is back to normal: that is its window
+        # for "outside drills" figures, and the time it took is the drill's recovery time.
+        windows = recovery_windows(
+            sampler.samples, drills.windows, threshold=max(50, 2 * events_per_s)
+        )
+        for name, _, end, until in windows:
+            key = DRILL_KEYS[name]
+            drills.outcomes.setdefault(key, {})["backlog_recovered_after_s"] = (
+                round(until - end, 1) if until is not None else None
+            )
+        extended = [(name, start, until or time.time()) for name, start, _, until in windows]
+        verification = verify(
+            snap,
+            initial_stock=initial_stock,
+            t0=t0,
+            load_end=load_end,
+            ops_seen=seen,
+            ops_duplicates=duplicates,
+            dlq_messages=sum(dlq.values()) if dlq else None,
+            factory_jobs=factory_jobs(stack),
+            http=http,
+            drill_windows=extended,
+        )
+        if not drained["settled"]:
+            for verdict in verification.verdicts:
+                if verdict.name == "lost events":
+                    verdict.ok = False
+                    verdict.detail = (
+                        f"NOT DRAINED within {drained['seconds']} s, so not proven delivered: "
+                        + verdict.detail
+                    )
+        load_seconds = max(1.0, load_end - t0)
+        result = {
+            "command": " ".join([".venv/bin/python", "bench/rush.py", *(argv or sys.argv[1:])]),
+            "machine": f"{os.cpu_count()} cores",
+            "load_average_1m": {"before": load_before, "after": load_after},
+            "settings": {
+                "vus": args.vus,
+                "duration_s": args.duration,
+                "ramp_s": args.ramp,
+                "think_s": args.think,
+                "skus": skus,
+                "stock": args.stock,
+                "restock_quantity": args.restock_quantity,
+                "web_workers": args.web_workers,
+                "q_workers": args.q_workers,
+                "factory_delay_s": args.factory_delay,
+                "factory_failure_rate": config.factory_failure_rate,
+            },
+            "http": {k: v for k, v in http.items() if k != "timeline"},
+            "rates": rates(http, hold=hold),
+            "events_written_per_s": events_per_s,
+            "relay_published_peak_per_s": sustained_peak(events["published"], window=10),
+            "relay": verification.facts["relay"],
+            "outbox_backlog_peak": backlog_peak(sampler.samples, t0, extended),
+            "task_queue_peak": max(
+                (x.get("task_queue", 0) for x in sampler.samples if x["t"] >= t0), default=0
+            ),
+            "probe": probe,
+            "cpu_share": cpu_share(cpu_before, cpu_after),
+            "drain": drained,
+            "drills": drills.outcomes,
+            "alive_after_load": alive,
+            "facts": verification.facts,
+            "invariants": [vars(v) for v in verification.verdicts],
+            "ok": verification.ok,
+            "load_seconds": round(load_seconds, 1),
+            "workdir": str(workdir),
+        }
+        result["limit"] = limit_reading(result)
+        print_summary(result, verification)
+        if args.plot:
+            args.plot.parent.mkdir(parents=True, exist_ok=True)
+            plot(
+                args.plot,
+                samples=sampler.samples,
+                ops_read=sorted(at for at, _ in seen.values()),
+                http=http,
+                events=events,
+                sold_out=verification.facts["sold_out"],
+                drills=drills.windows,
+                t0=t0,
+                load_end=load_end,
+                title=_title(args),
+            )
+            say(f"plot written to {args.plot}")
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            timelines = {
+                "http": http["timeline"],
+                "samples": [{**s, "t": round(s["t"] - t0, 2)} for s in sampler.samples],
+                "events": events,
+            }
+            args.json.write_text(json.dumps({**result, "timelines": timelines}, default=str))
+            say(f"results written to {args.json}")
+        return 0 if verification.ok else 1
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    finally:
+        if ops is not None:
+            ops.stopping.set()
+        if sampler is not None:
+            sampler.stopping.set()
+        say("stopping everything the rush started")
+        stack.stop_all()
+
+
+def _title(args: argparse.Namespace) -> str:
+    drills = [
+        name
+        for name, on in (
+            ("AWS outage", args.aws_outage),
+            ("worker kill", args.kill_worker),
+            ("factory 50% failures", args.factory_failures),
+            ("MySQL restart", args.mysql_restart),
+        )
+        if on
+    ]
+    return f"Rush: {args.vus} customers, {args.duration} s" + (
+        f" — drills: {', '.join(drills)}" if drills else ""
+    )
+
+
+def print_summary(r: dict[str, Any], verification: Verification) -> None:
+    h, f = r["http"], r["facts"]
+    lat = h["latency_ms"]
+    relay = r["relay"]
+    ev = f["events"]
+    rs = f["restocks"]
+    lines = [
+        "",
+        "=" * 78,
+        f"RUSH SUMMARY ({r['machine']}, {r['settings']['vus']} customers, "
+        f"{r['load_seconds']:.0f} s of load)",
+        "=" * 78,
+        f"orders        {h['requests']} requests: {h['accepted']} accepted, {h['refused']} "
+        f"refused; {r['rates']['orders_per_s']} orders/s on the plateau (peak "
+        f"{r['rates']['peak_orders_per_s']}/s), {r['rates']['accepted_per_s']} accepted/s",
+        f"latency       p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms, "
+        f"max {lat['max']} ms",
+        f"failures      5xx {h['server_errors']}, no answer {h['no_answer']}, other "
+        f"{h['unexpected']}"
+        + (
+            f"; during the MySQL restart (excluded): 5xx {h['server_errors_in_db_window']}, "
+            f"no answer {h['no_answer_in_db_window']}"
+            if h["db_window"]
+            else ""
+        ),
+        f"depletions    {sum(f['depletions'].values())}: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(f["depletions"].items())),
+        f"restocks      {rs['fulfilled']} fulfilled, {rs['replenished_events']} "
+        f"stock.replenished, {rs['factory_jobs_accepted']} factory jobs accepted "
+        f"({rs['factory_jobs_refused']} refused), {rs['reorders']} overdue reorders; "
+        f"by status {rs['by_status']}",
+        f"DLQ           {f['dlq']['messages_in_dlq']} messages, {f['dlq']['dead_rows']} "
+        f"FailedMessage rows dead, {f['dlq']['redriven_rows']} redriven",
+        "sold out      "
+        + "; ".join(
+            f"{sku} {s['sold_out_s']} s ({s['sold_out_share']:.0%}, {s['times']}x, mean "
+            f"{s['mean_window_s']} s{', still out' if s['open_at_end'] else ''})"
+            for sku, s in f["sold_out"].items()
+        ),
+        f"outbox        {ev['outbox']} events {ev['by_type']}; backlog peak "
+        f"{r['outbox_backlog_peak']['all']['events']} (outside drills "
+        f"{r['outbox_backlog_peak']['outside_drills']['events']})",
+        f"relay lag     p50 {relay['lag_s']['p50']} s, p99 {relay['lag_s']['p99']} s, max "
+        f"{relay['lag_s']['max']} s (outside drills p50 {relay['lag_outside_drills_s']['p50']}"
+        f" s, p99 {relay['lag_outside_drills_s']['p99']} s)",
+        f"to ops queue  p50 {relay['to_ops_queue_s']['p50']} s, p99 "
+        f"{relay['to_ops_queue_s']['p99']} s; {ev['received_in_ops']} distinct events read, "
+        f"{ev['ops_duplicate_deliveries']} duplicate deliveries",
+        f"endpoint      app wrote {r['events_written_per_s']} events/s, relay published up to "
+        f"{r['relay_published_peak_per_s']}/s (best 10 s); the endpoint alone: PublishBatch "
+        f"{r['probe'].get('publish_1_callers_per_s')} msg/s (1 caller), "
+        f"{r['probe'].get('publish_4_callers_per_s')} msg/s (4 callers), delivered and read "
+        f"{r['probe'].get('delivered_and_read_1_callers_per_s')} msg/s",
+        f"worker queue  up to {r['task_queue_peak']} django-q2 tasks waiting for a worker",
+        f"machine       load average {r['load_average_1m']['before']:.1f} before the load, "
+        f"{r['load_average_1m']['after']:.1f} after",
+        "cpu share     "
+        + ", ".join(
+            f"{k} {v:.0%}" for k, v in sorted(r["cpu_share"].items(), key=lambda kv: -kv[1])
+        ),
+        f"limited by    {r['limit']}",
+        f"drain         {r['drain']['seconds']} s, settled={r['drain']['settled']}",
+    ]
+    dead = [name for name, up in r["alive_after_load"].items() if not up]
+    if dead:
+        lines.append(f"DIED          {', '.join(dead)} exited during the load")
+    for name, outcome in r["drills"].items():
+        lines.append(f"drill         {name}: {outcome}")
+    lines.append("-" * 78)
+    for v in verification.verdicts:
+        lines.append(f"{'PASS' if v.ok else 'FAIL'}  {v.name:<19} {v.value:<6} {v.detail}")
+    lines.append("=" * 78)
+    lines.append("ALL INVARIANTS HOLD" if verification.ok else "INVARIANT FAILED")
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

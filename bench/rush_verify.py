@@ -1,0 +1,412 @@
+"""After the rush: read what the system recorded and check the invariants.
+
+Everything here comes from the database (orders, stock adjustments, outbox, restock requests,
+failed messages), the operations queue as the bench consumed it, the DLQ and the factory
+simulator's own list of what it was asked — never from the app's opinion of itself.
+"""
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bench.rush_stack import connect
+
+ORDER_EVENTS = ("order.completed", "order.rejected")
+
+
+def ts(value: datetime | None) -> float | None:
+    """A naive UTC datetime from MySQL as a Unix timestamp."""
+    return value.replace(tzinfo=UTC).timestamp() if value else None
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+@dataclass
+class Snapshot:
+    products: dict[str, dict[str, Any]]
+    orders: list[dict[str, Any]]
+    arrivals: list[dict[str, Any]]
+    counts: list[dict[str, Any]]
+    outbox: list[dict[str, Any]]
+    restocks: list[dict[str, Any]]
+    failed: list[dict[str, Any]]
+
+
+def read_snapshot(database_url: str, skus: tuple[str, ...]) -> Snapshot:
+    conn = connect(database_url)
+    try:
+        cur = conn.cursor()
+
+        def rows(sql: str, *params: Any) -> list[dict[str, Any]]:
+            cur.execute(sql, params or None)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+        products = {
+            r["sku"]: r
+            for r in rows(
+                "SELECT sku, stock, restock_quantity, depleted_at FROM inventory_product "
+                "WHERE sku IN %s",
+                skus,
+            )
+        }
+        orders = rows(
+            "SELECT o.id, p.sku, o.quantity, o.status, o.remaining_stock, o.created_at "
+            "FROM shop_order o JOIN inventory_product p ON p.id = o.product_id"
+        )
+        adjustments = rows(
+            "SELECT p.sku, a.reason, a.old_quantity, a.new_quantity, a.note, a.created_at "
+            "FROM inventory_stockadjustment a JOIN inventory_product p ON p.id = a.product_id "
+            "ORDER BY a.id"
+        )
+        outbox = rows(
+            "SELECT event_type, sku, body, created_at, published_at, attempts "
+            "FROM factory_bridge_outboxevent"
+        )
+        restocks = rows(
+            "SELECT r.id, p.sku, r.quantity, r.status, r.depletion_key, r.replaces_id, "
+            "r.attempts, r.created_at, r.requested_at, r.fulfilled_at "
+            "FROM factory_bridge_restockrequest r JOIN inventory_product p ON p.id = r.product_id"
+        )
+        failed = rows(
+            "SELECT fingerprint, sqs_message_id, event_type, sku, status, times_dead, body "
+            "FROM factory_bridge_failedmessage"
+        )
+    finally:
+        conn.close()
+    for row in outbox:
+        row["body"] = json.loads(row["body"])
+    return Snapshot(
+        products=products,
+        orders=orders,
+        arrivals=[a for a in adjustments if a["reason"] == "arrival"],
+        counts=[a for a in adjustments if a["reason"] == "count"],
+        outbox=outbox,
+        restocks=restocks,
+        failed=failed,
+    )
+
+
+def _event_id_of(envelope_body: str) -> str | None:
+    try:
+        return str(json.loads(json.loads(envelope_body)["Message"])["event_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclass
+class Verdict:
+    name: str
+    ok: bool
+    value: Any
+    detail: str = ""
+
+
+@dataclass
+class Verification:
+    verdicts: list[Verdict] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(v.ok for v in self.verdicts)
+
+
+def verify(
+    snap: Snapshot,
+    *,
+    initial_stock: dict[str, int],
+    t0: float,
+    load_end: float,
+    ops_seen: dict[str, tuple[float, str]],
+    ops_duplicates: int,
+    dlq_messages: int | None,
+    factory_jobs: list[dict[str, Any]] | None,
+    http: dict[str, Any],
+    drill_windows: list[tuple[str, float, float]],
+) -> Verification:
+    result = Verification()
+    facts = result.facts
+
+    # --- oversell: stock never below zero, and every unit accounted for -------------------
+    recounts = [c for c in snap.counts if (ts(c["created_at"]) or 0) >= t0]
+    sold: Counter[str] = Counter()
+    for order in snap.orders:
+        if order["status"] == "completed":
+            sold[order["sku"]] += order["quantity"]
+    arrived: Counter[str] = Counter()
+    for arrival in snap.arrivals:
+        arrived[arrival["sku"]] += arrival["new_quantity"] - arrival["old_quantity"]
+    fulfilled_units: Counter[str] = Counter()
+    for r in snap.restocks:
+        if r["status"] == "fulfilled":
+            fulfilled_units[r["sku"]] += r["quantity"]
+    per_product = {}
+    oversold = 0
+    books_wrong = []
+    for sku, product in snap.products.items():
+        expected = initial_stock[sku] + arrived[sku] - sold[sku]
+        oversold += max(0, sold[sku] - initial_stock[sku] - arrived[sku])
+        min_remaining = min(
+            (o["remaining_stock"] for o in snap.orders if o["sku"] == sku), default=0
+        )
+        if expected != product["stock"] or product["stock"] < 0 or min_remaining < 0:
+            books_wrong.append(sku)
+        if arrived[sku] != fulfilled_units[sku]:
+            books_wrong.append(
+                f"{sku} (arrivals {arrived[sku]} != restocked {fulfilled_units[sku]})"
+            )
+        per_product[sku] = {
+            "initial": initial_stock[sku],
+            "sold": sold[sku],
+            "arrived": arrived[sku],
+            "final": product["stock"],
+            "expected_final": expected,
+            "still_depleted": product["depleted_at"] is not None,
+        }
+    facts["products"] = per_product
+    result.verdicts.append(
+        Verdict(
+            "oversell",
+            oversold == 0 and not books_wrong and not recounts,
+            oversold,
+            "stock never < 0; initial + arrivals - sold == final for every product"
+            + (f"; books wrong: {', '.join(books_wrong)}" if books_wrong else "")
+            + (f"; {len(recounts)} stock counts during the run" if recounts else ""),
+        )
+    )
+
+    # --- 5xx: outside the MySQL restart window -------------------------------------------
+    result.verdicts.append(
+        Verdict(
+            "5xx",
+            http["server_errors"] == 0 and http["no_answer"] == 0,
+            http["server_errors"],
+            f"{http['server_errors']} answers >= 500 and {http['no_answer']} requests without "
+            f"an answer outside the MySQL restart window"
+            + (
+                f"; inside it: {http['server_errors_in_db_window']} >= 500, "
+                f"{http['no_answer_in_db_window']} without an answer (not counted)"
+                if http.get("db_window")
+                else ""
+            ),
+        )
+    )
+
+    # --- lost events: every committed fact reached the operations queue ------------------
+    order_events = {
+        e["body"].get("order_id"): e for e in snap.outbox if e["event_type"] in ORDER_EVENTS
+    }
+    orders_without_event = [o["id"] for o in snap.orders if o["id"] not in order_events]
+    wrong_status = [
+        o["id"]
+        for o in snap.orders
+        if o["id"] in order_events and order_events[o["id"]]["body"].get("status") != o["status"]
+    ]
+    unpublished = [e for e in snap.outbox if e["published_at"] is None]
+    outbox_ids = {e["body"]["event_id"] for e in snap.outbox}
+    not_in_ops = outbox_ids - set(ops_seen)
+    phantom = set(ops_seen) - outbox_ids
+
+    restocks_by_key = {r["depletion_key"]: r for r in snap.restocks}
+    replaced_by = {r["replaces_id"]: r for r in snap.restocks if r["replaces_id"]}
+    dead_events = {_event_id_of(f["body"]): f for f in snap.failed if f["status"] == "dead"}
+    outcomes: Counter[str] = Counter()
+    unaccounted = []
+    for depletion in (e for e in snap.outbox if e["event_type"] == "stock.depleted"):
+        event_id = depletion["body"]["event_id"]
+        request = restocks_by_key.get(event_id)
+        while (
+            request is not None and request["status"] == "overdue" and request["id"] in replaced_by
+        ):
+            request = replaced_by[request["id"]]
+        if request is not None and request["status"] == "fulfilled":
+            outcomes["restocked"] += 1
+        elif event_id in dead_events:
+            outcomes["in_dlq"] += 1
+        elif request is None and _absorbed(depletion, snap.restocks):
+            outcomes["absorbed"] += 1
+        else:
+            outcomes["unaccounted"] += 1
+            unaccounted.append({"event_id": event_id, "sku": depletion["sku"], "request": request})
+    facts["depletions"] = dict(outcomes)
+    facts["unaccounted_depletions"] = unaccounted[:20]
+    lost = (
+        len(orders_without_event)
+        + len(wrong_status)
+        + len(unpublished)
+        + len(not_in_ops)
+        + len(unaccounted)
+    )
+    facts["events"] = {
+        "outbox": len(snap.outbox),
+        "by_type": dict(Counter(e["event_type"] for e in snap.outbox)),
+        "orders": len(snap.orders),
+        "orders_without_event": len(orders_without_event),
+        "unpublished": len(unpublished),
+        "received_in_ops": len(ops_seen),
+        "missing_from_ops": len(not_in_ops),
+        "phantom_in_ops": len(phantom),
+        "ops_duplicate_deliveries": ops_duplicates,
+        "publish_attempts_max": max((e["attempts"] for e in snap.outbox), default=0),
+    }
+    result.verdicts.append(
+        Verdict(
+            "lost events",
+            lost == 0,
+            lost,
+            f"{len(snap.orders)} committed orders, {len(snap.outbox)} outbox events: "
+            f"{len(orders_without_event)} orders without event, {len(unpublished)} unpublished, "
+            f"{len(not_in_ops)} missing from the ops queue, {len(unaccounted)} depletions "
+            f"neither restocked nor in the DLQ",
+        )
+    )
+
+    # --- duplicate restocks --------------------------------------------------------------
+    fulfilled_per_root: Counter[str] = Counter(
+        r["depletion_key"].split("/reorder-")[0]
+        for r in snap.restocks
+        if r["status"] == "fulfilled"
+    )
+    doubled = sum(n - 1 for n in fulfilled_per_root.values() if n > 1)
+    replenished = sum(1 for e in snap.outbox if e["event_type"] == "stock.replenished")
+    fulfilled = sum(fulfilled_per_root.values())
+    factory_dupes = 0
+    accepted_jobs = 0
+    if factory_jobs is not None:
+        per_url = Counter(j["callback_url"] for j in factory_jobs if j.get("status") == 201)
+        accepted_jobs = sum(per_url.values())
+        factory_dupes = sum(n - 1 for n in per_url.values() if n > 1)
+    duplicates = doubled + abs(replenished - fulfilled) + factory_dupes
+    facts["restocks"] = {
+        "requests": len(snap.restocks),
+        "by_status": dict(Counter(r["status"] for r in snap.restocks)),
+        "fulfilled": fulfilled,
+        "replenished_events": replenished,
+        "factory_jobs_accepted": accepted_jobs,
+        "factory_jobs_refused": (
+            sum(1 for j in factory_jobs if j.get("status") != 201) if factory_jobs else 0
+        ),
+        "factory_callbacks": (
+            dict(Counter(j.get("callback_status") for j in factory_jobs)) if factory_jobs else {}
+        ),
+        "reorders": sum(1 for r in snap.restocks if r["replaces_id"]),
+    }
+    facts["dlq"] = {
+        "dead_rows": sum(1 for f in snap.failed if f["status"] == "dead"),
+        "redriven_rows": sum(1 for f in snap.failed if f["status"] == "redriven"),
+        "messages_in_dlq": dlq_messages,
+    }
+    result.verdicts.append(
+        Verdict(
+            "duplicate restocks",
+            duplicates == 0,
+            duplicates,
+            f"{fulfilled} restocks fulfilled, {replenished} stock.replenished events, "
+            f"{doubled} depletions restocked twice, {factory_dupes} restocks ordered twice "
+            "from the factory",
+        )
+    )
+
+    # --- relay and endpoint --------------------------------------------------------------
+    facts["relay"] = _relay(snap, ops_seen, drill_windows)
+    facts["sold_out"] = sold_out_windows(snap, t0=t0, load_end=load_end)
+    return result
+
+
+def _absorbed(depletion: dict[str, Any], restocks: list[dict[str, Any]]) -> bool:
+    """True when an open request for the same product existed as the depletion was read."""
+    at = ts(depletion["created_at"]) or 0
+    for r in restocks:
+        if r["sku"] != depletion["sku"] or (ts(r["created_at"]) or 0) > at:
+            continue
+        done = ts(r["fulfilled_at"])
+        if r["status"] == "fulfilled" and done is not None and done >= at:
+            return True
+    return False
+
+
+def _in_windows(t: float, windows: list[tuple[str, float, float]]) -> bool:
+    return any(start <= t <= end for _, start, end in windows)
+
+
+def _relay(
+    snap: Snapshot, ops_seen: dict[str, tuple[float, str]], windows: list[tuple[str, float, float]]
+) -> dict[str, Any]:
+    lag, lag_calm, e2e = [], [], []
+    for e in snap.outbox:
+        created, published = ts(e["created_at"]), ts(e["published_at"])
+        if created is None or published is None:
+            continue
+        lag.append(published - created)
+        if not _in_windows(created, windows):
+            lag_calm.append(published - created)
+        seen = ops_seen.get(e["body"]["event_id"])
+        if seen:
+            e2e.append(seen[0] - created)
+
+    def stats(values: list[float]) -> dict[str, float | None]:
+        return {
+            "p50": _round(percentile(values, 50)),
+            "p99": _round(percentile(values, 99)),
+            "max": _round(max(values) if values else None),
+        }
+
+    return {
+        "lag_s": stats(lag),
+        "lag_outside_drills_s": stats(lag_calm),
+        "to_ops_queue_s": stats(e2e),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def sold_out_windows(snap: Snapshot, *, t0: float, load_end: float) -> dict[str, Any]:
+    """When each product had zero stock during the rush, from orders and arrivals."""
+    changes: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for order in snap.orders:
+        if order["status"] == "completed":
+            changes[order["sku"]].append((ts(order["created_at"]) or 0, order["remaining_stock"]))
+    for arrival in snap.arrivals:
+        changes[arrival["sku"]].append((ts(arrival["created_at"]) or 0, arrival["new_quantity"]))
+    result = {}
+    for sku in snap.products:
+        windows: list[list[float]] = []
+        start = None
+        for at, stock in sorted(changes[sku]):
+            if stock == 0 and start is None:
+                start = at
+            elif stock > 0 and start is not None:
+                windows.append([start, at])
+                start = None
+        if start is not None:
+            windows.append([start, None])  # type: ignore[list-item]
+        clipped = [
+            (max(s, t0), min(e if e is not None else load_end, load_end))
+            for s, e in windows
+            if s < load_end
+        ]
+        lengths = [e - s for s, e in clipped if e > s]
+        closed = [e - s for s, e in windows if e is not None]
+        result[sku] = {
+            "windows": [
+                [round(s - t0, 2), None if e is None else round(e - t0, 2)] for s, e in windows
+            ],
+            "sold_out_s": round(sum(lengths), 1),
+            "sold_out_share": round(sum(lengths) / max(1e-9, load_end - t0), 3),
+            "times": len(windows),
+            "mean_window_s": round(sum(closed) / len(closed), 2) if closed else None,
+            "longest_window_s": round(max(closed), 2) if closed else None,
+            "open_at_end": bool(windows and windows[-1][1] is None),
+        }
+    return result
