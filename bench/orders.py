@@ -59,7 +59,7 @@ ANALYSIS_START, ANALYSIS_END = "<!-- analysis -->", "<!-- /analysis -->"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Where an order's CPU goes: gunicorn, MariaDB, the django-q2 cluster (relay), moto (SNS).
 CPU_PARTS = ("web", "mysql", "cluster", "moto")
-Q_WORKERS = 4  # django-q2 workers: the Q_WORKERS default of nudged/settings/base.py
+Q_WORKERS = 5  # django-q2 workers: the Q_WORKERS default of nudged/settings/base.py
 
 log = logging.getLogger("bench.orders")
 
@@ -314,6 +314,8 @@ class Stack:
 
     def start_cluster(self) -> None:
         self.stop("cluster")
+        # As `make run` does: schedules and the long-polling loops (the outbox relay among them).
+        self.manage("setup_worker")
         service = self.start("cluster", [str(BIN / "python"), "manage.py", "qcluster"])
         # Master, sentinel, pusher, monitor and the workers: all forked means it is polling.
         wanted = 4 + Q_WORKERS

@@ -54,7 +54,7 @@ class OutboxEventAdmin(ReadOnlyAdmin):
         "last_error",
     ]
     list_filter = [PublishedFilter, "event_type", "topic"]
-    search_fields = ["=id", "sku", "message_id"]
+    search_fields = ["=id", "sku"]
 
 
 @admin.register(RestockRequest)

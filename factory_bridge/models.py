@@ -23,7 +23,6 @@ class OutboxEvent(models.Model):
     next_attempt_at = models.DateTimeField(default=timezone.now)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
-    message_id = models.CharField(max_length=100, blank=True, help_text="SNS message id")
 
     class Meta:
         ordering = ["-created_at"]

@@ -3,6 +3,7 @@
 import logging
 from typing import Any
 
+from django.db import DatabaseError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -40,6 +41,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(
             {"code": "invalid", "detail": str(exc.detail), "errors": {"body": [str(exc.detail)]}},
             status=status.HTTP_400_BAD_REQUEST,
+        )
+    if isinstance(exc, DatabaseError):
+        logger.error("database unavailable: %s", exc)
+        return Response(
+            {"code": "unavailable", "detail": "The shop's database is unavailable; try again."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
         )
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(exc, exceptions.APIException):

@@ -4,22 +4,31 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
+from time import monotonic, sleep
 
 from django.conf import settings
 from django.db import connections, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from factory_bridge.models import OutboxEvent
-from factory_bridge.publishers import Message, PublishError, get_publisher
+from factory_bridge.models import OutboxEvent, WorkerLease
+from factory_bridge.publishers import SNS_BATCH_SIZE, Message, PublishError, get_publisher
 
 logger = logging.getLogger(__name__)
 
-CLAIM_SIZE = 100
+CLAIM_SIZE = 50
 # A claimed event is hidden from other relays for this long; a relay that dies mid-publish
 # leaves it to be published again after the lease (at least once).
 LEASE = timedelta(seconds=30)
+# One relay call stops after this long, well inside the cluster's task timeout.
+RELAY_BUDGET_SECONDS = 20.0
+# The relay loop's pause when the outbox is empty.
+RELAY_IDLE_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 300
 RELAY_TASK = "factory_bridge.tasks.relay_outbox"
+RELAY_LOOP = "outbox"
+# The relay loop counts as running when it beat within this many seconds.
+RELAY_LOOP_FRESH_SECONDS = 5.0
 
 
 @dataclass
@@ -31,19 +40,31 @@ class RelayReport:
         return f"published={self.published} failed={self.failed}"
 
 
-def relay_outbox(*, max_events: int = 5000) -> RelayReport:
-    """Publish due events until none are left (or max_events were tried)."""
+def relay_outbox(*, seconds: float = RELAY_BUDGET_SECONDS) -> RelayReport:
+    """Publish due events, oldest first, until none are left or `seconds` have passed."""
     report = RelayReport()
     publisher = get_publisher()
-    while report.published + report.failed < max_events:
+    deadline = monotonic() + seconds
+    while monotonic() < deadline:
         batch = _claim(CLAIM_SIZE)
         if not batch:
             break
-        for topic in {event.topic for event in batch}:
-            _publish(publisher, [e for e in batch if e.topic == topic], topic, report)
+        for topic in sorted({event.topic for event in batch}):
+            events = [e for e in batch if e.topic == topic]
+            # Marked after every SNS call, so a relay stopped midway re-sends little.
+            for start in range(0, len(events), SNS_BATCH_SIZE):
+                _publish(publisher, events[start : start + SNS_BATCH_SIZE], topic, report)
     if report.published or report.failed:
         logger.info("outbox relay %s", report)
     return report
+
+
+def relay_round(*, wait: int) -> int:
+    """One round of the relay loop: publish what is due, or pause briefly when idle."""
+    report = relay_outbox()
+    if not report.published and not report.failed:
+        sleep(RELAY_IDLE_SECONDS)
+    return report.published
 
 
 def _claim(size: int) -> list[OutboxEvent]:
@@ -70,27 +91,30 @@ def _publish(publisher: object, events: list[OutboxEvent], topic: str, report: R
         outcomes = {o.id: o for o in publisher.publish(topic=topic, messages=messages)}  # type: ignore[attr-defined]
     except PublishError as exc:
         logger.warning("outbox publish failed topic=%s events=%s error=%s", topic, len(events), exc)
-        outcomes = {}
-        error = str(exc)
+        outcomes, error = {}, str(exc)
     else:
         error = "no answer for this entry"
     now = timezone.now()
+    done = [e.pk for e in events if e.pk.hex in outcomes and outcomes[e.pk.hex].ok]
+    if done:
+        OutboxEvent.objects.filter(pk__in=done).update(
+            published_at=now, attempts=F("attempts") + 1, last_error=""
+        )
+        report.published += len(done)
+    # Failed events back off by their own attempt count: 2, 4, 8 ... MAX_BACKOFF_SECONDS.
+    failed: dict[tuple[int, str], list] = {}
     for event in events:
-        event.attempts += 1
+        if event.pk in done:
+            continue
         outcome = outcomes.get(event.pk.hex)
-        if outcome is not None and outcome.ok:
-            event.published_at = now
-            event.message_id = outcome.message_id
-            event.last_error = ""
-            report.published += 1
-        else:
-            event.last_error = (outcome.error if outcome else error)[:2000]
-            delay = min(2**event.attempts, MAX_BACKOFF_SECONDS)
-            event.next_attempt_at = now + timedelta(seconds=delay)
-            report.failed += 1
-    OutboxEvent.objects.bulk_update(
-        events, ["published_at", "message_id", "attempts", "last_error", "next_attempt_at"]
-    )
+        reason = (outcome.error if outcome else error)[:2000]
+        failed.setdefault((event.attempts + 1, reason), []).append(event.pk)
+    for (attempts, reason), pks in failed.items():
+        delay = min(2**attempts, MAX_BACKOFF_SECONDS)
+        OutboxEvent.objects.filter(pk__in=pks).update(
+            attempts=attempts, last_error=reason, next_attempt_at=now + timedelta(seconds=delay)
+        )
+        report.failed += len(pks)
 
 
 def backlog() -> dict:
@@ -140,7 +164,9 @@ def _enqueue() -> None:
 
 
 def trigger_relay() -> None:
-    """Ask the cluster to publish soon; never raises into the caller's request."""
+    """Ask the cluster to publish soon, unless its relay loop is running; never raises."""
+    if _loop_alive():
+        return
     delay = settings.OUTBOX_RELAY_DEBOUNCE
     if delay > 0:
         _debouncer.pull(delay)
@@ -149,3 +175,22 @@ def trigger_relay() -> None:
         _enqueue()
     except Exception:
         logger.exception("could not enqueue the outbox relay; the sweep will publish")
+
+
+_loop_seen_until = 0.0
+
+
+def _loop_alive() -> bool:
+    """Whether the relay loop beat recently; asked of the database at most every few seconds."""
+    global _loop_seen_until
+    if monotonic() < _loop_seen_until:
+        return True
+    cutoff = timezone.now() - timedelta(seconds=RELAY_LOOP_FRESH_SECONDS)
+    try:
+        alive = WorkerLease.objects.filter(name=RELAY_LOOP, heartbeat_at__gte=cutoff).exists()
+    except Exception:
+        logger.exception("could not read the relay loop's lease")
+        return False
+    if alive:
+        _loop_seen_until = monotonic() + RELAY_LOOP_FRESH_SECONDS
+    return alive

@@ -27,9 +27,10 @@ POLLER_TASK = "factory_bridge.tasks.run_poller"
 
 def _loops() -> dict[str, Callable[..., object]]:
     from factory_bridge.services.dlq import watch_dlq
+    from factory_bridge.services.outbox import relay_round
     from factory_bridge.services.restock import consume_restock
 
-    return {"restock": consume_restock, "dlq": watch_dlq}
+    return {"outbox": relay_round, "restock": consume_restock, "dlq": watch_dlq}
 
 
 def stale_after() -> timedelta:

@@ -47,7 +47,10 @@ def provision() -> ProvisionReport:
         "Policy": _queue_policy(settings.SQS_RESTOCK_QUEUE, [topics["stock"]]),
     }
     restock_arn = _queue(sqs, settings.SQS_RESTOCK_QUEUE, restock_attributes, report)
-    ops_attributes = {"Policy": _queue_policy(settings.SQS_OPS_QUEUE, list(topics.values()))}
+    ops_attributes = {
+        "Policy": _queue_policy(settings.SQS_OPS_QUEUE, list(topics.values())),
+        "MessageRetentionPeriod": str(settings.SQS_OPS_RETENTION),
+    }
     ops_arn = _queue(sqs, settings.SQS_OPS_QUEUE, ops_attributes, report)
 
     depletions_only = json.dumps({EVENT_TYPE_ATTRIBUTE: [STOCK_DEPLETED]})

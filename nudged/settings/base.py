@@ -133,6 +133,8 @@ SQS_OPS_QUEUE = env("SQS_OPS_QUEUE", default="nudged-ops")
 SQS_MAX_RECEIVE_COUNT = env.int("SQS_MAX_RECEIVE_COUNT", default=5)
 SQS_VISIBILITY_TIMEOUT = env.int("SQS_VISIBILITY_TIMEOUT", default=30)
 SQS_WAIT_TIME = env.int("SQS_WAIT_TIME", default=10)
+# Seconds the operations feed keeps events nobody read (SQS default: 4 days).
+SQS_OPS_RETENTION = env.int("SQS_OPS_RETENTION", default=345600)
 
 # --- Event pipeline (transactional outbox).
 EVENTS_ENABLED = env.bool("EVENTS_ENABLED", default=True)
@@ -153,7 +155,8 @@ PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip
 Q_CLUSTER = {
     "name": "nudged",
     "orm": "default",
-    "workers": env.int("Q_WORKERS", default=4),
+    # Three workers hold the long-polling loops (outbox relay, restock, DLQ); the rest run tasks.
+    "workers": env.int("Q_WORKERS", default=5),
     # Pollers run for POLLER_RUN_SECONDS and hand over to a successor; timeout must exceed it.
     "timeout": 120,
     "retry": 180,
