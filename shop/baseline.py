@@ -67,9 +67,9 @@ DEPLETE_SQL = (
 OUTBOX_SQL = (
     "INSERT INTO `factory_bridge_outboxevent` (`id`, `topic`, `event_type`, `subject`, "
     "`body`, `attributes`, `sku`, `created_at`, `published_at`, `next_attempt_at`, "
-    "`attempts`, `last_error`, `message_id`) VALUES "
+    "`attempts`, `last_error`) VALUES "
 )
-OUTBOX_ROW = "(" + ", ".join(["%s"] * 13) + ")"
+OUTBOX_ROW = "(" + ", ".join(["%s"] * 12) + ")"
 
 # Columns of PRODUCT_SQL's row that the order needs.
 PRODUCT_ID, PRODUCT_SKU, RESTOCK_QUANTITY, FACTORY_CODE = 0, 1, 7, 11
@@ -122,7 +122,6 @@ def _outbox_row(
         None,
         db_now,
         0,
-        "",
         "",
     ]
 
