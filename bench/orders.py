@@ -477,9 +477,12 @@ def drain(timeout: float) -> dict[str, float]:
     from django_q.models import OrmQ
 
     from factory_bridge.models import OutboxEvent
+    from factory_bridge.services.outbox import RELAY_TASK
 
     def left() -> tuple[int, int]:
-        return OutboxEvent.objects.filter(published_at__isnull=True).count(), OrmQ.objects.count()
+        # The long-polling loops stay in the queue while they run: count relay tasks only.
+        relays = sum(1 for queued in OrmQ.objects.all() if queued.func() == RELAY_TASK)
+        return OutboxEvent.objects.filter(published_at__isnull=True).count(), relays
 
     started = time.monotonic()
     pending, queued = first = left()
@@ -790,7 +793,7 @@ def relay_round(n: int, publisher: str, sessions: dict[str, int]) -> dict[str, A
     with override_settings(EVENT_PUBLISHER=publisher):
         before = cpu_snapshot(sessions)
         started = time.perf_counter()
-        report = relay_outbox(max_events=n)
+        report = relay_outbox(seconds=600)
         seconds = time.perf_counter() - started
         cpu = cpu_delta(before, cpu_snapshot(sessions))
     if report.published != n or report.failed:

@@ -83,7 +83,9 @@ class RestockRequestAdmin(ReadOnlyAdmin):
 
 
 @admin.register(FailedMessage)
-class FailedMessageAdmin(admin.ModelAdmin):
+class FailedMessageAdmin(ReadOnlyAdmin):
+    """Rows are a record of what reached the DLQ; staff act on them through the actions."""
+
     list_display = [
         "short_id",
         "status",
@@ -115,16 +117,6 @@ class FailedMessageAdmin(admin.ModelAdmin):
         "pretty_attributes",
     ]
     exclude = ["body", "attributes", "message_attributes"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        # Rows are a record of what reached the DLQ; staff act on them through the actions.
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
     @admin.display(description="message", ordering="sqs_message_id")
     def short_id(self, obj: FailedMessage) -> str:

@@ -5,40 +5,21 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from functools import cache
 from typing import Any
 
-import boto3
 import pytest
 import requests
-from django.conf import settings
 from django.db import connection
 
 from factory_bridge.models import RestockRequest, WorkerLease
 from factory_bridge.services.pollers import run_poller
 from factory_bridge.simulator import FactorySimulator
 from inventory.models import Product
+from tests.factory_bridge.sqs import drain
 
 pytestmark = pytest.mark.e2e
 
 SKU = "CP-502101"
-
-
-@cache
-def _sqs(endpoint: str) -> Any:
-    return boto3.client("sqs", endpoint_url=endpoint, region_name=settings.AWS_DEFAULT_REGION)
-
-
-def drain(endpoint: str, queue: str) -> list[dict[str, Any]]:
-    """Receive and delete every message of `queue`, ten at a time, until a receive is empty."""
-    sqs = _sqs(endpoint)
-    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-    messages: list[dict[str, Any]] = []
-    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
-        messages += batch
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
-        sqs.delete_message_batch(QueueUrl=url, Entries=entries)
-    return messages
 
 
 def wait_until(condition: Callable[[], Any], *, deadline: float, what: str) -> None:

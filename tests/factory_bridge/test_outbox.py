@@ -7,12 +7,9 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any
 
-import boto3
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
@@ -24,34 +21,10 @@ from factory_bridge.models import OutboxEvent
 from factory_bridge.services.outbox import RelayReport, backlog, relay_outbox
 from inventory.models import Product
 from shop.services import place_order
+from tests.factory_bridge.sqs import drain, messages_in
 
 SKU = "CP-502101"
 CLOSED_ENDPOINT = "http://127.0.0.1:1"
-
-
-@cache
-def _sqs(endpoint: str) -> Any:
-    return boto3.client("sqs", endpoint_url=endpoint, region_name=settings.AWS_DEFAULT_REGION)
-
-
-def drain(endpoint: str, queue: str) -> list[dict[str, Any]]:
-    """Receive and delete every message of `queue`, ten at a time, until a receive is empty."""
-    sqs = _sqs(endpoint)
-    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-    messages: list[dict[str, Any]] = []
-    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
-        messages += batch
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
-        sqs.delete_message_batch(QueueUrl=url, Entries=entries)
-    return messages
-
-
-def messages_in(endpoint: str, queue: str) -> int:
-    """How many messages `queue` holds (moto's counts are exact)."""
-    sqs = _sqs(endpoint)
-    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-    answer = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-    return int(answer["Attributes"]["ApproximateNumberOfMessages"])
 
 
 def event_ids(messages: list[dict[str, Any]]) -> list[str]:

@@ -9,10 +9,8 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from typing import Any
 
-import boto3
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -26,6 +24,7 @@ from inventory.services import set_stock
 from shop.exceptions import OutOfStock
 from shop.models import Order
 from shop.services import place_order
+from tests.factory_bridge.sqs import drain, messages_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,32 +35,6 @@ ORIGINAL_ATTRIBUTES = (
     "MessageAttributeProductCnt",
     "MessageAttributeRequester",
 )
-
-
-@cache
-def _sqs(endpoint: str) -> Any:
-    # The test's own client: it observes the queues independently of the code under test.
-    return boto3.client("sqs", endpoint_url=endpoint, region_name=settings.AWS_DEFAULT_REGION)
-
-
-def drain(endpoint: str, queue: str) -> list[dict[str, Any]]:
-    """Receive and delete every message of `queue`, ten at a time, until a receive is empty."""
-    sqs = _sqs(endpoint)
-    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-    messages: list[dict[str, Any]] = []
-    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
-        messages += batch
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
-        sqs.delete_message_batch(QueueUrl=url, Entries=entries)
-    return messages
-
-
-def messages_in(endpoint: str, queue: str) -> int:
-    """How many messages `queue` holds (moto's counts are exact)."""
-    sqs = _sqs(endpoint)
-    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-    answer = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-    return int(answer["Attributes"]["ApproximateNumberOfMessages"])
 
 
 def envelope(message: dict[str, Any]) -> dict[str, Any]:

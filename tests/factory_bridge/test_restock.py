@@ -12,13 +12,10 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
@@ -31,40 +28,21 @@ from factory_bridge.simulator import FactorySimulator
 from inventory.models import Factory, Product, StockAdjustment
 from inventory.services import set_stock
 from shop.services import place_order
+from tests.factory_bridge.sqs import drain, queue_url, sqs_client
 
 pytestmark = pytest.mark.django_db
 
 CLOSED_URL = "http://127.0.0.1:1"
 
 
-@cache
-def _sqs(endpoint: str) -> Any:
-    return boto3.client("sqs", endpoint_url=endpoint, region_name=settings.AWS_DEFAULT_REGION)
-
-
-def _url(endpoint: str, queue: str) -> str:
-    return _sqs(endpoint).get_queue_url(QueueName=queue)["QueueUrl"]
-
-
-def drain(endpoint: str, queue: str) -> list[dict[str, Any]]:
-    """Receive and delete every message of `queue`, ten at a time, until a receive is empty."""
-    sqs, url = _sqs(endpoint), _url(endpoint, queue)
-    messages: list[dict[str, Any]] = []
-    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
-        messages += batch
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
-        sqs.delete_message_batch(QueueUrl=url, Entries=entries)
-    return messages
-
-
 def send(endpoint: str, queue: str, body: str) -> None:
-    _sqs(endpoint).send_message(QueueUrl=_url(endpoint, queue), MessageBody=body)
+    sqs_client(endpoint).send_message(QueueUrl=queue_url(endpoint, queue), MessageBody=body)
 
 
 def messages_in(endpoint: str, queue: str) -> int:
     """Visible plus in-flight messages of `queue`."""
-    attributes = _sqs(endpoint).get_queue_attributes(
-        QueueUrl=_url(endpoint, queue),
+    attributes = sqs_client(endpoint).get_queue_attributes(
+        QueueUrl=queue_url(endpoint, queue),
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return sum(int(value) for value in attributes.values())

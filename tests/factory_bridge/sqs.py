@@ -1,0 +1,35 @@
+"""Reading the test queues directly with boto3, as an outside consumer would."""
+
+from functools import cache
+from typing import Any
+
+import boto3
+from django.conf import settings
+
+
+@cache
+def sqs_client(endpoint: str) -> Any:
+    return boto3.client("sqs", endpoint_url=endpoint, region_name=settings.AWS_DEFAULT_REGION)
+
+
+def queue_url(endpoint: str, queue: str) -> str:
+    return sqs_client(endpoint).get_queue_url(QueueName=queue)["QueueUrl"]
+
+
+def drain(endpoint: str, queue: str) -> list[dict[str, Any]]:
+    """Receive and delete every message of `queue`, ten at a time, until a receive is empty."""
+    sqs, url = sqs_client(endpoint), queue_url(endpoint, queue)
+    messages: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+        messages += batch
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
+        sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+    return messages
+
+
+def messages_in(endpoint: str, queue: str) -> int:
+    """How many messages `queue` holds, visible (moto's counts are exact)."""
+    answer = sqs_client(endpoint).get_queue_attributes(
+        QueueUrl=queue_url(endpoint, queue), AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    return int(answer["Attributes"]["ApproximateNumberOfMessages"])
