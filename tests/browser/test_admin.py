@@ -1,13 +1,10 @@
 """The staff's journey in a real browser: stock, restock requests, dead messages and redrive."""
 
-import json
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.conf import settings
-from django.utils import timezone
 from playwright.sync_api import Locator, Page, expect
 
 from factory_bridge.models import FailedMessage, RestockRequest
@@ -19,6 +16,7 @@ from inventory.models import Product
 from shop.models import Order
 from shop.services import place_order
 from tests.browser import wait_until
+from tests.factory_bridge.sqs import depletion_envelope
 
 pytestmark = pytest.mark.browser
 
@@ -55,42 +53,6 @@ def factory_simulator(settings, live_server) -> Iterator[FactorySimulator]:  # t
     settings.PUBLIC_BASE_URL = live_server.url
     yield simulator
     simulator.stop()
-
-
-def depletion_envelope(*, sku: str, factory_id: str, quantity: int) -> str:
-    """A stock.depleted event as SQS delivers it from the stock topic (raw delivery off)."""
-    event = {
-        "event_id": str(uuid.uuid4()),
-        "type": "stock.depleted",
-        "occurred_at": timezone.now().isoformat(),
-        "sku": sku,
-        "factory_id": factory_id,
-        "quantity": quantity,
-        "stock": 0,
-        "restock_quantity": quantity,
-    }
-    attributes = {
-        "EventType": "stock.depleted",
-        "MessageAttributeProductId": sku,
-        "MessageAttributeFactoryId": factory_id,
-        "MessageAttributeProductCnt": str(quantity),
-        "MessageAttributeRequester": "nudged-shop",
-    }
-    region = settings.AWS_DEFAULT_REGION
-    return json.dumps(
-        {
-            "Type": "Notification",
-            "MessageId": str(uuid.uuid4()),
-            "TopicArn": f"arn:aws:sns:{region}:123456789012:nudged-stock-events",
-            "Subject": "도너츠 재고 부족",
-            "Message": json.dumps(event, ensure_ascii=False),
-            "Timestamp": timezone.now().isoformat(),
-            "MessageAttributes": {
-                name: {"Type": "String", "Value": value} for name, value in attributes.items()
-            },
-        },
-        ensure_ascii=False,
-    )
 
 
 def row(page: Page, text: str) -> Locator:

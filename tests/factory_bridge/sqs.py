@@ -1,10 +1,13 @@
 """Reading the test queues directly with boto3, as an outside consumer would."""
 
+import json
+import uuid
 from functools import cache
 from typing import Any
 
 import boto3
 from django.conf import settings
+from django.utils import timezone
 
 
 @cache
@@ -33,3 +36,38 @@ def messages_in(endpoint: str, queue: str) -> int:
         QueueUrl=queue_url(endpoint, queue), AttributeNames=["ApproximateNumberOfMessages"]
     )
     return int(answer["Attributes"]["ApproximateNumberOfMessages"])
+
+
+def depletion_envelope(sku: str, *, factory_id: str = "FF-500293", quantity: int = 10) -> str:
+    """A stock.depleted event wrapped the way SNS delivers it to SQS (raw delivery off)."""
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "type": "stock.depleted",
+        "occurred_at": timezone.now().isoformat(),
+        "sku": sku,
+        "factory_id": factory_id,
+        "quantity": quantity,
+        "stock": 0,
+        "restock_quantity": quantity,
+    }
+    attributes = {
+        "EventType": "stock.depleted",
+        "MessageAttributeProductId": sku,
+        "MessageAttributeFactoryId": factory_id,
+        "MessageAttributeProductCnt": str(quantity),
+        "MessageAttributeRequester": "nudged-shop",
+    }
+    return json.dumps(
+        {
+            "Type": "Notification",
+            "MessageId": str(uuid.uuid4()),
+            "TopicArn": f"arn:aws:sns:ap-northeast-2:123456789012:{settings.SNS_STOCK_TOPIC}",
+            "Subject": "도너츠 재고 부족",
+            "Message": json.dumps(event, ensure_ascii=False),
+            "Timestamp": timezone.now().isoformat(),
+            "MessageAttributes": {
+                name: {"Type": "String", "Value": value} for name, value in attributes.items()
+            },
+        },
+        ensure_ascii=False,
+    )

@@ -7,7 +7,6 @@ Real MySQL, a real moto server over HTTP and the factory simulator over HTTP.
 
 import json
 import socket
-import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
 from io import StringIO
@@ -17,7 +16,6 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.utils import timezone
 
 from factory_bridge.management.commands import redrive_dlq as redrive_dlq_command
 from factory_bridge.models import FailedMessage, RestockRequest
@@ -29,46 +27,12 @@ from factory_bridge.services.restock import consume_restock
 from factory_bridge.simulator import FactorySimulator
 from inventory.models import Product
 from shop.services import place_order
+from tests.factory_bridge.sqs import depletion_envelope
 
 SKU_A, SKU_B = "CP-502101", "CP-502102"
 
 
 # --- helpers shared by the dead-letter tests (test_commands.py and test_admin.py import them)
-
-
-def depletion_envelope(sku: str, *, factory_id: str = "FF-500293", quantity: int = 10) -> str:
-    """A stock.depleted event wrapped the way SNS delivers it to SQS (raw delivery off)."""
-    event = {
-        "event_id": str(uuid.uuid4()),
-        "type": "stock.depleted",
-        "occurred_at": timezone.now().isoformat(),
-        "sku": sku,
-        "factory_id": factory_id,
-        "quantity": quantity,
-        "stock": 0,
-        "restock_quantity": quantity,
-    }
-    attributes = {
-        "EventType": "stock.depleted",
-        "MessageAttributeProductId": sku,
-        "MessageAttributeFactoryId": factory_id,
-        "MessageAttributeProductCnt": str(quantity),
-        "MessageAttributeRequester": "nudged-shop",
-    }
-    return json.dumps(
-        {
-            "Type": "Notification",
-            "MessageId": str(uuid.uuid4()),
-            "TopicArn": f"arn:aws:sns:ap-northeast-2:123456789012:{settings.SNS_STOCK_TOPIC}",
-            "Subject": "도너츠 재고 부족",
-            "Message": json.dumps(event, ensure_ascii=False),
-            "Timestamp": timezone.now().isoformat(),
-            "MessageAttributes": {
-                name: {"Type": "String", "Value": value} for name, value in attributes.items()
-            },
-        },
-        ensure_ascii=False,
-    )
 
 
 def bury(sku: str) -> str:
