@@ -22,6 +22,8 @@ CLAIM_SIZE = 50
 LEASE = timedelta(seconds=30)
 # One relay call stops after this long, well inside the cluster's task timeout.
 RELAY_BUDGET_SECONDS = 20.0
+# One round of the relay loop, between two beats of its lease.
+RELAY_ROUND_SECONDS = 2.0
 # The relay loop's pause when the outbox is empty.
 RELAY_IDLE_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 300
@@ -60,8 +62,12 @@ def relay_outbox(*, seconds: float = RELAY_BUDGET_SECONDS) -> RelayReport:
 
 
 def relay_round(*, wait: int) -> int:
-    """One round of the relay loop: publish what is due, or pause briefly when idle."""
-    report = relay_outbox()
+    """One round of the relay loop: publish what is due, or pause briefly when idle.
+
+    Rounds are short so the loop's lease beats often: web processes read it to decide
+    whether a commit needs a relay task of its own.
+    """
+    report = relay_outbox(seconds=RELAY_ROUND_SECONDS)
     if not report.published and not report.failed:
         sleep(RELAY_IDLE_SECONDS)
     return report.published
