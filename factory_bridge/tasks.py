@@ -7,10 +7,6 @@ def relay_outbox() -> str:
     return str(outbox.relay_outbox())
 
 
-def sweep_outbox() -> str:
-    return str(outbox.relay_outbox())
-
-
 def run_poller(name: str) -> int:
     return pollers.run_poller(name=name)
 

@@ -3,7 +3,7 @@
 from django_q.models import Schedule
 
 SCHEDULES = {
-    "outbox-sweep": ("factory_bridge.tasks.sweep_outbox", 1),
+    "outbox-sweep": ("factory_bridge.tasks.relay_outbox", 1),
     "ensure-pollers": ("factory_bridge.tasks.ensure_pollers", 1),
     "reorder-overdue": ("factory_bridge.tasks.reorder_overdue", 1),
 }

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
+from factory_bridge.simulator import FactorySimulator
 from tests.browser import DESKTOP
 
 # Playwright's sync API runs an event loop in the test thread, and the session-scoped browser
@@ -71,3 +72,21 @@ def screenshot() -> Callable[[Page, str], Path]:
         return path
 
     return save
+
+
+@pytest.fixture
+def start_factory(settings, live_server) -> Iterator[Callable[[float], FactorySimulator]]:  # type: ignore[no-untyped-def]
+    """Start the legacy factory over HTTP, calling back the live server `delay` s after an order."""
+    started: list[FactorySimulator] = []
+
+    def start(delay: float) -> FactorySimulator:
+        simulator = FactorySimulator(delay=delay)
+        simulator.start()
+        started.append(simulator)
+        settings.FACTORY_API_URL = simulator.url
+        settings.PUBLIC_BASE_URL = live_server.url
+        return simulator
+
+    yield start
+    for simulator in started:
+        simulator.stop()

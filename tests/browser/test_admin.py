@@ -1,6 +1,6 @@
 """The staff's journey in a real browser: stock, restock requests, dead messages and redrive."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -45,14 +45,9 @@ def admin_page(live_server, staff, page: Page) -> Page:
 
 
 @pytest.fixture
-def factory_simulator(settings, live_server) -> Iterator[FactorySimulator]:  # type: ignore[no-untyped-def]
+def factory_simulator(start_factory) -> FactorySimulator:  # type: ignore[no-untyped-def]
     """A factory slow enough that its restocks stay in production during the test."""
-    simulator = FactorySimulator(delay=60.0)
-    simulator.start()
-    settings.FACTORY_API_URL = simulator.url
-    settings.PUBLIC_BASE_URL = live_server.url
-    yield simulator
-    simulator.stop()
+    return start_factory(60.0)
 
 
 def row(page: Page, text: str) -> Locator:

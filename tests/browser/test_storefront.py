@@ -2,7 +2,7 @@
 
 import itertools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -38,14 +38,9 @@ def shelf(product, factory):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def factory_simulator(settings, live_server) -> Iterator[FactorySimulator]:  # type: ignore[no-untyped-def]
+def factory_simulator(start_factory) -> FactorySimulator:  # type: ignore[no-untyped-def]
     """The legacy factory over HTTP, calling back the live server one second after an order."""
-    simulator = FactorySimulator(delay=1.0)
-    simulator.start()
-    settings.FACTORY_API_URL = simulator.url
-    settings.PUBLIC_BASE_URL = live_server.url
-    yield simulator
-    simulator.stop()
+    return start_factory(1.0)
 
 
 def order(page: Page, quantity: int, sku: str = SKU) -> None:
