@@ -1017,10 +1017,10 @@ the moto server; {plan["relay_rounds"]} rounds each, interleaved. The yardstick 
   sends its next order when the last one is answered, so throughput and latency are two views
   of the same queue). **p50/p99** are k6's `http_req_duration` over every request of the round.
 - **The baseline** (`shop/baseline.py`, routed only when `BENCHMARK_BASELINE=1` and never
-  with the production settings) runs the statements `place_order` runs — product lookup with
-  its factory, the conditional `UPDATE … SET stock = stock - n WHERE id = … AND stock >= n`,
-  the re-read of stock and `depleted_at`, the order `INSERT … RETURNING`, the outbox
-  `INSERT` and the relay trigger after commit — through a raw cursor in the same
+  with the production settings) runs the statements `place_order` runs — the conditional
+  `UPDATE … SET stock = stock - n WHERE sku = … AND stock >= n`, the read of stock,
+  `depleted_at` and the factory's code under that row lock, the order `INSERT … RETURNING`,
+  the outbox `INSERT` and the relay trigger after commit — through a raw cursor in the same
   transaction, without DRF, serializers, model instances or logging. The benchmark captures
   both statement lists before it starts and compares them.
 - **Oversell**: before every round the stock is set (`set_stock`); after it, the stock taken

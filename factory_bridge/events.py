@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from factory_bridge.models import OutboxEvent
+from inventory.selectors import StockState
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +32,15 @@ class Event:
     subject: str = ""
 
 
-def depleted(*, product: Any, stock: int) -> Event:
+def depleted(*, stock: StockState) -> Event:
+    """A product ran out."""
     return Event(
         topic=OutboxEvent.Topic.STOCK,
         event_type=STOCK_DEPLETED,
-        sku=product.sku,
-        factory_id=product.factory.code,
-        quantity=product.restock_quantity,
-        body={"stock": stock, "restock_quantity": product.restock_quantity},
+        sku=stock.sku,
+        factory_id=stock.factory_code,
+        quantity=stock.restock_quantity,
+        body={"stock": stock.remaining, "restock_quantity": stock.restock_quantity},
         subject=DEPLETED_SUBJECT,
     )
 
@@ -54,15 +56,16 @@ def replenished(*, product: Any, quantity: int, restock_id: int) -> Event:
     )
 
 
-def order_placed(*, order: Any, product: Any, remaining: int) -> Event:
+def order_placed(*, order: Any, stock: StockState) -> Event:
+    """An order was completed or rejected; `stock` is the product's state right after it."""
     completed = order.status == "completed"
     return Event(
         topic=OutboxEvent.Topic.SALES,
         event_type=ORDER_COMPLETED if completed else ORDER_REJECTED,
-        sku=product.sku,
-        factory_id=product.factory.code,
+        sku=stock.sku,
+        factory_id=stock.factory_code,
         quantity=order.quantity,
-        body={"order_id": order.pk, "status": order.status, "stock": remaining},
+        body={"order_id": order.pk, "status": order.status, "stock": stock.remaining},
     )
 
 

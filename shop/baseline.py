@@ -35,25 +35,18 @@ from shop.exceptions import OutOfStock
 from shop.models import Order
 
 # The SQL the ORM generates for place_order on MySQL/MariaDB, parameters as %s.
-PRODUCT_SQL = (
-    "SELECT `inventory_product`.`id`, `inventory_product`.`sku`, `inventory_product`.`name`, "
-    "`inventory_product`.`description`, `inventory_product`.`price`, "
-    "`inventory_product`.`factory_id`, `inventory_product`.`stock`, "
-    "`inventory_product`.`restock_quantity`, `inventory_product`.`depleted_at`, "
-    "`inventory_product`.`updated_at`, `inventory_factory`.`id`, `inventory_factory`.`code`, "
-    "`inventory_factory`.`name`, `inventory_factory`.`manager_email` FROM `inventory_product` "
-    "INNER JOIN `inventory_factory` ON "
-    "(`inventory_product`.`factory_id` = `inventory_factory`.`id`) "
-    "WHERE `inventory_product`.`sku` = %s ORDER BY `inventory_product`.`sku` ASC LIMIT 1"
-)
 TAKE_SQL = (
     "UPDATE `inventory_product` SET `stock` = (`inventory_product`.`stock` - %s) "
-    "WHERE (`inventory_product`.`id` = %s AND `inventory_product`.`stock` >= %s)"
+    "WHERE (`inventory_product`.`sku` = %s AND `inventory_product`.`stock` >= %s)"
 )
 STOCK_SQL = (
-    "SELECT `inventory_product`.`stock` AS `stock`, "
-    "`inventory_product`.`depleted_at` AS `depleted_at` FROM `inventory_product` "
-    "WHERE `inventory_product`.`id` = %s LIMIT 21"
+    "SELECT `inventory_product`.`id` AS `pk`, `inventory_product`.`sku` AS `sku`, "
+    "`inventory_product`.`stock` AS `stock`, `inventory_product`.`depleted_at` AS `depleted_at`, "
+    "`inventory_product`.`restock_quantity` AS `restock_quantity`, "
+    "`inventory_factory`.`code` AS `factory__code` FROM `inventory_product` "
+    "INNER JOIN `inventory_factory` ON "
+    "(`inventory_product`.`factory_id` = `inventory_factory`.`id`) "
+    "WHERE `inventory_product`.`sku` = %s LIMIT 1"
 )
 ORDER_SQL = (
     "INSERT INTO `shop_order` (`product_id`, `quantity`, `status`, `channel`, "
@@ -70,9 +63,6 @@ OUTBOX_SQL = (
     "`attempts`, `last_error`) VALUES "
 )
 OUTBOX_ROW = "(" + ", ".join(["%s"] * 12) + ")"
-
-# Columns of PRODUCT_SQL's row that the order needs.
-PRODUCT_ID, PRODUCT_SKU, RESTOCK_QUANTITY, FACTORY_CODE = 0, 1, 7, 11
 
 
 def _invalid(field: str) -> JsonResponse:
@@ -140,22 +130,17 @@ def create_order(request: HttpRequest) -> JsonResponse:
     if type(quantity) is not int or not 1 <= quantity <= settings.ORDER_MAX_QUANTITY:
         return _invalid("quantity")
 
-    with connection.cursor() as cursor:
-        cursor.execute(PRODUCT_SQL, [sku])
-        product = cursor.fetchone()
-    if product is None:
-        error = UnknownSku(sku)
-        return JsonResponse(
-            {"code": error.code, "detail": error.detail, "sku": sku}, status=error.status
-        )
-    product_id, sku = product[PRODUCT_ID], product[PRODUCT_SKU]
-    factory_code = product[FACTORY_CODE]
-
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(TAKE_SQL, [quantity, product_id, quantity])
+        cursor.execute(TAKE_SQL, [quantity, sku, quantity])
         taken = cursor.rowcount
-        cursor.execute(STOCK_SQL, [product_id])
-        remaining, depleted_at = cursor.fetchone()
+        cursor.execute(STOCK_SQL, [sku])
+        product = cursor.fetchone()
+        if product is None:
+            error = UnknownSku(sku)
+            return JsonResponse(
+                {"code": error.code, "detail": error.detail, "sku": sku}, status=error.status
+            )
+        product_id, sku, remaining, depleted_at, restock, factory_code = product
         opened = False
         if remaining == 0 and depleted_at is None:
             # Before the order insert, as in place_order (its foreign key lock would deadlock).
@@ -178,7 +163,6 @@ def create_order(request: HttpRequest) -> JsonResponse:
             }
         ]
         if opened:
-            restock = product[RESTOCK_QUANTITY]
             events.append(
                 {
                     "topic": OutboxEvent.Topic.STOCK.value,

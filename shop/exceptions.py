@@ -7,10 +7,9 @@ class OutOfStock(Exception):
     code = "out_of_stock"
     status = 409
 
-    def __init__(self, *, order: Any, available: int) -> None:
+    def __init__(self, *, order: Any, sku: str, available: int) -> None:
         self.order = order
+        self.sku = sku
         self.available = available
-        self.detail = (
-            f"Only {available} of {order.product.sku} in stock; {order.quantity} requested."
-        )
+        self.detail = f"Only {available} of {sku} in stock; {order.quantity} requested."
         super().__init__(self.detail)

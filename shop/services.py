@@ -10,7 +10,7 @@ from django.db.models import F
 from factory_bridge import events
 from inventory.exceptions import InvalidQuantity
 from inventory.models import Product
-from inventory.selectors import product_get
+from inventory.selectors import stock_get
 from inventory.services import mark_depleted
 from shop.exceptions import OutOfStock
 from shop.models import Order
@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class OrderResult:
     order: Order
+    sku: str
     remaining_stock: int
 
 
@@ -30,42 +31,49 @@ def place_order(*, sku: str, quantity: int, channel: str = Order.Channel.API) ->
         raise InvalidQuantity(
             f"Quantity must be between 1 and {settings.ORDER_MAX_QUANTITY} (got {quantity})."
         )
-    product = product_get(sku=sku, with_restock=False)
     with transaction.atomic():
         # One conditional UPDATE: the row lock makes concurrent orders queue here, and the
         # WHERE clause means stock can never go below zero.
-        taken = Product.objects.filter(pk=product.pk, stock__gte=quantity).update(
+        taken = Product.objects.filter(sku=sku, stock__gte=quantity).update(
             stock=F("stock") - quantity
         )
-        remaining, depleted_at = (
-            Product.objects.filter(pk=product.pk).values_list("stock", "depleted_at").get()
-        )
+        # Read under the row lock when taken; an unknown SKU changed nothing to roll back.
+        stock = stock_get(sku=sku)
         # Opened before the order row is written: that insert takes a shared lock on the
         # product (foreign key), and two refusals holding it would deadlock on this update.
-        opened = remaining == 0 and depleted_at is None and mark_depleted(product_id=product.pk)
+        opened = (
+            stock.remaining == 0
+            and stock.depleted_at is None
+            and mark_depleted(product_id=stock.product_id)
+        )
         status = Order.Status.COMPLETED if taken else Order.Status.REJECTED
         order = Order.objects.create(
-            product=product,
+            product_id=stock.product_id,
             quantity=quantity,
             status=status,
             channel=channel,
-            remaining_stock=remaining,
+            remaining_stock=stock.remaining,
         )
-        happened = [events.order_placed(order=order, product=product, remaining=remaining)]
+        happened = [events.order_placed(order=order, stock=stock)]
         if opened:
-            happened.append(events.depleted(product=product, stock=remaining))
-            logger.info("stock depleted sku=%s order=%s", sku, order.pk)
+            happened.append(events.depleted(stock=stock))
+            logger.info("stock depleted sku=%s order=%s", stock.sku, order.pk)
         events.record(happened)
     if not taken:
         logger.info(
             "order rejected order=%s sku=%s quantity=%s stock=%s",
             order.pk,
-            sku,
+            stock.sku,
             quantity,
-            remaining,
+            stock.remaining,
         )
-        raise OutOfStock(order=order, available=remaining)
-    logger.info(
-        "order completed order=%s sku=%s quantity=%s stock=%s", order.pk, sku, quantity, remaining
+        raise OutOfStock(order=order, sku=stock.sku, available=stock.remaining)
+    # Completed orders are the bulk of the traffic; their rows and events are the record.
+    logger.debug(
+        "order completed order=%s sku=%s quantity=%s stock=%s",
+        order.pk,
+        stock.sku,
+        quantity,
+        stock.remaining,
     )
-    return OrderResult(order=order, remaining_stock=remaining)
+    return OrderResult(order=order, sku=stock.sku, remaining_stock=stock.remaining)

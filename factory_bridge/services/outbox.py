@@ -26,6 +26,10 @@ RELAY_BUDGET_SECONDS = 20.0
 RELAY_ROUND_SECONDS = 2.0
 # The relay loop's pause when the outbox is empty.
 RELAY_IDLE_SECONDS = 0.2
+# Its pause after draining the outbox: events committed meanwhile go out together, in full
+# PublishBatch calls, instead of one call per commit (what a call costs barely depends on
+# how many entries it carries).
+RELAY_LINGER_SECONDS = 0.25
 MAX_BACKOFF_SECONDS = 300
 RELAY_TASK = "factory_bridge.tasks.relay_outbox"
 RELAY_LOOP = "outbox"
@@ -37,6 +41,8 @@ RELAY_LOOP_FRESH_SECONDS = 5.0
 class RelayReport:
     published: int = 0
     failed: int = 0
+    # Whether the relay stopped because nothing was due (rather than on its time budget).
+    drained: bool = False
 
     def __str__(self) -> str:
         return f"published={self.published} failed={self.failed}"
@@ -50,12 +56,16 @@ def relay_outbox(*, seconds: float = RELAY_BUDGET_SECONDS) -> RelayReport:
     while monotonic() < deadline:
         batch = _claim(CLAIM_SIZE)
         if not batch:
+            report.drained = True
             break
         for topic in sorted({event.topic for event in batch}):
             events = [e for e in batch if e.topic == topic]
             # Marked after every SNS call, so a relay stopped midway re-sends little.
             for start in range(0, len(events), SNS_BATCH_SIZE):
                 _publish(publisher, events[start : start + SNS_BATCH_SIZE], topic, report)
+        if len(batch) < CLAIM_SIZE:
+            report.drained = True
+            break
     if report.published or report.failed:
         logger.info("outbox relay %s", report)
     return report
@@ -70,6 +80,8 @@ def relay_round(*, wait: int) -> int:
     report = relay_outbox(seconds=RELAY_ROUND_SECONDS)
     if not report.published and not report.failed:
         sleep(RELAY_IDLE_SECONDS)
+    elif report.drained:
+        sleep(RELAY_LINGER_SECONDS)
     return report.published
 
 
