@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from factory_bridge.models import OutboxEvent
-from inventory.selectors import StockState
+from inventory.services import StockState
 
 logger = logging.getLogger(__name__)
 

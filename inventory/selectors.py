@@ -1,8 +1,5 @@
 """Reads of the catalog."""
 
-from datetime import datetime
-from typing import NamedTuple
-
 from django.db.models import Max, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
@@ -37,26 +34,3 @@ def product_get(*, sku: str, with_restock: bool = True) -> Product:
     if product is None:
         raise UnknownSku(sku)
     return product
-
-
-class StockState(NamedTuple):
-    """What an order needs to know of its product, read in one statement."""
-
-    product_id: int
-    sku: str
-    remaining: int
-    depleted_at: datetime | None
-    restock_quantity: int
-    factory_code: str
-
-
-def stock_get(*, sku: str) -> StockState:
-    """A product's stock and depletion by SKU (with its factory's code), or UnknownSku."""
-    rows = (
-        Product.objects.filter(sku=sku)
-        .order_by()
-        .values_list("pk", "sku", "stock", "depleted_at", "restock_quantity", "factory__code")[:1]
-    )
-    for row in rows:
-        return StockState(*row)
-    raise UnknownSku(sku)

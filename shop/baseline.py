@@ -31,23 +31,12 @@ from factory_bridge.events import (
 from factory_bridge.models import OutboxEvent
 from factory_bridge.services.outbox import trigger_relay
 from inventory.exceptions import UnknownSku
+from inventory.services import STOCK_SQL, TAKE_SQL
 from shop.exceptions import OutOfStock
 from shop.models import Order
 
-# The SQL the ORM generates for place_order on MySQL/MariaDB, parameters as %s.
-TAKE_SQL = (
-    "UPDATE `inventory_product` SET `stock` = (`inventory_product`.`stock` - %s) "
-    "WHERE (`inventory_product`.`sku` = %s AND `inventory_product`.`stock` >= %s)"
-)
-STOCK_SQL = (
-    "SELECT `inventory_product`.`id` AS `pk`, `inventory_product`.`sku` AS `sku`, "
-    "`inventory_product`.`stock` AS `stock`, `inventory_product`.`depleted_at` AS `depleted_at`, "
-    "`inventory_product`.`restock_quantity` AS `restock_quantity`, "
-    "`inventory_factory`.`code` AS `factory__code` FROM `inventory_product` "
-    "INNER JOIN `inventory_factory` ON "
-    "(`inventory_product`.`factory_id` = `inventory_factory`.`id`) "
-    "WHERE `inventory_product`.`sku` = %s LIMIT 1"
-)
+# place_order's stock statements are inventory.services'; the rest is the SQL the ORM
+# generates for it on MySQL/MariaDB, parameters as %s.
 ORDER_SQL = (
     "INSERT INTO `shop_order` (`product_id`, `quantity`, `status`, `channel`, "
     "`remaining_stock`, `created_at`) VALUES (%s, %s, %s, %s, %s, %s) "
@@ -140,9 +129,9 @@ def create_order(request: HttpRequest) -> JsonResponse:
             return JsonResponse(
                 {"code": error.code, "detail": error.detail, "sku": sku}, status=error.status
             )
-        product_id, sku, remaining, depleted_at, restock, factory_code = product
+        product_id, sku, remaining, depleted, restock, factory_code = product
         opened = False
-        if remaining == 0 and depleted_at is None:
+        if remaining == 0 and not depleted:
             # Before the order insert, as in place_order (its foreign key lock would deadlock).
             opened_at = connection.ops.adapt_datetimefield_value(timezone.now())
             cursor.execute(DEPLETE_SQL, [opened_at, product_id])

@@ -5,13 +5,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 
 from factory_bridge import events
 from inventory.exceptions import InvalidQuantity
-from inventory.models import Product
-from inventory.selectors import stock_get
-from inventory.services import mark_depleted
+from inventory.services import mark_depleted, take_stock
 from shop.exceptions import OutOfStock
 from shop.models import Order
 
@@ -32,18 +29,12 @@ def place_order(*, sku: str, quantity: int, channel: str = Order.Channel.API) ->
             f"Quantity must be between 1 and {settings.ORDER_MAX_QUANTITY} (got {quantity})."
         )
     with transaction.atomic():
-        # One conditional UPDATE: the row lock makes concurrent orders queue here, and the
-        # WHERE clause means stock can never go below zero.
-        taken = Product.objects.filter(sku=sku, stock__gte=quantity).update(
-            stock=F("stock") - quantity
-        )
-        # Read under the row lock when taken; an unknown SKU changed nothing to roll back.
-        stock = stock_get(sku=sku)
+        taken, stock = take_stock(sku=sku, quantity=quantity)
         # Opened before the order row is written: that insert takes a shared lock on the
         # product (foreign key), and two refusals holding it would deadlock on this update.
         opened = (
             stock.remaining == 0
-            and stock.depleted_at is None
+            and not stock.depleted
             and mark_depleted(product_id=stock.product_id)
         )
         status = Order.Status.COMPLETED if taken else Order.Status.REJECTED

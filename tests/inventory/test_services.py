@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from inventory.exceptions import InvalidQuantity, UnknownSku
 from inventory.models import Factory, Product, StockAdjustment
-from inventory.services import load_catalog, set_stock
+from inventory.services import StockState, load_catalog, set_stock, take_stock
 
 pytestmark = pytest.mark.usefixtures("no_events")
 
@@ -105,3 +105,45 @@ def test_set_stock_to_zero_keeps_the_depletion(product):
 
     product.refresh_from_db()
     assert product.depleted_at == depleted_at
+
+
+def test_take_stock_takes_units_and_reads_the_state_back(db, product):
+    taken, state = take_stock(sku="CP-502101", quantity=2)
+
+    assert taken is True
+    assert state == StockState(
+        product_id=product.pk,
+        sku="CP-502101",
+        remaining=1,
+        depleted=False,
+        restock_quantity=product.restock_quantity,
+        factory_code="FF-500293",
+    )
+    product.refresh_from_db()
+    assert product.stock == 1
+
+
+def test_take_stock_refuses_more_than_on_hand_and_changes_nothing(db, product):
+    Product.objects.filter(pk=product.pk).update(stock=0, depleted_at=timezone.now())
+
+    taken, state = take_stock(sku="CP-502101", quantity=1)
+
+    assert taken is False
+    assert (state.remaining, state.depleted) == (0, True)
+    product.refresh_from_db()
+    assert product.stock == 0
+
+
+def test_take_stock_answers_with_the_stored_sku(db, product):
+    # MySQL compares SKUs case-insensitively; what is reported is the SKU as stored.
+    _, state = take_stock(sku="cp-502101", quantity=1)
+
+    assert state.sku == "CP-502101"
+
+
+def test_take_stock_of_an_unknown_sku_raises(db, product):
+    with pytest.raises(UnknownSku):
+        take_stock(sku="CP-000000", quantity=1)
+
+    product.refresh_from_db()
+    assert product.stock == 3
