@@ -1,11 +1,14 @@
 """Domain events: how they are built and written to the outbox."""
 
+import json
 import logging
+import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from factory_bridge.models import OutboxEvent
@@ -69,30 +72,52 @@ def order_placed(*, order: Any, stock: StockState) -> Event:
     )
 
 
-def record(events: list[Event]) -> list[OutboxEvent]:
-    """Write events to the outbox in the caller's transaction; relay them after commit."""
+# Every order writes its events with this one statement (a row per event): the ORM's
+# bulk_create costs several times the insert itself on that path.
+INSERT_SQL = (
+    "INSERT INTO `factory_bridge_outboxevent` (`id`, `topic`, `event_type`, `subject`, "
+    "`body`, `attributes`, `sku`, `created_at`, `published_at`, `next_attempt_at`, "
+    "`attempts`, `last_error`) VALUES "
+)
+ROW_SQL = "(%s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, 0, '')"
+
+
+def record(events: list[Event]) -> list[uuid.UUID]:
+    """Write events to the outbox in the caller's transaction; relay them after commit.
+
+    Returns the new events' ids.
+    """
     if not settings.EVENTS_ENABLED or not events:
         return []
     now = timezone.now()
-    rows = [_row(event, now) for event in events]
-    OutboxEvent.objects.bulk_create(rows)
+    db_now = connection.ops.adapt_datetimefield_value(now)
+    pk = OutboxEvent._meta.pk
+    ids, params = [], []
+    for event in events:
+        event_id = uuid.uuid4()
+        ids.append(event_id)
+        params += [
+            pk.get_db_prep_value(event_id, connection),
+            event.topic,
+            event.event_type,
+            event.subject,
+            json.dumps(_body(event, event_id, now)),
+            json.dumps(_attributes(event)),
+            event.sku,
+            db_now,
+            db_now,
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(INSERT_SQL + ", ".join([ROW_SQL] * len(events)), params)
     from factory_bridge.services.outbox import trigger_relay
 
     transaction.on_commit(trigger_relay)
-    return rows
+    return ids
 
 
-def _row(event: Event, now: Any) -> OutboxEvent:
-    row = OutboxEvent(
-        topic=event.topic,
-        event_type=event.event_type,
-        subject=event.subject,
-        sku=event.sku,
-        created_at=now,
-        next_attempt_at=now,
-    )
-    row.body = {
-        "event_id": str(row.id),
+def _body(event: Event, event_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+    return {
+        "event_id": str(event_id),
         "type": event.event_type,
         "occurred_at": now.isoformat(),
         "sku": event.sku,
@@ -100,12 +125,14 @@ def _row(event: Event, now: Any) -> OutboxEvent:
         "quantity": event.quantity,
         **event.body,
     }
+
+
+def _attributes(event: Event) -> dict[str, str]:
     # SNS rejects a message attribute with an empty value, so every value is a non-empty string.
-    row.attributes = {
+    return {
         EVENT_TYPE_ATTRIBUTE: event.event_type,
         "MessageAttributeProductId": event.sku,
         "MessageAttributeFactoryId": event.factory_id,
         "MessageAttributeProductCnt": str(event.quantity),
         "MessageAttributeRequester": settings.FACTORY_REQUESTER or "nudged",
     }
-    return row

@@ -1,17 +1,15 @@
 """A hand-written twin of POST /api/orders/: the yardstick of the order benchmark.
 
 It sends the statements `shop.services.place_order` sends, in the same order and the same
-transaction, through a raw cursor: no DRF, no serializers, no model instances. The gap
-between the two is what the Sales API's own code costs (bench/orders.py, which also checks
-that both send the same statements). Keep it in step with place_order and
-factory_bridge.events. Routed at /bench/baseline/orders/ only when BENCHMARK_BASELINE is
-true, and never with the production settings.
+transaction, through a raw cursor: no DRF, no serializers, no model instances. The stock
+statements are inventory.services' and the events are written by factory_bridge.events.record,
+as place_order does; the order row is inserted by hand. The gap between the two is what the
+Sales API's own code costs (bench/orders.py, which also checks that both send the same
+statements). Keep it in step with place_order. Routed at /bench/baseline/orders/ only when
+BENCHMARK_BASELINE is true, and never with the production settings.
 """
 
 import json
-import uuid
-from datetime import datetime
-from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -23,13 +21,13 @@ from django.views.decorators.http import require_POST
 
 from factory_bridge.events import (
     DEPLETED_SUBJECT,
-    EVENT_TYPE_ATTRIBUTE,
     ORDER_COMPLETED,
     ORDER_REJECTED,
     STOCK_DEPLETED,
+    Event,
+    record,
 )
 from factory_bridge.models import OutboxEvent
-from factory_bridge.services.outbox import trigger_relay
 from inventory.exceptions import UnknownSku
 from inventory.services import STOCK_SQL, TAKE_SQL
 from shop.exceptions import OutOfStock
@@ -46,63 +44,10 @@ DEPLETE_SQL = (
     "UPDATE `inventory_product` SET `depleted_at` = %s "
     "WHERE (`inventory_product`.`depleted_at` IS NULL AND `inventory_product`.`id` = %s)"
 )
-OUTBOX_SQL = (
-    "INSERT INTO `factory_bridge_outboxevent` (`id`, `topic`, `event_type`, `subject`, "
-    "`body`, `attributes`, `sku`, `created_at`, `published_at`, `next_attempt_at`, "
-    "`attempts`, `last_error`) VALUES "
-)
-OUTBOX_ROW = "(" + ", ".join(["%s"] * 12) + ")"
 
 
 def _invalid(field: str) -> JsonResponse:
     return JsonResponse({"code": "invalid", "detail": f"Invalid input: {field}."}, status=400)
-
-
-def _outbox_row(
-    *,
-    topic: str,
-    event_type: str,
-    sku: str,
-    factory_code: str,
-    quantity: int,
-    body: dict[str, Any],
-    now: datetime,
-    subject: str = "",
-) -> list[Any]:
-    """The outbox columns of one event, as factory_bridge.events.record writes them."""
-    event_id = uuid.uuid4()
-    payload = {
-        "event_id": str(event_id),
-        "type": event_type,
-        "occurred_at": now.isoformat(),
-        "sku": sku,
-        "factory_id": factory_code,
-        "quantity": quantity,
-        **body,
-    }
-    attributes = {
-        EVENT_TYPE_ATTRIBUTE: event_type,
-        "MessageAttributeProductId": sku,
-        "MessageAttributeFactoryId": factory_code,
-        "MessageAttributeProductCnt": str(quantity),
-        "MessageAttributeRequester": settings.FACTORY_REQUESTER or "nudged",
-    }
-    db_now = connection.ops.adapt_datetimefield_value(now)
-    db_id = str(event_id) if connection.features.has_native_uuid_field else event_id.hex
-    return [
-        db_id,
-        topic,
-        event_type,
-        subject,
-        json.dumps(payload),
-        json.dumps(attributes),
-        sku,
-        db_now,
-        None,
-        db_now,
-        0,
-        "",
-    ]
 
 
 @csrf_exempt
@@ -143,35 +88,29 @@ def create_order(request: HttpRequest) -> JsonResponse:
             [product_id, quantity, status.value, Order.Channel.API.value, remaining, created_at],
         )
         order_id = cursor.fetchone()[0]
-        events = [
-            {
-                "topic": OutboxEvent.Topic.SALES.value,
-                "event_type": ORDER_COMPLETED if taken else ORDER_REJECTED,
-                "quantity": quantity,
-                "body": {"order_id": order_id, "status": status.value, "stock": remaining},
-            }
+        happened = [
+            Event(
+                topic=OutboxEvent.Topic.SALES,
+                event_type=ORDER_COMPLETED if taken else ORDER_REJECTED,
+                sku=sku,
+                factory_id=factory_code,
+                quantity=quantity,
+                body={"order_id": order_id, "status": status.value, "stock": remaining},
+            )
         ]
         if opened:
-            events.append(
-                {
-                    "topic": OutboxEvent.Topic.STOCK.value,
-                    "event_type": STOCK_DEPLETED,
-                    "quantity": restock,
-                    "body": {"stock": remaining, "restock_quantity": restock},
-                    "subject": DEPLETED_SUBJECT,
-                }
+            happened.append(
+                Event(
+                    topic=OutboxEvent.Topic.STOCK,
+                    event_type=STOCK_DEPLETED,
+                    sku=sku,
+                    factory_id=factory_code,
+                    quantity=restock,
+                    body={"stock": remaining, "restock_quantity": restock},
+                    subject=DEPLETED_SUBJECT,
+                )
             )
-        if settings.EVENTS_ENABLED:
-            now = timezone.now()
-            rows = [
-                _outbox_row(sku=sku, factory_code=factory_code, now=now, **event)
-                for event in events
-            ]
-            cursor.execute(
-                OUTBOX_SQL + ", ".join([OUTBOX_ROW] * len(rows)),
-                [value for row in rows for value in row],
-            )
-            transaction.on_commit(trigger_relay)
+        record(happened)
 
     if not taken:
         detail = f"Only {remaining} of {sku} in stock; {quantity} requested."

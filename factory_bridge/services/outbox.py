@@ -1,4 +1,4 @@
-"""The outbox relay: publish committed events to SNS, at least once, in order of creation."""
+"""The outbox relay: publish committed events to SNS, at least once, stock events first."""
 
 import logging
 import threading
@@ -8,7 +8,7 @@ from time import monotonic, sleep
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import F
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from factory_bridge.models import OutboxEvent, WorkerLease
@@ -58,7 +58,8 @@ def relay_outbox(*, seconds: float = RELAY_BUDGET_SECONDS) -> RelayReport:
         if not batch:
             report.drained = True
             break
-        for topic in sorted({event.topic for event in batch}):
+        # In claim order: stock events first.
+        for topic in dict.fromkeys(event.topic for event in batch):
             events = [e for e in batch if e.topic == topic]
             # Marked after every SNS call, so a relay stopped midway re-sends little.
             for start in range(0, len(events), SNS_BATCH_SIZE):
@@ -87,11 +88,14 @@ def relay_round(*, wait: int) -> int:
 
 def _claim(size: int) -> list[OutboxEvent]:
     now = timezone.now()
+    # Stock events first: a depletion waiting behind a backlog of sales events would keep a
+    # product sold out for longer. Within a topic, oldest first.
+    stock_first = Case(When(topic=OutboxEvent.Topic.STOCK, then=Value(0)), default=Value(1))
     with transaction.atomic():
         batch = list(
             OutboxEvent.objects.select_for_update(skip_locked=True)
             .filter(published_at__isnull=True, next_attempt_at__lte=now)
-            .order_by("created_at")[:size]
+            .order_by(stock_first, "created_at")[:size]
         )
         if batch:
             OutboxEvent.objects.filter(pk__in=[e.pk for e in batch]).update(

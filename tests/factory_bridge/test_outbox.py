@@ -18,8 +18,11 @@ from django_q.models import OrmQ
 
 from factory_bridge import aws as aws_clients
 from factory_bridge.models import OutboxEvent
+from factory_bridge.publishers import InMemoryPublisher
+from factory_bridge.services import outbox
 from factory_bridge.services.outbox import RelayReport, backlog, relay_outbox
 from inventory.models import Product
+from shop.models import Order
 from shop.services import place_order
 from tests.factory_bridge.sqs import drain, messages_in
 
@@ -159,6 +162,25 @@ def test_several_pending_events_go_out_in_publish_batches(aws, product, sns_call
     ops = drain(aws, "nudged-ops")
     sent = {json.loads(json.loads(m["Body"])["Message"])["event_id"] for m in ops}
     assert sent == {str(pk) for pk in OutboxEvent.objects.values_list("pk", flat=True)}
+
+
+@pytest.mark.django_db
+def test_a_depletion_goes_out_before_the_sales_events_ahead_of_it(product, settings, monkeypatch):
+    settings.EVENT_PUBLISHER = "factory_bridge.publishers.InMemoryPublisher"
+    monkeypatch.setattr(InMemoryPublisher, "sent", [])
+    monkeypatch.setattr(outbox, "CLAIM_SIZE", 5)
+    Product.objects.filter(pk=product.pk).update(stock=8)
+    for _ in range(8):
+        place_order(sku=SKU, quantity=1)  # the last one empties the product
+
+    report = relay_outbox()
+
+    assert report.published == 9
+    types = [message.body["type"] for _, message in InMemoryPublisher.sent]
+    assert types == ["stock.depleted"] + ["order.completed"] * 8
+    assert [message.body["order_id"] for _, message in InMemoryPublisher.sent[1:]] == sorted(
+        Order.objects.values_list("pk", flat=True)
+    )
 
 
 @pytest.mark.django_db(transaction=True)
