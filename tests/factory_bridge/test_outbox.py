@@ -183,6 +183,44 @@ def test_a_depletion_goes_out_before_the_sales_events_ahead_of_it(product, setti
     )
 
 
+@pytest.mark.django_db
+def test_the_relay_loop_pauses_after_draining_so_the_next_calls_are_full(
+    product, settings, monkeypatch
+):
+    settings.EVENT_PUBLISHER = "factory_bridge.publishers.InMemoryPublisher"
+    monkeypatch.setattr(InMemoryPublisher, "sent", [])
+    pauses: list[float] = []
+    monkeypatch.setattr(outbox, "sleep", pauses.append)
+    place_order(sku=SKU, quantity=1)
+    place_order(sku=SKU, quantity=1)
+
+    assert outbox.relay_round(wait=0) == 2
+    assert outbox.relay_round(wait=0) == 0
+
+    assert pauses == [outbox.RELAY_LINGER_SECONDS, outbox.RELAY_IDLE_SECONDS]
+
+
+@pytest.mark.django_db
+def test_the_relay_loop_goes_straight_on_when_its_time_ran_out_with_a_backlog(
+    product, settings, monkeypatch
+):
+    settings.EVENT_PUBLISHER = "factory_bridge.publishers.InMemoryPublisher"
+    monkeypatch.setattr(InMemoryPublisher, "sent", [])
+    monkeypatch.setattr(outbox, "CLAIM_SIZE", 2)
+    clock = iter([0.0, 0.0, 99.0])  # the deadline, one claim, then the round's time is up
+    monkeypatch.setattr(outbox, "monotonic", lambda: next(clock))
+    pauses: list[float] = []
+    monkeypatch.setattr(outbox, "sleep", pauses.append)
+    Product.objects.filter(pk=product.pk).update(stock=10)
+    for _ in range(3):
+        place_order(sku=SKU, quantity=1)
+
+    assert outbox.relay_round(wait=0) == 2
+
+    assert pauses == []
+    assert OutboxEvent.objects.filter(published_at__isnull=True).count() == 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_relays_publish_each_event_once(aws, product, monkeypatch):
     events, relays = 30, 6
