@@ -233,6 +233,8 @@ class Stack:
         self.overrides = {}
         if args.relay_debounce is not None:
             self.overrides["OUTBOX_RELAY_DEBOUNCE"] = str(args.relay_debounce)
+        if args.relay_linger is not None:
+            self.overrides["OUTBOX_RELAY_LINGER"] = str(args.relay_linger)
 
     @property
     def base_url(self) -> str:
@@ -891,6 +893,9 @@ def write_doc(results: dict[str, Any]) -> None:
         start, end = old.find(ANALYSIS_START), old.find(ANALYSIS_END)
         if start != -1 and end > start:
             analysis = old[start : end + len(ANALYSIS_END)]
+        elif start != -1:
+            # No closing marker: everything after the opening one is hand-written.
+            analysis = f"{old[start:].rstrip()}\n{ANALYSIS_END}"
     if not analysis:
         analysis = f"{ANALYSIS_START}\n{ANALYSIS_END}"
 
@@ -936,6 +941,8 @@ def write_doc(results: dict[str, Any]) -> None:
         for x in load_rounds
     )
     debounce = "default (0.05 s)" if cfg["relay_debounce"] is None else f"{cfg['relay_debounce']} s"
+    linger = cfg.get("relay_linger")
+    linger = "default (0.25 s)" if linger is None else f"{linger} s"
     ops = (
         "everything kept as provisioned"
         if cfg["ops_subscribed"]
@@ -1045,8 +1052,11 @@ the moto server; {plan["relay_rounds"]} rounds each, interleaved. The yardstick 
   (`innodb_flush_log_at_trx_commit={m["innodb_flush_log_at_trx_commit"]}`), k6 {m["k6"]},
   moto {m["moto"]} (`moto_server`), boto3 {m["boto3"]}.
 - `nudged.settings.local` with `DEBUG=0`, database `{cfg["database"]}` (recreated, migrated,
-  `load_catalog`), `CONN_MAX_AGE=60`, `OUTBOX_RELAY_DEBOUNCE` {debounce}, django-q2 defaults
-  (`Q_WORKERS=4`, ORM broker); no pollers or schedules run, so the restock path is idle.
+  `load_catalog`), `CONN_MAX_AGE=60`, `OUTBOX_RELAY_DEBOUNCE` {debounce},
+  `OUTBOX_RELAY_LINGER` {linger}; django-q2 with `Q_WORKERS={Q_WORKERS}` (ORM broker), started
+  as `make run` starts it (`setup_worker`: the relay loop, and the restock and DLQ pollers,
+  which have next to nothing to do: only the sell-out rounds deplete, and their restock
+  requests go to a factory URL that nobody answers).
 - AWS: `provision_aws` on the benchmark's own moto server, then {ops}.
 - k6: {cfg["vus"]} VUs, {plan["seconds"]} s per round, {plan["warmup"]} s warm-up per target
   after every (re)start.
@@ -1123,6 +1133,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--relay-debounce", type=float, help="OUTBOX_RELAY_DEBOUNCE for the servers (seconds)"
+    )
+    parser.add_argument(
+        "--relay-linger", type=float, help="OUTBOX_RELAY_LINGER for the cluster (seconds)"
     )
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--moto-port", type=int, default=4700)
@@ -1224,6 +1237,7 @@ def collect(
             "moto_port": args.moto_port,
             "database": args.database_url.rsplit("/", 1)[-1],
             "relay_debounce": args.relay_debounce,
+            "relay_linger": args.relay_linger,
             "ops_subscribed": args.keep_ops_subscription,
         },
         "machine": {**info, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},

@@ -26,10 +26,6 @@ RELAY_BUDGET_SECONDS = 20.0
 RELAY_ROUND_SECONDS = 2.0
 # The relay loop's pause when the outbox is empty.
 RELAY_IDLE_SECONDS = 0.2
-# Its pause after draining the outbox: events committed meanwhile go out together, in full
-# PublishBatch calls, instead of one call per commit (what a call costs barely depends on
-# how many entries it carries).
-RELAY_LINGER_SECONDS = 0.25
 MAX_BACKOFF_SECONDS = 300
 RELAY_TASK = "factory_bridge.tasks.relay_outbox"
 RELAY_LOOP = "outbox"
@@ -81,8 +77,10 @@ def relay_round(*, wait: int) -> int:
     report = relay_outbox(seconds=RELAY_ROUND_SECONDS)
     if not report.published and not report.failed:
         sleep(RELAY_IDLE_SECONDS)
-    elif report.drained:
-        sleep(RELAY_LINGER_SECONDS)
+    elif report.drained and settings.OUTBOX_RELAY_LINGER > 0:
+        # Events committed during the pause go out together, in full PublishBatch calls,
+        # instead of one call per commit: a call costs nearly as much for one entry as for ten.
+        sleep(settings.OUTBOX_RELAY_LINGER)
     return report.published
 
 

@@ -141,6 +141,9 @@ EVENTS_ENABLED = env.bool("EVENTS_ENABLED", default=True)
 EVENT_PUBLISHER = env("EVENT_PUBLISHER", default="factory_bridge.publishers.SnsPublisher")
 # Seconds the web process waits to coalesce commits into one relay task.
 OUTBOX_RELAY_DEBOUNCE = env.float("OUTBOX_RELAY_DEBOUNCE", default=0.05)
+# Seconds the relay loop pauses after draining the outbox, so that what commits meanwhile
+# goes out in full PublishBatch calls.
+OUTBOX_RELAY_LINGER = env.float("OUTBOX_RELAY_LINGER", default=0.25)
 
 # --- Legacy factory.
 FACTORY_CLIENT = env("FACTORY_CLIENT", default="factory_bridge.factory.HttpFactoryClient")

@@ -197,7 +197,7 @@ def test_the_relay_loop_pauses_after_draining_so_the_next_calls_are_full(
     assert outbox.relay_round(wait=0) == 2
     assert outbox.relay_round(wait=0) == 0
 
-    assert pauses == [outbox.RELAY_LINGER_SECONDS, outbox.RELAY_IDLE_SECONDS]
+    assert pauses == [settings.OUTBOX_RELAY_LINGER, outbox.RELAY_IDLE_SECONDS]
 
 
 @pytest.mark.django_db
