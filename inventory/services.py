@@ -1,4 +1,4 @@
-"""Writes to stock outside of orders: physical counts and factory arrivals."""
+"""Writes to stock: what orders take, physical counts and factory arrivals."""
 
 import logging
 from typing import NamedTuple

@@ -1,4 +1,4 @@
-"""Stock writes outside of orders: the demo catalog and physical counts."""
+"""Stock writes: what orders take, the demo catalog and physical counts."""
 
 import pytest
 from django.utils import timezone
