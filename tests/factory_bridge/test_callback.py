@@ -11,6 +11,7 @@ from django.utils import timezone
 from factory_bridge.models import OutboxEvent, RestockRequest
 from factory_bridge.services.restock import callback_token
 from inventory.models import Product, StockAdjustment
+from tests.factory_bridge.factory import order_body
 
 pytestmark = pytest.mark.django_db
 
@@ -34,15 +35,8 @@ def restock(product: Product) -> RestockRequest:
 
 def echo(restock: RestockRequest, **changes: str) -> dict[str, str]:
     """The body the factory posts back: the order we sent it, unchanged."""
-    return {
-        "MessageGroupId": "stock-arrival-group",
-        "MessageAttributeProductId": "CP-502101",
-        "MessageAttributeProductCnt": "10",
-        "MessageAttributeFactoryId": "FF-500293",
-        "MessageAttributeRequester": "nudged-shop",
-        "CallbackUrl": f"http://testserver/factory/callbacks/{callback_token(restock)}/",
-        **changes,
-    }
+    url = f"http://testserver/factory/callbacks/{callback_token(restock)}/"
+    return order_body(url, **changes)
 
 
 def post(client: Client, token: str, body: str, content_type: str = "application/json"):  # type: ignore[no-untyped-def]

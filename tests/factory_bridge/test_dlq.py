@@ -7,7 +7,7 @@ Real MySQL, a real moto server over HTTP and the factory simulator over HTTP.
 
 import json
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from io import StringIO
 from time import monotonic, sleep
@@ -24,7 +24,6 @@ from factory_bridge.services import dlq
 from factory_bridge.services.dlq import redrive, watch_dlq
 from factory_bridge.services.provisioning import provision
 from factory_bridge.services.restock import consume_restock
-from factory_bridge.simulator import FactorySimulator
 from inventory.models import Product
 from shop.services import place_order
 from tests.factory_bridge.sqs import depletion_envelope
@@ -96,21 +95,6 @@ def shorten_dlq_timing(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def quick_dlq(monkeypatch: pytest.MonkeyPatch) -> None:
     shorten_dlq_timing(monkeypatch)
-
-
-@pytest.fixture
-def make_simulator() -> Iterator[Callable[..., FactorySimulator]]:
-    started: list[FactorySimulator] = []
-
-    def make(**options: Any) -> FactorySimulator:
-        simulator = FactorySimulator(port=0, **options)
-        simulator.start()
-        started.append(simulator)
-        return simulator
-
-    yield make
-    for simulator in started:
-        simulator.stop()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import requests
 from django.core.management import CommandError, call_command
 
 from factory_bridge.simulator import FactorySimulator
+from tests.factory_bridge.factory import order_body
 
 DELAY = 0.2
 
@@ -64,30 +65,11 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def make_simulator() -> Iterator[Callable[..., FactorySimulator]]:
-    """Start simulators on free ports; all are stopped at the end of the test."""
-    started: list[FactorySimulator] = []
-
-    def make(**options: Any) -> FactorySimulator:
-        simulator = FactorySimulator(**{"port": 0, "delay": DELAY, **options})
-        simulator.start()
-        started.append(simulator)
-        return simulator
-
-    yield make
-    for simulator in started:
-        simulator.stop()
-
-
-def order_body(callback_url: str) -> dict[str, str]:
-    return {
-        "MessageGroupId": "stock-arrival-group",
-        "MessageAttributeProductId": "CP-502101",
-        "MessageAttributeProductCnt": "10",
-        "MessageAttributeFactoryId": "FF-500293",
-        "MessageAttributeRequester": "nudged-shop",
-        "CallbackUrl": callback_url,
-    }
+def make_simulator(
+    make_simulator: Callable[..., FactorySimulator],
+) -> Callable[..., FactorySimulator]:
+    """Simulators with this module's short delay unless told otherwise."""
+    return lambda **options: make_simulator(**{"delay": DELAY, **options})
 
 
 def post(simulator: FactorySimulator, body: Any) -> requests.Response:

@@ -1,0 +1,13 @@
+"""The body Nudged posts to the legacy factory (and the factory echoes back)."""
+
+
+def order_body(callback_url: str, **changes: str) -> dict[str, str]:
+    return {
+        "MessageGroupId": "stock-arrival-group",
+        "MessageAttributeProductId": "CP-502101",
+        "MessageAttributeProductCnt": "10",
+        "MessageAttributeFactoryId": "FF-500293",
+        "MessageAttributeRequester": "nudged-shop",
+        "CallbackUrl": callback_url,
+        **changes,
+    }
