@@ -26,13 +26,15 @@ _session_lock = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Run one test session at a time on this machine.
+    """Run one test session at a time per test database and moto port.
 
-    Sessions share the test database and the moto server's port; a second session waits
-    here instead of flushing the first one's tables.
+    Sessions with the same database and port would flush each other's tables; a second one
+    waits here. Checkouts with their own DATABASE_URL and AWS_ENDPOINT_URL run side by side.
     """
     global _session_lock
-    _session_lock = open("/tmp/nudged-tests.lock", "w")  # noqa: SIM115
+    database = settings.DATABASES["default"]["NAME"]
+    port = urlparse(settings.AWS_ENDPOINT_URL).port
+    _session_lock = open(f"/tmp/nudged-tests-{database}-{port}.lock", "w")  # noqa: SIM115
     fcntl.flock(_session_lock, fcntl.LOCK_EX)
 
 
