@@ -14,7 +14,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from factory_bridge import events
-from factory_bridge.exceptions import CallbackMismatch, ForgedCallback, UnreadableMessage
+from factory_bridge.exceptions import (
+    CallbackForFailedRestock,
+    CallbackMismatch,
+    ExpiredCallback,
+    ForgedCallback,
+    UnreadableMessage,
+)
 from factory_bridge.factory import FactoryError, ManufactureOrder, get_factory_client
 from factory_bridge.messages import Envelope, fingerprint, read_envelope
 from factory_bridge.models import MessageFailure, RestockRequest
@@ -184,21 +190,42 @@ def dead_letter(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
     logger.warning("message=%s sent to the DLQ: %s", message.message_id, error)
 
 
-def receive_callback(*, token: str, body: Any) -> tuple[RestockRequest, bool]:
-    """Add the restock to stock once; return (request, whether stock was added now)."""
+def callback_restock_id(*, token: str) -> int:
+    """Return the restock request a callback token names, if we signed it and it is current."""
     try:
-        pk = signing.loads(token, salt=CALLBACK_SALT)
+        pk = signing.loads(token, salt=CALLBACK_SALT, max_age=settings.FACTORY_CALLBACK_MAX_AGE)
+    except signing.SignatureExpired as exc:
+        logger.warning(
+            "expired callback token for restock=%s", signing.loads(token, salt=CALLBACK_SALT)
+        )
+        raise ExpiredCallback("Callback token has expired.") from exc
     except signing.BadSignature as exc:
         raise ForgedCallback("Callback token is not valid.") from exc
+    if not isinstance(pk, int):
+        raise ForgedCallback("Callback token names no restock request.")
+    return pk
+
+
+def receive_callback(*, restock_id: int, body: Any) -> tuple[RestockRequest, bool]:
+    """Add the restock to stock once; return (request, whether stock was added now).
+
+    `restock_id` comes from callback_restock_id: the caller checks the token before it
+    reads the body.
+    """
     with transaction.atomic():
         request = (
             RestockRequest.objects.select_for_update()
             .select_related("product", "factory")
-            .filter(pk=pk)
+            .filter(pk=restock_id)
             .first()
         )
         if request is None:
             raise ForgedCallback("Callback token names no restock request.")
+        if request.status == RestockRequest.Status.FAILED:
+            logger.warning("callback for failed restock=%s refused", request.pk)
+            raise CallbackForFailedRestock(
+                f"Restock request {request.pk} has failed; this callback adds nothing."
+            )
         _check_echo(request, body)
         if request.status == RestockRequest.Status.FULFILLED:
             logger.info("callback replayed restock=%s: nothing added", request.pk)
