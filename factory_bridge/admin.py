@@ -144,9 +144,31 @@ class FailedMessageAdmin(ReadOnlyAdmin):
         both = {"system": obj.attributes, "message": obj.message_attributes}
         return format_html("<pre>{}</pre>", json.dumps(both, indent=2, ensure_ascii=False))
 
-    @admin.action(description="Redrive selected messages to the source queue")
+    def has_redrive_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("factory_bridge.redrive_failedmessage")
+
+    def has_discard_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("factory_bridge.discard_failedmessage")
+
+    def _log_outcome(
+        self, request: HttpRequest, rows: list[FailedMessage], action: str, error: str = ""
+    ) -> None:
+        """Record in each message's history who acted on it and where it stands now."""
+        now = dict(
+            FailedMessage.objects.filter(pk__in=[r.pk for r in rows]).values_list("pk", "status")
+        )
+        for row in rows:
+            outcome = FailedMessage.Status(now.get(row.pk, row.status)).label
+            message = f"{action} from the admin; now: {outcome}"
+            self.log_change(request, row, f"{message} ({error})" if error else message)
+
+    @admin.action(
+        description="Redrive selected messages to the source queue", permissions=["redrive"]
+    )
     def redrive_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        report = dlq.redrive_rows(list(queryset))
+        rows = list(queryset)
+        report = dlq.redrive_rows(rows)
+        self._log_outcome(request, rows, "Redrive", report.error or "")
         if report.error:
             self.message_user(
                 request,
@@ -162,7 +184,9 @@ class FailedMessageAdmin(ReadOnlyAdmin):
             level,
         )
 
-    @admin.action(description="Discard selected messages (kept here for audit)")
+    @admin.action(
+        description="Discard selected messages (kept here for audit)", permissions=["discard"]
+    )
     def discard_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         if request.POST.get("confirm") != "yes":
             return TemplateResponse(
@@ -176,13 +200,16 @@ class FailedMessageAdmin(ReadOnlyAdmin):
                     "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
                 },
             )
+        rows = list(queryset)
         try:
-            count = dlq.discard(rows=list(queryset))
+            count = dlq.discard(rows=rows)
         except QueueError as exc:
+            self._log_outcome(request, rows, "Discard", str(exc))
             self.message_user(
                 request, f"Discard failed, nothing was deleted: {exc}", messages.ERROR
             )
             return None
+        self._log_outcome(request, rows, "Discard")
         self.message_user(
             request, f"Discarded {count} message(s); rows kept for audit.", messages.SUCCESS
         )

@@ -136,6 +136,11 @@ class FailedMessage(models.Model):
 
     class Meta:
         ordering = ["-last_seen_at"]
+        # Viewing a dead message is not enough to send it back or delete it.
+        permissions = [
+            ("redrive_failedmessage", "Can redrive failed messages to their source queue"),
+            ("discard_failedmessage", "Can discard failed messages from the DLQ"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_type or 'message'} {self.sku} {self.sqs_message_id}"
