@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from botocore.stub import Stubber
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -574,3 +576,11 @@ def test_the_purge_runs_hourly_from_the_cluster_schedule(product, settings):
 
     assert tasks.purge_outbox() == 1
     assert not OutboxEvent.objects.exists()
+
+
+@pytest.mark.parametrize("name", ["OUTBOX_MAX_ATTEMPTS", "OUTBOX_RETENTION_DAYS"])
+def test_outbox_limits_below_one_fail_the_system_check(settings, name):
+    setattr(settings, name, 0)
+
+    with pytest.raises(SystemCheckError, match=f"{name} is 0; it must be at least 1"):
+        call_command("check")
