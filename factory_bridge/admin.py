@@ -2,6 +2,7 @@ import contextlib
 import json
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -10,35 +11,27 @@ from django.utils.html import format_html
 
 from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
 from factory_bridge.queues import QueueError
-from factory_bridge.services import dlq
+from factory_bridge.services import dlq, outbox
+from nudged.admin import ReadOnlyAdmin
 
 # The index shows how many messages are dead, at a glance.
 admin.site.index_template = "admin/factory_bridge/index.html"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
-class PublishedFilter(admin.SimpleListFilter):
+class OutboxStateFilter(admin.SimpleListFilter):
     title = "state"
     parameter_name = "state"
 
     def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
-        return [("pending", "Pending"), ("published", "Published")]
+        return [("pending", "Pending"), ("published", "Published"), ("dead", "Dead")]
 
     def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
         if self.value() == "pending":
-            return queryset.filter(published_at__isnull=True)
+            return queryset.filter(published_at__isnull=True, dead_at__isnull=True)
         if self.value() == "published":
             return queryset.filter(published_at__isnull=False)
+        if self.value() == "dead":
+            return queryset.filter(published_at__isnull=True, dead_at__isnull=False)
         return queryset
 
 
@@ -50,11 +43,35 @@ class OutboxEventAdmin(ReadOnlyAdmin):
         "sku",
         "topic",
         "published_at",
+        "dead_at",
         "attempts",
         "last_error",
     ]
-    list_filter = [PublishedFilter, "event_type", "topic"]
+    list_filter = [OutboxStateFilter, "event_type", "topic"]
     search_fields = ["=id", "sku"]
+    actions = ["retry_dead_selected"]
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('retry', opts)}")
+
+    @admin.action(description="Retry selected dead events", permissions=["retry"])
+    def retry_dead_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        revived = outbox.retry_dead(ids=queryset.values_list("pk", flat=True))
+        for event in revived:
+            self.log_change(
+                request,
+                event,
+                f"Retried dead event after {event.attempts} attempts; "
+                f"last error: {event.last_error[:200]}",
+            )
+        skipped = queryset.count() - len(revived)
+        note = f" {skipped} selected event(s) were not dead and were left alone." if skipped else ""
+        self.message_user(
+            request,
+            f"Retrying {len(revived)} dead event(s).{note}",
+            messages.SUCCESS if revived else messages.WARNING,
+        )
 
 
 @admin.register(RestockRequest)

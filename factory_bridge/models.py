@@ -23,10 +23,15 @@ class OutboxEvent(models.Model):
     next_attempt_at = models.DateTimeField(default=timezone.now)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    # Set when SNS kept refusing the event: the relay leaves it alone until staff retry it.
+    dead_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["published_at", "next_attempt_at"], name="outbox_due")]
+        indexes = [
+            models.Index(fields=["published_at", "dead_at", "next_attempt_at"], name="outbox_due")
+        ]
+        permissions = [("retry_outboxevent", "Can retry dead outbox events")]
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.sku} {self.id}"

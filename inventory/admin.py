@@ -7,6 +7,7 @@ from factory_bridge.models import RestockRequest
 from inventory.models import Factory, Product, StockAdjustment
 from inventory.selectors import product_list
 from inventory.services import set_stock
+from nudged.admin import ReadOnlyAdmin
 
 
 class SoldOutFilter(admin.SimpleListFilter):
@@ -146,17 +147,8 @@ class ProductAdmin(admin.ModelAdmin):
 
 
 @admin.register(StockAdjustment)
-class StockAdjustmentAdmin(admin.ModelAdmin):
+class StockAdjustmentAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "product", "reason", "old_quantity", "new_quantity", "note"]
     list_filter = ["reason"]
     search_fields = ["product__sku", "note"]
     list_select_related = ["product"]
-
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False

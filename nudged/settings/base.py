@@ -166,6 +166,10 @@ OUTBOX_RELAY_DEBOUNCE = env.float("OUTBOX_RELAY_DEBOUNCE", default=0.05)
 # Seconds the relay loop pauses after draining the outbox, so that what commits meanwhile
 # goes out in full PublishBatch calls.
 OUTBOX_RELAY_LINGER = env.float("OUTBOX_RELAY_LINGER", default=0.25)
+# Failed publishes after which an event SNS refuses is set aside as dead (retried from the admin).
+OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
+# Days published events are kept before the hourly purge deletes them.
+OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
 
 # --- Legacy factory.
 FACTORY_CLIENT = env("FACTORY_CLIENT", default="factory_bridge.factory.HttpFactoryClient")
