@@ -151,6 +151,12 @@ FACTORY_API_URL = env("FACTORY_API_URL", default="http://127.0.0.1:8001")
 FACTORY_CONNECT_TIMEOUT = env.float("FACTORY_CONNECT_TIMEOUT", default=3.0)
 FACTORY_READ_TIMEOUT = env.float("FACTORY_READ_TIMEOUT", default=10.0)
 FACTORY_CALLBACK_TIMEOUT = env.int("FACTORY_CALLBACK_TIMEOUT", default=600)
+# Orders the overdue sweep places for one depletion (retries of an order the factory refused,
+# re-orders of one it never called back for) before the restock fails and needs staff.
+FACTORY_MAX_REORDERS = env.int("FACTORY_MAX_REORDERS", default=3)
+# Seconds before the sweep retries an order the factory refused: doubles per retry, capped.
+FACTORY_RETRY_BACKOFF = env.int("FACTORY_RETRY_BACKOFF", default=30)
+FACTORY_RETRY_BACKOFF_MAX = env.int("FACTORY_RETRY_BACKOFF_MAX", default=600)
 FACTORY_REQUESTER = env("FACTORY_REQUESTER", default="nudged-shop")
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 

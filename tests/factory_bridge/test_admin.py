@@ -251,6 +251,6 @@ def test_product_page_shows_open_restock_requests(admin_client, product):
 
     assert response.status_code == 200
     page = response.content.decode()
-    assert "Open restock requests" in page
+    assert "Restock requests in progress or failed" in page
     assert "job-open" in page
     assert "job-done" not in page
