@@ -65,11 +65,8 @@ class RestockRequestAdmin(ReadOnlyAdmin):
         "quantity",
         "status_badge",
         "last_error",
-        "attempts",
-        "reorders",
         "next_attempt_at",
         "requested_at",
-        "fulfilled_at",
         "factory_job_id",
     ]
     list_filter = ["status", "factory", "product"]

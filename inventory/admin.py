@@ -128,9 +128,9 @@ class ProductAdmin(admin.ModelAdmin):
         "price",
         "stock",
         "incoming",
+        "restock",
         "restock_quantity",
         "factory",
-        "restock",
         "depleted_at",
     ]
     list_editable = ["stock"]

@@ -398,10 +398,10 @@ def _retry(pk: int, *, now: datetime, report: SweepReport) -> None:
     except FactoryError:
         report.refused.append(pk)
         if request.reorders >= settings.FACTORY_MAX_REORDERS:
-            refused = RestockRequest.objects.filter(
+            still_waiting = RestockRequest.objects.filter(
                 _unclaimed(timezone.now()), status__in=RestockRequest.NOT_ACCEPTED
             )
-            if _give_up(refused, pk=pk, error=None):
+            if _give_up(still_waiting, pk=pk, error=None):
                 report.failed.append(pk)
         return
     report.placed.append(pk)
@@ -421,7 +421,9 @@ def _give_up(requests: QuerySet[RestockRequest], *, pk: int, error: str | None) 
     }
     if error is not None:
         changes["last_error"] = error
-    product_id = RestockRequest.objects.filter(pk=pk).values_list("product_id", flat=True)[0]
+    product_id = requests.filter(pk=pk).values_list("product_id", flat=True).first()
+    if product_id is None:
+        return False
     with transaction.atomic():
         # Product before request, the order in which order_restock locks them.
         Product.objects.select_for_update().filter(pk=product_id).first()
