@@ -81,8 +81,9 @@ class RestockRequestAdmin(ReadOnlyAdmin):
         "product",
         "quantity",
         "status_badge",
+        "last_error",
+        "next_attempt_at",
         "requested_at",
-        "fulfilled_at",
         "factory_job_id",
     ]
     list_filter = ["status", "factory", "product"]
@@ -91,7 +92,12 @@ class RestockRequestAdmin(ReadOnlyAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: RestockRequest) -> str:
-        colors = {"overdue": "#c62828", "failed": "#c62828", "fulfilled": "#2e7d32"}
+        colors = {
+            RestockRequest.Status.PENDING: "#b26a00",
+            RestockRequest.Status.OVERDUE: "#c62828",
+            RestockRequest.Status.FAILED: "#c62828",
+            RestockRequest.Status.FULFILLED: "#2e7d32",
+        }
         return format_html(
             '<strong style="color:{}">{}</strong>',
             colors.get(obj.status, "#444"),

@@ -19,5 +19,5 @@ def ensure_pollers() -> list[str]:
     return pollers.ensure_pollers()
 
 
-def reorder_overdue() -> int:
-    return len(restock.reorder_overdue())
+def reorder_overdue() -> str:
+    return str(restock.reorder_overdue())

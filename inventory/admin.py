@@ -5,9 +5,15 @@ from django.utils.html import format_html
 
 from factory_bridge.models import RestockRequest
 from inventory.models import Factory, Product, StockAdjustment
-from inventory.selectors import product_list
+from inventory.selectors import product_list_for_staff
 from inventory.services import set_stock
 from nudged.admin import ReadOnlyAdmin
+
+NEEDS_STAFF_HINT = (
+    "Sold out and nothing on its way: the factory refused or never answered. Check the "
+    "factory, then redrive the dead depletion or set the stock; the next order that finds "
+    "the product empty orders again."
+)
 
 
 class SoldOutFilter(admin.SimpleListFilter):
@@ -25,6 +31,19 @@ class SoldOutFilter(admin.SimpleListFilter):
         return queryset
 
 
+class NeedsStaffFilter(admin.SimpleListFilter):
+    title = "restock"
+    parameter_name = "needs_staff"
+
+    def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
+        return [("yes", "Needs staff")]
+
+    def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+        if self.value() == "yes":
+            return queryset.filter(stock=0, restock_status=RestockRequest.Status.FAILED)
+        return queryset
+
+
 class StockAdjustmentInline(admin.TabularInline):
     model = StockAdjustment
     extra = 0
@@ -38,7 +57,7 @@ class StockAdjustmentInline(admin.TabularInline):
         return False
 
 
-class OpenRestockInline(admin.TabularInline):
+class RestockInline(admin.TabularInline):
     model = RestockRequest
     fk_name = "product"
     extra = 0
@@ -50,13 +69,17 @@ class OpenRestockInline(admin.TabularInline):
         "created_at",
         "requested_at",
         "factory_job_id",
+        "attempts",
+        "reorders",
+        "next_attempt_at",
         "last_error",
     ]
     readonly_fields = fields
-    verbose_name_plural = "Open restock requests"
+    verbose_name_plural = "Restock requests in progress or failed"
 
     def get_queryset(self, request):  # type: ignore[no-untyped-def]
-        return super().get_queryset(request).filter(status__in=RestockRequest.OPEN)
+        statuses = [*RestockRequest.OPEN, RestockRequest.Status.FAILED]
+        return super().get_queryset(request).filter(status__in=statuses)
 
     def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
         return False
@@ -106,20 +129,21 @@ class ProductAdmin(admin.ModelAdmin):
         "price",
         "stock",
         "incoming",
+        "restock",
         "restock_quantity",
         "factory",
         "depleted_at",
     ]
     list_editable = ["stock"]
     form = ProductAdminForm
-    list_filter = [SoldOutFilter, "factory"]
+    list_filter = [SoldOutFilter, NeedsStaffFilter, "factory"]
     search_fields = ["sku", "name"]
     list_select_related = ["factory"]
     readonly_fields = ["depleted_at", "updated_at"]
-    inlines = [OpenRestockInline, StockAdjustmentInline]
+    inlines = [RestockInline, StockAdjustmentInline]
 
     def get_queryset(self, request):  # type: ignore[no-untyped-def]
-        return product_list()
+        return product_list_for_staff()
 
     def get_changelist_form(self, request, **kwargs):  # type: ignore[no-untyped-def]
         return super().get_changelist_form(request, form=ProductAdminForm, **kwargs)
@@ -144,6 +168,19 @@ class ProductAdmin(admin.ModelAdmin):
     @admin.display(description="incoming", ordering="incoming")
     def incoming(self, obj: Product) -> int:
         return obj.incoming
+
+    @admin.display(description="latest restock", ordering="restock_status")
+    def restock(self, obj: Product) -> str:
+        if obj.restock_status is None:
+            return "-"
+        label = RestockRequest.Status(obj.restock_status).label
+        if obj.stock == 0 and obj.restock_status == RestockRequest.Status.FAILED:
+            return format_html(
+                '<strong class="needs-staff" style="color:#c62828" title="{}">{}</strong>',
+                NEEDS_STAFF_HINT,
+                label,
+            )
+        return label
 
 
 @admin.register(StockAdjustment)

@@ -105,6 +105,18 @@ def mark_depleted(*, product_id: int) -> bool:
     return opened == 1
 
 
+def end_depletion(*, product_id: int) -> bool:
+    """End an open depletion that no restock will answer; True when one was open.
+
+    The next order that finds the product empty opens a new depletion and emits a new
+    `stock.depleted`, instead of the product staying sold out with nothing on its way.
+    """
+    ended = Product.objects.filter(pk=product_id, depleted_at__isnull=False).update(
+        depleted_at=None
+    )
+    return ended == 1
+
+
 def load_catalog() -> tuple[int, int]:
     """Create the demo factories and products that are missing; return (created, kept)."""
     created = kept = 0

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('factory_bridge', '0004_remove_outbox_message_id'),
+        ('factory_bridge', '0005_failedmessage_redrive_discard_permissions'),
     ]
 
     operations = [

@@ -180,6 +180,12 @@ FACTORY_CALLBACK_TIMEOUT = env.int("FACTORY_CALLBACK_TIMEOUT", default=600)
 # Seconds a callback URL stays valid: far longer than the factory takes, and than the
 # overdue sweep waits before ordering again, so a late callback still adds its stock.
 FACTORY_CALLBACK_MAX_AGE = env.int("FACTORY_CALLBACK_MAX_AGE", default=86400)
+# Orders the overdue sweep places for one depletion (retries of an order the factory refused,
+# re-orders of one it never called back for) before the restock fails and needs staff.
+FACTORY_MAX_REORDERS = env.int("FACTORY_MAX_REORDERS", default=3)
+# Seconds before the sweep retries an order the factory refused: doubles per retry, capped.
+FACTORY_RETRY_BACKOFF = env.int("FACTORY_RETRY_BACKOFF", default=30)
+FACTORY_RETRY_BACKOFF_MAX = env.int("FACTORY_RETRY_BACKOFF_MAX", default=600)
 FACTORY_REQUESTER = env("FACTORY_REQUESTER", default="nudged-shop")
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 

@@ -231,6 +231,24 @@ def test_restock_request_list_loads(admin_client, product):
     assert len(response.context["cl"].result_list) == 1
 
 
+def test_restock_list_shows_what_happened_and_failed_in_red(admin_client, product):
+    RestockRequest.objects.create(
+        product=product,
+        factory=product.factory,
+        quantity=10,
+        depletion_key="event-failed",
+        status=RestockRequest.Status.FAILED,
+        last_error="factory unreachable",
+        next_attempt_at=None,
+    )
+
+    page = admin_client.get(reverse("admin:factory_bridge_restockrequest_changelist"))
+
+    html = page.content.decode()
+    assert '<strong style="color:#c62828">Failed: needs staff</strong>' in html
+    assert "factory unreachable" in html
+
+
 def test_product_page_shows_open_restock_requests(admin_client, product):
     RestockRequest.objects.create(
         product=product,
@@ -253,7 +271,7 @@ def test_product_page_shows_open_restock_requests(admin_client, product):
 
     assert response.status_code == 200
     page = response.content.decode()
-    assert "Open restock requests" in page
+    assert "Restock requests in progress or failed" in page
     assert "job-open" in page
     assert "job-done" not in page
 
