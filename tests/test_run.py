@@ -215,6 +215,31 @@ def test_env_sh_gives_an_operator_shell_what_the_system_has(first_run: Run) -> N
     assert "export LOG_LEVEL=WARNING" in env_sh.read_text()
 
 
+def test_the_factory_simulator_restarts_alone(first_run: Run) -> None:
+    env_sh = first_run.run_dir / "env.sh"
+    factory = f"http://127.0.0.1:{first_run.env['FACTORY_PORT']}/api/manufactures"
+
+    def factory_command(command: str) -> None:
+        subprocess.run(
+            ["bash", "-c", f'source "$1" && {command}', "-", env_sh],
+            cwd=ROOT,
+            env={"PATH": os.environ["PATH"]},
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    factory_command("FACTORY_FAILURE_RATE=1 bin/factory")
+    assert requests.post(factory, json={}, timeout=10).status_code == 500
+    factory_command("bin/factory stop")
+    with pytest.raises(requests.ConnectionError):
+        requests.post(factory, json={}, timeout=10)
+    factory_command("bin/factory")
+    assert requests.post(factory, json={}, timeout=10).status_code == 201
+    assert first_run.proc.poll() is None
+    assert requests.get(f"{first_run.url}/healthz", timeout=10).status_code == 200
+
+
 def test_term_to_its_process_group_stops_everything(first_run: Run) -> None:
     assert len(first_run.groups()) == 5  # bin/run, moto, factory, cluster, web
 
