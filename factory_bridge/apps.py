@@ -6,6 +6,6 @@ class FactoryBridgeConfig(AppConfig):
     verbose_name = "Factory bridge and events"
 
     def ready(self) -> None:
-        from factory_bridge import aws
+        from factory_bridge import aws, checks  # noqa: F401  (checks register themselves)
 
         aws.connect_signals()

@@ -105,6 +105,15 @@ def mark_depleted(*, product_id: int) -> bool:
     return opened == 1
 
 
+def clear_depletion(*, sku: str) -> bool:
+    """End a depletion no restock will answer, so the next order finding the product empty
+    opens a new one; True when one was open."""
+    cleared = Product.objects.filter(sku=sku, depleted_at__isnull=False).update(depleted_at=None)
+    if cleared:
+        logger.info("depletion cleared sku=%s", sku)
+    return cleared == 1
+
+
 def load_catalog() -> tuple[int, int]:
     """Create the demo factories and products that are missing; return (created, kept)."""
     created = kept = 0

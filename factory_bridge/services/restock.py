@@ -5,6 +5,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
+from time import monotonic
 from typing import Any
 
 from django.conf import settings
@@ -16,10 +17,11 @@ from django.utils import timezone
 from factory_bridge import events
 from factory_bridge.exceptions import CallbackMismatch, ForgedCallback, UnreadableMessage
 from factory_bridge.factory import FactoryError, ManufactureOrder, get_factory_client
-from factory_bridge.messages import Envelope, fingerprint, read_envelope
-from factory_bridge.models import MessageFailure, RestockRequest
-from factory_bridge.queues import ReceivedMessage, SqsQueue
+from factory_bridge.messages import Envelope, read_envelope
+from factory_bridge.models import RestockRequest
+from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
 from factory_bridge.services import pollers
+from factory_bridge.services.dlq import dead_letter, record_failure
 from inventory.models import Product
 from inventory.services import receive_stock
 
@@ -29,6 +31,10 @@ CALLBACK_SALT = "factory_bridge.callback"
 REORDER_LEASE = "reorder-overdue"
 REORDER_SEPARATOR = "/reorder-"
 ORDERED, DUPLICATE, ABSORBED = "ordered", "duplicate", "absorbed"
+# Seconds one message may take beyond its factory call (database, SQS).
+MESSAGE_MARGIN = 2.0
+# Longest depletion event id taken (ours are 36): the restock's key adds a re-order suffix.
+EVENT_ID_MAX = 64
 
 
 @dataclass
@@ -48,35 +54,84 @@ def callback_url(request: RestockRequest) -> str:
 
 
 def consume_restock(*, wait: int) -> ConsumeReport:
-    """Receive one batch of depletions from the restock queue and order from the factory."""
+    """Receive one batch of depletions from the restock queue and order each from the factory.
+
+    Each message is handled on its own: whatever goes wrong with one is recorded for it and
+    the batch goes on. Before each message the rest of the batch is hidden again for a full
+    visibility timeout when less than one message's worst case is left, so that no message
+    reappears (and reaches a second consumer) while this one still holds it.
+    """
     queue = SqsQueue(settings.SQS_RESTOCK_QUEUE)
     report = ConsumeReport()
-    done: list[ReceivedMessage] = []
-    for message in queue.receive(wait=wait):
-        try:
-            outcome = handle_depletion_message(message)
-        except UnreadableMessage as exc:
-            dead_letter(queue, message, str(exc))
-            report.count("unreadable")
-            continue
-        except FactoryError as exc:
-            # Left in the queue: it comes back after the visibility timeout, and after
-            # SQS_MAX_RECEIVE_COUNT receives SQS moves it to the DLQ.
-            record_failure(message, queue.name, f"factory {exc}")
-            report.count("retry")
-            continue
-        done.append(message)
-        report.count(outcome)
-    if done:
-        for message_id in queue.delete_batch(done):
-            logger.warning("could not delete message=%s; it will be redelivered", message_id)
+    visibility = settings.SQS_VISIBILITY_TIMEOUT
+    batch = queue.receive(wait=wait, visibility=visibility)
+    hidden_until = monotonic() + visibility
+    while batch:
+        if not pollers.keep_going():
+            # The loop's time is up or its lease is gone: its successor takes these at once.
+            queue.change_visibility_batch(batch, 0)
+            report.count("released")
+            break
+        if hidden_until - monotonic() < message_budget():
+            lost = queue.change_visibility_batch(batch, visibility)
+            hidden_until = monotonic() + visibility
+            for message_id in lost:
+                logger.warning("message=%s no longer held; left to its new reader", message_id)
+            batch = [m for m in batch if m.message_id not in lost]
+            if not batch:
+                break
+        message, *batch = batch
+        report.count(_handle(queue, message))
     return report
+
+
+def message_budget() -> float:
+    """Seconds one message may take at worst: the factory call, plus the database and SQS."""
+    return settings.FACTORY_CONNECT_TIMEOUT + settings.FACTORY_READ_TIMEOUT + MESSAGE_MARGIN
+
+
+def _handle(queue: SqsQueue, message: ReceivedMessage) -> str:
+    """Handle one message and say how it went; no error escapes to the rest of the batch."""
+    try:
+        outcome = handle_depletion_message(message)
+    except UnreadableMessage as exc:
+        dead_letter(queue, message, str(exc))
+        return "unreadable"
+    except FactoryError as exc:
+        # Left in the queue: it comes back after the visibility timeout, and after
+        # SQS_MAX_RECEIVE_COUNT receives SQS moves it to the DLQ.
+        _note_failure(queue, message, f"factory {exc}")
+        return "retry"
+    except Exception as exc:
+        logger.exception("depletion message=%s failed", message.message_id)
+        _note_failure(queue, message, f"{type(exc).__name__}: {exc}")
+        return "retry"
+    try:
+        queue.delete(message)
+    except QueueError as exc:
+        logger.warning(
+            "could not delete message=%s; it will be redelivered: %s", message.message_id, exc
+        )
+    return outcome
+
+
+def _note_failure(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
+    try:
+        record_failure(message, queue.name, error)
+    except Exception:
+        logger.exception("could not record the failure of message=%s", message.message_id)
 
 
 def handle_depletion_message(message: ReceivedMessage) -> str:
     envelope = read_envelope(message.body)
     if envelope.event_type != events.STOCK_DEPLETED:
-        raise UnreadableMessage(f"unexpected event type {envelope.event_type!r}")
+        raise UnreadableMessage(f"unexpected event type {envelope.event_type[:40]!r}")
+    if not envelope.sku:
+        raise UnreadableMessage("depletion names no SKU")
+    if len(envelope.event_id) > EVENT_ID_MAX:
+        raise UnreadableMessage(
+            f"depletion event id longer than {EVENT_ID_MAX} characters: {envelope.event_id[:40]!r}…"
+        )
     return order_restock(envelope=envelope, sqs_message_id=message.message_id)
 
 
@@ -155,33 +210,6 @@ def place_factory_order(request: RestockRequest) -> None:
         order.quantity,
         job_id,
     )
-
-
-def record_failure(message: ReceivedMessage, queue: str, error: str) -> None:
-    """Remember why processing failed, for the failed-message view."""
-    key = fingerprint(message.body)
-    updated = MessageFailure.objects.filter(fingerprint=key).update(
-        sqs_message_id=message.message_id,
-        queue=queue,
-        error=error[:4000],
-        attempts=F("attempts") + 1,
-        updated_at=timezone.now(),
-    )
-    if not updated:
-        MessageFailure.objects.get_or_create(
-            fingerprint=key,
-            defaults={"sqs_message_id": message.message_id, "queue": queue, "error": error[:4000]},
-        )
-
-
-def dead_letter(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
-    """Move an unprocessable message straight to the DLQ (send first, then delete)."""
-    record_failure(message, queue.name, error)
-    SqsQueue(settings.SQS_RESTOCK_DLQ).send(
-        body=message.body, message_attributes=message.message_attributes or None
-    )
-    queue.delete(message)
-    logger.warning("message=%s sent to the DLQ: %s", message.message_id, error)
 
 
 def receive_callback(*, token: str, body: Any) -> tuple[RestockRequest, bool]:

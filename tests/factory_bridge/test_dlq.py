@@ -85,8 +85,9 @@ def closed_port_url() -> str:
 
 
 def shorten_dlq_timing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shorten the DLQ timing knobs (watcher hide time, redrive quiet time) for tests."""
+    """Shorten the DLQ timing knobs (watcher hide time and pause, redrive quiet time)."""
     monkeypatch.setattr(dlq, "WATCH_VISIBILITY", 1)
+    monkeypatch.setattr(dlq, "WATCH_INTERVAL", 0.2)
     monkeypatch.setattr(dlq, "REDRIVE_QUIET_SECONDS", 2)
     # The command has no option for the quiet time; the service takes it as an argument.
     monkeypatch.setattr(redrive_dlq_command, "redrive", partial(redrive, quiet_seconds=2))
