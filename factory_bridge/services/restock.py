@@ -66,8 +66,11 @@ def consume_restock(*, wait: int) -> ConsumeReport:
     visibility = settings.SQS_VISIBILITY_TIMEOUT
     batch = queue.receive(wait=wait, visibility=visibility)
     hidden_until = monotonic() + visibility
+    handled = 0
     while batch:
-        if not pollers.keep_going():
+        # The first message goes right after the round's own beat: releasing it unhandled
+        # would cost it one of its receives.
+        if handled and not pollers.keep_going():
             # The loop's time is up or its lease is gone: its successor takes these at once.
             queue.change_visibility_batch(batch, 0)
             report.count("released")
@@ -82,6 +85,7 @@ def consume_restock(*, wait: int) -> ConsumeReport:
                 break
         message, *batch = batch
         report.count(_handle(queue, message))
+        handled += 1
     return report
 
 
