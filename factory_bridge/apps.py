@@ -6,10 +6,6 @@ class FactoryBridgeConfig(AppConfig):
     verbose_name = "Factory bridge and events"
 
     def ready(self) -> None:
-        from django.core import checks
-
-        from factory_bridge import aws
-        from factory_bridge.checks import check_outbox_settings
+        from factory_bridge import aws, checks  # noqa: F401  (checks register themselves)
 
         aws.connect_signals()
-        checks.register(check_outbox_settings)
