@@ -3,6 +3,7 @@
 import logging
 from typing import NamedTuple
 
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -58,8 +59,10 @@ def take_stock(*, sku: str, quantity: int) -> tuple[bool, StockState]:
 
 def set_stock(*, sku: str, quantity: int, note: str = "") -> StockAdjustment:
     """Set on-hand stock after a physical count and record the adjustment."""
-    if quantity < 0:
-        raise InvalidQuantity(f"Stock cannot be negative (got {quantity}).")
+    try:
+        Product._meta.get_field("stock").run_validators(quantity)
+    except ValidationError as exc:
+        raise InvalidQuantity(f"{' '.join(exc.messages)} Got {quantity}.") from exc
     with transaction.atomic():
         product = Product.objects.select_for_update().filter(sku=sku).first()
         if product is None:
