@@ -15,7 +15,8 @@ start_service() {  # NAME LOG COMMAND...: start COMMAND in a new session, output
   if [ "$log" = - ]; then
     setsid "$@" </dev/null &
   else
-    setsid "$@" >"$log" 2>&1 </dev/null &
+    # Appended: restarting one service (bin/factory) keeps what it logged before.
+    setsid "$@" >>"$log" 2>&1 </dev/null &
   fi
   echo $! >"$RUN_DIR/pids/$name"
 }

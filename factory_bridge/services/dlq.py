@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from factory_bridge.exceptions import UnreadableMessage
 from factory_bridge.messages import fingerprint, read_envelope
-from factory_bridge.models import FailedMessage, MessageFailure, RestockRequest
+from factory_bridge.models import FailedMessage, MessageFailure
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
 from factory_bridge.services import pollers
 
@@ -135,8 +135,6 @@ def record_dead(message: ReceivedMessage) -> bool:
         row.last_error = failure or row.last_error or "no processing error recorded"
         row.last_seen_at = now
         row.save()
-        if changed and row.event_type == "stock.depleted":
-            _fail_pending_restock(message.body)
     if changed:
         logger.warning(
             "dead message=%s sku=%r type=%r error=%s",
@@ -154,16 +152,6 @@ def _describe(body: str) -> dict:
     except UnreadableMessage:
         return {"event_type": "", "sku": ""}
     return {"event_type": envelope.event_type[:32], "sku": envelope.sku[:32]}
-
-
-def _fail_pending_restock(body: str) -> None:
-    try:
-        event_id = read_envelope(body).event_id
-    except UnreadableMessage:
-        return
-    RestockRequest.objects.filter(
-        depletion_key=event_id, status=RestockRequest.Status.PENDING
-    ).update(status=RestockRequest.Status.FAILED, updated_at=timezone.now())
 
 
 @contextmanager

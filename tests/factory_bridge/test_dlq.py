@@ -392,3 +392,23 @@ def test_discard_keeps_a_row_whose_message_something_else_holds(aws, db, quick_d
     assert (report.discarded, report.missing) == (0, [row.fingerprint])
     row.refresh_from_db()
     assert row.status == FailedMessage.Status.DEAD
+
+
+def test_a_dead_depletion_leaves_its_restock_waiting_for_the_sweep(aws, product, quick_dlq):
+    body = depletion_envelope(SKU_A)
+    event_id = json.loads(json.loads(body)["Message"])["event_id"]
+    request = RestockRequest.objects.create(
+        product=product,
+        factory=product.factory,
+        quantity=10,
+        depletion_key=event_id,
+        last_error="factory refused: 500",
+    )
+    SqsQueue(settings.SQS_RESTOCK_DLQ).send(body=body)
+
+    record_all_dead(1)
+
+    # Not "needs staff": the sweep still retries it with backoff until the re-order cap.
+    request.refresh_from_db()
+    assert request.status == RestockRequest.Status.PENDING
+    assert request.get_status_display() == "Waiting for the factory"
