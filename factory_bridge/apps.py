@@ -6,6 +6,7 @@ class FactoryBridgeConfig(AppConfig):
     verbose_name = "Factory bridge and events"
 
     def ready(self) -> None:
-        from factory_bridge import aws
+        from factory_bridge import aws, receivers
 
         aws.connect_signals()
+        receivers.connect()

@@ -21,7 +21,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
                 "code": exc.code,
                 "detail": exc.detail,
                 "available": exc.available,
-                "order_id": exc.order.pk,
             },
             status=exc.status,
         )

@@ -30,7 +30,6 @@ class OutOfStockSerializer(serializers.Serializer):
     code = serializers.CharField()
     detail = serializers.CharField()
     available = serializers.IntegerField()
-    order_id = serializers.IntegerField()
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -8,7 +8,7 @@ from django.db import transaction
 
 from factory_bridge import events
 from inventory.exceptions import InvalidQuantity
-from inventory.services import mark_depleted, take_stock
+from inventory.services import take_stock
 from shop.exceptions import OutOfStock
 from shop.models import Order
 
@@ -19,46 +19,41 @@ logger = logging.getLogger(__name__)
 class OrderResult:
     order: Order
     sku: str
+    name: str
     remaining_stock: int
 
 
 def place_order(*, sku: str, quantity: int, channel: str = Order.Channel.API) -> OrderResult:
-    """Take `quantity` units of `sku`; raise OutOfStock (order recorded as rejected) if short."""
+    """Take `quantity` units of `sku`, or raise OutOfStock (counted on the product).
+
+    A refusal writes no order row and no event of its own: in a rush on a sold-out donut
+    it would cost both per request. The product counts it, and the ops feed hears of
+    refusals in aggregate. What the order set off (a depletion, a reorder) inventory
+    decides and announces in the same transaction.
+    """
     if not 1 <= quantity <= settings.ORDER_MAX_QUANTITY:
         raise InvalidQuantity(
             f"Quantity must be between 1 and {settings.ORDER_MAX_QUANTITY} (got {quantity})."
         )
     with transaction.atomic():
-        taken, stock = take_stock(sku=sku, quantity=quantity)
-        # Opened before the order row is written: that insert takes a shared lock on the
-        # product (foreign key), and two refusals holding it would deadlock on this update.
-        opened = (
-            stock.remaining == 0
-            and not stock.depleted
-            and mark_depleted(product_id=stock.product_id)
-        )
-        status = Order.Status.COMPLETED if taken else Order.Status.REJECTED
-        order = Order.objects.create(
-            product_id=stock.product_id,
-            quantity=quantity,
-            status=status,
-            channel=channel,
-            remaining_stock=stock.remaining,
-        )
-        happened = [events.order_placed(order=order, stock=stock)]
-        if opened:
-            happened.append(events.depleted(stock=stock))
-            logger.info("stock depleted sku=%s order=%s", stock.sku, order.pk)
-        events.record(happened)
-    if not taken:
+        outcome = take_stock(sku=sku, quantity=quantity)
+        stock = outcome.state
+        if outcome.taken:
+            order = Order.objects.create(
+                product_id=stock.product_id,
+                quantity=quantity,
+                status=Order.Status.COMPLETED,
+                channel=channel,
+                remaining_stock=stock.remaining,
+            )
+            events.record([events.order_completed(order=order, stock=stock)])
+    if not outcome.taken:
         logger.info(
-            "order rejected order=%s sku=%s quantity=%s stock=%s",
-            order.pk,
-            stock.sku,
-            quantity,
-            stock.remaining,
+            "order refused sku=%s quantity=%s stock=%s", stock.sku, quantity, stock.remaining
         )
-        raise OutOfStock(order=order, sku=stock.sku, available=stock.remaining)
+        raise OutOfStock(
+            sku=stock.sku, name=stock.name, available=stock.remaining, requested=quantity
+        )
     # Completed orders are the bulk of the traffic; their rows and events are the record.
     logger.debug(
         "order completed order=%s sku=%s quantity=%s stock=%s",
@@ -67,4 +62,4 @@ def place_order(*, sku: str, quantity: int, channel: str = Order.Channel.API) ->
         quantity,
         stock.remaining,
     )
-    return OrderResult(order=order, sku=stock.sku, remaining_stock=stock.remaining)
+    return OrderResult(order=order, sku=stock.sku, name=stock.name, remaining_stock=stock.remaining)

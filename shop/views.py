@@ -35,8 +35,8 @@ def order(request: HttpRequest) -> HttpResponse:
     except OutOfStock as refused:
         messages.error(
             request,
-            f"Sorry, {refused.order.product.name} is sold out for that quantity: "
-            f"{refused.available} left, you asked for {refused.order.quantity}.",
+            f"Sorry, {refused.name} is sold out for that quantity: "
+            f"{refused.available} left, you asked for {refused.requested}.",
         )
     except InventoryError as exc:
         messages.error(request, exc.detail)
@@ -44,7 +44,7 @@ def order(request: HttpRequest) -> HttpResponse:
         placed = result.order
         messages.success(
             request,
-            f"Order #{placed.pk} confirmed: {placed.quantity} × {placed.product.name}. "
+            f"Order #{placed.pk} confirmed: {placed.quantity} × {result.name}. "
             f"{result.remaining_stock} left.",
         )
     return redirect("shop:storefront")

@@ -151,6 +151,16 @@ FACTORY_API_URL = env("FACTORY_API_URL", default="http://127.0.0.1:8001")
 FACTORY_CONNECT_TIMEOUT = env.float("FACTORY_CONNECT_TIMEOUT", default=3.0)
 FACTORY_READ_TIMEOUT = env.float("FACTORY_READ_TIMEOUT", default=10.0)
 FACTORY_CALLBACK_TIMEOUT = env.int("FACTORY_CALLBACK_TIMEOUT", default=600)
+# Seconds from a reorder decision to the arrival, until callbacks have measured it.
+FACTORY_LEAD_TIME = env.float("FACTORY_LEAD_TIME", default=40.0)
+
+# --- Replenishment (inventory.policy).
+# Seconds over which the demand estimate forgets: shorter follows a rush sooner, longer is steadier.
+DEMAND_HORIZON = env.float("DEMAND_HORIZON", default=15.0)
+# Seconds between two refreshes of the demand estimates and reorder points.
+ESTIMATE_REFRESH_SECONDS = env.float("ESTIMATE_REFRESH_SECONDS", default=2.0)
+# Extra share of the demand expected over the lead time kept on hand and on order.
+REORDER_SAFETY = env.float("REORDER_SAFETY", default=0.5)
 FACTORY_REQUESTER = env("FACTORY_REQUESTER", default="nudged-shop")
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
