@@ -278,68 +278,74 @@ def refresh_estimates() -> list[ReorderDecision]:
         snapshots = {s.product_id: s for s in DemandSnapshot.objects.select_for_update()}
         for product in Product.objects.select_related("factory"):
             snapshot = snapshots.get(product.pk)
-            asked = product.units_sold + product.units_refused
             if snapshot is None:
-                DemandSnapshot.objects.create(
-                    product=product,
-                    units_asked=asked,
-                    orders_refused=product.orders_refused,
-                    units_refused=product.units_refused,
-                    orders_limited=product.orders_limited,
-                    taken_at=now,
-                )
-                continue
-            seconds = (now - snapshot.taken_at).total_seconds()
-            rate = policy.demand_rate(
-                previous=product.demand_rate,
-                units=asked - snapshot.units_asked,
-                seconds=seconds,
-                horizon=settings.DEMAND_HORIZON,
-            )
-            point = policy.reorder_point(
-                rate=rate,
-                lead_time=product.factory.lead_time,
-                review=settings.ESTIMATE_REFRESH_SECONDS,
-                safety=settings.REORDER_SAFETY,
-            )
-            Product.objects.filter(pk=product.pk).update(demand_rate=rate, reorder_point=point)
-            refused = product.orders_refused - snapshot.orders_refused
-            limited = product.orders_limited - snapshot.orders_limited
-            if refused or limited:
-                counts.append(
-                    RefusalCount(
-                        sku=product.sku,
-                        factory_code=product.factory.code,
-                        orders_refused=refused,
-                        units_refused=product.units_refused - snapshot.units_refused,
-                        orders_limited=limited,
-                        since=snapshot.taken_at,
-                        until=now,
-                    )
-                )
-            snapshot.units_asked = asked
-            snapshot.orders_refused = product.orders_refused
-            snapshot.units_refused = product.units_refused
-            snapshot.orders_limited = product.orders_limited
-            snapshot.taken_at = now
-            snapshot.save()
-            state = policy.Stock(
-                mode=product.replenishment_mode,
-                on_hand=product.stock,
-                on_order=product.on_order,
-                rate=rate,
-                reorder_point=point,
-                review=settings.ESTIMATE_REFRESH_SECONDS,
-                restock_quantity=product.restock_quantity,
-                min_quantity=product.min_order_quantity,
-                max_quantity=product.max_order_quantity,
-            )
-            if policy.needs_order(state):
+                snapshot = DemandSnapshot(product=product, taken_at=now)
+                _advance(snapshot, product, now)
+                snapshot.save()
+            else:
+                count = _refresh(product, snapshot, now)
+                if count is not None:
+                    counts.append(count)
+            if policy.needs_order(_policy_stock(product)):
                 due.append(product.pk)
         if counts:
             signals.refusals_counted.send(sender=Product, counts=counts)
     decisions = [review(product_id=pk) for pk in due]
     return [d for d in decisions if d is not None]
+
+
+def _refresh(product: Product, snapshot: DemandSnapshot, now: datetime) -> RefusalCount | None:
+    """Fold the counters' growth since `snapshot` into the product's estimates."""
+    asked = product.units_sold + product.units_refused
+    product.demand_rate = policy.demand_rate(
+        previous=product.demand_rate,
+        units=asked - snapshot.units_asked,
+        seconds=(now - snapshot.taken_at).total_seconds(),
+        horizon=settings.DEMAND_HORIZON,
+    )
+    product.reorder_point = policy.reorder_point(
+        rate=product.demand_rate,
+        lead_time=product.factory.lead_time,
+        review=settings.ESTIMATE_REFRESH_SECONDS,
+        safety=settings.REORDER_SAFETY,
+    )
+    Product.objects.filter(pk=product.pk).update(
+        demand_rate=product.demand_rate, reorder_point=product.reorder_point
+    )
+    count = RefusalCount(
+        sku=product.sku,
+        factory_code=product.factory.code,
+        orders_refused=product.orders_refused - snapshot.orders_refused,
+        units_refused=product.units_refused - snapshot.units_refused,
+        orders_limited=product.orders_limited - snapshot.orders_limited,
+        since=snapshot.taken_at,
+        until=now,
+    )
+    _advance(snapshot, product, now)
+    snapshot.save()
+    return count if count.orders_refused or count.orders_limited else None
+
+
+def _advance(snapshot: DemandSnapshot, product: Product, now: datetime) -> None:
+    snapshot.units_asked = product.units_sold + product.units_refused
+    snapshot.orders_refused = product.orders_refused
+    snapshot.units_refused = product.units_refused
+    snapshot.orders_limited = product.orders_limited
+    snapshot.taken_at = now
+
+
+def _policy_stock(product: Product) -> policy.Stock:
+    return policy.Stock(
+        mode=product.replenishment_mode,
+        on_hand=product.stock,
+        on_order=product.on_order,
+        rate=product.demand_rate,
+        reorder_point=product.reorder_point,
+        review=settings.ESTIMATE_REFRESH_SECONDS,
+        restock_quantity=product.restock_quantity,
+        min_quantity=product.min_order_quantity,
+        max_quantity=product.max_order_quantity,
+    )
 
 
 def load_catalog() -> tuple[int, int]:
