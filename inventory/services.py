@@ -3,6 +3,7 @@
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from time import monotonic, sleep
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -292,6 +293,14 @@ def refresh_estimates() -> list[ReorderDecision]:
             signals.refusals_counted.send(sender=Product, counts=counts)
     decisions = [review(product_id=pk) for pk in due]
     return [d for d in decisions if d is not None]
+
+
+def estimates_round() -> int:
+    """One round of the estimates loop: refresh, then pause until the next one is due."""
+    started = monotonic()
+    decisions = refresh_estimates()
+    sleep(max(0.0, settings.ESTIMATE_REFRESH_SECONDS - (monotonic() - started)))
+    return len(decisions)
 
 
 def _refresh(product: Product, snapshot: DemandSnapshot, now: datetime) -> RefusalCount | None:

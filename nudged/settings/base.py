@@ -168,8 +168,8 @@ PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip
 Q_CLUSTER = {
     "name": "nudged",
     "orm": "default",
-    # Three workers hold the long-polling loops (outbox relay, restock, DLQ); the rest run tasks.
-    "workers": env.int("Q_WORKERS", default=5),
+    # Four workers hold the loops (outbox relay, restock, DLQ, estimates); the rest run tasks.
+    "workers": env.int("Q_WORKERS", default=6),
     # Pollers run for POLLER_RUN_SECONDS and hand over to a successor; timeout must exceed it.
     "timeout": 120,
     "retry": 180,
