@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inventory.selectors import product_get, product_list
+from shop.limits import OrderRateThrottle, api_customer
 from shop.models import Order
 from shop.serializers import (
     ErrorSerializer,
@@ -31,6 +32,8 @@ class ProductDetailApi(APIView):
 
 
 class OrderCreateApi(APIView):
+    throttle_classes = [OrderRateThrottle]
+
     @extend_schema(
         request=OrderInputSerializer,
         responses={
@@ -43,7 +46,9 @@ class OrderCreateApi(APIView):
     def post(self, request: Request) -> Response:
         data = OrderInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        result = place_order(**data.validated_data, channel=Order.Channel.API)
+        result = place_order(
+            **data.validated_data, channel=Order.Channel.API, customer=api_customer(request)
+        )
         order = result.order
         # The body is built from known ints and strings: OrderOutputSerializer documents it.
         body = {

@@ -76,6 +76,10 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Rate limits count in this cache, shared by every web process: the database by default,
+# or any Django cache URL (e.g. redis://...) in CACHE_URL.
+CACHES = {"default": env.cache("CACHE_URL", default="dbcache://nudged_cache")}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -103,6 +107,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "EXCEPTION_HANDLER": "nudged.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Proxies in front of the web servers whose X-Forwarded-For is trusted (0: the header is
+    # ignored and the client's address is the connection's).
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Nudged Sales API",
@@ -117,6 +124,11 @@ SPECTACULAR_SETTINGS = {
 
 # Largest quantity one order may ask for.
 ORDER_MAX_QUANTITY = env.int("ORDER_MAX_QUANTITY", default=100)
+# Units of one donut one customer may buy per window (0: no limit); products may override it.
+PURCHASE_LIMIT = env.int("PURCHASE_LIMIT", default=10)
+PURCHASE_LIMIT_WINDOW = env.int("PURCHASE_LIMIT_WINDOW", default=3600)
+# Order requests one customer may send, as DRF writes rates ("20/s", "300/m"); "off" for none.
+ORDER_RATE_LIMIT = env("ORDER_RATE_LIMIT", default="20/s")
 # Route the raw-SQL twin of POST /api/orders/ (shop/baseline.py) for bench/orders.py.
 BENCHMARK_BASELINE = env.bool("BENCHMARK_BASELINE", default=False)
 # The SKU the original Sales API (`POST /checkout`) sells, one unit per call.
