@@ -4,7 +4,7 @@ from django.contrib.admin.widgets import AdminIntegerFieldWidget
 from django.utils.html import format_html
 
 from factory_bridge.models import RestockRequest
-from inventory.models import Factory, Product, StockAdjustment
+from inventory.models import Factory, Product, ReorderDecision, StockAdjustment
 from inventory.selectors import product_list
 from inventory.services import set_stock
 
@@ -61,10 +61,45 @@ class OpenRestockInline(admin.TabularInline):
         return False
 
 
+class ReorderDecisionInline(admin.TabularInline):
+    model = ReorderDecision
+    extra = 0
+    can_delete = False
+    fields = [
+        "created_at",
+        "quantity",
+        "reason",
+        "on_hand",
+        "on_order",
+        "demand_rate",
+        "lead_time",
+        "reorder_point",
+    ]
+    readonly_fields = fields
+    ordering = ["-created_at", "-id"]
+    verbose_name_plural = "Last reorder decisions"
+    max_num = 0
+
+    def get_queryset(self, request):  # type: ignore[no-untyped-def]
+        # The latest few, not the product's whole history (a rush makes hundreds).
+        product_id = request.resolver_match.kwargs.get("object_id")
+        latest = list(
+            ReorderDecision.objects.filter(product_id=product_id)
+            .order_by("-created_at", "-id")
+            .values_list("pk", flat=True)[:10]
+        )
+        return super().get_queryset(request).filter(pk__in=latest)
+
+
 @admin.register(Factory)
 class FactoryAdmin(admin.ModelAdmin):
-    list_display = ["code", "name", "manager_email"]
+    list_display = ["code", "name", "manager_email", "capacity", "lead_time_seconds"]
     search_fields = ["code", "name", "manager_email"]
+    fields = ["code", "name", "manager_email", "capacity", "lead_time"]
+
+    @admin.display(description="lead time", ordering="lead_time")
+    def lead_time_seconds(self, obj: Factory) -> str:
+        return f"{obj.lead_time:.1f} s"
 
 
 class StockInput(AdminIntegerFieldWidget):
@@ -87,7 +122,11 @@ class ProductAdminForm(forms.ModelForm):
             "price",
             "factory",
             "stock",
+            "replenishment_mode",
             "restock_quantity",
+            "min_order_quantity",
+            "max_order_quantity",
+            "purchase_limit",
         ]
         widgets = {"stock": StockInput}
 
@@ -104,18 +143,33 @@ class ProductAdmin(admin.ModelAdmin):
         "name",
         "price",
         "stock",
+        "on_order",
         "incoming",
-        "restock_quantity",
+        "replenishment_mode",
+        "demand",
+        "reorder_point",
+        "lead_time",
         "factory",
         "depleted_at",
     ]
     list_editable = ["stock"]
     form = ProductAdminForm
-    list_filter = [SoldOutFilter, "factory"]
+    list_filter = [SoldOutFilter, "replenishment_mode", "factory"]
     search_fields = ["sku", "name"]
     list_select_related = ["factory"]
-    readonly_fields = ["depleted_at", "updated_at"]
-    inlines = [OpenRestockInline, StockAdjustmentInline]
+    readonly_fields = [
+        "on_order",
+        "demand",
+        "reorder_point",
+        "lead_time",
+        "units_sold",
+        "units_refused",
+        "orders_refused",
+        "orders_limited",
+        "depleted_at",
+        "updated_at",
+    ]
+    inlines = [ReorderDecisionInline, OpenRestockInline, StockAdjustmentInline]
 
     def get_queryset(self, request):  # type: ignore[no-untyped-def]
         return product_list()
@@ -143,6 +197,42 @@ class ProductAdmin(admin.ModelAdmin):
     @admin.display(description="incoming", ordering="incoming")
     def incoming(self, obj: Product) -> int:
         return obj.incoming
+
+    @admin.display(description="demand", ordering="demand_rate")
+    def demand(self, obj: Product) -> str:
+        return f"{obj.demand_rate:.2f}/s"
+
+    @admin.display(description="lead time", ordering="factory__lead_time")
+    def lead_time(self, obj: Product) -> str:
+        return f"{obj.factory.lead_time:.1f} s"
+
+
+@admin.register(ReorderDecision)
+class ReorderDecisionAdmin(admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "product",
+        "quantity",
+        "mode",
+        "reason",
+        "on_hand",
+        "on_order",
+        "demand_rate",
+        "lead_time",
+        "reorder_point",
+    ]
+    list_filter = ["mode", "product"]
+    search_fields = ["product__sku", "reason"]
+    list_select_related = ["product"]
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
 
 
 @admin.register(StockAdjustment)
