@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-import os
 import sys
+
+from nudged.settings import configuration_error
 
 
 def main() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nudged.settings.local")
+    error = configuration_error()
+    if error:
+        sys.exit(error)
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -3,11 +3,19 @@
 from botocore.exceptions import BotoCoreError, ClientError
 
 from factory_bridge import aws
-from factory_bridge.publishers import Message, Outcome, PublishError, SnsPublisher
+from factory_bridge.publishers import (
+    SNS_BATCH_SIZE,
+    Message,
+    Outcome,
+    PublishError,
+    SnsPublisher,
+)
 
 
 class OneByOnePublisher(SnsPublisher):
     """SnsPublisher without PublishBatch: one Publish call per message, the yardstick."""
+
+    max_publish_seconds = (SNS_BATCH_SIZE + 1) * aws.max_call_seconds()
 
     def publish(self, *, topic: str, messages: list[Message]) -> list[Outcome]:
         try:

@@ -2,6 +2,7 @@ import contextlib
 import json
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -10,35 +11,27 @@ from django.utils.html import format_html
 
 from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
 from factory_bridge.queues import QueueError
-from factory_bridge.services import dlq
+from factory_bridge.services import dlq, outbox
+from nudged.admin import ReadOnlyAdmin
 
 # The index shows how many messages are dead, at a glance.
 admin.site.index_template = "admin/factory_bridge/index.html"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
-class PublishedFilter(admin.SimpleListFilter):
+class OutboxStateFilter(admin.SimpleListFilter):
     title = "state"
     parameter_name = "state"
 
     def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
-        return [("pending", "Pending"), ("published", "Published")]
+        return [("pending", "Pending"), ("published", "Published"), ("dead", "Dead")]
 
     def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
         if self.value() == "pending":
-            return queryset.filter(published_at__isnull=True)
+            return queryset.filter(published_at__isnull=True, dead_at__isnull=True)
         if self.value() == "published":
             return queryset.filter(published_at__isnull=False)
+        if self.value() == "dead":
+            return queryset.filter(published_at__isnull=True, dead_at__isnull=False)
         return queryset
 
 
@@ -50,11 +43,35 @@ class OutboxEventAdmin(ReadOnlyAdmin):
         "sku",
         "topic",
         "published_at",
+        "dead_at",
         "attempts",
         "last_error",
     ]
-    list_filter = [PublishedFilter, "event_type", "topic"]
+    list_filter = [OutboxStateFilter, "event_type", "topic"]
     search_fields = ["=id", "sku"]
+    actions = ["retry_dead_selected"]
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('retry', opts)}")
+
+    @admin.action(description="Retry selected dead events", permissions=["retry"])
+    def retry_dead_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        revived = outbox.retry_dead(ids=queryset.values_list("pk", flat=True))
+        for event in revived:
+            self.log_change(
+                request,
+                event,
+                f"Retried dead event after {event.attempts} attempts; "
+                f"last error: {event.last_error[:200]}",
+            )
+        skipped = queryset.count() - len(revived)
+        note = f" {skipped} selected event(s) were not dead and were left alone." if skipped else ""
+        self.message_user(
+            request,
+            f"Retrying {len(revived)} dead event(s).{note}",
+            messages.SUCCESS if revived else messages.WARNING,
+        )
 
 
 @admin.register(RestockRequest)
@@ -64,8 +81,9 @@ class RestockRequestAdmin(ReadOnlyAdmin):
         "product",
         "quantity",
         "status_badge",
+        "last_error",
+        "next_attempt_at",
         "requested_at",
-        "fulfilled_at",
         "factory_job_id",
     ]
     list_filter = ["status", "factory", "product"]
@@ -74,7 +92,12 @@ class RestockRequestAdmin(ReadOnlyAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: RestockRequest) -> str:
-        colors = {"overdue": "#c62828", "failed": "#c62828", "fulfilled": "#2e7d32"}
+        colors = {
+            RestockRequest.Status.PENDING: "#b26a00",
+            RestockRequest.Status.OVERDUE: "#c62828",
+            RestockRequest.Status.FAILED: "#c62828",
+            RestockRequest.Status.FULFILLED: "#2e7d32",
+        }
         return format_html(
             '<strong style="color:{}">{}</strong>',
             colors.get(obj.status, "#444"),
@@ -144,9 +167,31 @@ class FailedMessageAdmin(ReadOnlyAdmin):
         both = {"system": obj.attributes, "message": obj.message_attributes}
         return format_html("<pre>{}</pre>", json.dumps(both, indent=2, ensure_ascii=False))
 
-    @admin.action(description="Redrive selected messages to the source queue")
+    def has_redrive_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("factory_bridge.redrive_failedmessage")
+
+    def has_discard_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("factory_bridge.discard_failedmessage")
+
+    def _log_outcome(
+        self, request: HttpRequest, rows: list[FailedMessage], action: str, error: str = ""
+    ) -> None:
+        """Record in each message's history who acted on it and where it stands now."""
+        now = dict(
+            FailedMessage.objects.filter(pk__in=[r.pk for r in rows]).values_list("pk", "status")
+        )
+        for row in rows:
+            outcome = FailedMessage.Status(now.get(row.pk, row.status)).label
+            message = f"{action} from the admin; now: {outcome}"
+            self.log_change(request, row, f"{message} ({error})" if error else message)
+
+    @admin.action(
+        description="Redrive selected messages to the source queue", permissions=["redrive"]
+    )
     def redrive_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        report = dlq.redrive_rows(list(queryset))
+        rows = list(queryset)
+        report = dlq.redrive_rows(rows)
+        self._log_outcome(request, rows, "Redrive", report.error or "")
         if report.error:
             self.message_user(
                 request,
@@ -162,7 +207,9 @@ class FailedMessageAdmin(ReadOnlyAdmin):
             level,
         )
 
-    @admin.action(description="Discard selected messages (kept here for audit)")
+    @admin.action(
+        description="Discard selected messages (kept here for audit)", permissions=["discard"]
+    )
     def discard_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         if request.POST.get("confirm") != "yes":
             return TemplateResponse(
@@ -176,13 +223,16 @@ class FailedMessageAdmin(ReadOnlyAdmin):
                     "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
                 },
             )
+        rows = list(queryset)
         try:
-            count = dlq.discard(rows=list(queryset))
+            count = dlq.discard(rows=rows)
         except QueueError as exc:
+            self._log_outcome(request, rows, "Discard", str(exc))
             self.message_user(
                 request, f"Discard failed, nothing was deleted: {exc}", messages.ERROR
             )
             return None
+        self._log_outcome(request, rows, "Discard")
         self.message_user(
             request, f"Discarded {count} message(s); rows kept for audit.", messages.SUCCESS
         )

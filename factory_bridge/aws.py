@@ -20,11 +20,23 @@ AWS_SETTINGS = {
 
 # Short timeouts and few retries: a relay or poller that cannot reach AWS fails fast and backs
 # off on its own schedule instead of hanging a worker.
+CONNECT_TIMEOUT = 2
+READ_TIMEOUT = 25
+# The first try and two retries.
+TOTAL_ATTEMPTS = 3
+# botocore's standard mode pauses at most 2**(n-1) seconds (capped at 20) before attempt n+1.
+_RETRY_PAUSE_CAP = 20
 _CONFIG = Config(
-    connect_timeout=2,
-    read_timeout=25,
-    retries={"max_attempts": 2, "mode": "standard"},
+    connect_timeout=CONNECT_TIMEOUT,
+    read_timeout=READ_TIMEOUT,
+    retries={"total_max_attempts": TOTAL_ATTEMPTS, "mode": "standard"},
 )
+
+
+def max_call_seconds() -> float:
+    """The longest one API call can take: every attempt times out, with the pauses between."""
+    pauses = sum(min(2 ** (n - 1), _RETRY_PAUSE_CAP) for n in range(1, TOTAL_ATTEMPTS))
+    return TOTAL_ATTEMPTS * (CONNECT_TIMEOUT + READ_TIMEOUT) + pauses
 
 
 @cache

@@ -21,9 +21,14 @@ class ManufactureOrder:
     factory_id: str
     requester: str
     callback_url: str
+    idempotency_key: str
 
     def payload(self) -> dict[str, str]:
-        """The body the legacy factory expects: every value a string."""
+        """The body the legacy factory expects: every value a string.
+
+        `IdempotencyKey` (the depletion's key) is an extra field the legacy factory ignores
+        and echoes back; a factory that honours it can drop a repeated order.
+        """
         return {
             "MessageGroupId": MESSAGE_GROUP_ID,
             "MessageAttributeProductId": self.product_id,
@@ -31,6 +36,7 @@ class ManufactureOrder:
             "MessageAttributeFactoryId": self.factory_id,
             "MessageAttributeRequester": self.requester,
             "CallbackUrl": self.callback_url,
+            "IdempotencyKey": self.idempotency_key,
         }
 
 
@@ -41,6 +47,17 @@ class FactoryError(Exception):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.status = status
+
+    @property
+    def summary(self) -> str:
+        """What staff read on the restock: what the factory did, without the details."""
+        if self.kind == "status":
+            return f"factory refused: {self.status}"
+        if self.kind == "connection":
+            return "factory unreachable"
+        if self.kind == "timeout":
+            return "factory timed out"
+        return "factory answer unreadable"
 
 
 class FactoryClient(Protocol):

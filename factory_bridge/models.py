@@ -1,4 +1,5 @@
 import uuid
+from datetime import datetime
 
 from django.db import models
 from django.utils import timezone
@@ -23,10 +24,15 @@ class OutboxEvent(models.Model):
     next_attempt_at = models.DateTimeField(default=timezone.now)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    # Set when SNS kept refusing the event: the relay leaves it alone until staff retry it.
+    dead_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["published_at", "next_attempt_at"], name="outbox_due")]
+        indexes = [
+            models.Index(fields=["published_at", "dead_at", "next_attempt_at"], name="outbox_due")
+        ]
+        permissions = [("retry_outboxevent", "Can retry dead outbox events")]
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.sku} {self.id}"
@@ -36,17 +42,32 @@ class OutboxEvent(models.Model):
         return self.published_at is not None
 
 
+class RestockRequestQuerySet(models.QuerySet["RestockRequest"]):
+    def in_progress(self) -> "RestockRequestQuerySet":
+        """Requests the system is still working on: ordered, or still to be ordered again."""
+        return self.filter(
+            models.Q(status__in=RestockRequest.OPEN)
+            | models.Q(status=RestockRequest.Status.FAILED, next_attempt_at__isnull=False)
+        )
+
+    def retry_due(self, now: datetime) -> "RestockRequestQuerySet":
+        """Requests the factory has not accepted whose next attempt is due."""
+        return self.filter(status__in=RestockRequest.NOT_ACCEPTED, next_attempt_at__lte=now)
+
+
 class RestockRequest(models.Model):
     """One order placed with the legacy factory for one depletion of a product."""
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending (factory not reached yet)"
-        REQUESTED = "requested", "Requested (in production)"
-        FULFILLED = "fulfilled", "Fulfilled (stock arrived)"
-        OVERDUE = "overdue", "Overdue (no callback, ordered again)"
-        FAILED = "failed", "Failed (message in the DLQ)"
+        PENDING = "pending", "Waiting for the factory"
+        REQUESTED = "requested", "In production"
+        FULFILLED = "fulfilled", "Stock arrived"
+        OVERDUE = "overdue", "Overdue: no callback, ordered again"
+        FAILED = "failed", "Failed: needs staff"
 
     OPEN = (Status.PENDING, Status.REQUESTED)
+    # The factory has not answered 201 for these; the overdue sweep orders them again.
+    NOT_ACCEPTED = (Status.PENDING, Status.FAILED)
 
     product = models.ForeignKey(
         "inventory.Product", on_delete=models.PROTECT, related_name="restock_requests"
@@ -71,16 +92,38 @@ class RestockRequest(models.Model):
     )
     factory_job_id = models.CharField("factory job ID", max_length=64, blank=True)
     sqs_message_id = models.CharField("SQS message ID", max_length=100, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="Calls to the factory")
+    reorders = models.PositiveIntegerField(
+        default=0,
+        help_text="Orders the overdue sweep placed for this depletion (retries and re-orders); "
+        "capped by FACTORY_MAX_REORDERS",
+    )
     last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        default=timezone.now,
+        help_text="When the sweep orders it again while the factory has not accepted it; "
+        "empty once it stopped trying",
+    )
+    claimed_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="A factory call for this request is under way until then; nobody else calls",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     requested_at = models.DateTimeField(null=True, blank=True)
     fulfilled_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = RestockRequestQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["product", "status"], name="restock_product_status")]
+        indexes = [
+            models.Index(fields=["product", "status"], name="restock_product_status"),
+            models.Index(fields=["status", "next_attempt_at"], name="restock_retry_due"),
+        ]
 
     def __str__(self) -> str:
         return f"Restock {self.pk} {self.product.sku} x{self.quantity} {self.status}"
@@ -136,6 +179,11 @@ class FailedMessage(models.Model):
 
     class Meta:
         ordering = ["-last_seen_at"]
+        # Viewing a dead message is not enough to send it back or delete it.
+        permissions = [
+            ("redrive_failedmessage", "Can redrive failed messages to their source queue"),
+            ("discard_failedmessage", "Can discard failed messages from the DLQ"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_type or 'message'} {self.sku} {self.sqs_message_id}"

@@ -27,6 +27,8 @@ class Outcome:
     id: str
     message_id: str = ""
     error: str = ""
+    # SNS refused this message itself: sending it again as it is fails the same way.
+    rejected: bool = False
 
     @property
     def ok(self) -> bool:
@@ -34,10 +36,19 @@ class Outcome:
 
 
 class PublishError(Exception):
-    """The whole call failed (endpoint unreachable, throttled, credentials)."""
+    """The whole call failed (endpoint unreachable, throttled, credentials, or refused)."""
+
+    def __init__(self, message: str, *, rejected: bool = False) -> None:
+        super().__init__(message)
+        # SNS answered and refused the request (a bad attribute, a missing topic); otherwise
+        # it was not reached or asked to come back later, and the messages are not at fault.
+        self.rejected = rejected
 
 
 class Publisher(Protocol):
+    # The longest one `publish` call can take; the relay's claim lease is derived from it.
+    max_publish_seconds: float
+
     def publish(self, *, topic: str, messages: list[Message]) -> list[Outcome]: ...
 
 
@@ -47,8 +58,36 @@ def _sns_attributes(attributes: dict[str, str]) -> dict[str, dict[str, str]]:
     }
 
 
+# Refusals that say "later" or "not you", not "never": the request may pass when sent again.
+_RETRYABLE_CODES = {
+    "Throttled",
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "KMSThrottling",
+}
+_RETRYABLE_STATUSES = {401, 403, 429}
+
+
+def _refused(exc: ClientError) -> bool:
+    """Whether SNS refused the request for what it contains, so that resending cannot help."""
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return (
+        error.get("Type") == "Sender"
+        and 400 <= status < 500
+        and status not in _RETRYABLE_STATUSES
+        and error.get("Code") not in _RETRYABLE_CODES
+    )
+
+
 class SnsPublisher:
     """Publishes to SNS, with PublishBatch for more than one message."""
+
+    # At most len(messages) / SNS_BATCH_SIZE calls, plus one STS call for the account id the
+    # first time a process builds a topic's ARN.
+    max_publish_seconds = 2 * aws.max_call_seconds()
 
     def publish(self, *, topic: str, messages: list[Message]) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -61,7 +100,9 @@ class SnsPublisher:
                     outcomes.append(self._publish_one(sns, arn, chunk[0]))
                 else:
                     outcomes.extend(self._publish_batch(sns, arn, chunk))
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:
+            raise PublishError(str(exc), rejected=_refused(exc)) from exc
+        except BotoCoreError as exc:
             raise PublishError(str(exc)) from exc
         return outcomes
 
@@ -77,7 +118,11 @@ class SnsPublisher:
         )
         outcomes = [Outcome(id=ok["Id"], message_id=ok["MessageId"]) for ok in answer["Successful"]]
         outcomes += [
-            Outcome(id=bad["Id"], error=f"{bad.get('Code')}: {bad.get('Message', '')}")
+            Outcome(
+                id=bad["Id"],
+                error=f"{bad.get('Code')}: {bad.get('Message', '')}",
+                rejected=bool(bad.get("SenderFault")) and bad.get("Code") not in _RETRYABLE_CODES,
+            )
             for bad in answer.get("Failed", [])
         ]
         return outcomes
@@ -98,6 +143,7 @@ class InMemoryPublisher:
     """Keeps messages in `sent`, for unit tests of pure logic."""
 
     sent: list[tuple[str, Message]] = []
+    max_publish_seconds = 0.0
 
     def publish(self, *, topic: str, messages: list[Message]) -> list[Outcome]:
         self.sent.extend((topic, m) for m in messages)

@@ -7,6 +7,10 @@ def relay_outbox() -> str:
     return str(outbox.relay_outbox())
 
 
+def purge_outbox() -> int:
+    return outbox.purge_published()
+
+
 def run_poller(name: str) -> int:
     return pollers.run_poller(name=name)
 
@@ -15,5 +19,5 @@ def ensure_pollers() -> list[str]:
     return pollers.ensure_pollers()
 
 
-def reorder_overdue() -> int:
-    return len(restock.reorder_overdue())
+def reorder_overdue() -> str:
+    return str(restock.reorder_overdue())

@@ -5,8 +5,15 @@ from django.utils.html import format_html
 
 from factory_bridge.models import RestockRequest
 from inventory.models import Factory, Product, ReorderDecision, StockAdjustment
-from inventory.selectors import product_list
+from inventory.selectors import product_list_for_staff
 from inventory.services import set_stock
+from nudged.admin import ReadOnlyAdmin
+
+NEEDS_STAFF_HINT = (
+    "Sold out and nothing on its way: the factory refused or never answered. Check the "
+    "factory, then redrive the dead depletion or set the stock; the next order that finds "
+    "the product empty orders again."
+)
 
 
 class SoldOutFilter(admin.SimpleListFilter):
@@ -24,6 +31,19 @@ class SoldOutFilter(admin.SimpleListFilter):
         return queryset
 
 
+class NeedsStaffFilter(admin.SimpleListFilter):
+    title = "restock"
+    parameter_name = "needs_staff"
+
+    def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
+        return [("yes", "Needs staff")]
+
+    def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+        if self.value() == "yes":
+            return queryset.filter(stock=0, restock_status=RestockRequest.Status.FAILED)
+        return queryset
+
+
 class StockAdjustmentInline(admin.TabularInline):
     model = StockAdjustment
     extra = 0
@@ -37,7 +57,7 @@ class StockAdjustmentInline(admin.TabularInline):
         return False
 
 
-class OpenRestockInline(admin.TabularInline):
+class RestockInline(admin.TabularInline):
     model = RestockRequest
     fk_name = "product"
     extra = 0
@@ -49,13 +69,17 @@ class OpenRestockInline(admin.TabularInline):
         "created_at",
         "requested_at",
         "factory_job_id",
+        "attempts",
+        "reorders",
+        "next_attempt_at",
         "last_error",
     ]
     readonly_fields = fields
-    verbose_name_plural = "Open restock requests"
+    verbose_name_plural = "Restock requests in progress or failed"
 
     def get_queryset(self, request):  # type: ignore[no-untyped-def]
-        return super().get_queryset(request).filter(status__in=RestockRequest.OPEN)
+        statuses = [*RestockRequest.OPEN, RestockRequest.Status.FAILED]
+        return super().get_queryset(request).filter(status__in=statuses)
 
     def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
         return False
@@ -149,12 +173,13 @@ class ProductAdmin(admin.ModelAdmin):
         "demand",
         "reorder_point",
         "lead_time",
+        "restock",
         "factory",
         "depleted_at",
     ]
     list_editable = ["stock"]
     form = ProductAdminForm
-    list_filter = [SoldOutFilter, "replenishment_mode", "factory"]
+    list_filter = [SoldOutFilter, NeedsStaffFilter, "replenishment_mode", "factory"]
     search_fields = ["sku", "name"]
     list_select_related = ["factory"]
     readonly_fields = [
@@ -169,10 +194,10 @@ class ProductAdmin(admin.ModelAdmin):
         "depleted_at",
         "updated_at",
     ]
-    inlines = [ReorderDecisionInline, OpenRestockInline, StockAdjustmentInline]
+    inlines = [ReorderDecisionInline, RestockInline, StockAdjustmentInline]
 
     def get_queryset(self, request):  # type: ignore[no-untyped-def]
-        return product_list()
+        return product_list_for_staff()
 
     def get_changelist_form(self, request, **kwargs):  # type: ignore[no-untyped-def]
         return super().get_changelist_form(request, form=ProductAdminForm, **kwargs)
@@ -198,6 +223,19 @@ class ProductAdmin(admin.ModelAdmin):
     def incoming(self, obj: Product) -> int:
         return obj.incoming
 
+    @admin.display(description="latest restock", ordering="restock_status")
+    def restock(self, obj: Product) -> str:
+        if obj.restock_status is None:
+            return "-"
+        label = RestockRequest.Status(obj.restock_status).label
+        if obj.stock == 0 and obj.restock_status == RestockRequest.Status.FAILED:
+            return format_html(
+                '<strong class="needs-staff" style="color:#c62828" title="{}">{}</strong>',
+                NEEDS_STAFF_HINT,
+                label,
+            )
+        return label
+
     @admin.display(description="demand", ordering="demand_rate")
     def demand(self, obj: Product) -> str:
         return f"{obj.demand_rate:.2f}/s"
@@ -208,7 +246,7 @@ class ProductAdmin(admin.ModelAdmin):
 
 
 @admin.register(ReorderDecision)
-class ReorderDecisionAdmin(admin.ModelAdmin):
+class ReorderDecisionAdmin(ReadOnlyAdmin):
     list_display = [
         "created_at",
         "product",
@@ -225,28 +263,10 @@ class ReorderDecisionAdmin(admin.ModelAdmin):
     search_fields = ["product__sku", "reason"]
     list_select_related = ["product"]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
 
 @admin.register(StockAdjustment)
-class StockAdjustmentAdmin(admin.ModelAdmin):
+class StockAdjustmentAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "product", "reason", "old_quantity", "new_quantity", "note"]
     list_filter = ["reason"]
     search_fields = ["product__sku", "note"]
     list_select_related = ["product"]
-
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False

@@ -1,30 +1,38 @@
 """Reads of the catalog."""
 
-from django.db.models import Max, Q, QuerySet, Sum
+from django.db.models import Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
+from factory_bridge.models import RestockRequest
 from inventory.exceptions import UnknownSku
 from inventory.models import Product
-
-# Statuses of factory_bridge.RestockRequest that mean "ordered, not arrived yet".
-OPEN_RESTOCK = ("pending", "requested")
 
 
 def product_list() -> QuerySet[Product]:
     """Products in SKU order with their factory and the restock on its way.
 
-    `incoming` is the quantity ordered from the factory and not arrived yet;
-    `restock_requested_at` is when the open restock was requested.
+    `incoming` is the quantity the factory accepted to make and has not delivered; an order
+    it has not accepted yet (pending) or refused (failed) is not on its way.
+    `restock_requested_at` is when the factory accepted it.
     """
-    open_restock = Q(restock_requests__status__in=OPEN_RESTOCK)
+    in_production = Q(restock_requests__status=RestockRequest.Status.REQUESTED)
     return (
         Product.objects.select_related("factory")
         .annotate(
-            incoming=Coalesce(Sum("restock_requests__quantity", filter=open_restock), 0),
-            restock_requested_at=Max("restock_requests__created_at", filter=open_restock),
+            incoming=Coalesce(Sum("restock_requests__quantity", filter=in_production), 0),
+            restock_requested_at=Max("restock_requests__requested_at", filter=in_production),
         )
         .order_by("sku")
     )
+
+
+def product_list_for_staff() -> QuerySet[Product]:
+    """`product_list` plus `restock_status`, the status of the product's latest restock.
+
+    A sold-out product whose latest restock failed needs staff: nothing is on its way.
+    """
+    latest = RestockRequest.objects.filter(product=OuterRef("pk")).order_by("-created_at", "-id")
+    return product_list().annotate(restock_status=Subquery(latest.values("status")[:1]))
 
 
 def product_get(*, sku: str, with_restock: bool = True) -> Product:

@@ -263,11 +263,6 @@ def release_on_order(*, product_id: int, quantity: int) -> None:
     Product.objects.filter(pk=product_id).update(on_order=_less_on_order(quantity))
 
 
-def mark_restocked(*, product_id: int) -> bool:
-    """End a product's depletion without stock (its dead depletion was discarded)."""
-    return Product.objects.filter(pk=product_id).update(depleted_at=None) == 1
-
-
 def refresh_estimates() -> list[ReorderDecision]:
     """Refresh demand rates and reorder points from the counters, announce refusals, reorder.
 
@@ -356,6 +351,18 @@ def _policy_stock(product: Product) -> policy.Stock:
         min_quantity=product.min_order_quantity,
         max_quantity=product.max_order_quantity,
     )
+
+
+def end_depletion(*, product_id: int) -> bool:
+    """End an open depletion that no restock will answer; True when one was open.
+
+    The next order that finds the product empty opens a new depletion and emits a new
+    `stock.depleted`, instead of the product staying sold out with nothing on its way.
+    """
+    ended = Product.objects.filter(pk=product_id, depleted_at__isnull=False).update(
+        depleted_at=None
+    )
+    return ended == 1
 
 
 def load_catalog() -> tuple[int, int]:

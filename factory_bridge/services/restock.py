@@ -1,34 +1,43 @@
 """Restocking: depletion messages become factory orders; the factory's callback adds stock."""
 
-import contextlib
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core import signing
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from factory_bridge import events
-from factory_bridge.exceptions import CallbackMismatch, ForgedCallback, UnreadableMessage
+from factory_bridge.exceptions import (
+    CallbackForFailedRestock,
+    CallbackMismatch,
+    ExpiredCallback,
+    ForgedCallback,
+    UnreadableMessage,
+)
 from factory_bridge.factory import FactoryError, ManufactureOrder, get_factory_client
 from factory_bridge.messages import Envelope, fingerprint, read_envelope
 from factory_bridge.models import MessageFailure, RestockRequest
 from factory_bridge.queues import ReceivedMessage, SqsQueue
 from factory_bridge.services import pollers
 from inventory.models import Product
-from inventory.services import receive_stock
+from inventory.services import end_depletion, receive_stock
 
 logger = logging.getLogger(__name__)
 
 CALLBACK_SALT = "factory_bridge.callback"
 REORDER_LEASE = "reorder-overdue"
 REORDER_SEPARATOR = "/reorder-"
-ORDERED, DUPLICATE, ABSORBED = "ordered", "duplicate", "absorbed"
+ORDERED, DUPLICATE, ABSORBED, IN_FLIGHT = "ordered", "duplicate", "absorbed", "in flight"
+# Added to the factory call's own timeouts: a claim older than that belongs to a caller that
+# died, and the request may be ordered again.
+CLAIM_SLACK_SECONDS = 30
 
 
 @dataclass
@@ -81,7 +90,8 @@ def handle_depletion_message(message: ReceivedMessage) -> str:
 
 
 def order_restock(*, envelope: Envelope, sqs_message_id: str) -> str:
-    """Order once per depletion, and not at all while the product has an open request."""
+    """Order once per depletion, and not at all while the product has a restock in progress."""
+    now = timezone.now()
     with transaction.atomic():
         product = (
             Product.objects.select_for_update().select_related("factory").filter(sku=envelope.sku)
@@ -89,53 +99,74 @@ def order_restock(*, envelope: Envelope, sqs_message_id: str) -> str:
         if product is None:
             raise UnreadableMessage(f"unknown SKU {envelope.sku!r} in depletion")
         request = RestockRequest.objects.filter(depletion_key=envelope.event_id).first()
-        if request is not None and request.status not in (
-            RestockRequest.Status.PENDING,
-            RestockRequest.Status.FAILED,
-        ):
+        if request is not None and request.status not in RestockRequest.NOT_ACCEPTED:
             logger.info("duplicate depletion=%s restock=%s", envelope.event_id, request.pk)
             return DUPLICATE
+        in_progress = RestockRequest.objects.filter(product=product).in_progress()
+        if request is not None:
+            in_progress = in_progress.exclude(pk=request.pk)
+        open_request = in_progress.first()
+        if open_request is not None:
+            logger.info(
+                "depletion=%s absorbed by open restock=%s sku=%s",
+                envelope.event_id,
+                open_request.pk,
+                product.sku,
+            )
+            return ABSORBED
         if request is None:
-            open_request = RestockRequest.objects.filter(
-                product=product, status__in=RestockRequest.OPEN
-            ).first()
-            if open_request is not None:
-                logger.info(
-                    "depletion=%s absorbed by open restock=%s sku=%s",
-                    envelope.event_id,
-                    open_request.pk,
-                    product.sku,
-                )
-                return ABSORBED
             request = RestockRequest.objects.create(
                 product=product,
                 factory=product.factory,
                 quantity=product.restock_quantity,
                 depletion_key=envelope.event_id,
                 sqs_message_id=sqs_message_id,
+                claimed_until=_claim_end(now),
             )
+        elif _claim(
+            request.pk,
+            now=now,
+            statuses=[request.status],
+            status=RestockRequest.Status.PENDING,
+            sqs_message_id=sqs_message_id,
+            # A failed restock whose depletion comes back (redriven by staff) starts over.
+            **({"reorders": 0} if request.status == RestockRequest.Status.FAILED else {}),
+        ):
+            request = RestockRequest.objects.select_related("product", "factory").get(pk=request.pk)
         else:
-            request.status = RestockRequest.Status.PENDING
-            request.sqs_message_id = sqs_message_id
-            request.save(update_fields=["status", "sqs_message_id", "updated_at"])
+            logger.info(
+                "depletion=%s restock=%s: a factory call is already under way",
+                envelope.event_id,
+                request.pk,
+            )
+            return IN_FLIGHT
     place_factory_order(request)
     return ORDERED
 
 
 def place_factory_order(request: RestockRequest) -> None:
-    """Call the legacy factory for a pending request; FactoryError when it does not accept."""
+    """Call the legacy factory for a request the caller claimed; FactoryError if not accepted.
+
+    A refusal schedules the sweep's next attempt (`next_attempt_at`, backing off).
+    """
     order = ManufactureOrder(
         product_id=request.product.sku,
         quantity=request.quantity,
         factory_id=request.factory.code,
         requester=settings.FACTORY_REQUESTER,
         callback_url=callback_url(request),
+        idempotency_key=request.depletion_key,
     )
     try:
         job_id = get_factory_client().order(order)
     except FactoryError as exc:
+        now = timezone.now()
         RestockRequest.objects.filter(pk=request.pk).update(
-            attempts=F("attempts") + 1, last_error=str(exc)[:2000], updated_at=timezone.now()
+            attempts=F("attempts") + 1,
+            last_error=exc.summary,
+            next_attempt_at=now + _backoff(request.reorders),
+            claimed_until=None,
+            updated_at=now,
         )
         logger.warning("factory refused restock=%s sku=%s: %s", request.pk, order.product_id, exc)
         raise
@@ -146,6 +177,8 @@ def place_factory_order(request: RestockRequest) -> None:
         requested_at=now,
         attempts=F("attempts") + 1,
         last_error="",
+        next_attempt_at=None,
+        claimed_until=None,
         updated_at=now,
     )
     logger.info(
@@ -155,6 +188,41 @@ def place_factory_order(request: RestockRequest) -> None:
         order.quantity,
         job_id,
     )
+
+
+def _claim_end(now: datetime) -> datetime:
+    call = settings.FACTORY_CONNECT_TIMEOUT + settings.FACTORY_READ_TIMEOUT
+    return now + timedelta(seconds=call + CLAIM_SLACK_SECONDS)
+
+
+def _unclaimed(now: datetime) -> Q:
+    return Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+
+
+def _claim(
+    pk: int,
+    *,
+    now: datetime,
+    statuses: Sequence[str] = RestockRequest.NOT_ACCEPTED,
+    by_sweep: bool = False,
+    **changes: Any,
+) -> bool:
+    """Take the sole right to call the factory for a request it has not accepted.
+
+    One conditional UPDATE, so a consumer and the sweep never both order the same request.
+    For the sweep, only once its next attempt is due and while under the re-order cap.
+    False when the request is not there to take (held, accepted, or its status moved on).
+    """
+    requests = RestockRequest.objects.filter(_unclaimed(now), pk=pk, status__in=statuses)
+    if by_sweep:
+        requests = requests.retry_due(now).filter(reorders__lt=settings.FACTORY_MAX_REORDERS)
+    return requests.update(claimed_until=_claim_end(now), updated_at=now, **changes) == 1
+
+
+def _backoff(reorders: int) -> timedelta:
+    """30 s, 60 s, 120 s … (FACTORY_RETRY_BACKOFF doubled per retry), capped."""
+    seconds = settings.FACTORY_RETRY_BACKOFF * 2 ** min(reorders, 16)
+    return timedelta(seconds=min(seconds, settings.FACTORY_RETRY_BACKOFF_MAX))
 
 
 def record_failure(message: ReceivedMessage, queue: str, error: str) -> None:
@@ -184,21 +252,42 @@ def dead_letter(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
     logger.warning("message=%s sent to the DLQ: %s", message.message_id, error)
 
 
-def receive_callback(*, token: str, body: Any) -> tuple[RestockRequest, bool]:
-    """Add the restock to stock once; return (request, whether stock was added now)."""
+def callback_restock_id(*, token: str) -> int:
+    """Return the restock request a callback token names, if we signed it and it is current."""
     try:
-        pk = signing.loads(token, salt=CALLBACK_SALT)
+        pk = signing.loads(token, salt=CALLBACK_SALT, max_age=settings.FACTORY_CALLBACK_MAX_AGE)
+    except signing.SignatureExpired as exc:
+        logger.warning(
+            "expired callback token for restock=%s", signing.loads(token, salt=CALLBACK_SALT)
+        )
+        raise ExpiredCallback("Callback token has expired.") from exc
     except signing.BadSignature as exc:
         raise ForgedCallback("Callback token is not valid.") from exc
+    if not isinstance(pk, int):
+        raise ForgedCallback("Callback token names no restock request.")
+    return pk
+
+
+def receive_callback(*, restock_id: int, body: Any) -> tuple[RestockRequest, bool]:
+    """Add the restock to stock once; return (request, whether stock was added now).
+
+    `restock_id` comes from callback_restock_id: the caller checks the token before it
+    reads the body.
+    """
     with transaction.atomic():
         request = (
             RestockRequest.objects.select_for_update()
             .select_related("product", "factory")
-            .filter(pk=pk)
+            .filter(pk=restock_id)
             .first()
         )
         if request is None:
             raise ForgedCallback("Callback token names no restock request.")
+        if request.status == RestockRequest.Status.FAILED:
+            logger.warning("callback for failed restock=%s refused", request.pk)
+            raise CallbackForFailedRestock(
+                f"Restock request {request.pk} has failed; this callback adds nothing."
+            )
         _check_echo(request, body)
         if request.status == RestockRequest.Status.FULFILLED:
             logger.info("callback replayed restock=%s: nothing added", request.pk)
@@ -240,28 +329,45 @@ def _check_echo(request: RestockRequest, body: Any) -> None:
         raise CallbackMismatch(f"Callback does not match the restock request: {', '.join(wrong)}.")
 
 
-def reorder_overdue() -> list[RestockRequest]:
-    """Mark requests with no callback in time as overdue and order them again.
+@dataclass
+class SweepReport:
+    """Restock ids by what the overdue sweep did with them."""
 
-    Runs under a lease: two overlapping sweeps would otherwise both call the factory for
-    the same pending reorder.
+    reordered: list[int] = field(default_factory=list)  # new requests for overdue ones
+    placed: list[int] = field(default_factory=list)
+    refused: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+
+def reorder_overdue() -> SweepReport:
+    """Order again what the factory did not accept or never called back for, up to the cap.
+
+    Requests the factory refused are retried with backoff whether or not their queue message
+    still exists; after FACTORY_MAX_REORDERS orders by the sweep a restock fails for good and
+    needs staff. Runs under a lease, and each factory call under a claim on its request.
     """
+    report = SweepReport()
     owner = uuid.uuid4().hex
     if not pollers.claim(REORDER_LEASE, owner):
         logger.info("overdue sweep already running elsewhere")
-        return []
+        return report
     try:
-        reorders = [r for r in map(_reorder, _overdue_ids()) if r is not None]
-        # Reorders the factory did not accept yet have no queue message behind them.
-        retry = RestockRequest.objects.filter(
-            status=RestockRequest.Status.PENDING, replaces__isnull=False
-        ).select_related("product", "factory")
-        for request in retry:
-            with contextlib.suppress(FactoryError):
-                place_factory_order(request)
+        requested = RestockRequest.objects.filter(
+            status=RestockRequest.Status.REQUESTED,
+            reorders__gte=settings.FACTORY_MAX_REORDERS,
+        )
+        for pk in _overdue_ids():
+            if _give_up(requested, pk=pk, error="no callback from the factory"):
+                report.failed.append(pk)
+            elif (reorder := _reorder(pk)) is not None:
+                report.reordered.append(reorder.pk)
+        now = timezone.now()
+        due = RestockRequest.objects.retry_due(now).order_by("next_attempt_at", "pk")
+        for pk in due.values_list("pk", flat=True):
+            _retry(pk, now=now, report=report)
     finally:
         pollers.release(REORDER_LEASE, owner)
-    return reorders
+    return report
 
 
 def _overdue_ids() -> list[int]:
@@ -286,12 +392,14 @@ def _reorder(pk: int) -> RestockRequest | None:
         request.save(update_fields=["status", "updated_at"])
         # Keyed on the original depletion, so the key stays short however often it repeats.
         root = request.depletion_key.split(REORDER_SEPARATOR)[0]
+        # Due at once: the retry pass of this sweep places it, and counts it as a re-order.
         reorder = RestockRequest.objects.create(
             product_id=request.product_id,
             factory_id=request.factory_id,
             quantity=request.quantity,
             depletion_key=f"{root}{REORDER_SEPARATOR}{request.pk}",
             replaces=request,
+            reorders=request.reorders,
         )
     logger.warning(
         "restock=%s overdue (no callback after %ss): reordering as restock=%s",
@@ -300,3 +408,65 @@ def _reorder(pk: int) -> RestockRequest | None:
         reorder.pk,
     )
     return reorder
+
+
+def _retry(pk: int, *, now: datetime, report: SweepReport) -> None:
+    """Order a request the factory has not accepted again, or fail it once at the cap."""
+    if not _claim(pk, now=now, by_sweep=True, reorders=F("reorders") + 1):
+        at_cap = RestockRequest.objects.retry_due(now).filter(
+            _unclaimed(now), reorders__gte=settings.FACTORY_MAX_REORDERS
+        )
+        if _give_up(at_cap, pk=pk, error=None):
+            report.failed.append(pk)
+        return
+    request = RestockRequest.objects.select_related("product", "factory").get(pk=pk)
+    try:
+        place_factory_order(request)
+    except FactoryError:
+        report.refused.append(pk)
+        if request.reorders >= settings.FACTORY_MAX_REORDERS:
+            still_waiting = RestockRequest.objects.filter(
+                _unclaimed(timezone.now()), status__in=RestockRequest.NOT_ACCEPTED
+            )
+            if _give_up(still_waiting, pk=pk, error=None):
+                report.failed.append(pk)
+        return
+    report.placed.append(pk)
+
+
+def _give_up(requests: QuerySet[RestockRequest], *, pk: int, error: str | None) -> bool:
+    """Fail restock `pk` for good if `requests` still holds it, and end the product's depletion.
+
+    Without that, the product would stay sold out with nothing on its way and no new
+    depletion: the next order that finds it empty now emits one.
+    """
+    changes: dict[str, Any] = {
+        "status": RestockRequest.Status.FAILED,
+        "next_attempt_at": None,
+        "claimed_until": None,
+        "updated_at": timezone.now(),
+    }
+    if error is not None:
+        changes["last_error"] = error
+    product_id = requests.filter(pk=pk).values_list("product_id", flat=True).first()
+    if product_id is None:
+        return False
+    with transaction.atomic():
+        # Product before request, the order in which order_restock locks them.
+        Product.objects.select_for_update().filter(pk=product_id).first()
+        if requests.filter(pk=pk).update(**changes) != 1:
+            return False
+        request = RestockRequest.objects.select_related("product").get(pk=pk)
+        others = RestockRequest.objects.filter(product_id=request.product_id).in_progress()
+        ended = not others.exists() and end_depletion(product_id=request.product_id)
+    logger.error(
+        "restock=%s sku=%s depletion=%s failed after %s re-orders (%s): needs staff; "
+        "depletion ended=%s",
+        request.pk,
+        request.product.sku,
+        request.depletion_key,
+        request.reorders,
+        request.last_error or "no error recorded",
+        ended,
+    )
+    return True

@@ -6,6 +6,7 @@ SCHEDULES = {
     "outbox-sweep": ("factory_bridge.tasks.relay_outbox", 1),
     "ensure-pollers": ("factory_bridge.tasks.ensure_pollers", 1),
     "reorder-overdue": ("factory_bridge.tasks.reorder_overdue", 1),
+    "outbox-purge": ("factory_bridge.tasks.purge_outbox", 60),
 }
 
 

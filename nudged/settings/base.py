@@ -1,5 +1,7 @@
 """Settings shared by every environment; values come from the environment."""
 
+import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -9,7 +11,11 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env("SECRET_KEY", default="")
+# Read as they are: django-environ would take a value starting with `$` for the name of
+# another variable.
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+# Earlier keys, still accepted for signatures (callback URLs, sessions) while they expire.
+SECRET_KEY_FALLBACKS = [k for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k]
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 
 DJANGO_APPS = [
@@ -26,6 +32,7 @@ THIRD_PARTY_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "axes",
 ]
 LOCAL_APPS = [
     "inventory",
@@ -43,6 +50,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lockout raised during login into its response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "nudged.urls"
@@ -79,6 +88,18 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Rate limits count in this cache, shared by every web process: the database by default,
 # or any Django cache URL (e.g. redis://...) in CACHE_URL.
 CACHES = {"default": env.cache("CACHE_URL", default="dbcache://nudged_cache")}
+AUTHENTICATION_BACKENDS = [
+    # Refuses a login while its username and address are locked out, before the password
+    # is even checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Failed logins (same username from the same address) before a lockout, and how long it
+# lasts in hours (0: until `manage.py axes_reset`).
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(hours=env.float("AXES_COOLOFF_TIME", default=1.0)) or None
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -156,6 +177,10 @@ OUTBOX_RELAY_DEBOUNCE = env.float("OUTBOX_RELAY_DEBOUNCE", default=0.05)
 # Seconds the relay loop pauses after draining the outbox, so that what commits meanwhile
 # goes out in full PublishBatch calls.
 OUTBOX_RELAY_LINGER = env.float("OUTBOX_RELAY_LINGER", default=0.25)
+# Failed publishes after which an event SNS refuses is set aside as dead (retried from the admin).
+OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
+# Days published events are kept before the hourly purge deletes them.
+OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
 
 # --- Legacy factory.
 FACTORY_CLIENT = env("FACTORY_CLIENT", default="factory_bridge.factory.HttpFactoryClient")
@@ -173,6 +198,15 @@ DEMAND_HORIZON = env.float("DEMAND_HORIZON", default=15.0)
 ESTIMATE_REFRESH_SECONDS = env.float("ESTIMATE_REFRESH_SECONDS", default=2.0)
 # Extra share of the demand expected over the lead time kept on hand and on order.
 REORDER_SAFETY = env.float("REORDER_SAFETY", default=0.5)
+# Seconds a callback URL stays valid: far longer than the factory takes, and than the
+# overdue sweep waits before ordering again, so a late callback still adds its stock.
+FACTORY_CALLBACK_MAX_AGE = env.int("FACTORY_CALLBACK_MAX_AGE", default=86400)
+# Orders the overdue sweep places for one depletion (retries of an order the factory refused,
+# re-orders of one it never called back for) before the restock fails and needs staff.
+FACTORY_MAX_REORDERS = env.int("FACTORY_MAX_REORDERS", default=3)
+# Seconds before the sweep retries an order the factory refused: doubles per retry, capped.
+FACTORY_RETRY_BACKOFF = env.int("FACTORY_RETRY_BACKOFF", default=30)
+FACTORY_RETRY_BACKOFF_MAX = env.int("FACTORY_RETRY_BACKOFF_MAX", default=600)
 FACTORY_REQUESTER = env("FACTORY_REQUESTER", default="nudged-shop")
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
@@ -197,6 +231,10 @@ POLLER_RUN_SECONDS = env.int("POLLER_RUN_SECONDS", default=60)
 # django-q2's Task model declares a partial index that MariaDB cannot build; harmless.
 SILENCED_SYSTEM_CHECKS = ["models.W037"]
 
+# Staff, and callers sending `Authorization: Bearer <this>`, see /healthz in detail (empty:
+# staff only).
+HEALTHZ_TOKEN = os.environ.get("HEALTHZ_TOKEN", "")
+
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
@@ -204,10 +242,19 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact": {"()": "nudged.logs.RedactCallbackTokens"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
-        app: {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}
-        for app in ("shop", "inventory", "factory_bridge", "nudged")
+        # Django's own (django.request's 4xx warnings name the path, callback token included)
+        # go through the redacting handler too, not Django's default ones.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        **{
+            app: {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}
+            for app in ("shop", "inventory", "factory_bridge", "nudged")
+        },
     },
 }

@@ -1,12 +1,44 @@
-"""Settings for production: secrets come from the environment, no defaults."""
+"""Settings for production: secrets come from the environment, and a missing one stops the
+process with one line naming it (never its value)."""
+
+import os
+
+from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
 from .base import env
 
+
+def _required(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ImproperlyConfigured(f"{name} is not set; production needs it.")
+    return value
+
+
 DEBUG = False
-SECRET_KEY = env("SECRET_KEY")
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Taken as it is (see base.py): only its presence is checked, and no message shows it.
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY.strip():
+    raise ImproperlyConfigured("SECRET_KEY is not set; production needs it.")
+ALLOWED_HOSTS = [host.strip() for host in _required("ALLOWED_HOSTS").split(",") if host.strip()]
+# The factory calls this back over the internet: it must be this site's public https address.
+PUBLIC_BASE_URL = _required("PUBLIC_BASE_URL").rstrip("/")
+if not PUBLIC_BASE_URL.startswith("https://"):
+    raise ImproperlyConfigured(
+        "PUBLIC_BASE_URL must be the site's public https:// address (the factory's callbacks"
+        " go there)."
+    )
+
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+# Load balancers probe over plain http.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+# Trusted only behind a proxy that sets the header itself: anyone else could claim https.
+if env.bool("USE_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])

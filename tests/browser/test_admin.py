@@ -90,14 +90,14 @@ def test_staff_sees_stock_and_restock_requests(
 
     # The product page lists its open restock requests.
     page.get_by_role("link", name=SOLD_OUT_SKU).click()
-    inline = page.locator("fieldset", has_text="Open restock requests")
-    expect(inline).to_contain_text("Requested (in production)")
+    inline = page.locator("fieldset", has_text="Restock requests in progress or failed")
+    expect(inline).to_contain_text("In production")
     expect(inline).to_contain_text(restock.factory_job_id)
 
     page.goto(f"{live_server.url}/admin/")
     page.get_by_role("link", name="Restock requests", exact=True).click()
     request_row = row(page, SOLD_OUT_SKU)
-    expect(request_row.locator(".field-status_badge")).to_have_text("Requested (in production)")
+    expect(request_row.locator(".field-status_badge")).to_have_text("In production")
     expect(request_row.locator(".field-quantity")).to_have_text("10")
     expect(request_row.locator(".field-factory_job_id")).to_have_text(restock.factory_job_id)
     screenshot(page, "admin-restock-requests.png")

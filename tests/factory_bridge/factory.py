@@ -9,5 +9,6 @@ def order_body(callback_url: str, **changes: str) -> dict[str, str]:
         "MessageAttributeFactoryId": "FF-500293",
         "MessageAttributeRequester": "nudged-shop",
         "CallbackUrl": callback_url,
+        "IdempotencyKey": "3f2c1a9e-0000-4000-8000-000000000001",
         **changes,
     }

@@ -7,6 +7,8 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
@@ -229,6 +231,24 @@ def test_restock_request_list_loads(admin_client, product):
     assert len(response.context["cl"].result_list) == 1
 
 
+def test_restock_list_shows_what_happened_and_failed_in_red(admin_client, product):
+    RestockRequest.objects.create(
+        product=product,
+        factory=product.factory,
+        quantity=10,
+        depletion_key="event-failed",
+        status=RestockRequest.Status.FAILED,
+        last_error="factory unreachable",
+        next_attempt_at=None,
+    )
+
+    page = admin_client.get(reverse("admin:factory_bridge_restockrequest_changelist"))
+
+    html = page.content.decode()
+    assert '<strong style="color:#c62828">Failed: needs staff</strong>' in html
+    assert "factory unreachable" in html
+
+
 def test_product_page_shows_open_restock_requests(admin_client, product):
     RestockRequest.objects.create(
         product=product,
@@ -251,6 +271,104 @@ def test_product_page_shows_open_restock_requests(admin_client, product):
 
     assert response.status_code == 200
     page = response.content.decode()
-    assert "Open restock requests" in page
+    assert "Restock requests in progress or failed" in page
     assert "job-open" in page
     assert "job-done" not in page
+
+
+# --- who may redrive or discard, and the record of who did
+
+
+@pytest.fixture
+def staff_with(django_user_model):  # type: ignore[no-untyped-def]
+    """A staff user (not superuser) holding the named factory_bridge permissions."""
+
+    def make(*codenames: str):  # type: ignore[no-untyped-def]
+        user = django_user_model.objects.create_user(
+            f"staff-{len(codenames)}-{'-'.join(codenames)}"[:150], password="x", is_staff=True
+        )
+        user.user_permissions.set(
+            Permission.objects.filter(
+                content_type__app_label="factory_bridge", codename__in=codenames
+            )
+        )
+        return user
+
+    return make
+
+
+def offered_actions(response) -> set[str]:  # type: ignore[no-untyped-def]
+    form = response.context["action_form"]
+    return set() if form is None else {name for name, _ in form.fields["action"].choices if name}
+
+
+def test_a_view_only_user_sees_the_messages_but_no_action(client, staff_with, dead):
+    client.force_login(staff_with("view_failedmessage"))
+
+    response = client.get(CHANGELIST)
+
+    assert response.status_code == 200
+    assert listed(response) == {row.sqs_message_id for row in dead.values()}
+    assert offered_actions(response) == set()
+    assert "redrive_selected" not in response.content.decode()
+
+
+def test_a_view_only_user_cannot_post_the_actions(client, staff_with, dead):
+    client.force_login(staff_with("view_failedmessage"))
+    chosen = dead[SKU_A]
+
+    act(client, "redrive_selected", chosen)
+    act(client, "discard_selected", chosen, confirm="yes")
+
+    chosen.refresh_from_db()
+    assert chosen.status == FailedMessage.Status.DEAD
+    assert queue_total(settings.SQS_RESTOCK_DLQ) == 2
+    assert queue_total(settings.SQS_RESTOCK_QUEUE) == 0
+    assert not LogEntry.objects.exists()
+
+
+def test_each_permission_offers_its_own_action(client, staff_with, dead):
+    client.force_login(staff_with("view_failedmessage", "redrive_failedmessage"))
+    redrive_only = offered_actions(client.get(CHANGELIST))
+    client.force_login(staff_with("view_failedmessage", "discard_failedmessage"))
+    discard_only = offered_actions(client.get(CHANGELIST))
+
+    assert redrive_only == {"redrive_selected"}
+    assert discard_only == {"discard_selected"}
+
+
+def test_a_redrive_is_recorded_in_the_message_history(client, staff_with, dead):
+    user = staff_with("view_failedmessage", "redrive_failedmessage")
+    client.force_login(user)
+    chosen = dead[SKU_A]
+
+    act(client, "redrive_selected", chosen)
+
+    chosen.refresh_from_db()
+    assert chosen.status == FailedMessage.Status.REDRIVEN
+    [entry] = LogEntry.objects.all()
+    assert entry.user == user
+    assert entry.object_id == str(chosen.pk)
+    assert chosen.sqs_message_id in entry.object_repr
+    assert entry.get_change_message() == "Redrive from the admin; now: Redriven"
+    viewer = staff_with("view_failedmessage")
+    client.force_login(viewer)
+    history = client.get(reverse("admin:factory_bridge_failedmessage_history", args=[chosen.pk]))
+    assert history.status_code == 200
+    page = history.content.decode()
+    assert "Redrive from the admin; now: Redriven" in page
+    assert user.username in page
+
+
+def test_a_discard_is_recorded_in_the_message_history(client, staff_with, dead):
+    user = staff_with("view_failedmessage", "discard_failedmessage")
+    client.force_login(user)
+    chosen = dead[SKU_B]
+
+    act(client, "discard_selected", chosen, confirm="yes")
+
+    [entry] = LogEntry.objects.all()
+    assert entry.user == user
+    assert entry.object_id == str(chosen.pk)
+    assert entry.get_change_message() == "Discard from the admin; now: Discarded"
+    assert queue_total(settings.SQS_RESTOCK_DLQ) == 1

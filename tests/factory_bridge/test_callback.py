@@ -1,9 +1,14 @@
 """POST /factory/callbacks/<token>/: only the factory's echo of our own order adds stock."""
 
+import io
 import json
+import logging
+import time
 from collections.abc import Callable
+from unittest import mock
 
 import pytest
+import yaml
 from django.core import signing
 from django.test import Client
 from django.utils import timezone
@@ -11,6 +16,7 @@ from django.utils import timezone
 from factory_bridge.models import OutboxEvent, RestockRequest
 from factory_bridge.services.restock import callback_token
 from inventory.models import Product, StockAdjustment
+from nudged.logs import RedactCallbackTokens
 from tests.factory_bridge.factory import order_body
 
 pytestmark = pytest.mark.django_db
@@ -154,3 +160,118 @@ def test_the_genuine_callback_still_works_after_forgeries(client, restock):
     assert response.status_code == 200
     assert response.json()["added"] == 10
     assert Product.objects.get(pk=restock.product_id).stock == 10
+
+
+# --- the token is checked first, expires, and survives a key rotation
+
+
+def test_a_forged_token_is_refused_before_the_body_is_read(client, restock):
+    response = post(client, altered(callback_token(restock)), "{not json")
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "forbidden"
+
+
+def test_an_expired_token_is_refused(client, restock, settings):
+    settings.FACTORY_CALLBACK_MAX_AGE = 3600
+    issued = time.time() - 3601
+    with mock.patch("django.core.signing.time.time", return_value=issued):
+        token = callback_token(restock)
+
+    response = post(client, token, json.dumps(echo(restock)))
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "expired"
+    assert Product.objects.get(pk=restock.product_id).stock == 0
+    restock.refresh_from_db()
+    assert restock.status == RestockRequest.Status.REQUESTED
+
+
+def test_a_token_younger_than_the_max_age_works(client, restock, settings):
+    settings.FACTORY_CALLBACK_MAX_AGE = 3600
+    issued = time.time() - 3500
+    with mock.patch("django.core.signing.time.time", return_value=issued):
+        token = callback_token(restock)
+
+    assert post(client, token, json.dumps(echo(restock))).status_code == 200
+
+
+def test_the_default_max_age_outlasts_the_overdue_timeout(settings):
+    assert settings.FACTORY_CALLBACK_MAX_AGE >= 10 * settings.FACTORY_CALLBACK_TIMEOUT
+
+
+def test_a_token_signed_with_a_previous_key_works_while_it_is_a_fallback(client, restock, settings):
+    settings.SECRET_KEY = "previous-key-" + "p" * 50
+    token = callback_token(restock)
+    settings.SECRET_KEY = "current-key-" + "c" * 50
+    body = json.dumps(echo(restock))
+
+    assert post(client, token, body).status_code == 403
+
+    settings.SECRET_KEY_FALLBACKS = ["previous-key-" + "p" * 50]
+
+    assert post(client, token, body).status_code == 200
+    assert Product.objects.get(pk=restock.product_id).stock == 10
+
+
+# --- what the request's state allows
+
+
+def test_a_callback_for_a_failed_restock_is_refused(client, restock):
+    RestockRequest.objects.filter(pk=restock.pk).update(status=RestockRequest.Status.FAILED)
+
+    response = post(client, callback_token(restock), json.dumps(echo(restock)))
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "restock_failed"
+    assert Product.objects.get(pk=restock.product_id).stock == 0
+    assert not StockAdjustment.objects.exists()
+    assert not OutboxEvent.objects.exists()
+    restock.refresh_from_db()
+    assert restock.status == RestockRequest.Status.FAILED
+
+
+def test_a_replayed_callback_answers_200_and_adds_nothing(client, restock):
+    token, body = callback_token(restock), json.dumps(echo(restock))
+    post(client, token, body)
+
+    replay = post(client, token, body)
+
+    assert replay.status_code == 200
+    assert replay.json()["added"] == 0
+    assert replay.json()["stock"] == 10
+    assert Product.objects.get(pk=restock.product_id).stock == 10
+    assert StockAdjustment.objects.count() == 1
+    assert OutboxEvent.objects.filter(event_type="stock.replenished").count() == 1
+
+
+# --- logs and schema
+
+
+def test_django_logs_a_refused_callback_without_its_token(client, restock):
+    token = altered(callback_token(restock))
+    # The handler LOGGING gives Django's loggers (pytest adds its own capturing ones).
+    [handler] = [
+        h
+        for h in logging.getLogger("django").handlers
+        if any(isinstance(f, RedactCallbackTokens) for f in h.filters)
+    ]
+    stream = io.StringIO()
+    previous = handler.setStream(stream)
+    try:
+        post(client, token, json.dumps(echo(restock)))
+    finally:
+        handler.setStream(previous)
+
+    logged = stream.getvalue()
+    assert "Forbidden: /factory/callbacks/" in logged
+    assert token not in logged
+    assert f"/factory/callbacks/{token[:8]}.../" in logged
+
+
+def test_the_schema_documents_every_answer_of_the_callback(client):
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+
+    [operation] = schema["paths"]["/factory/callbacks/{token}/"].values()
+
+    assert set(operation["responses"]) == {"200", "400", "403", "409"}

@@ -1,11 +1,13 @@
 """Operator commands for the dead-letter queue: redrive_dlq and queue_stats."""
 
 import json
+import re
 from io import StringIO
 
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from factory_bridge.management.commands.redrive_dlq import Command as RedriveCommand
 from factory_bridge.models import FailedMessage, OutboxEvent
@@ -228,7 +230,20 @@ def pending_event(db) -> OutboxEvent:  # type: ignore[no-untyped-def]
     )
 
 
-def test_queue_stats_prints_a_table(aws, db, pending_event):
+@pytest.fixture
+def dead_event(db) -> OutboxEvent:  # type: ignore[no-untyped-def]
+    return OutboxEvent.objects.create(
+        topic=OutboxEvent.Topic.SALES,
+        event_type="order.completed",
+        body={},
+        attributes={},
+        sku=SKU_A,
+        attempts=10,
+        dead_at=timezone.now(),
+    )
+
+
+def test_queue_stats_prints_a_table(aws, db, pending_event, dead_event):
     bury(SKU_A)
     bury(SKU_B)
 
@@ -241,10 +256,10 @@ def test_queue_stats_prints_a_table(aws, db, pending_event):
         settings.SQS_RESTOCK_DLQ: ["2", "0", "0"],
         settings.SQS_OPS_QUEUE: ["0", "0", "0"],
     }
-    assert lines[4].startswith("outbox: 1 pending, oldest ")
+    assert re.fullmatch(r"outbox: 1 pending, oldest [0-9.]+s, 1 dead", lines[4])
 
 
-def test_queue_stats_json(aws, db, pending_event):
+def test_queue_stats_json(aws, db, pending_event, dead_event):
     bury(SKU_A)
 
     stats = json.loads(run("queue_stats", "--json"))
@@ -255,6 +270,7 @@ def test_queue_stats_json(aws, db, pending_event):
         settings.SQS_OPS_QUEUE: {"visible": 0, "in_flight": 0, "delayed": 0},
     }
     assert stats["outbox"]["pending"] == 1
+    assert stats["outbox"]["dead"] == 1
     assert stats["outbox"]["oldest_age_seconds"] >= 0
 
 

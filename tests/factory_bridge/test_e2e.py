@@ -11,7 +11,7 @@ import pytest
 import requests
 from django.db import connection
 
-from factory_bridge.models import RestockRequest, WorkerLease
+from factory_bridge.models import OutboxEvent, RestockRequest, WorkerLease
 from factory_bridge.services.pollers import run_poller
 from factory_bridge.simulator import FactorySimulator
 from inventory.models import Product
@@ -86,6 +86,7 @@ def test_a_sold_out_product_is_restocked_by_the_factory(
         "MessageAttributeFactoryId": "FF-500293",
         "MessageAttributeRequester": settings.FACTORY_REQUESTER,
         "CallbackUrl": body["CallbackUrl"],
+        "IdempotencyKey": str(OutboxEvent.objects.get(event_type="stock.depleted").pk),
     }
     assert all(isinstance(value, str) and value for value in body.values())
     assert body["CallbackUrl"].startswith(f"{live_server.url}/factory/callbacks/")

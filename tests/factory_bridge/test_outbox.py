@@ -1,6 +1,7 @@
 """The transactional outbox: orders never wait for SNS, and no committed event is lost."""
 
 import json
+import logging
 import statistics
 import threading
 import time
@@ -10,17 +11,27 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from botocore.stub import Stubber
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import OrmQ
 
 from factory_bridge import aws as aws_clients
 from factory_bridge.models import OutboxEvent
-from factory_bridge.publishers import InMemoryPublisher
+from factory_bridge.publishers import InMemoryPublisher, SnsPublisher
 from factory_bridge.services import outbox
-from factory_bridge.services.outbox import RelayReport, backlog, relay_outbox
+from factory_bridge.services.outbox import (
+    RelayReport,
+    backlog,
+    purge_published,
+    relay_outbox,
+    retry_dead,
+)
 from inventory.models import Product
 from shop.models import Order
 from shop.services import place_order
@@ -91,7 +102,7 @@ def test_orders_during_an_sns_outage_succeed_and_the_sweep_publishes_everything(
     assert len(ops) == OutboxEvent.objects.count() == orders + 1
     assert event_ids(ops) == outbox_ids()
     assert len(drain(aws, "nudged-restock")) == 1
-    assert backlog() == {"pending": 0, "oldest_age_seconds": 0.0}
+    assert backlog() == {"pending": 0, "oldest_age_seconds": 0.0, "dead": 0}
 
 
 def relay_and_time() -> tuple[RelayReport, datetime, datetime]:
@@ -207,8 +218,16 @@ def test_the_relay_loop_goes_straight_on_when_its_time_ran_out_with_a_backlog(
     settings.EVENT_PUBLISHER = "factory_bridge.publishers.InMemoryPublisher"
     monkeypatch.setattr(InMemoryPublisher, "sent", [])
     monkeypatch.setattr(outbox, "CLAIM_SIZE", 2)
-    clock = iter([0.0, 0.0, 99.0])  # the deadline, one claim, then the round's time is up
-    monkeypatch.setattr(outbox, "monotonic", lambda: next(clock))
+    # The round's time is up once the first claim went out.
+    clock = [0.0]
+    monkeypatch.setattr(outbox, "monotonic", lambda: clock[0])
+    publish = InMemoryPublisher.publish
+
+    def publish_then_time_is_up(self, **kwargs):  # type: ignore[no-untyped-def]
+        clock[0] = 99.0
+        return publish(self, **kwargs)
+
+    monkeypatch.setattr(InMemoryPublisher, "publish", publish_then_time_is_up)
     pauses: list[float] = []
     monkeypatch.setattr(outbox, "sleep", pauses.append)
     Product.objects.filter(pk=product.pk).update(stock=10)
@@ -269,3 +288,299 @@ def test_the_relay_loop_publishes_what_commits_and_stops_the_per_commit_tasks(
     queued = OrmQ.objects.count()
     outbox.trigger_relay()
     assert OrmQ.objects.count() == queued
+
+
+# --- events SNS refuses, dead events
+
+
+def refused_event(**fields: Any) -> OutboxEvent:
+    """An event SNS refuses whenever it is sent: one of its message attributes is empty."""
+    return OutboxEvent.objects.create(
+        topic=OutboxEvent.Topic.SALES,
+        event_type="order.completed",
+        body={"type": "order.completed", "sku": SKU},
+        attributes={"MessageAttributeEventType": "order.completed", "MessageAttributeNote": ""},
+        sku=SKU,
+        created_at=timezone.now() - timedelta(seconds=1),
+        **fields,
+    )
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def relay_when_due() -> RelayReport:
+    """Relay as the sweep would once every event's back-off has passed."""
+    OutboxEvent.objects.filter(published_at__isnull=True).update(next_attempt_at=timezone.now())
+    return relay_outbox()
+
+
+@pytest.mark.django_db
+def test_an_event_sns_always_refuses_dies_after_the_maximum_attempts(
+    aws, product, settings, caplog
+):
+    settings.OUTBOX_MAX_ATTEMPTS = 3
+    bad = refused_event()
+    place_order(sku=SKU, quantity=1)
+    good = OutboxEvent.objects.exclude(pk=bad.pk).get()
+
+    # Both go in one PublishBatch, which SNS refuses as a whole; sent one by one, the good
+    # event goes out and only the bad one counts a failure.
+    first = relay_outbox()
+    assert (first.published, first.failed, first.dead) == (1, 1, 0)
+    assert event_ids(drain(aws, "nudged-ops")) == [str(good.pk)]
+    bad.refresh_from_db()
+    assert bad.attempts == 1
+    assert "InvalidParameter" in bad.last_error
+    assert bad.next_attempt_at > timezone.now()
+    assert bad.dead_at is None
+
+    second = relay_when_due()
+    assert (second.failed, second.dead) == (1, 0)
+    caplog.clear()
+    third = relay_when_due()
+
+    assert (third.published, third.failed, third.dead) == (0, 0, 1)
+    bad.refresh_from_db()
+    assert bad.attempts == 3
+    assert bad.dead_at is not None
+    assert bad.published_at is None
+    [record] = errors(caplog)
+    assert f"id={bad.pk} type=order.completed sku={SKU} attempts=3" in record.getMessage()
+    assert "InvalidParameter" in record.getMessage()
+    assert backlog()["dead"] == 1
+    assert backlog()["pending"] == 0
+
+    # Dead events are no longer claimed, however long they wait.
+    caplog.clear()
+    later = relay_when_due()
+    assert (later.published, later.failed, later.dead) == (0, 0, 0)
+    bad.refresh_from_db()
+    assert bad.attempts == 3
+    assert errors(caplog) == []
+    assert drain(aws, "nudged-ops") == []
+
+
+@pytest.mark.django_db
+def test_a_missing_topic_kills_events_and_retrying_them_after_the_fix_publishes_them(
+    aws, product, settings
+):
+    settings.OUTBOX_MAX_ATTEMPTS = 2
+    place_order(sku=SKU, quantity=1)
+    settings.SNS_SALES_TOPIC = "nudged-no-such-topic"
+
+    assert relay_outbox().failed == 1
+    assert relay_when_due().dead == 1
+    [event] = OutboxEvent.objects.all()
+    assert event.dead_at is not None
+    assert "NotFound" in event.last_error
+
+    settings.SNS_SALES_TOPIC = "nudged-sales-events"
+    revived = retry_dead(ids=[event.pk])
+
+    # Tests run tasks inline: the retry's relay task has already published it.
+    assert [e.pk for e in revived] == [event.pk]
+    event.refresh_from_db()
+    assert event.dead_at is None
+    assert event.published_at is not None
+    assert event_ids(drain(aws, "nudged-ops")) == [str(event.pk)]
+    assert retry_dead(ids=[event.pk]) == []
+
+
+@pytest.mark.django_db
+def test_events_wait_without_dying_while_sns_cannot_be_reached(aws, product, settings):
+    settings.OUTBOX_MAX_ATTEMPTS = 2
+    place_order(sku=SKU, quantity=1)
+    settings.AWS_ENDPOINT_URL = CLOSED_ENDPOINT
+
+    for _ in range(4):
+        report = relay_when_due()
+        assert (report.failed, report.dead) == (1, 0)
+
+    [event] = OutboxEvent.objects.all()
+    assert event.attempts == 4
+    assert event.dead_at is None
+    assert backlog()["dead"] == 0
+    settings.AWS_ENDPOINT_URL = aws
+    assert relay_when_due().published == 1
+
+
+@pytest.fixture
+def sns_answers(aws: str) -> Iterator[Stubber]:
+    """SNS answers queued by the test, for refusals moto does not make."""
+    aws_clients.account_id()  # the topic's ARN needs it; asked of STS, not stubbed
+    with Stubber(aws_clients.client("sns")) as stubber:
+        yield stubber
+
+
+@pytest.mark.django_db
+def test_an_entry_sns_refuses_in_a_batch_dies_and_the_others_go_out(sns_answers, product, settings):
+    settings.OUTBOX_MAX_ATTEMPTS = 1
+    Product.objects.filter(pk=product.pk).update(stock=10)
+    place_order(sku=SKU, quantity=1)
+    place_order(sku=SKU, quantity=1)
+    bad, good = OutboxEvent.objects.order_by("created_at")
+    sns_answers.add_response(
+        "publish_batch",
+        {
+            "Successful": [{"Id": good.pk.hex, "MessageId": "m-1"}],
+            "Failed": [
+                {
+                    "Id": bad.pk.hex,
+                    "Code": "InvalidParameter",
+                    "Message": "bad attribute",
+                    "SenderFault": True,
+                }
+            ],
+        },
+    )
+
+    report = relay_outbox()
+
+    assert (report.published, report.failed, report.dead) == (1, 0, 1)
+    bad.refresh_from_db()
+    assert bad.dead_at is not None
+    assert bad.last_error == "InvalidParameter: bad attribute"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [("Throttled", 400), ("ThrottlingException", 429), ("InvalidClientTokenId", 403)],
+)
+def test_events_sns_asks_to_send_later_do_not_die(sns_answers, product, settings, code, status):
+    settings.OUTBOX_MAX_ATTEMPTS = 1
+    place_order(sku=SKU, quantity=1)
+    sns_answers.add_client_error("publish", service_error_code=code, http_status_code=status)
+
+    report = relay_outbox()
+
+    assert (report.failed, report.dead) == (1, 0)
+    [event] = OutboxEvent.objects.all()
+    assert event.dead_at is None
+    assert code in event.last_error
+
+
+# --- the claim lease
+
+
+def test_the_claim_lease_outlasts_the_slowest_publish_call(aws):
+    config = aws_clients.client("sns").meta.config
+    attempts = config.retries["total_max_attempts"]
+    # botocore's standard retry pauses at most 1, 2, 4 ... (20) seconds between attempts.
+    pauses = sum(min(2 ** (n - 1), 20) for n in range(1, attempts))
+    slowest_call = attempts * (config.connect_timeout + config.read_timeout) + pauses
+    # The first publish of a process also asks STS for the account id of the topic's ARN.
+    slowest_publish = 2 * slowest_call
+
+    assert slowest_publish == 2 * (3 * 27 + 3)
+    assert outbox.claim_lease(SnsPublisher()).total_seconds() > slowest_publish
+
+
+class SlowPublisher(InMemoryPublisher):
+    """Each call takes the longest time it may take, on the relay's clock."""
+
+    max_publish_seconds = 100.0
+    clock = [0.0]
+
+    def publish(self, **kwargs: Any) -> list:  # type: ignore[override]
+        self.clock[0] += self.max_publish_seconds
+        return super().publish(**kwargs)
+
+
+@pytest.mark.django_db
+def test_a_relay_starts_no_call_its_lease_could_not_cover_and_hands_the_rest_back(
+    product, settings, monkeypatch
+):
+    settings.EVENT_PUBLISHER = "tests.factory_bridge.test_outbox.SlowPublisher"
+    monkeypatch.setattr(InMemoryPublisher, "sent", [])
+    monkeypatch.setattr(SlowPublisher, "clock", [0.0])
+    monkeypatch.setattr(outbox, "monotonic", lambda: SlowPublisher.clock[0])
+    Product.objects.filter(pk=product.pk).update(stock=50)
+    for _ in range(25):
+        place_order(sku=SKU, quantity=1)
+
+    report = relay_outbox(seconds=1)
+
+    # One call of ten fitted in the lease; the other fifteen events are due again at once,
+    # not hidden until the lease ends.
+    assert report.published == 10
+    assert len(InMemoryPublisher.sent) == 10
+    assert not report.drained
+    now = timezone.now()
+    waiting = OutboxEvent.objects.filter(published_at__isnull=True)
+    assert waiting.count() == 15
+    assert all(e.next_attempt_at <= now and e.attempts == 0 for e in waiting)
+
+
+# --- purging published events
+
+
+@pytest.mark.django_db
+def test_the_purge_deletes_only_old_published_events_in_batches(product, settings):
+    settings.OUTBOX_RETENTION_DAYS = 7
+    now = timezone.now()
+
+    def event(sku: str, *, published_days_ago: float | None, dead: bool = False) -> OutboxEvent:
+        published = None if published_days_ago is None else now - timedelta(published_days_ago)
+        return OutboxEvent.objects.create(
+            topic=OutboxEvent.Topic.SALES,
+            event_type="order.completed",
+            body={},
+            attributes={},
+            sku=sku,
+            created_at=now - timedelta(days=30),
+            published_at=published,
+            dead_at=now - timedelta(days=20) if dead else None,
+        )
+
+    old = [event("OLD", published_days_ago=8) for _ in range(5)]
+    kept = [
+        event("RECENT", published_days_ago=6),
+        event("PENDING", published_days_ago=None),
+        event("DEAD", published_days_ago=None, dead=True),
+    ]
+
+    with CaptureQueriesContext(connection) as queries:
+        deleted = purge_published(batch_size=2)
+
+    assert deleted == len(old)
+    deletes = [q["sql"] for q in queries if q["sql"].startswith("DELETE")]
+    assert len(deletes) == 3  # 2 + 2 + 1 rows
+    assert set(OutboxEvent.objects.values_list("pk", flat=True)) == {e.pk for e in kept}
+
+
+@pytest.mark.django_db
+def test_the_purge_runs_hourly_from_the_cluster_schedule(product, settings):
+    from django_q.models import Schedule
+
+    from factory_bridge import tasks
+    from factory_bridge.services.schedules import install_schedules
+
+    install_schedules()
+    schedule = Schedule.objects.get(name="outbox-purge")
+    assert (schedule.func, schedule.schedule_type, schedule.minutes) == (
+        "factory_bridge.tasks.purge_outbox",
+        Schedule.MINUTES,
+        60,
+    )
+    OutboxEvent.objects.create(
+        topic=OutboxEvent.Topic.SALES,
+        event_type="order.completed",
+        body={},
+        attributes={},
+        sku=SKU,
+        published_at=timezone.now() - timedelta(days=settings.OUTBOX_RETENTION_DAYS, hours=1),
+    )
+
+    assert tasks.purge_outbox() == 1
+    assert not OutboxEvent.objects.exists()
+
+
+@pytest.mark.parametrize("name", ["OUTBOX_MAX_ATTEMPTS", "OUTBOX_RETENTION_DAYS"])
+def test_outbox_limits_below_one_fail_the_system_check(settings, name):
+    setattr(settings, name, 0)
+
+    with pytest.raises(SystemCheckError, match=f"{name} is 0; it must be at least 1"):
+        call_command("check")

@@ -109,6 +109,19 @@ def test_order_answers_201_with_uuid1_requester_and_the_body(make_simulator, rec
     assert data["data"] == body
 
 
+def test_extra_fields_such_as_the_idempotency_key_are_stored_and_echoed(
+    make_simulator, receiver
+) -> None:
+    simulator = make_simulator()
+    body = order_body(receiver.url, IdempotencyKey="depletion-42")
+
+    assert post(simulator, body).status_code == 201
+
+    assert simulator.received[0]["body"]["IdempotencyKey"] == "depletion-42"
+    assert receiver.arrived.wait(3)
+    assert json.loads(receiver.hits[0].body)["IdempotencyKey"] == "depletion-42"
+
+
 def test_factory_validates_nothing(make_simulator) -> None:
     simulator = make_simulator()
 

@@ -6,6 +6,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from factory_bridge.models import RestockRequest
 from inventory.models import Product, StockAdjustment
 from inventory.services import set_stock
 from shop.services import place_order
@@ -70,6 +71,49 @@ def test_product_changelist_search(admin_client, product, sold_out, query, expec
 
     assert response.status_code == 200
     assert [p.sku for p in _listed(response)] == expected
+
+
+def _failed_restock(product: Product) -> RestockRequest:
+    return RestockRequest.objects.create(
+        product=product,
+        factory=product.factory,
+        quantity=10,
+        status=RestockRequest.Status.FAILED,
+        depletion_key=f"depletion-{product.sku}",
+        next_attempt_at=None,
+        last_error="factory refused: 500",
+    )
+
+
+def test_a_sold_out_product_whose_restock_failed_is_flagged_as_needing_staff(
+    admin_client, product, sold_out
+):
+    _failed_restock(sold_out)
+    _failed_restock(product)  # still in stock: nothing to do yet
+
+    page = admin_client.get(PRODUCTS).content.decode()
+    flagged = admin_client.get(PRODUCTS, {"needs_staff": "yes"})
+
+    assert page.count('class="needs-staff"') == 1
+    assert "Failed: needs staff" in page
+    assert _listed(flagged) == [sold_out]
+
+
+def test_a_product_counted_back_in_stock_no_longer_needs_staff(admin_client, sold_out):
+    _failed_restock(sold_out)
+    set_stock(sku=sold_out.sku, quantity=5, note="count")
+
+    assert _listed(admin_client.get(PRODUCTS, {"needs_staff": "yes"})) == []
+
+
+def test_the_product_page_shows_its_failed_restock_and_why(admin_client, sold_out):
+    _failed_restock(sold_out)
+
+    page = admin_client.get(f"{PRODUCTS}{sold_out.pk}/change/").content.decode()
+
+    assert "Restock requests in progress or failed" in page
+    assert "Failed: needs staff" in page
+    assert "factory refused: 500" in page
 
 
 def test_product_change_page_shows_stock_adjustments(admin_client, product):

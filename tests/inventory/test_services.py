@@ -5,7 +5,14 @@ from django.utils import timezone
 
 from inventory.exceptions import InvalidQuantity, UnknownSku
 from inventory.models import Factory, Product, StockAdjustment
-from inventory.services import StockState, load_catalog, set_stock, take_stock
+from inventory.services import (
+    StockState,
+    end_depletion,
+    load_catalog,
+    mark_depleted,
+    set_stock,
+    take_stock,
+)
 
 pytestmark = pytest.mark.usefixtures("no_events")
 
@@ -160,3 +167,15 @@ def test_take_stock_of_an_unknown_sku_raises(db, product):
 
     product.refresh_from_db()
     assert product.stock == 3
+
+
+def test_end_depletion_lets_the_next_empty_order_open_a_new_one(product):
+    product.depleted_at = timezone.now()
+    product.save()
+
+    assert end_depletion(product_id=product.pk) is True
+    assert end_depletion(product_id=product.pk) is False
+
+    product.refresh_from_db()
+    assert product.depleted_at is None
+    assert mark_depleted(product_id=product.pk) is True

@@ -7,7 +7,9 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from factory_bridge.models import RestockRequest
 from inventory.models import Product
+from inventory.services import set_stock
 from shop.models import Order
 
 pytestmark = pytest.mark.usefixtures("no_events")
@@ -74,6 +76,27 @@ def test_product_detail(api, product):
         "in_stock": True,
         "incoming": 0,
     }
+
+
+@pytest.mark.parametrize(
+    ("status", "incoming"),
+    [(RestockRequest.Status.PENDING, 0), (RestockRequest.Status.REQUESTED, 10)],
+)
+def test_a_count_while_a_restock_is_open_shows_only_what_the_factory_accepted(
+    api, sold_out, status, incoming
+):
+    RestockRequest.objects.create(
+        product=sold_out,
+        factory=sold_out.factory,
+        quantity=10,
+        status=status,
+        depletion_key="depletion-1",
+    )
+    set_stock(sku=sold_out.sku, quantity=4, note="count")
+
+    body = api.get(f"/api/products/{sold_out.sku}/").json()
+
+    assert (body["stock"], body["incoming"]) == (4, incoming)
 
 
 def test_product_detail_unknown_sku(api, product):

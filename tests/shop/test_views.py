@@ -2,7 +2,9 @@
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
+from factory_bridge.models import RestockRequest
 from inventory.models import Product
 from shop.models import Order
 
@@ -37,6 +39,36 @@ def test_storefront_has_an_order_form_only_for_products_in_stock(client, product
     assert 'value="CP-502101"' in html
     assert 'value="CP-502105"' not in html
     assert 'name="csrfmiddlewaretoken"' in html
+
+
+def _restock(product: Product, status: str) -> None:
+    RestockRequest.objects.create(
+        product=product,
+        factory=product.factory,
+        quantity=10,
+        status=status,
+        depletion_key=f"depletion-{status}",
+        requested_at=timezone.now() if status == RestockRequest.Status.REQUESTED else None,
+    )
+
+
+def test_storefront_says_more_are_being_made_once_the_factory_accepted(client, sold_out):
+    _restock(sold_out, RestockRequest.Status.REQUESTED)
+
+    html = client.get("/").content.decode()
+
+    assert "10 more are being made — ordered from the factory at" in html
+
+
+@pytest.mark.parametrize("status", [RestockRequest.Status.PENDING, RestockRequest.Status.FAILED])
+def test_storefront_promises_nothing_the_factory_has_not_accepted(client, sold_out, status):
+    _restock(sold_out, status)
+
+    html = client.get("/").content.decode()
+
+    assert "Sold out" in html
+    assert "being made" not in html
+    assert "on the way" not in html
 
 
 def test_storefront_empty(client, db):

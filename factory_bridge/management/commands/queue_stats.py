@@ -8,7 +8,7 @@ from factory_bridge.services.outbox import backlog
 
 
 class Command(BaseCommand):
-    help = "Approximate message counts of every queue and DLQ, plus the outbox backlog."
+    help = "Approximate message counts of every queue and DLQ, plus the outbox (pending, dead)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="print JSON")
@@ -30,5 +30,6 @@ class Command(BaseCommand):
                 f"{name:<{width}}  {c['visible']:>8}  {c['in_flight']:>9}  {c['delayed']:>8}"
             )
         self.stdout.write(
-            f"outbox: {outbox['pending']} pending, oldest {outbox['oldest_age_seconds']}s"
+            f"outbox: {outbox['pending']} pending, oldest {outbox['oldest_age_seconds']}s, "
+            f"{outbox['dead']} dead"
         )

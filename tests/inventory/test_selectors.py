@@ -1,0 +1,55 @@
+"""Catalog reads: what is on its way from the factory."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from factory_bridge.models import RestockRequest
+from inventory.models import Product
+from inventory.selectors import product_get, product_list_for_staff
+
+pytestmark = pytest.mark.usefixtures("no_events")
+
+Status = RestockRequest.Status
+
+
+def restock(product: Product, status: str, quantity: int = 10, **fields: object) -> RestockRequest:
+    return RestockRequest.objects.create(
+        product=product,
+        factory=product.factory,
+        quantity=quantity,
+        status=status,
+        depletion_key=f"depletion-{status}-{quantity}",
+        **fields,
+    )
+
+
+@pytest.mark.parametrize(
+    "status", [Status.PENDING, Status.FAILED, Status.OVERDUE, Status.FULFILLED]
+)
+def test_only_an_order_the_factory_accepted_is_incoming(product, status):
+    restock(product, status)
+
+    assert product_get(sku=product.sku).incoming == 0
+    assert product_get(sku=product.sku).restock_requested_at is None
+
+
+def test_incoming_is_the_accepted_order_and_when_the_factory_accepted_it(product):
+    accepted_at = timezone.now() - timedelta(minutes=3)
+    restock(product, Status.REQUESTED, quantity=10, requested_at=accepted_at)
+    restock(product, Status.PENDING, quantity=7)
+
+    listed = product_get(sku=product.sku)
+
+    assert listed.incoming == 10
+    assert listed.restock_requested_at == accepted_at
+
+
+def test_staff_see_the_status_of_the_latest_restock(product):
+    restock(product, Status.FULFILLED)
+    restock(product, Status.FAILED)
+
+    [listed] = product_list_for_staff()
+
+    assert listed.restock_status == Status.FAILED
