@@ -276,13 +276,12 @@ def refresh_estimates() -> list[ReorderDecision]:
         for product in Product.objects.select_related("factory"):
             snapshot = snapshots.get(product.pk)
             if snapshot is None:
-                snapshot = DemandSnapshot(product=product, taken_at=now)
-                _advance(snapshot, product, now)
-                snapshot.save()
-            else:
-                count = _refresh(product, snapshot, now)
-                if count is not None:
-                    counts.append(count)
+                # First look: no rate yet, but every refusal counted so far is announced.
+                asked = product.units_sold + product.units_refused
+                snapshot = DemandSnapshot(product=product, units_asked=asked, taken_at=now)
+            count = _refresh(product, snapshot, now)
+            if count is not None:
+                counts.append(count)
             if policy.needs_order(_policy_stock(product)):
                 due.append(product.pk)
         if counts:

@@ -9,7 +9,6 @@ from inventory.services import (
     StockState,
     end_depletion,
     load_catalog,
-    mark_depleted,
     set_stock,
     take_stock,
 )
@@ -178,4 +177,5 @@ def test_end_depletion_lets_the_next_empty_order_open_a_new_one(product):
 
     product.refresh_from_db()
     assert product.depleted_at is None
-    assert mark_depleted(product_id=product.pk) is True
+    Product.objects.filter(pk=product.pk).update(stock=1)
+    assert take_stock(sku="CP-502101", quantity=1).depleted is True
