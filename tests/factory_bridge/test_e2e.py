@@ -86,7 +86,8 @@ def test_a_sold_out_product_is_restocked_by_the_factory(
         "MessageAttributeFactoryId": "FF-500293",
         "MessageAttributeRequester": settings.FACTORY_REQUESTER,
         "CallbackUrl": body["CallbackUrl"],
-        "IdempotencyKey": str(OutboxEvent.objects.get(event_type="stock.depleted").pk),
+        # The reorder decided with the sale is what is ordered; its depletion is absorbed.
+        "IdempotencyKey": str(OutboxEvent.objects.get(event_type="stock.low").pk),
     }
     assert all(isinstance(value, str) and value for value in body.values())
     assert body["CallbackUrl"].startswith(f"{live_server.url}/factory/callbacks/")
@@ -106,6 +107,8 @@ def test_a_sold_out_product_is_restocked_by_the_factory(
     assert product.stock == product.restock_quantity
     restock = RestockRequest.objects.get()
     assert restock.status == RestockRequest.Status.FULFILLED
+    assert restock.decision == product.decisions.get()
+    assert product.on_order == 0
     assert restock.factory_job_id == job["id"]
 
     assert buy(live_server.url, 1)["remaining_stock"] == product.restock_quantity - 1
@@ -117,6 +120,7 @@ def test_a_sold_out_product_is_restocked_by_the_factory(
     assert Counter(e["type"] for e in events) == {
         "order.completed": 2,
         "stock.depleted": 1,
+        "stock.low": 1,
         "stock.replenished": 1,
     }
     [replenished] = [e for e in events if e["type"] == "stock.replenished"]
