@@ -10,7 +10,6 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
-from factory_bridge.queues import QueueError
 from factory_bridge.services import dlq, outbox
 from nudged.admin import ReadOnlyAdmin
 
@@ -195,17 +194,20 @@ class FailedMessageAdmin(ReadOnlyAdmin):
         if report.error:
             self.message_user(
                 request,
-                f"Redrive stopped: {report.error}. {len(report.moved)} moved before the failure.",
+                f"Redrive stopped: {report.error}. {len(report.moved)} moved before that.",
                 messages.ERROR,
             )
             return
-        level = messages.ERROR if report.failed or report.missing else messages.SUCCESS
-        self.message_user(
-            request,
+        summary = (
             f"Redriven: {len(report.moved)} moved, {len(report.failed)} failed, "
-            f"{len(report.missing)} not found in the DLQ.",
-            level,
+            f"{len(report.missing)} not found in the DLQ."
         )
+        if report.skipped:
+            summary += f" {report.skipped} skipped (not dead)."
+        if report.missing and report.left.get("in_flight"):
+            summary += f" The DLQ holds {dlq.held_elsewhere(report.left)}."
+        level = messages.ERROR if report.failed or report.missing else messages.SUCCESS
+        self.message_user(request, summary, level)
 
     @admin.action(
         description="Discard selected messages (kept here for audit)", permissions=["discard"]
@@ -224,25 +226,30 @@ class FailedMessageAdmin(ReadOnlyAdmin):
                 },
             )
         rows = list(queryset)
-        try:
-            count = dlq.discard(rows=rows)
-        except QueueError as exc:
-            self._log_outcome(request, rows, "Discard", str(exc))
+        report = dlq.discard(rows=rows)
+        self._log_outcome(request, rows, "Discard", report.error or "")
+        summary = f"Discarded {report.discarded} message(s); rows kept for audit."
+        if report.skipped:
+            summary += f" {report.skipped} skipped (not dead)."
+        if report.missing:
+            summary += (
+                f" {len(report.missing)} not found or not deleted: they stay dead; "
+                "try again in a minute."
+            )
+        if report.error:
             self.message_user(
-                request, f"Discard failed, nothing was deleted: {exc}", messages.ERROR
+                request, f"Discard stopped: {report.error}. {summary}", messages.ERROR
             )
             return None
-        self._log_outcome(request, rows, "Discard")
-        self.message_user(
-            request, f"Discarded {count} message(s); rows kept for audit.", messages.SUCCESS
-        )
+        level = messages.WARNING if report.missing else messages.SUCCESS
+        self.message_user(request, summary, level)
         return None
 
 
 def _pretty(body: str) -> str:
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return body
     if isinstance(parsed, dict) and isinstance(parsed.get("Message"), str):
         with contextlib.suppress(ValueError):

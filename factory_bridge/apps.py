@@ -6,11 +6,7 @@ class FactoryBridgeConfig(AppConfig):
     verbose_name = "Factory bridge and events"
 
     def ready(self) -> None:
-        from django.core import checks
-
-        from factory_bridge import aws, receivers
-        from factory_bridge.checks import check_outbox_settings
+        from factory_bridge import aws, checks, receivers  # noqa: F401  (checks register themselves)
 
         aws.connect_signals()
         receivers.connect()
-        checks.register(check_outbox_settings)

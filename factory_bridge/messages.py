@@ -25,20 +25,26 @@ class Envelope:
         return str(self.message.get("event_id") or self.sns_message_id)
 
 
+# Longest SNS message id taken as a fingerprint (real ones are 36); longer ones are hashed.
+FINGERPRINT_MAX_ID = 64
+
+
 def read_envelope(body: str) -> Envelope:
     """Parse an SNS notification as SQS delivers it; UnreadableMessage if it is not one."""
     try:
         envelope = json.loads(body)
-        attributes = {k: v["Value"] for k, v in envelope.get("MessageAttributes", {}).items()}
+        attributes = {k: str(v["Value"]) for k, v in envelope.get("MessageAttributes", {}).items()}
         message = json.loads(envelope["Message"])
-        sns_message_id = envelope["MessageId"]
+        sns_message_id = str(envelope["MessageId"])
+    except RecursionError as exc:
+        raise UnreadableMessage("parse error: JSON nested too deeply") from exc
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UnreadableMessage(f"parse error: not an SNS envelope ({exc!r})") from exc
     if not isinstance(message, dict):
         raise UnreadableMessage("parse error: the SNS Message is not a JSON object")
     return Envelope(
         sns_message_id=sns_message_id,
-        event_type=attributes.get(EVENT_TYPE_ATTRIBUTE, message.get("type", "")),
+        event_type=str(attributes.get(EVENT_TYPE_ATTRIBUTE, message.get("type", ""))),
         attributes=attributes,
         message=message,
     )
@@ -47,6 +53,9 @@ def read_envelope(body: str) -> Envelope:
 def fingerprint(body: str) -> str:
     """An identity that survives redrives: the SNS message id, else a hash of the body."""
     try:
-        return read_envelope(body).sns_message_id
+        sns_message_id = read_envelope(body).sns_message_id
     except UnreadableMessage:
-        return "sha256:" + hashlib.sha256(body.encode()).hexdigest()[:64]
+        sns_message_id = ""
+    if 0 < len(sns_message_id) <= FINGERPRINT_MAX_ID:
+        return sns_message_id
+    return "sha256:" + hashlib.sha256(body.encode(errors="replace")).hexdigest()

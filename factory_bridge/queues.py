@@ -121,6 +121,22 @@ class SqsQueue:
             VisibilityTimeout=seconds,
         )
 
+    def change_visibility_batch(self, messages: list[ReceivedMessage], seconds: int) -> set[str]:
+        """Hide messages for `seconds` from now (0 shows them); return the ids that failed."""
+        failed: set[str] = set()
+        for start in range(0, len(messages), SQS_BATCH_SIZE):
+            chunk = messages[start : start + SQS_BATCH_SIZE]
+            answer = _call(
+                "change_message_visibility_batch",
+                QueueUrl=self.url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": seconds}
+                    for i, m in enumerate(chunk)
+                ],
+            )
+            failed |= {chunk[int(bad["Id"])].message_id for bad in answer.get("Failed", [])}
+        return failed
+
     def counts(self) -> dict[str, int]:
         answer = _call(
             "get_queue_attributes",

@@ -162,8 +162,8 @@ class FactorySimulator:
         }
         try:
             body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            logger.warning("factory job %s rejected: body is not JSON (%s)", job_id, exc)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            logger.warning("factory job %s rejected: body is not JSON (%.80s)", job_id, exc)
             record.update(
                 body=raw.decode(errors="replace"),
                 status=HTTPStatus.BAD_REQUEST.value,
@@ -176,13 +176,18 @@ class FactorySimulator:
         fields = body if isinstance(body, dict) else {}
         callback_url = fields.get("CallbackUrl")
         logger.info(
-            "factory job %s received: product=%s cnt=%s factory=%s requester=%s callback=%s",
+            "factory job %s received: product=%r cnt=%r factory=%r requester=%r callback=%r",
             job_id,
-            fields.get("MessageAttributeProductId"),
-            fields.get("MessageAttributeProductCnt"),
-            fields.get("MessageAttributeFactoryId"),
-            fields.get("MessageAttributeRequester"),
-            callback_url,
+            *(
+                _shown(fields.get(name))
+                for name in (
+                    "MessageAttributeProductId",
+                    "MessageAttributeProductCnt",
+                    "MessageAttributeFactoryId",
+                    "MessageAttributeRequester",
+                    "CallbackUrl",
+                )
+            ),
         )
         record.update(body=body, callback_url=callback_url)
         if self._should_fail():
@@ -343,3 +348,8 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         # Access lines go to the module logger (debug) instead of stderr; events log above.
         logger.debug("factory simulator %s %s", self.address_string(), format % args)
+
+
+def _shown(value: object) -> str:
+    """A request field as it goes into the log: a string of at most 200 characters."""
+    return str(value)[:200]

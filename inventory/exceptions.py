@@ -1,3 +1,5 @@
+from typing import Any
+
 from nudged.exceptions import DomainError
 
 
@@ -12,6 +14,9 @@ class UnknownSku(InventoryError):
     def __init__(self, sku: str) -> None:
         super().__init__(f"No product with SKU {sku!r}.")
         self.sku = sku
+
+    def extra(self) -> dict[str, Any]:
+        return {"sku": self.sku}
 
 
 class InvalidQuantity(InventoryError):

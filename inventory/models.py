@@ -43,10 +43,15 @@ class Product(models.Model):
     description = models.CharField(max_length=200, blank=True)
     price = models.PositiveIntegerField(help_text="Price in KRW")
     factory = models.ForeignKey(Factory, on_delete=models.PROTECT, related_name="products")
-    stock = models.IntegerField(default=0, help_text="Units on hand in the warehouse")
+    # The validators say in words what the check constraints below enforce.
+    stock = models.IntegerField(
+        default=0,
+        validators=[MinValueValidator(0, "Stock cannot be negative.")],
+        help_text="Units on hand in the warehouse",
+    )
     restock_quantity = models.PositiveIntegerField(
         default=10,
-        validators=[MinValueValidator(1)],
+        validators=[MinValueValidator(1, "Restock quantity must be at least 1.")],
         help_text="Units ordered from the factory when the product runs out (mode: at zero)",
     )
     replenishment_mode = models.CharField(

@@ -6,6 +6,7 @@ from datetime import datetime
 from time import monotonic, sleep
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
@@ -202,8 +203,10 @@ def count_limited(*, product_id: int) -> None:
 
 def set_stock(*, sku: str, quantity: int, note: str = "") -> StockAdjustment:
     """Set on-hand stock after a physical count, record the adjustment, reorder if needed."""
-    if quantity < 0:
-        raise InvalidQuantity(f"Stock cannot be negative (got {quantity}).")
+    try:
+        Product._meta.get_field("stock").run_validators(quantity)
+    except ValidationError as exc:
+        raise InvalidQuantity(f"{' '.join(exc.messages)} Got {quantity}.") from exc
     with transaction.atomic():
         product = Product.objects.select_for_update().filter(sku=sku).first()
         if product is None:

@@ -4,31 +4,21 @@ import logging
 from typing import Any
 
 from django.db import DatabaseError
+from django.http import HttpRequest, JsonResponse
+from django.urls import resolve
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from nudged.exceptions import DomainError
-from shop.exceptions import OutOfStock
 
 logger = logging.getLogger(__name__)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, OutOfStock):
-        return Response(
-            {
-                "code": exc.code,
-                "detail": exc.detail,
-                "available": exc.available,
-            },
-            status=exc.status,
-        )
     if isinstance(exc, DomainError):
-        body = {"code": exc.code, "detail": exc.detail}
-        if hasattr(exc, "sku"):
-            body["sku"] = exc.sku
-        return Response(body, status=exc.status)
+        return Response({"code": exc.code, "detail": exc.detail, **exc.extra()}, status=exc.status)
     if isinstance(exc, exceptions.ValidationError):
         errors = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         fields = ", ".join(errors)
@@ -52,3 +42,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response is not None and isinstance(exc, exceptions.APIException):
         response.data = {"code": exc.default_code, "detail": str(exc.detail)}
     return response
+
+
+@csrf_exempt
+def not_found(request: HttpRequest) -> JsonResponse:
+    """Answer a path under /api/ that names no endpoint, pointing at the one a slash would."""
+    detail = f"No API endpoint at {request.path}."
+    slashed = f"{request.path_info}/"
+    if not request.path_info.endswith("/") and resolve(slashed).func is not not_found:
+        detail += f" The endpoint is {request.path}/ (with the trailing slash)."
+    return JsonResponse({"code": "not_found", "detail": detail}, status=status.HTTP_404_NOT_FOUND)

@@ -1,3 +1,6 @@
+from typing import Any
+
+
 class DomainError(Exception):
     """An error a client can act on: `code` and `status` shape the API response."""
 
@@ -7,3 +10,7 @@ class DomainError(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+    def extra(self) -> dict[str, Any]:
+        """Fields the API response carries after `code` and `detail`."""
+        return {}

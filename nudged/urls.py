@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from factory_bridge.apis import FactoryCallbackApi
+from nudged.api import not_found as api_not_found
 from nudged.views import healthz
 from shop import apis, legacy
 
@@ -23,6 +24,9 @@ legacy_api = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include((api, "api"))),
+    # Any other path under /api/, with or without a trailing slash: a JSON 404, not a
+    # redirect (APPEND_SLASH cannot redirect a POST) and not an HTML page.
+    re_path(r"^api(?:/|$)", api_not_found, name="api-not-found"),
     path("healthz", healthz, name="healthz"),
     path("factory/callbacks/<str:token>/", FactoryCallbackApi.as_view(), name="factory-callback"),
     path("bench/baseline/", include("shop.baseline")),  # no routes unless BENCHMARK_BASELINE

@@ -1,32 +1,53 @@
 """The Sales API: thin views over the shop services and inventory selectors."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inventory.selectors import product_get, product_list
+from nudged.parsers import MAX_BODY_BYTES, MAX_DEPTH
 from shop.limits import OrderRateThrottle, api_customer
 from shop.models import Order
 from shop.serializers import (
     ErrorSerializer,
+    InvalidInputSerializer,
     OrderInputSerializer,
     OrderOutputSerializer,
     OutOfStockSerializer,
     ProductSerializer,
+    PurchaseLimitSerializer,
+    UnknownSkuSerializer,
 )
 from shop.services import place_order
 
+# What any operation can answer besides its own outcomes.
+EVERY_OPERATION = {
+    405: OpenApiResponse(
+        ErrorSerializer, description="`method_not_allowed`: the path takes no other method."
+    ),
+    406: OpenApiResponse(
+        ErrorSerializer,
+        description="`not_acceptable`: the Accept header rules out application/json.",
+    ),
+    503: OpenApiResponse(
+        ErrorSerializer,
+        description="`unavailable`: the database is unreachable; retry after the seconds "
+        "in the Retry-After header.",
+    ),
+}
+UNKNOWN_SKU = OpenApiResponse(UnknownSkuSerializer, description="`unknown_sku`: no such product.")
+
 
 class ProductListApi(APIView):
-    @extend_schema(responses=ProductSerializer(many=True))
+    @extend_schema(responses={200: ProductSerializer(many=True), **EVERY_OPERATION})
     def get(self, request: Request) -> Response:
         return Response(ProductSerializer(product_list(), many=True).data)
 
 
 class ProductDetailApi(APIView):
-    @extend_schema(responses={200: ProductSerializer, 404: ErrorSerializer})
+    @extend_schema(responses={200: ProductSerializer, 404: UNKNOWN_SKU, **EVERY_OPERATION})
     def get(self, request: Request, sku: str) -> Response:
         return Response(ProductSerializer(product_get(sku=sku)).data)
 
@@ -37,10 +58,33 @@ class OrderCreateApi(APIView):
     @extend_schema(
         request=OrderInputSerializer,
         responses={
-            201: OrderOutputSerializer,
-            400: ErrorSerializer,
-            404: ErrorSerializer,
-            409: OutOfStockSerializer,
+            201: OpenApiResponse(OrderOutputSerializer, description="Ordered; stock taken."),
+            400: OpenApiResponse(
+                InvalidInputSerializer,
+                description="`invalid`: the body breaks this schema, is not JSON, is not "
+                f"`application/json`, or nests deeper than {MAX_DEPTH} levels.",
+            ),
+            404: UNKNOWN_SKU,
+            409: OpenApiResponse(
+                PolymorphicProxySerializer(
+                    component_name="OrderRefused",
+                    serializers=[OutOfStockSerializer, PurchaseLimitSerializer],
+                    resource_type_field_name=None,
+                ),
+                description="`out_of_stock`: fewer units on hand than asked (counted as demand); "
+                "`purchase_limit`: this customer has bought as many as one window allows. "
+                "Stock untouched either way.",
+            ),
+            413: OpenApiResponse(
+                ErrorSerializer,
+                description=f"`too_large`: the body is larger than {MAX_BODY_BYTES} bytes.",
+            ),
+            429: OpenApiResponse(
+                ErrorSerializer,
+                description="`throttled`: more order requests than ORDER_RATE_LIMIT from this "
+                "customer; retry after the seconds in the Retry-After header.",
+            ),
+            **EVERY_OPERATION,
         },
     )
     def post(self, request: Request) -> Response:

@@ -9,8 +9,6 @@ statements). Keep it in step with place_order. Routed at /bench/baseline/orders/
 BENCHMARK_BASELINE is true, and never with the production settings.
 """
 
-import json
-
 from django.conf import settings
 from django.db import connection, transaction
 from django.http import HttpRequest, JsonResponse
@@ -23,6 +21,7 @@ from factory_bridge.events import ORDER_COMPLETED, Event, record
 from factory_bridge.models import OutboxEvent
 from inventory.exceptions import UnknownSku
 from inventory.services import take_stock
+from nudged.parsers import BodyError, parse_json, read_body
 from shop.exceptions import OutOfStock
 from shop.models import Order
 
@@ -44,9 +43,11 @@ def _invalid(field: str) -> JsonResponse:
 def create_order(request: HttpRequest) -> JsonResponse:
     """Place an order with raw SQL; answer like POST /api/orders/ (201, 409, 404 or 400)."""
     try:
-        data = json.loads(request.body)
-    except ValueError:
+        data = parse_json(read_body(request))
+    except BodyError:
         return _invalid("body")
+    if not isinstance(data, dict):
+        return _invalid("non_field_errors")
     sku, quantity = data.get("sku"), data.get("quantity")
     if not isinstance(sku, str) or not 0 < len(sku) <= 32:
         return _invalid("sku")

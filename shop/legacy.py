@@ -1,6 +1,5 @@
 """The original Sales API, kept byte-compatible for existing clients."""
 
-import json
 import logging
 from math import ceil
 
@@ -11,6 +10,7 @@ from django.views.decorators.http import require_GET
 
 from inventory.exceptions import UnknownSku
 from inventory.selectors import product_get
+from nudged.parsers import BodyError, BodyTooLarge, parse_json, read_body
 from shop.exceptions import OutOfStock, PurchaseLimitReached
 from shop.limits import api_customer, throttled
 from shop.models import Order
@@ -19,6 +19,10 @@ from shop.services import place_order
 logger = logging.getLogger(__name__)
 
 NO_PRODUCT = {"message": "상품 없음"}
+NOT_JSON = {"message": "잘못된 요청: JSON 본문이 아닙니다"}
+TOO_LARGE = {"message": "잘못된 요청: 본문이 너무 큽니다"}
+# Characters of a client-supplied value that a log line keeps.
+LOGGED_CHARS = 64
 
 
 def _json(body: dict, status: int = 200) -> JsonResponse:
@@ -50,14 +54,17 @@ def product_donut(request: HttpRequest) -> JsonResponse:
 def checkout(request: HttpRequest) -> JsonResponse:
     if request.method != "POST":
         return not_found(request)
-    if request.body:
-        try:
-            body = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError):
-            return _json({"message": "잘못된 요청: JSON 본문이 아닙니다"}, status=400)
-        if isinstance(body, dict) and body.get("MessageAttributeFactoryId"):
-            # Accepted for compatibility; the product's own factory is the one that is ordered.
-            logger.info("checkout factory hint=%s", body["MessageAttributeFactoryId"])
+    try:
+        raw = read_body(request)
+        body = parse_json(raw) if raw else None
+    except BodyTooLarge:
+        return _json(TOO_LARGE, status=400)
+    except BodyError:
+        return _json(NOT_JSON, status=400)
+    if isinstance(body, dict) and body.get("MessageAttributeFactoryId"):
+        # Accepted for compatibility; the product's own factory is the one that is ordered.
+        hint = str(body["MessageAttributeFactoryId"])[:LOGGED_CHARS]
+        logger.info("checkout factory hint=%r", hint)
     # Refusals keep the original contract: 200 and "구매 실패!", with the reason.
     wait = throttled(request)
     if wait is not None:

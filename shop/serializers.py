@@ -1,37 +1,62 @@
 from django.conf import settings
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from inventory.models import Product
 
+SKU_MAX_LENGTH = Product._meta.get_field("sku").max_length
+
 
 class ProductSerializer(serializers.ModelSerializer):
     in_stock = serializers.BooleanField(read_only=True)
-    incoming = serializers.IntegerField(read_only=True, default=0)
+    incoming = serializers.IntegerField(read_only=True, default=0, min_value=0)
 
     class Meta:
         model = Product
         fields = ["sku", "name", "price", "stock", "in_stock", "incoming"]
+        # Every product row has a stock; the model default would mark it optional.
+        extra_kwargs = {"stock": {"required": True}}
 
 
 class OrderInputSerializer(serializers.Serializer):
-    sku = serializers.CharField(max_length=32)
+    # A SKU that is blank once trimmed is refused as blank before any validator runs;
+    # min_length and the pattern put that rule into the schema.
+    sku = serializers.CharField(
+        min_length=1, max_length=SKU_MAX_LENGTH, validators=[RegexValidator(r"\S")]
+    )
     quantity = serializers.IntegerField(min_value=1, max_value=settings.ORDER_MAX_QUANTITY)
 
 
 class OrderOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    sku = serializers.CharField()
-    quantity = serializers.IntegerField()
-    status = serializers.CharField()
-    remaining_stock = serializers.IntegerField()
-
-
-class OutOfStockSerializer(serializers.Serializer):
-    code = serializers.CharField()
-    detail = serializers.CharField()
-    available = serializers.IntegerField()
+    id = serializers.IntegerField(min_value=1)
+    sku = serializers.CharField(max_length=SKU_MAX_LENGTH)
+    quantity = serializers.IntegerField(min_value=1, max_value=settings.ORDER_MAX_QUANTITY)
+    status = serializers.CharField(help_text="Always `completed`: a refused order answers 409.")
+    remaining_stock = serializers.IntegerField(min_value=0)
 
 
 class ErrorSerializer(serializers.Serializer):
-    code = serializers.CharField()
-    detail = serializers.CharField()
+    code = serializers.CharField(help_text="Stable, machine-readable reason.")
+    detail = serializers.CharField(help_text="What went wrong, for a person.")
+
+
+class InvalidInputSerializer(ErrorSerializer):
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Messages by field: `body` when the body is not JSON, "
+        "`non_field_errors` when it is not an object.",
+    )
+
+
+class UnknownSkuSerializer(ErrorSerializer):
+    sku = serializers.CharField()
+
+
+class OutOfStockSerializer(ErrorSerializer):
+    available = serializers.IntegerField(min_value=0)
+
+
+class PurchaseLimitSerializer(ErrorSerializer):
+    limit = serializers.IntegerField(min_value=1, help_text="Units one customer may buy.")
+    window = serializers.IntegerField(min_value=1, help_text="Seconds the limit counts over.")
+    bought = serializers.IntegerField(min_value=0, help_text="Units bought in the window.")

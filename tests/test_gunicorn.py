@@ -54,12 +54,12 @@ def web(tmp_path: Path):  # type: ignore[no-untyped-def]
             stderr=stderr,
         )
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 try:
-                    requests.get(f"http://127.0.0.1:{port}/api/schema/", timeout=2)
+                    requests.get(f"http://127.0.0.1:{port}/api/schema/", timeout=10)
                     break
-                except requests.ConnectionError:
+                except requests.RequestException:  # not listening yet, or still booting
                     time.sleep(0.2)
             yield f"http://127.0.0.1:{port}", access, errors
         finally:

@@ -22,7 +22,15 @@ def run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     base = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DJANGO_SETTINGS_MODULE", "SECRET_KEY", "ALLOWED_HOSTS", "PUBLIC_BASE_URL"}
+        # The browser tests allow async-unsafe calls in this process; a deployment never does.
+        if k
+        not in {
+            "DJANGO_SETTINGS_MODULE",
+            "SECRET_KEY",
+            "ALLOWED_HOSTS",
+            "PUBLIC_BASE_URL",
+            "DJANGO_ALLOW_ASYNC_UNSAFE",
+        }
         and not k.startswith(("SECURE_", "USE_X_", "HEALTHZ_", "SECRET_KEY_"))
     }
     return subprocess.run(

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('factory_bridge', '0007_restock_retry_backoff_and_cap'),
-        ('inventory', '0002_replenishment'),
+        ('inventory', '0003_replenishment'),
     ]
 
     operations = [

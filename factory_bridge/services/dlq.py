@@ -1,6 +1,14 @@
-"""Dead letters: record what reaches the DLQ, redrive it to the source queue, or discard it."""
+"""Dead letters: why a message failed, what reaches the DLQ, and redriving or discarding it.
+
+The watcher runs whenever the system is up; redrive and discard must still find every message.
+So the watcher hides a message only while it records it and then shows it again at once, and
+stands aside entirely while a redrive or discard holds the DLQ lease.
+"""
 
 import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from time import monotonic, sleep
 
@@ -13,24 +21,90 @@ from factory_bridge.exceptions import UnreadableMessage
 from factory_bridge.messages import fingerprint, read_envelope
 from factory_bridge.models import FailedMessage, MessageFailure, RestockRequest
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
+from factory_bridge.services import pollers
 
 logger = logging.getLogger(__name__)
 
-# The watcher hides what it has read only briefly, so that a redrive can receive it soon.
+# Held by a redrive or discard; the watcher receives nothing while it is.
+DLQ_LEASE = "dlq-redrive"
+# How long the watcher's receive hides a message if the watcher dies before showing it again.
 WATCH_VISIBILITY = 5
+# Pause between two sweeps of a DLQ that holds messages (all of them visible meanwhile).
+WATCH_INTERVAL = 5
 # A redrive stops looking when the DLQ has shown nothing new for this long.
-REDRIVE_QUIET_SECONDS = WATCH_VISIBILITY + 2
+REDRIVE_QUIET_SECONDS = 3
+# How long a redrive or discard hides what it received; shown again at its end.
+REDRIVE_HOLD = 60
+# Upper bound of `redrive(limit=...)`; --all is for everything.
+REDRIVE_MAX_LIMIT = 10000
+
+
+class DlqBusy(Exception):
+    """Another redrive or discard holds the DLQ."""
+
+
+def record_failure(message: ReceivedMessage, queue: str, error: str) -> None:
+    """Remember why processing failed, for the failed-message view."""
+    key = fingerprint(message.body)
+    updated = MessageFailure.objects.filter(fingerprint=key).update(
+        sqs_message_id=message.message_id,
+        queue=queue,
+        error=error[:4000],
+        attempts=F("attempts") + 1,
+        updated_at=timezone.now(),
+    )
+    if not updated:
+        MessageFailure.objects.get_or_create(
+            fingerprint=key,
+            defaults={"sqs_message_id": message.message_id, "queue": queue, "error": error[:4000]},
+        )
+
+
+def dead_letter(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
+    """Move an unprocessable message straight to the DLQ (send first, then delete)."""
+    record_failure(message, queue.name, error)
+    SqsQueue(settings.SQS_RESTOCK_DLQ).send(
+        body=message.body, message_attributes=message.message_attributes or None
+    )
+    queue.delete(message)
+    logger.warning("message=%s sent to the DLQ: %s", message.message_id, error)
 
 
 def watch_dlq(*, wait: int) -> int:
-    """Record one batch of dead messages; return how many were new or changed."""
+    """Record what the DLQ holds; return how many messages were new or dead again.
+
+    One sweep receives until the DLQ shows nothing new (holding what it read, so that the
+    next receive reaches further), records each message, and shows them all again at once.
+    """
+    if pollers.is_held(DLQ_LEASE):
+        sleep(1)
+        return 0
     dlq = SqsQueue(settings.SQS_RESTOCK_DLQ)
-    messages = dlq.receive(wait=wait, visibility=WATCH_VISIBILITY)
-    changed = sum(record_dead(message) for message in messages)
-    if messages and not changed:
-        # Everything seen is already recorded: do not spin over the same messages.
-        sleep(WATCH_VISIBILITY)
+    held: dict[str, ReceivedMessage] = {}
+    changed = 0
+    try:
+        batch = dlq.receive(wait=wait, visibility=WATCH_VISIBILITY)
+        while batch:
+            new = [m for m in batch if m.message_id not in held]
+            held |= {m.message_id: m for m in batch}
+            changed += sum(_record_one(message) for message in new)
+            if not new or pollers.is_held(DLQ_LEASE):
+                break
+            batch = dlq.receive(visibility=WATCH_VISIBILITY)
+    finally:
+        _release(dlq, list(held.values()))
+    if held:
+        sleep(WATCH_INTERVAL)
     return changed
+
+
+def _record_one(message: ReceivedMessage) -> bool:
+    # However malformed a message is, the others in the sweep are still recorded.
+    try:
+        return record_dead(message)
+    except Exception:
+        logger.exception("could not record dead message=%s", message.message_id)
+        return False
 
 
 def record_dead(message: ReceivedMessage) -> bool:
@@ -51,7 +125,7 @@ def record_dead(message: ReceivedMessage) -> bool:
                 # A redriven message died again: same row, one more death.
                 row.times_dead = F("times_dead") + 1
                 row.status = FailedMessage.Status.DEAD
-        row.sqs_message_id = message.message_id
+        row.sqs_message_id = message.message_id[:100]
         row.source_queue = settings.SQS_RESTOCK_QUEUE
         row.dlq = settings.SQS_RESTOCK_DLQ
         row.body = message.body
@@ -65,11 +139,11 @@ def record_dead(message: ReceivedMessage) -> bool:
             _fail_pending_restock(message.body)
     if changed:
         logger.warning(
-            "dead message=%s sku=%s type=%s error=%s",
+            "dead message=%s sku=%r type=%r error=%s",
             message.message_id,
             row.sku or "-",
             row.event_type or "-",
-            row.last_error,
+            row.last_error[:200],
         )
     return changed
 
@@ -92,13 +166,59 @@ def _fail_pending_restock(body: str) -> None:
     ).update(status=RestockRequest.Status.FAILED, updated_at=timezone.now())
 
 
+@contextmanager
+def _dlq_lease() -> Iterator[str]:
+    """Hold the DLQ for one redrive or discard; the watcher stands aside meanwhile."""
+    owner = uuid.uuid4().hex
+    if not pollers.claim(DLQ_LEASE, owner):
+        raise DlqBusy("another redrive or discard is running; try again when it has finished")
+    try:
+        yield owner
+    finally:
+        pollers.release(DLQ_LEASE, owner)
+
+
+def _release(dlq: SqsQueue, messages: list[ReceivedMessage]) -> None:
+    """Make held messages visible again at once (else they hide for the whole hold)."""
+    if not messages:
+        return
+    try:
+        failed = dlq.change_visibility_batch(messages, 0)
+    except QueueError as exc:
+        logger.warning("could not release %s message(s): %s", len(messages), exc)
+        return
+    for message_id in failed:
+        logger.warning("could not release message=%s", message_id)
+
+
 @dataclass
 class RedriveReport:
     moved: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     listed: list[FailedMessage] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    # Rows chosen that were not dead (already redriven or discarded).
+    skipped: int = 0
+    # The DLQ's counts once the redrive was over.
+    left: dict[str, int] = field(default_factory=dict)
     error: str = ""
+    # Another redrive or discard held the DLQ: nothing was tried.
+    busy: bool = False
+
+    def stuck(self) -> str:
+        """Why nothing moved although the DLQ holds messages; empty when that is not so."""
+        if self.moved or self.listed or self.failed or self.error or not sum(self.left.values()):
+            return ""
+        return f"the DLQ holds {held_elsewhere(self.left)}"
+
+
+def held_elsewhere(counts: dict[str, int]) -> str:
+    """Say what the DLQ holds that a redrive could not receive, and what to do."""
+    return (
+        f"{sum(counts.values())} message(s), {counts.get('in_flight', 0)} of them in flight: "
+        f"something else is holding them (a redrive or discard that stopped midway hides its "
+        f"messages for up to {REDRIVE_HOLD} s); run again in a minute"
+    )
 
 
 def redrive(
@@ -121,51 +241,52 @@ def redrive(
     seen: set[str] = set()
     found: set[str] = set()
     held: list[ReceivedMessage] = []
-    quiet_since = monotonic()
     try:
-        while monotonic() - quiet_since < quiet_seconds:
-            if limit is not None and len(report.moved) + len(report.listed) >= limit:
-                break
-            if wanted and wanted <= found:
-                break
-            batch = [m for m in dlq.receive(wait=1, visibility=60) if m.message_id not in seen]
-            if not batch:
-                continue
-            quiet_since = monotonic()
-            seen |= {m.message_id for m in batch}
-            names = {m.message_id: {m.message_id, fingerprint(m.body)} for m in batch}
-            for aliases in names.values():
-                found |= aliases
-            chosen = [m for m in batch if not wanted or names[m.message_id] & wanted]
-            if limit is not None:
-                chosen = chosen[: limit - len(report.moved) - len(report.listed)]
-            held += [m for m in batch if m not in chosen]
-            for message in chosen:
-                record_dead(message)
-            if dry_run:
-                report.listed += list(
-                    FailedMessage.objects.filter(sqs_message_id__in=[m.message_id for m in chosen])
-                )
-                held += chosen
-                continue
-            held += _move(chosen, source, dlq, report)
+        with _dlq_lease() as owner:
+            try:
+                quiet_since = monotonic()
+                while monotonic() - quiet_since < quiet_seconds:
+                    if limit is not None and len(report.moved) + len(report.listed) >= limit:
+                        break
+                    if wanted and wanted <= found:
+                        break
+                    pollers.renew(DLQ_LEASE, owner)
+                    received = dlq.receive(wait=1, visibility=REDRIVE_HOLD)
+                    batch = [m for m in received if m.message_id not in seen]
+                    if not batch:
+                        continue
+                    quiet_since = monotonic()
+                    seen |= {m.message_id for m in batch}
+                    names = {m.message_id: {m.message_id, fingerprint(m.body)} for m in batch}
+                    for aliases in names.values():
+                        found |= aliases
+                    chosen = [m for m in batch if not wanted or names[m.message_id] & wanted]
+                    if limit is not None:
+                        chosen = chosen[: limit - len(report.moved) - len(report.listed)]
+                    held += [m for m in batch if m not in chosen]
+                    for message in chosen:
+                        record_dead(message)
+                    if dry_run:
+                        report.listed += list(
+                            FailedMessage.objects.filter(
+                                sqs_message_id__in=[m.message_id for m in chosen]
+                            )
+                        )
+                        held += chosen
+                        continue
+                    held += _move(chosen, source, dlq, report)
+            finally:
+                _release(dlq, held)
+        report.left = dlq.counts()
+    except DlqBusy as exc:
+        report.error = str(exc)
+        report.busy = True
     except QueueError as exc:
         report.error = str(exc)
         logger.error("redrive stopped after %s moved: %s", len(report.moved), exc)
-    finally:
-        _release(dlq, held)
     if wanted and not report.error:
         report.missing = sorted(wanted - found)
     return report
-
-
-def _release(dlq: SqsQueue, messages: list[ReceivedMessage]) -> None:
-    """Make held messages visible again at once (else they hide for the whole hold)."""
-    for message in messages:
-        try:
-            dlq.change_visibility(message, 0)
-        except QueueError as exc:
-            logger.warning("could not release message=%s: %s", message.message_id, exc)
 
 
 def _move(
@@ -196,43 +317,90 @@ def redrive_rows(rows: list[FailedMessage]) -> RedriveReport:
     """Redrive the DLQ messages behind these rows (admin action)."""
     # By fingerprint: a message that died again since the row was written has a new id.
     ids = [row.fingerprint for row in rows if row.status == FailedMessage.Status.DEAD]
-    if not ids:
-        return RedriveReport()
-    return redrive(message_ids=ids)
+    report = redrive(message_ids=ids) if ids else RedriveReport()
+    report.skipped = len(rows) - len(ids)
+    return report
 
 
-def discard(*, rows: list[FailedMessage]) -> int:
-    """Delete the messages from the DLQ and keep the rows, marked discarded, for audit."""
+@dataclass
+class DiscardReport:
+    discarded: int = 0
+    # Fingerprints of dead rows whose message was not found while something else held some.
+    missing: list[str] = field(default_factory=list)
+    # Rows chosen that were not dead (already redriven or discarded).
+    skipped: int = 0
+    error: str = ""
+
+
+def discard(*, rows: list[FailedMessage]) -> DiscardReport:
+    """Delete the messages from the DLQ and keep the rows, marked discarded, for audit.
+
+    A discarded depletion will never be restocked, so its product's depletion ends: the next
+    order that finds the product empty reports a new one.
+    """
     dead = [row for row in rows if row.status == FailedMessage.Status.DEAD]
+    report = DiscardReport(skipped=len(rows) - len(dead))
     if not dead:
-        return 0
+        return report
+    names = {row.pk: {row.sqs_message_id, row.fingerprint} for row in dead}
+    wanted = set().union(*names.values())
     dlq = SqsQueue(settings.SQS_RESTOCK_DLQ)
-    wanted = {row.sqs_message_id for row in dead}
-    deleted: list[str] = []
+    deleted: set[str] = set()
     seen: set[str] = set()
     held: list[ReceivedMessage] = []
-    quiet_since = monotonic()
+    left: dict[str, int] = {}
     try:
-        while wanted - seen and monotonic() - quiet_since < REDRIVE_QUIET_SECONDS:
-            batch = [m for m in dlq.receive(wait=1, visibility=60) if m.message_id not in seen]
-            if not batch:
-                continue
-            quiet_since = monotonic()
-            seen |= {m.message_id for m in batch}
-            chosen = [m for m in batch if m.message_id in wanted]
-            held += [m for m in batch if m.message_id not in wanted]
-            failed = dlq.delete_batch(chosen) if chosen else set()
-            deleted += [m.message_id for m in chosen if m.message_id not in failed]
-    finally:
-        _release(dlq, held)
-    now = timezone.now()
-    # A row whose message is no longer in the DLQ is discarded too: nothing is left to keep.
+        with _dlq_lease() as owner:
+            try:
+                quiet_since = monotonic()
+                while monotonic() - quiet_since < REDRIVE_QUIET_SECONDS:
+                    if all(aliases & seen for aliases in names.values()):
+                        break
+                    pollers.renew(DLQ_LEASE, owner)
+                    received = dlq.receive(wait=1, visibility=REDRIVE_HOLD)
+                    batch = [m for m in received if m.message_id not in seen]
+                    if not batch:
+                        continue
+                    quiet_since = monotonic()
+                    aliases = {m.message_id: {m.message_id, fingerprint(m.body)} for m in batch}
+                    for both in aliases.values():
+                        seen |= both
+                    chosen = [m for m in batch if aliases[m.message_id] & wanted]
+                    held += [m for m in batch if m not in chosen]
+                    failed = dlq.delete_batch(chosen) if chosen else set()
+                    held += [m for m in chosen if m.message_id in failed]
+                    for message in chosen:
+                        if message.message_id not in failed:
+                            deleted |= aliases[message.message_id]
+            finally:
+                _release(dlq, held)
+        left = dlq.counts()
+    except DlqBusy as exc:
+        report.error = str(exc)
+        return report
+    except QueueError as exc:
+        report.error = str(exc)
+        logger.error("discard stopped: %s", exc)
+    # A row whose message is no longer in the DLQ is discarded too (nothing is left to keep),
+    # unless something else may be hiding it.
+    nothing_hidden = not report.error and not left.get("in_flight")
     gone = [
-        row.pk for row in dead if row.sqs_message_id in deleted or row.sqs_message_id not in seen
+        row
+        for row in dead
+        if names[row.pk] & deleted or (nothing_hidden and not names[row.pk] & seen)
     ]
-    return FailedMessage.objects.filter(pk__in=gone).update(
-        status=FailedMessage.Status.DISCARDED, discarded_at=now
+    report.missing = sorted(row.fingerprint for row in dead if row not in gone)
+    report.discarded = FailedMessage.objects.filter(pk__in=[row.pk for row in gone]).update(
+        status=FailedMessage.Status.DISCARDED, discarded_at=timezone.now()
     )
+    # restock imports this module (dead-lettering); the dependency back is only at call time.
+    from factory_bridge.services.restock import abandon
+
+    for row in gone:
+        if row.event_type == "stock.depleted":
+            abandon(body=row.body)
+        logger.info("discarded message=%s sku=%r", row.sqs_message_id, row.sku or "-")
+    return report
 
 
 def dead_count() -> int:

@@ -7,6 +7,7 @@ to a successor task. A lease row makes a second copy exit at once; the minute sc
 """
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -23,6 +24,9 @@ from factory_bridge.queues import QueueError
 logger = logging.getLogger(__name__)
 
 POLLER_TASK = "factory_bridge.tasks.run_poller"
+
+# The lease and deadline of the loop running in this thread, for `keep_going`.
+_running = threading.local()
 
 
 def _loops() -> dict[str, Callable[..., object]]:
@@ -53,10 +57,34 @@ def claim(name: str, owner: str) -> bool:
     return taken == 1
 
 
-def _beat(name: str, owner: str) -> bool:
+def renew(name: str, owner: str) -> bool:
+    """Beat a lease this owner holds; False when it has lost it."""
     return (
         WorkerLease.objects.filter(name=name, owner=owner).update(heartbeat_at=timezone.now()) == 1
     )
+
+
+def is_held(name: str) -> bool:
+    """Whether someone holds the named lease and has beaten it recently."""
+    return (
+        WorkerLease.objects.filter(name=name, heartbeat_at__gte=timezone.now() - stale_after())
+        .exclude(owner="")
+        .exists()
+    )
+
+
+def keep_going() -> bool:
+    """Beat the calling loop's lease before another unit of work; False when it should stop.
+
+    A round that handles several slow items beats per item, so its lease never looks stale
+    (which would start a second copy), and takes no new item once the loop has lost its
+    lease or run past its time (its successor takes over). Outside a loop: always True.
+    """
+    running = getattr(_running, "lease", None)
+    if running is None:
+        return True
+    name, owner, deadline = running
+    return monotonic() < deadline and renew(name, owner)
 
 
 def release(name: str, owner: str) -> None:
@@ -74,9 +102,10 @@ def run_poller(*, name: str, seconds: float | None = None, handover: bool = True
     rounds = 0
     kept = True
     logger.info("poller %s started owner=%s", name, owner)
+    _running.lease = (name, owner, deadline)
     try:
         while monotonic() < deadline:
-            if not _beat(name, owner):
+            if not renew(name, owner):
                 kept = False
                 logger.warning("poller %s lost its lease; exiting", name)
                 break
@@ -91,6 +120,7 @@ def run_poller(*, name: str, seconds: float | None = None, handover: bool = True
             rounds += 1
             close_old_connections()
     finally:
+        _running.lease = None
         if kept:
             release(name, owner)
     if kept and handover:

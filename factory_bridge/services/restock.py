@@ -5,6 +5,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from time import monotonic
 from typing import Any
 
 from django.conf import settings
@@ -22,10 +23,11 @@ from factory_bridge.exceptions import (
     UnreadableMessage,
 )
 from factory_bridge.factory import FactoryError, ManufactureOrder, get_factory_client
-from factory_bridge.messages import Envelope, fingerprint, read_envelope
-from factory_bridge.models import MessageFailure, RestockRequest
-from factory_bridge.queues import ReceivedMessage, SqsQueue
+from factory_bridge.messages import Envelope, read_envelope
+from factory_bridge.models import RestockRequest
+from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
 from factory_bridge.services import pollers
+from factory_bridge.services.dlq import dead_letter, record_failure
 from inventory.models import Product, ReorderDecision
 from inventory.services import end_depletion, receive_stock, release_on_order, review
 
@@ -38,6 +40,10 @@ ORDERED, DUPLICATE, ABSORBED, IN_FLIGHT = "ordered", "duplicate", "absorbed", "i
 # Added to the factory call's own timeouts: a claim older than that belongs to a caller that
 # died, and the request may be ordered again.
 CLAIM_SLACK_SECONDS = 30
+# Seconds one message may take beyond its factory call (database, SQS).
+MESSAGE_MARGIN = 2.0
+# Longest depletion event id taken (ours are 36): the restock's key adds a re-order suffix.
+EVENT_ID_MAX = 64
 
 
 @dataclass
@@ -57,35 +63,88 @@ def callback_url(request: RestockRequest) -> str:
 
 
 def consume_restock(*, wait: int) -> ConsumeReport:
-    """Receive one batch of depletions from the restock queue and order from the factory."""
+    """Receive one batch of depletions from the restock queue and order each from the factory.
+
+    Each message is handled on its own: whatever goes wrong with one is recorded for it and
+    the batch goes on. Before each message the rest of the batch is hidden again for a full
+    visibility timeout when less than one message's worst case is left, so that no message
+    reappears (and reaches a second consumer) while this one still holds it.
+    """
     queue = SqsQueue(settings.SQS_RESTOCK_QUEUE)
     report = ConsumeReport()
-    done: list[ReceivedMessage] = []
-    for message in queue.receive(wait=wait):
-        try:
-            outcome = handle_depletion_message(message)
-        except UnreadableMessage as exc:
-            dead_letter(queue, message, str(exc))
-            report.count("unreadable")
-            continue
-        except FactoryError as exc:
-            # Left in the queue: it comes back after the visibility timeout, and after
-            # SQS_MAX_RECEIVE_COUNT receives SQS moves it to the DLQ.
-            record_failure(message, queue.name, f"factory {exc}")
-            report.count("retry")
-            continue
-        done.append(message)
-        report.count(outcome)
-    if done:
-        for message_id in queue.delete_batch(done):
-            logger.warning("could not delete message=%s; it will be redelivered", message_id)
+    visibility = settings.SQS_VISIBILITY_TIMEOUT
+    batch = queue.receive(wait=wait, visibility=visibility)
+    hidden_until = monotonic() + visibility
+    handled = 0
+    while batch:
+        # The first message goes right after the round's own beat: releasing it unhandled
+        # would cost it one of its receives.
+        if handled and not pollers.keep_going():
+            # The loop's time is up or its lease is gone: its successor takes these at once.
+            queue.change_visibility_batch(batch, 0)
+            report.count("released")
+            break
+        if hidden_until - monotonic() < message_budget():
+            lost = queue.change_visibility_batch(batch, visibility)
+            hidden_until = monotonic() + visibility
+            for message_id in lost:
+                logger.warning("message=%s no longer held; left to its new reader", message_id)
+            batch = [m for m in batch if m.message_id not in lost]
+            if not batch:
+                break
+        message, *batch = batch
+        report.count(_handle(queue, message))
+        handled += 1
     return report
+
+
+def message_budget() -> float:
+    """Seconds one message may take at worst: the factory call, plus the database and SQS."""
+    return settings.FACTORY_CONNECT_TIMEOUT + settings.FACTORY_READ_TIMEOUT + MESSAGE_MARGIN
+
+
+def _handle(queue: SqsQueue, message: ReceivedMessage) -> str:
+    """Handle one message and say how it went; no error escapes to the rest of the batch."""
+    try:
+        outcome = handle_depletion_message(message)
+    except UnreadableMessage as exc:
+        dead_letter(queue, message, str(exc))
+        return "unreadable"
+    except FactoryError as exc:
+        # Left in the queue: it comes back after the visibility timeout, and after
+        # SQS_MAX_RECEIVE_COUNT receives SQS moves it to the DLQ.
+        _note_failure(queue, message, f"factory {exc}")
+        return "retry"
+    except Exception as exc:
+        logger.exception("depletion message=%s failed", message.message_id)
+        _note_failure(queue, message, f"{type(exc).__name__}: {exc}")
+        return "retry"
+    try:
+        queue.delete(message)
+    except QueueError as exc:
+        logger.warning(
+            "could not delete message=%s; it will be redelivered: %s", message.message_id, exc
+        )
+    return outcome
+
+
+def _note_failure(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
+    try:
+        record_failure(message, queue.name, error)
+    except Exception:
+        logger.exception("could not record the failure of message=%s", message.message_id)
 
 
 def handle_depletion_message(message: ReceivedMessage) -> str:
     envelope = read_envelope(message.body)
     if envelope.event_type not in (events.STOCK_LOW, events.STOCK_DEPLETED):
-        raise UnreadableMessage(f"unexpected event type {envelope.event_type!r}")
+        raise UnreadableMessage(f"unexpected event type {envelope.event_type[:40]!r}")
+    if not envelope.sku:
+        raise UnreadableMessage(f"{envelope.event_type} names no SKU")
+    if len(envelope.event_id) > EVENT_ID_MAX:
+        raise UnreadableMessage(
+            f"event id longer than {EVENT_ID_MAX} characters: {envelope.event_id[:40]!r}…"
+        )
     return order_restock(envelope=envelope, sqs_message_id=message.message_id)
 
 
@@ -248,33 +307,6 @@ def _backoff(reorders: int) -> timedelta:
     """30 s, 60 s, 120 s … (FACTORY_RETRY_BACKOFF doubled per retry), capped."""
     seconds = settings.FACTORY_RETRY_BACKOFF * 2 ** min(reorders, 16)
     return timedelta(seconds=min(seconds, settings.FACTORY_RETRY_BACKOFF_MAX))
-
-
-def record_failure(message: ReceivedMessage, queue: str, error: str) -> None:
-    """Remember why processing failed, for the failed-message view."""
-    key = fingerprint(message.body)
-    updated = MessageFailure.objects.filter(fingerprint=key).update(
-        sqs_message_id=message.message_id,
-        queue=queue,
-        error=error[:4000],
-        attempts=F("attempts") + 1,
-        updated_at=timezone.now(),
-    )
-    if not updated:
-        MessageFailure.objects.get_or_create(
-            fingerprint=key,
-            defaults={"sqs_message_id": message.message_id, "queue": queue, "error": error[:4000]},
-        )
-
-
-def dead_letter(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
-    """Move an unprocessable message straight to the DLQ (send first, then delete)."""
-    record_failure(message, queue.name, error)
-    SqsQueue(settings.SQS_RESTOCK_DLQ).send(
-        body=message.body, message_attributes=message.message_attributes or None
-    )
-    queue.delete(message)
-    logger.warning("message=%s sent to the DLQ: %s", message.message_id, error)
 
 
 def callback_restock_id(*, token: str) -> int:
@@ -469,6 +501,25 @@ def _retry(pk: int, *, now: datetime, report: SweepReport) -> None:
                 report.failed.append(pk)
         return
     report.placed.append(pk)
+
+
+def abandon(*, body: str) -> None:
+    """Staff discarded this dead depletion: its restock is not ordered again, and the product
+    may deplete anew (so the next order that finds it empty restocks it)."""
+    try:
+        envelope = read_envelope(body)
+    except UnreadableMessage:
+        return
+    pending = RestockRequest.objects.filter(status__in=RestockRequest.NOT_ACCEPTED)
+    pk = pending.filter(depletion_key=envelope.event_id).values_list("pk", flat=True).first()
+    if pk is not None and _give_up(pending, pk=pk, error="message discarded by staff"):
+        return
+    product_id = Product.objects.filter(sku=envelope.sku).values_list("pk", flat=True).first()
+    if (
+        product_id is not None
+        and not RestockRequest.objects.filter(product_id=product_id).in_progress().exists()
+    ):
+        end_depletion(product_id=product_id)
 
 
 def _give_up(requests: QuerySet[RestockRequest], *, pk: int, error: str | None) -> bool:

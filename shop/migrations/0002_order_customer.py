@@ -12,7 +12,7 @@ def create_cache_table(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inventory', '0002_replenishment'),
+        ('inventory', '0003_replenishment'),
         ('shop', '0001_initial'),
     ]
 

@@ -25,7 +25,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 # Page actions fail fast: everything is local, a missing element should not cost 30 s.
 TIMEOUT_MS = 10_000
 
@@ -61,13 +60,23 @@ def page(new_context: Callable[..., BrowserContext]) -> Page:
     return new_context().new_page()
 
 
+@pytest.fixture(scope="session")
+def screenshots_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SCREENSHOTS_DIR when set (`make screenshots`: docs/screenshots), else a temporary folder."""
+    configured = os.environ.get("SCREENSHOTS_DIR")
+    if not configured:
+        return tmp_path_factory.mktemp("screenshots")
+    path = Path(configured).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @pytest.fixture
-def screenshot() -> Callable[[Page, str], Path]:
-    """Save a full-page PNG under docs/screenshots/."""
+def screenshot(screenshots_dir: Path) -> Callable[[Page, str], Path]:
+    """Save a full-page PNG under the screenshots folder."""
 
     def save(page: Page, name: str) -> Path:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        path = SCREENSHOTS / name
+        path = screenshots_dir / name
         page.screenshot(path=str(path), full_page=True)
         return path
 

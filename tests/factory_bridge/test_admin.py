@@ -195,6 +195,53 @@ def test_discard_action_asks_first_then_deletes_from_the_dlq_and_keeps_the_row(a
     assert FailedMessage.objects.count() == 2
 
 
+def test_redrive_action_counts_rows_that_were_not_dead_as_skipped(admin_client, dead):
+    done = make_row("CP-502103", status="redriven")
+
+    response = admin_client.post(
+        CHANGELIST,
+        {"action": "redrive_selected", "_selected_action": [dead[SKU_A].pk, done.pk]},
+        follow=True,
+    )
+
+    assert (
+        "Redriven: 1 moved, 0 failed, 0 not found in the DLQ. 1 skipped (not dead)."
+        in response.content.decode()
+    )
+
+
+def test_redrive_action_says_why_a_message_held_elsewhere_was_not_found(admin_client, dead):
+    assert len(SqsQueue(settings.SQS_RESTOCK_DLQ).receive(visibility=60)) == 2
+
+    response = act(admin_client, "redrive_selected", dead[SKU_A])
+
+    page = html.unescape(response.content.decode())
+    assert "Redriven: 0 moved, 0 failed, 1 not found in the DLQ." in page
+    assert "The DLQ holds 2 message(s), 2 of them in flight" in page
+    assert FailedMessage.objects.get(sku=SKU_A).status == FailedMessage.Status.DEAD
+
+
+def test_discard_action_reports_a_message_it_could_not_delete(admin_client, dead):
+    assert len(SqsQueue(settings.SQS_RESTOCK_DLQ).receive(visibility=60)) == 2
+
+    response = act(admin_client, "discard_selected", dead[SKU_A], confirm="yes")
+
+    page = html.unescape(response.content.decode())
+    assert "Discarded 0 message(s); rows kept for audit." in page
+    assert "1 not found or not deleted: they stay dead; try again in a minute." in page
+    assert FailedMessage.objects.get(sku=SKU_A).status == FailedMessage.Status.DEAD
+
+
+def test_detail_shows_a_deeply_nested_body_as_it_is(admin_client):
+    row = make_row(SKU_A)
+    FailedMessage.objects.filter(pk=row.pk).update(body="[" * 100_000)
+
+    response = admin_client.get(reverse("admin:factory_bridge_failedmessage_change", args=[row.pk]))
+
+    assert response.status_code == 200
+    assert "[" * 1000 in response.content.decode()
+
+
 # --- admin index banner and the other pages
 
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 from factory_bridge.management.commands.redrive_dlq import Command as RedriveCommand
 from factory_bridge.models import FailedMessage, OutboxEvent
 from factory_bridge.queues import QueueError, SqsQueue
+from factory_bridge.services import dlq, pollers
 from factory_bridge.services.provisioning import provision
 from factory_bridge.services.restock import consume_restock
 from tests.factory_bridge.test_dlq import (
@@ -148,9 +149,11 @@ def test_a_selector_is_required(aws, db):
         run("redrive_dlq")
 
 
-@pytest.mark.parametrize("limit", ["0", "-2"])
-def test_limit_must_be_positive(dead, limit):
-    with pytest.raises(CommandError, match="--limit must be a positive number"):
+@pytest.mark.parametrize("limit", ["0", "-2", "10001", "99999999999"])
+def test_limit_out_of_range_is_an_error(dead, limit):
+    with pytest.raises(
+        CommandError, match=f"--limit must be a number from 1 to 10000 \\(got {limit}\\)"
+    ):
         run("redrive_dlq", "--limit", limit)
 
     assert statuses() == {SKU_A: "dead", SKU_B: "dead"}
@@ -159,6 +162,55 @@ def test_limit_must_be_positive(dead, limit):
 def test_all_and_limit_are_exclusive(aws, db):
     with pytest.raises(CommandError, match="not allowed with argument"):
         run("redrive_dlq", "--all", "--limit", "1")
+
+
+def hide_dlq_messages() -> int:
+    """Receive every DLQ message as another reader would, hiding them for a minute."""
+    return len(SqsQueue(settings.SQS_RESTOCK_DLQ).receive(visibility=60))
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_nothing_moved_while_the_dlq_holds_messages_is_an_error_that_says_why(dead, dry_run):
+    assert hide_dlq_messages() == 2
+
+    with pytest.raises(CommandError) as failed:
+        run("redrive_dlq", "--all", *dry_run)
+
+    message = str(failed.value)
+    assert message.startswith("Nothing could be listed" if dry_run else "Nothing was moved")
+    assert "the DLQ holds 2 message(s), 2 of them in flight" in message
+    assert "run again in a minute" in message
+    assert queue_total(settings.SQS_RESTOCK_QUEUE) == 0
+    assert statuses() == {SKU_A: "dead", SKU_B: "dead"}
+
+
+def test_a_message_id_hidden_by_another_reader_is_not_found_and_says_why(dead):
+    hide_dlq_messages()
+
+    with pytest.raises(CommandError) as failed:
+        run("redrive_dlq", "--message-id", dead[SKU_A].fingerprint)
+
+    assert f"Not found in the DLQ: {dead[SKU_A].fingerprint}." in str(failed.value)
+    assert "2 of them in flight" in str(failed.value)
+
+
+def test_an_empty_dlq_moves_nothing_and_says_so(aws, db):
+    output = run("redrive_dlq", "--all")
+
+    assert "Redrive: 0 moved, 0 failed." in output
+    assert "The DLQ is empty." in output
+
+
+def test_redrive_refuses_while_another_redrive_holds_the_dlq(dead):
+    assert pollers.claim(dlq.DLQ_LEASE, "another-redrive")
+
+    with pytest.raises(CommandError, match="Nothing was moved: another redrive or discard"):
+        run("redrive_dlq", "--all")
+
+    assert queue_total(settings.SQS_RESTOCK_DLQ) == 2
+    assert statuses() == {SKU_A: "dead", SKU_B: "dead"}
+    pollers.release(dlq.DLQ_LEASE, "another-redrive")
+    assert "Redrive: 2 moved, 0 failed." in run("redrive_dlq", "--all")
 
 
 # --- redrive_dlq when things go wrong part way

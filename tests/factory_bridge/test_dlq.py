@@ -18,13 +18,14 @@ from django.conf import settings
 from django.core.management import call_command
 
 from factory_bridge.management.commands import redrive_dlq as redrive_dlq_command
-from factory_bridge.models import FailedMessage, RestockRequest
+from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
 from factory_bridge.queues import ReceivedMessage, SqsQueue
-from factory_bridge.services import dlq
+from factory_bridge.services import dlq, pollers
 from factory_bridge.services.dlq import redrive, watch_dlq
 from factory_bridge.services.provisioning import provision
 from factory_bridge.services.restock import consume_restock
 from inventory.models import Product
+from shop.exceptions import OutOfStock
 from shop.services import place_order
 from tests.factory_bridge.sqs import depletion_envelope
 
@@ -85,8 +86,9 @@ def closed_port_url() -> str:
 
 
 def shorten_dlq_timing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shorten the DLQ timing knobs (watcher hide time, redrive quiet time) for tests."""
+    """Shorten the DLQ timing knobs (watcher hide time and pause, redrive quiet time)."""
     monkeypatch.setattr(dlq, "WATCH_VISIBILITY", 1)
+    monkeypatch.setattr(dlq, "WATCH_INTERVAL", 0.2)
     monkeypatch.setattr(dlq, "REDRIVE_QUIET_SECONDS", 2)
     # The command has no option for the quiet time; the service takes it as an argument.
     monkeypatch.setattr(redrive_dlq_command, "redrive", partial(redrive, quiet_seconds=2))
@@ -270,3 +272,123 @@ def test_watch_records_an_unreadable_message_by_its_hash(aws, db, quick_dlq):
     assert row.body == "not an SNS envelope"
     assert row.last_error == "no processing error recorded"
     assert queue_total(settings.SQS_RESTOCK_DLQ) == 1
+
+
+def envelope_with(**changes: object) -> str:
+    """A depletion envelope with top-level fields or message attributes replaced by hand."""
+    envelope = json.loads(depletion_envelope(SKU_A))
+    for name, value in changes.items():
+        if name in envelope:
+            envelope[name] = value
+        else:
+            envelope["MessageAttributes"][name] = {"Type": "String", "Value": value}
+    return json.dumps(envelope)
+
+
+def test_watch_records_whatever_the_dlq_holds_however_malformed(aws, db, quick_dlq):
+    bodies = [
+        "[" * 100_000,
+        envelope_with(MessageId="m" * 200),
+        envelope_with(EventType="t" * 200, MessageAttributeProductId="S" * 200),
+        envelope_with(MessageAttributeProductId=12345, MessageId=67890),
+        depletion_envelope(SKU_B),
+    ]
+    for body in bodies:
+        SqsQueue(settings.SQS_RESTOCK_DLQ).send(body=body)
+
+    rows = {row.body: row for row in record_all_dead(len(bodies))}
+
+    nested = rows[bodies[0]]
+    assert nested.fingerprint.startswith("sha256:")
+    assert (nested.event_type, nested.sku) == ("", "")
+    long_id = rows[bodies[1]]
+    assert long_id.fingerprint.startswith("sha256:")
+    assert long_id.sku == SKU_A
+    truncated = rows[bodies[2]]
+    assert (truncated.event_type, truncated.sku) == ("t" * 32, "S" * 32)
+    numbers = rows[bodies[3]]
+    assert (numbers.fingerprint, numbers.sku) == ("67890", "12345")
+    assert rows[bodies[4]].sku == SKU_B
+    assert queue_total(settings.SQS_RESTOCK_DLQ) == len(bodies)
+
+
+def test_watch_records_the_rest_when_one_message_cannot_be_recorded(
+    aws, db, quick_dlq, monkeypatch
+):
+    bury(SKU_A)
+    bury(SKU_B)
+    describe = dlq._describe
+
+    def fails_for_one(body: str) -> dict:
+        if SKU_A in body:
+            raise RuntimeError("cannot describe")
+        return describe(body)
+
+    monkeypatch.setattr(dlq, "_describe", fails_for_one)
+
+    [row] = record_all_dead(1)
+
+    assert row.sku == SKU_B
+
+
+def test_watch_stands_aside_while_a_redrive_holds_the_dlq(aws, db, quick_dlq):
+    bury(SKU_A)
+    assert pollers.claim(dlq.DLQ_LEASE, "a-redrive")
+
+    assert watch_dlq(wait=1) == 0
+
+    assert not FailedMessage.objects.exists()
+    assert SqsQueue(settings.SQS_RESTOCK_DLQ).counts()["visible"] == 1
+    pollers.release(dlq.DLQ_LEASE, "a-redrive")
+    assert watch_dlq(wait=1) == 1
+
+
+def test_watch_shows_what_it_recorded_again_at_once(aws, db, quick_dlq):
+    bury(SKU_A)
+    bury(SKU_B)
+
+    assert watch_dlq(wait=1) == 2
+
+    assert SqsQueue(settings.SQS_RESTOCK_DLQ).counts() == {
+        "visible": 2,
+        "in_flight": 0,
+        "delayed": 0,
+    }
+
+
+# --- discarding a dead depletion
+
+
+def test_discarding_a_dead_depletion_lets_the_next_empty_order_report_a_new_one(
+    aws, product, quick_dlq
+):
+    place_order(sku=SKU_A, quantity=product.stock)
+    product.refresh_from_db()
+    assert product.depleted_at is not None
+    bury(SKU_A)
+    [row] = record_all_dead(1)
+
+    report = dlq.discard(rows=[row])
+
+    assert report.discarded == 1
+    product.refresh_from_db()
+    assert product.depleted_at is None
+    assert queue_total(settings.SQS_RESTOCK_DLQ) == 0
+    with pytest.raises(OutOfStock):
+        place_order(sku=SKU_A, quantity=1)
+    depletions = OutboxEvent.objects.filter(event_type="stock.depleted", sku=SKU_A)
+    assert depletions.count() == 2
+    product.refresh_from_db()
+    assert product.depleted_at is not None
+
+
+def test_discard_keeps_a_row_whose_message_something_else_holds(aws, db, quick_dlq):
+    bury(SKU_A)
+    [row] = record_all_dead(1)
+    assert len(SqsQueue(settings.SQS_RESTOCK_DLQ).receive(visibility=60)) == 1
+
+    report = dlq.discard(rows=[row])
+
+    assert (report.discarded, report.missing) == (0, [row.fingerprint])
+    row.refresh_from_db()
+    assert row.status == FailedMessage.Status.DEAD

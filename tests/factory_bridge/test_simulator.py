@@ -287,7 +287,11 @@ def test_stop_drops_callbacks_not_yet_sent(receiver) -> None:
         ("--failure-rate", "-0.1", "--failure-rate must be between 0 and 1"),
         ("--delay", "-1", "--delay must be 0 or more"),
         ("--delay", "nan", "--delay must be 0 or more"),
+        ("--delay", "1e308", "--delay must be 0 or more seconds, at most 86400"),
+        ("--delay", "inf", "--delay must be 0 or more seconds, at most 86400"),
         ("--latency", "-0.5", "--latency must be 0 or more"),
+        ("--latency", "86401", "--latency must be 0 or more seconds, at most 86400"),
+        ("--failure-rate", "nan", "--failure-rate must be between 0 and 1"),
         ("--port", "70000", "--port must be between 0 and 65535"),
     ],
 )

@@ -167,6 +167,75 @@ def test_changing_stock_in_the_admin_is_audited_and_ends_the_depletion(admin_cli
     assert (adjustment.old_quantity, adjustment.new_quantity) == (0, 8)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("stock", -1, "Stock cannot be negative."),
+        ("restock_quantity", 0, "Restock quantity must be at least 1."),
+    ],
+)
+def test_product_change_form_says_what_is_wrong_in_words(
+    admin_client, product, field, value, message
+):
+    url = f"{PRODUCTS}{product.pk}/change/"
+    data = _change_form_data(admin_client, url)
+    data[field] = value
+
+    response = admin_client.post(url, data)
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {field: [message]}
+    assert "Constraint" not in response.content.decode()
+    product.refresh_from_db()
+    assert (product.stock, product.restock_quantity) == (3, 10)
+    assert not StockAdjustment.objects.exists()
+
+
+def test_product_add_form_refuses_a_negative_stock_in_words(admin_client, factory):
+    response = admin_client.post(
+        f"{PRODUCTS}add/",
+        {
+            "sku": "CP-502109",
+            "name": "Test donut",
+            "price": 1000,
+            "factory": factory.pk,
+            "stock": -5,
+            "restock_quantity": 10,
+            "replenishment_mode": "adaptive",
+            "min_order_quantity": 10,
+            "max_order_quantity": 500,
+            "adjustments-TOTAL_FORMS": 0,
+            "adjustments-INITIAL_FORMS": 0,
+            "restockrequest_set-TOTAL_FORMS": 0,
+            "restockrequest_set-INITIAL_FORMS": 0,
+        },
+    )
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {"stock": ["Stock cannot be negative."]}
+    assert not Product.objects.filter(sku="CP-502109").exists()
+
+
+def test_product_changelist_refuses_a_negative_stock_in_words(admin_client, product):
+    response = admin_client.post(
+        PRODUCTS,
+        {
+            "form-TOTAL_FORMS": 1,
+            "form-INITIAL_FORMS": 1,
+            "form-0-id": product.pk,
+            "form-0-stock": -2,
+            "form-0-stock_seen": 3,
+            "_save": "Save",
+        },
+    )
+
+    assert response.status_code == 200
+    assert response.context["cl"].formset.errors == [{"stock": ["Stock cannot be negative."]}]
+    assert "Constraint" not in response.content.decode()
+    product.refresh_from_db()
+    assert product.stock == 3
+
+
 def test_order_changelist_loads(admin_client, db):
     response = admin_client.get(ORDERS)
 

@@ -72,6 +72,16 @@ def test_set_stock_negative(product, quantity):
     assert not StockAdjustment.objects.exists()
 
 
+@pytest.mark.parametrize("quantity", ["99999999999", "2147483648"])
+def test_set_stock_beyond_what_the_column_holds(product, quantity):
+    with pytest.raises(CommandError, match="less than or equal to 2147483647"):
+        _run("set_stock", "CP-502101", quantity)
+
+    product.refresh_from_db()
+    assert product.stock == 3
+    assert not StockAdjustment.objects.exists()
+
+
 def test_set_stock_not_a_number(product):
     with pytest.raises(CommandError):
         _run("set_stock", "CP-502101", "seven")

@@ -260,6 +260,29 @@ def test_no_request_gives_a_server_error(product):
     assert all(status < 500 for status in statuses.values()), statuses
 
 
+@pytest.mark.parametrize("method", ["get", "post", "put", "delete"])
+@pytest.mark.parametrize("path", ["/api", "/api/", "/api/nope", "/api/v2/orders/"])
+def test_unknown_api_paths_answer_a_json_404(db, method, path):
+    response = getattr(APIClient(raise_request_exception=False), method)(path)
+
+    assert response.status_code == 404
+    assert response.json() == {"code": "not_found", "detail": f"No API endpoint at {path}."}
+
+
+def test_orders_without_the_trailing_slash_points_at_the_endpoint(product):
+    client = APIClient(raise_request_exception=False)
+
+    response = client.post("/api/orders", {"sku": "CP-502101", "quantity": 1}, format="json")
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "code": "not_found",
+        "detail": "No API endpoint at /api/orders. "
+        "The endpoint is /api/orders/ (with the trailing slash).",
+    }
+    assert not Order.objects.exists()
+
+
 def test_schema(api, db):
     response = api.get("/api/schema/")
 

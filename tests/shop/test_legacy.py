@@ -1,6 +1,7 @@
 """The original Sales API: same URLs, same bodies, same Korean messages as before."""
 
 import json
+import logging
 
 import pytest
 from django.http import HttpResponse
@@ -94,6 +95,21 @@ def test_checkout_with_factory_id_in_body(client, product):
 
     assert response.status_code == 200
     assert _body(response) == {"message": "구매 완료! 남은 재고: 2"}
+
+
+def test_checkout_logs_the_factory_hint_quoted_and_truncated(client, product, caplog):
+    hint = "FF-1\nINFO forged line " + "x" * 500
+
+    with caplog.at_level(logging.INFO, logger="shop.legacy"):
+        client.post(
+            "/checkout",
+            json.dumps({"MessageAttributeFactoryId": hint}),
+            content_type="application/json",
+        )
+
+    [line] = [r.getMessage() for r in caplog.records if "factory hint" in r.getMessage()]
+    assert line == f"checkout factory hint={hint[:64]!r}"
+    assert "\n" not in line
 
 
 @pytest.mark.parametrize("body", ["{}", "[]", '{"MessageAttributeFactoryId": ""}', "null"])

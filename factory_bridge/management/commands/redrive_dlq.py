@@ -1,18 +1,22 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from factory_bridge.services.dlq import redrive
+from factory_bridge.services.dlq import REDRIVE_MAX_LIMIT, held_elsewhere, redrive
 
 
 class Command(BaseCommand):
     help = (
         "Move dead messages from the DLQ back to the source queue (send first, then delete). "
-        "Choose --all, --limit N or --message-id ID; --dry-run lists without moving."
+        "Choose --all, --limit N or --message-id ID; --dry-run lists without moving. Exits "
+        "non-zero when anything could not be moved or found, or nothing moved from a DLQ "
+        "that holds messages."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         which = parser.add_mutually_exclusive_group(required=True)
         which.add_argument("--all", action="store_true", help="every message in the DLQ")
-        which.add_argument("--limit", type=int, help="at most N messages")
+        which.add_argument(
+            "--limit", type=int, help=f"at most N messages (1 to {REDRIVE_MAX_LIMIT})"
+        )
         which.add_argument(
             "--message-id",
             action="append",
@@ -24,8 +28,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         limit = options["limit"]
-        if limit is not None and limit < 1:
-            raise CommandError("--limit must be a positive number.")
+        if limit is not None and not 1 <= limit <= REDRIVE_MAX_LIMIT:
+            raise CommandError(
+                f"--limit must be a number from 1 to {REDRIVE_MAX_LIMIT} (got {limit}); "
+                "use --all for everything."
+            )
         report = redrive(
             message_ids=options["message_ids"], limit=limit, dry_run=options["dry_run"]
         )
@@ -40,6 +47,8 @@ class Command(BaseCommand):
             for message_id in report.moved:
                 self.stdout.write(f"moved {message_id}")
             self.stdout.write(f"Redrive: {len(report.moved)} moved, {len(report.failed)} failed.")
+        if report.busy:
+            raise CommandError(f"Nothing was moved: {report.error}.")
         if report.error:
             moved = (
                 f"{len(report.moved)} moved before the failure"
@@ -48,6 +57,18 @@ class Command(BaseCommand):
             )
             raise CommandError(f"{report.error}. {moved}; check AWS_ENDPOINT_URL and run again.")
         if report.missing:
-            raise CommandError(f"Not found in the DLQ: {', '.join(report.missing)}")
+            hint = (
+                f" The DLQ holds {held_elsewhere(report.left)}."
+                if report.left.get("in_flight")
+                else ""
+            )
+            raise CommandError(f"Not found in the DLQ: {', '.join(report.missing)}.{hint}")
         if report.failed:
             raise CommandError(f"{len(report.failed)} message(s) could not be moved; see the log.")
+        if stuck := report.stuck():
+            nothing = "Nothing could be listed" if options["dry_run"] else "Nothing was moved"
+            raise CommandError(f"{nothing}: {stuck}.")
+        if not sum(report.left.values()):
+            self.stdout.write("The DLQ is empty.")
+        elif not options["dry_run"]:
+            self.stdout.write(f"Still in the DLQ: {sum(report.left.values())} message(s).")

@@ -8,6 +8,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from factory_bridge.simulator import MANUFACTURES_PATH, PRODUCTION_STAGES, FactorySimulator
 
+# A day: longer than any factory takes, and far below the waits the clock can represent.
+MAX_SECONDS = 86400
+
 
 class Command(BaseCommand):
     help = (
@@ -51,10 +54,11 @@ class Command(BaseCommand):
         latency: float = options["latency"]
         if not 0 <= port <= 65535:
             raise CommandError(f"--port must be between 0 and 65535, got {port}.")
-        if not math.isfinite(delay) or delay < 0:
-            raise CommandError(f"--delay must be 0 or more seconds, got {delay}.")
-        if not math.isfinite(latency) or latency < 0:
-            raise CommandError(f"--latency must be 0 or more seconds, got {latency}.")
+        for name, seconds in (("--delay", delay), ("--latency", latency)):
+            if not (math.isfinite(seconds) and 0 <= seconds <= MAX_SECONDS):
+                raise CommandError(
+                    f"{name} must be 0 or more seconds, at most {MAX_SECONDS}, got {seconds}."
+                )
         if not 0 <= failure_rate <= 1:
             raise CommandError(
                 f"--failure-rate must be between 0 and 1 (e.g. 0.2 fails one request in five), "

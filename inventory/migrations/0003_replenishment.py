@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inventory', '0001_initial'),
+        ('inventory', '0002_product_stock_validators'),
     ]
 
     operations = [
@@ -110,7 +110,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='product',
             name='restock_quantity',
-            field=models.PositiveIntegerField(default=10, help_text='Units ordered from the factory when the product runs out (mode: at zero)', validators=[django.core.validators.MinValueValidator(1)]),
+            field=models.PositiveIntegerField(default=10, help_text='Units ordered from the factory when the product runs out (mode: at zero)', validators=[django.core.validators.MinValueValidator(1, 'Restock quantity must be at least 1.')]),
         ),
         migrations.AddConstraint(
             model_name='product',

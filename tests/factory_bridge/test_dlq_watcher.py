@@ -1,0 +1,124 @@
+"""Redrive and discard while the DLQ watcher loop runs, as it does whenever the system is up.
+
+The watcher runs in a thread through `pollers.run_poller("dlq")`, exactly as the cluster
+runs it, against the real moto server; redrive and discard run meanwhile, with the timings
+the system uses.
+"""
+
+import threading
+from collections.abc import Iterator
+from io import StringIO
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+from django.urls import reverse
+
+from factory_bridge.models import FailedMessage, WorkerLease
+from factory_bridge.services import dlq, pollers
+from tests.factory_bridge.test_dlq import SKU_A, SKU_B, bury, queue_total, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHANGELIST = reverse("admin:factory_bridge_failedmessage_changelist")
+
+
+@pytest.fixture
+def watcher(aws: str) -> Iterator[threading.Thread]:
+    """The DLQ watcher loop in a thread; stopped at the end by taking its lease away."""
+
+    def watch() -> None:
+        try:
+            pollers.run_poller(name="dlq", seconds=300, handover=False)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=watch, name="dlq-watcher", daemon=True)
+    thread.start()
+    wait_until(lambda: WorkerLease.objects.filter(name="dlq").exclude(owner="").exists())
+    yield thread
+    WorkerLease.objects.filter(name="dlq").update(owner="", heartbeat_at=None)
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the watcher did not stop"
+
+
+def recorded(*fingerprints: str) -> list[FailedMessage]:
+    """Wait until the watcher has recorded these messages as dead; return their rows."""
+
+    def rows() -> list[FailedMessage]:
+        found = list(
+            FailedMessage.objects.filter(
+                fingerprint__in=fingerprints, status=FailedMessage.Status.DEAD
+            )
+        )
+        return found if len(found) == len(fingerprints) else []
+
+    return wait_until(rows, timeout=20)
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_redrive_all_moves_every_message_while_the_watcher_runs(watcher):
+    for attempt in range(3):
+        keys = [bury(SKU_A), bury(SKU_B)]
+        recorded(*keys)
+
+        output = run("redrive_dlq", "--all")
+
+        assert "Redrive: 2 moved, 0 failed." in output, f"attempt {attempt}: {output}"
+        assert queue_total(settings.SQS_RESTOCK_DLQ) == 0
+        assert set(
+            FailedMessage.objects.filter(fingerprint__in=keys).values_list("status", flat=True)
+        ) == {FailedMessage.Status.REDRIVEN}
+    assert queue_total(settings.SQS_RESTOCK_QUEUE) == 6
+    assert watcher.is_alive()
+
+
+def test_redrive_limit_and_message_id_move_while_the_watcher_runs(watcher):
+    first, second = bury(SKU_A), bury(SKU_B)
+    recorded(first, second)
+
+    assert "Redrive: 1 moved, 0 failed." in run("redrive_dlq", "--limit", "1")
+    [left] = FailedMessage.objects.filter(status=FailedMessage.Status.DEAD)
+    assert "Redrive: 1 moved, 0 failed." in run("redrive_dlq", "--message-id", left.fingerprint)
+
+    assert queue_total(settings.SQS_RESTOCK_DLQ) == 0
+    assert queue_total(settings.SQS_RESTOCK_QUEUE) == 2
+
+
+def test_the_admin_redrive_action_moves_the_message_while_the_watcher_runs(watcher, admin_client):
+    for _ in range(2):
+        [row] = recorded(bury(SKU_A))
+
+        response = admin_client.post(
+            CHANGELIST,
+            {"action": "redrive_selected", "_selected_action": [row.pk]},
+            follow=True,
+        )
+
+        assert "Redriven: 1 moved, 0 failed, 0 not found in the DLQ." in response.content.decode()
+        row.refresh_from_db()
+        assert row.status == FailedMessage.Status.REDRIVEN
+        assert queue_total(settings.SQS_RESTOCK_DLQ) == 0
+    assert queue_total(settings.SQS_RESTOCK_QUEUE) == 2
+
+
+def test_discard_deletes_the_message_while_the_watcher_runs(watcher):
+    for _ in range(2):
+        chosen, kept = recorded(bury(SKU_A), bury(SKU_B))
+
+        assert dlq.discard(rows=[chosen]).discarded == 1
+
+        chosen.refresh_from_db()
+        assert chosen.status == FailedMessage.Status.DISCARDED
+        assert queue_total(settings.SQS_RESTOCK_DLQ) == 1
+        kept.refresh_from_db()
+        assert kept.status == FailedMessage.Status.DEAD
+        assert dlq.discard(rows=[kept]).discarded == 1
+        assert queue_total(settings.SQS_RESTOCK_DLQ) == 0
+    assert watcher.is_alive()

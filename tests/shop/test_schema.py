@@ -1,0 +1,234 @@
+"""The OpenAPI schema is the Sales API's contract: each answer the API gives is documented.
+
+Every case below sends one request, and its answer must be a status the schema documents
+for that operation, with a body valid against the documented response schema. Every
+request answered 400 must be invalid by the documented request schema. And every status the
+schema documents is exercised by some case, so neither side can drift alone.
+"""
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.conf import settings
+from django.db import OperationalError
+from django.test import override_settings
+from jsonschema import Draft7Validator
+from rest_framework.test import APIClient
+
+from nudged.parsers import MAX_BODY_BYTES, MAX_DEPTH
+
+pytestmark = pytest.mark.usefixtures("no_events")
+
+ORDERS = ("/api/orders/", "post")
+PRODUCTS = ("/api/products/", "get")
+PRODUCT = ("/api/products/{sku}/", "get")
+# Its contract belongs to the factory, not to the Sales API.
+NOT_SALES_API = "/factory/"
+
+DATABASE_DOWN = OperationalError(2003, "Can't connect to MySQL server on '127.0.0.1'")
+
+
+@dataclass(frozen=True)
+class Case:
+    operation: tuple[str, str]
+    status: int
+    method: str = ""
+    url: str = ""
+    body: Any = None
+    raw: bytes | None = None
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    # Dotted path of a function the view calls, replaced by one that finds the database down.
+    down: str = ""
+    # Settings the request is sent under (limits are off in the tests unless asked for).
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def send(self, client: APIClient) -> Any:
+        path, method = self.operation
+        url = self.url or path
+        send: Callable[..., Any] = getattr(client, self.method or method)
+        if self.raw is not None:
+            return send(url, self.raw, content_type=self.content_type, headers=self.headers)
+        if self.body is not None:
+            return send(url, self.body, format="json", headers=self.headers)
+        return send(url, headers=self.headers)
+
+
+def order(body: Any, status: int) -> Case:
+    return Case(ORDERS, status, body=body)
+
+
+def order_raw(raw: bytes, status: int, content_type: str = "application/json") -> Case:
+    return Case(ORDERS, status, raw=raw, content_type=content_type)
+
+
+MAX = settings.ORDER_MAX_QUANTITY
+CASES = {
+    "orders-created": order({"sku": "CP-502101", "quantity": 2}, 201),
+    "orders-created-padded-sku": order({"sku": " CP-502101 ", "quantity": 1}, 201),
+    "orders-blank-sku-above-stock": order({"sku": "", "quantity": 99}, 400),
+    "orders-whitespace-sku": order({"sku": "   ", "quantity": 1}, 400),
+    "orders-null-sku": order({"sku": None, "quantity": 1}, 400),
+    "orders-sku-too-long": order({"sku": "X" * 33, "quantity": 1}, 400),
+    "orders-missing-sku": order({"quantity": 1}, 400),
+    "orders-missing-quantity": order({"sku": "CP-502101"}, 400),
+    "orders-quantity-0": order({"sku": "CP-502101", "quantity": 0}, 400),
+    "orders-quantity-above-max": order({"sku": "CP-502101", "quantity": MAX + 1}, 400),
+    "orders-quantity-fraction": order({"sku": "CP-502101", "quantity": 1.5}, 400),
+    "orders-quantity-text": order({"sku": "CP-502101", "quantity": "abc"}, 400),
+    "orders-quantity-bool": order({"sku": "CP-502101", "quantity": True}, 400),
+    "orders-quantity-huge": order({"sku": "CP-502101", "quantity": 10**30}, 400),
+    "orders-array": order([{"sku": "CP-502101", "quantity": 1}], 400),
+    "orders-string": order("CP-502101", 400),
+    "orders-malformed-json": order_raw(b'{"sku": "CP-502101", "quantity": ', 400),
+    "orders-not-utf8": order_raw(b"\xff\xfe\x00", 400),
+    "orders-nan": order_raw(b'{"sku": "CP-502101", "quantity": NaN}', 400),
+    "orders-too-deep": order_raw(b"[" * (MAX_DEPTH + 1), 400),
+    "orders-form-body": order_raw(
+        b"sku=CP-502101&quantity=1", 400, "application/x-www-form-urlencoded"
+    ),
+    "orders-text-body": order_raw(b"hello", 400, "text/plain"),
+    "orders-too-large": order_raw(b" " * (MAX_BODY_BYTES + 1), 413),
+    "orders-unknown-sku": order({"sku": "NOPE-1", "quantity": 1}, 404),
+    "orders-out-of-stock": order({"sku": "CP-502101", "quantity": 5}, 409),
+    "orders-purchase-limit": Case(
+        ORDERS, 409, body={"sku": "CP-502101", "quantity": 2}, settings={"PURCHASE_LIMIT": 1}
+    ),
+    "orders-throttled": Case(
+        ORDERS, 429, body={"sku": "CP-502101", "quantity": 1}, settings={"ORDER_RATE_LIMIT": "0/m"}
+    ),
+    "orders-get": Case(ORDERS, 405, method="get"),
+    "orders-put": Case(ORDERS, 405, method="put"),
+    "orders-patch": Case(ORDERS, 405, method="patch"),
+    "orders-delete": Case(ORDERS, 405, method="delete"),
+    "orders-accept-html": Case(
+        ORDERS, 406, body={"sku": "CP-502101", "quantity": 1}, headers={"Accept": "text/html"}
+    ),
+    "orders-database-down": Case(
+        ORDERS, 503, body={"sku": "CP-502101", "quantity": 1}, down="shop.apis.place_order"
+    ),
+    "products-listed": Case(PRODUCTS, 200),
+    "products-post": Case(PRODUCTS, 405, method="post"),
+    "products-delete": Case(PRODUCTS, 405, method="delete"),
+    "products-accept-html": Case(PRODUCTS, 406, headers={"Accept": "text/html"}),
+    "products-database-down": Case(PRODUCTS, 503, down="shop.apis.product_list"),
+    "product-found": Case(PRODUCT, 200, url="/api/products/CP-502101/"),
+    "product-unknown-sku": Case(PRODUCT, 404, url="/api/products/NOPE-1/"),
+    "product-put": Case(PRODUCT, 405, method="put", url="/api/products/CP-502101/"),
+    "product-accept-html": Case(
+        PRODUCT, 406, url="/api/products/CP-502101/", headers={"Accept": "text/html"}
+    ),
+    "product-database-down": Case(
+        PRODUCT, 503, url="/api/products/CP-502101/", down="shop.apis.product_get"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    response = APIClient().get("/api/schema/", {"format": "json"})
+    assert response.status_code == 200
+    return json.loads(response.content)
+
+
+def closed(schema: dict[str, Any]) -> dict[str, Any]:
+    """The components with every object closed: a field the schema does not name is an error."""
+    components = copy.deepcopy(schema["components"])
+    for component in components["schemas"].values():
+        if component.get("type") == "object" and "properties" in component:
+            component.setdefault("additionalProperties", False)
+    return components
+
+
+def validator(schema: dict[str, Any], subschema: dict[str, Any]) -> Draft7Validator:
+    return Draft7Validator({**subschema, "components": closed(schema)})
+
+
+def sales_operations(schema: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (path, method)
+        for path, operations in schema["paths"].items()
+        if not path.startswith(NOT_SALES_API)
+        for method in operations
+    }
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_each_answer_is_documented(schema, product, case):
+    path, method = case.operation
+    operation = schema["paths"][path][method]
+
+    with override_settings(**case.settings):
+        if case.down:
+            with mock.patch(case.down, side_effect=DATABASE_DOWN):
+                response = case.send(APIClient())
+        else:
+            response = case.send(APIClient())
+
+    assert response.status_code == case.status, response.content
+    documented = operation["responses"].get(str(case.status))
+    assert documented, f"{case.status} is not documented for {method.upper()} {path}"
+    body_schema = documented["content"]["application/json"]["schema"]
+    body = response.json()
+    errors = [error.message for error in validator(schema, body_schema).iter_errors(body)]
+    assert errors == [], body
+
+
+@pytest.mark.parametrize(
+    "case", [case for case in CASES.values() if case.operation == ORDERS and case.body is not None]
+)
+def test_an_order_body_is_refused_exactly_when_the_schema_says_it_is_invalid(schema, case):
+    request_schema = schema["paths"]["/api/orders/"]["post"]["requestBody"]["content"][
+        "application/json"
+    ]["schema"]
+
+    valid = validator(schema, request_schema).is_valid(case.body)
+
+    assert valid == (case.status != 400), case.body
+
+
+def test_every_documented_status_is_exercised(schema):
+    exercised: dict[tuple[str, str], set[str]] = {}
+    for case in CASES.values():
+        exercised.setdefault(case.operation, set()).add(str(case.status))
+
+    documented = {
+        operation: set(schema["paths"][operation[0]][operation[1]]["responses"])
+        for operation in sales_operations(schema)
+    }
+
+    assert documented == exercised
+
+
+def test_every_wrong_method_is_a_documented_405(schema, product):
+    client = APIClient()
+    for path, methods in schema["paths"].items():
+        if path.startswith(NOT_SALES_API):
+            continue
+        url = path.replace("{sku}", "CP-502101")
+        for wrong in {"get", "post", "put", "patch", "delete"} - set(methods):
+            assert getattr(client, wrong)(url).status_code == 405, (wrong, url)
+        for method in methods:
+            assert "405" in methods[method]["responses"], (method, path)
+
+
+def test_order_input_constraints_are_in_the_schema(schema):
+    order_input = schema["components"]["schemas"]["OrderInput"]
+
+    assert order_input["required"] == ["quantity", "sku"]
+    assert order_input["properties"]["sku"] == {
+        "type": "string",
+        "pattern": r"\S",
+        "minLength": 1,
+        "maxLength": 32,
+    }
+    assert order_input["properties"]["quantity"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": settings.ORDER_MAX_QUANTITY,
+    }
