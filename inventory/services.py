@@ -261,6 +261,11 @@ def receive_stock(
     return product
 
 
+def hold_on_order(*, product_id: int, quantity: int) -> None:
+    """Units given up on are on order again (a failed restock staff redrove)."""
+    Product.objects.filter(pk=product_id).update(on_order=F("on_order") + quantity)
+
+
 def release_on_order(*, product_id: int, quantity: int) -> None:
     """Units that will not arrive (a restock given up) no longer count as on order."""
     Product.objects.filter(pk=product_id).update(on_order=_less_on_order(quantity))

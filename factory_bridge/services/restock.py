@@ -29,7 +29,13 @@ from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
 from factory_bridge.services import pollers
 from factory_bridge.services.dlq import dead_letter, record_failure
 from inventory.models import Product, ReorderDecision
-from inventory.services import end_depletion, receive_stock, release_on_order, review
+from inventory.services import (
+    end_depletion,
+    hold_on_order,
+    receive_stock,
+    release_on_order,
+    review,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +210,8 @@ def order_restock(*, envelope: Envelope, sqs_message_id: str) -> str:
             # A failed restock whose message comes back (redriven by staff) starts over.
             **({"reorders": 0} if request.status == RestockRequest.Status.FAILED else {}),
         ):
+            if request.status == RestockRequest.Status.FAILED:
+                hold_on_order(product_id=product.pk, quantity=request.quantity)
             request = RestockRequest.objects.select_related("product", "factory").get(pk=request.pk)
         else:
             logger.info(
