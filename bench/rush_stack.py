@@ -182,7 +182,10 @@ class Stack:
             AWS_DEFAULT_REGION=env.get("AWS_DEFAULT_REGION", "ap-northeast-2"),
             # Short enough that failed factory calls reach the DLQ, and lost callbacks are
             # re-ordered, within a few-minute run; never shorter than the factory takes.
-            SQS_VISIBILITY_TIMEOUT="5",
+            SQS_VISIBILITY_TIMEOUT="6",
+            # The local simulator answers at once; the visibility must outlast one call.
+            FACTORY_CONNECT_TIMEOUT="1",
+            FACTORY_READ_TIMEOUT="2",
             SQS_MAX_RECEIVE_COUNT="3",
             SQS_WAIT_TIME="2",
             FACTORY_CALLBACK_TIMEOUT=str(max(30, round(3 * c.factory_delay))),
