@@ -1,25 +1,29 @@
 """A scripted rush against the whole system, with fault drills; docs/rush.md has the results.
 
-    .venv/bin/python bench/rush.py                      # 200 customers, 3 minutes, ~5 min total
-    .venv/bin/python bench/rush.py --all-drills --think 10  # every fault drill, ~7 min
-    .venv/bin/python bench/rush.py --quick              # 1-minute smoke run
+    .venv/bin/python bench/rush.py                      # both modes, 200 customers, 3 min each
+    .venv/bin/python bench/rush.py --all-drills --think 10  # every fault drill
+    .venv/bin/python bench/rush.py --quick              # 1-minute smoke runs
 
-It starts the system as `make run` does — moto server, the factory simulator (3 s delay),
+It starts the system as `make run` does — moto server, the factory simulator (10 s delay),
 `setup_worker` + `qcluster`, gunicorn with several workers — on its own ports (8300-8301,
 4800-4801) and its own database (`nudged_rush`, dropped and recreated), with the app's AWS
 endpoint behind a small TCP proxy that the outage drill takes down. k6 ramps to 200 customers
-ordering a few products with small stock; a sampler records stock, outbox backlog and queue
-depths every second; the operations queue is consumed as the operations team would. After
-the load it waits for the pipeline to drain, then checks from the database, the ops queue,
-the DLQ and the factory's own log:
+ordering a few products with small stock, each customer from its own address; a sampler
+records stock, units in production, outbox backlog and queue depths every second; the
+operations queue is consumed as the operations team would. After the load it waits for the
+pipeline to drain, then measures the fill rate, the time each product was sold out and the
+stock left over, and checks from the database, the ops queue, the DLQ and the factory's own
+log:
 
   oversell == 0, 5xx == 0 (outside a MySQL restart), lost events == 0, duplicate restocks == 0
 
-and exits 1 if any fails (2 if the stack could not be started). Everything it starts is
-stopped on exit, Ctrl-C included.
+It does all this once per replenishment mode (`--modes`), each on a fresh stack, and prints
+one table with the modes side by side. It exits 1 if an invariant fails (2 if the stack
+could not be started). Everything it starts is stopped on exit, Ctrl-C included.
 """
 
 import argparse
+import copy
 import json
 import os
 import signal
@@ -35,7 +39,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.rush_report import event_rates, plot, rates, read_k6_csv  # noqa: E402
+from bench.rush_report import (  # noqa: E402
+    TARGETS,
+    event_rates,
+    ops_unread,
+    plot,
+    rates,
+    read_k6_csv,
+    replenishment,
+)
 from bench.rush_stack import (  # noqa: E402
     BIN,
     REAL_AWS,
@@ -46,11 +58,12 @@ from bench.rush_stack import (  # noqa: E402
     port_open,
     session_cpu,
 )
-from bench.rush_verify import Verification, read_snapshot, verify  # noqa: E402
+from bench.rush_verify import read_snapshot, refusals_unreported, verify  # noqa: E402
 from bench.rush_watch import OpsConsumer, Sampler, aws_clients, probe_endpoint  # noqa: E402
 
 K6_SCRIPT = ROOT / "bench" / "k6" / "rush.js"
 DEFAULT_SKUS = "CP-502101,CP-502102,CP-502103"
+MODES = ("adaptive", "at_zero")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MYSQL_GRACE = 2.0  # seconds after MySQL answers again that in-flight requests may still fail
 
@@ -71,8 +84,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--restock-quantity", type=int, default=20, help="units per factory order")
     p.add_argument("--max-quantity", type=int, default=2, help="customers order 1..N units")
     p.add_argument("--web-workers", type=int, default=4, help="gunicorn workers")
-    p.add_argument("--q-workers", type=int, default=4, help="django-q2 workers")
-    p.add_argument("--factory-delay", type=float, default=3.0, help="seconds to the callback")
+    p.add_argument(
+        "--q-workers", type=int, default=6, help="django-q2 workers (four hold the loops)"
+    )
+    p.add_argument(
+        "--factory-delay", type=float, default=10.0, help="seconds to the callback (make run's)"
+    )
+    p.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="replenishment modes to run one after the other, each on a fresh stack",
+    )
+    p.add_argument(
+        "--purchase-limit",
+        type=int,
+        default=0,
+        help="PURCHASE_LIMIT: units per customer and product per window (0: no limit)",
+    )
+    p.add_argument(
+        "--purchase-window", type=int, help="PURCHASE_LIMIT_WINDOW seconds (default: the app's)"
+    )
+    p.add_argument(
+        "--rate-limit", default="off", help="ORDER_RATE_LIMIT per customer, e.g. 20/s (off: none)"
+    )
     drills = p.add_argument_group("fault drills")
     drills.add_argument("--aws-outage", action="store_true", help="AWS endpoint down mid-rush")
     drills.add_argument("--outage-seconds", type=int, default=30)
@@ -120,6 +154,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--aws-outage needs a proxy in front of the endpoint: not with --aws-endpoint aws")
     if args.vus < 1 or args.duration < args.ramp + 20:
         p.error("--duration must leave at least 20 s after --ramp")
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not args.modes or set(args.modes) - set(MODES) or len(set(args.modes)) < len(args.modes):
+        p.error(f"--modes: one or more of {', '.join(MODES)}, each once")
+    if args.purchase_limit < 0:
+        p.error("--purchase-limit must be 0 (no limit) or more")
     return args
 
 
@@ -405,6 +444,7 @@ def drain(
             cur = conn.cursor()
             cur.execute("SELECT COUNT(*) FROM factory_bridge_outboxevent")
             outbox_total = int(cur.fetchone()[0])
+            unreported = refusals_unreported(conn)
         except Exception:  # MySQL may still be coming back from the drill
             conn = None
             continue
@@ -417,6 +457,7 @@ def drain(
             "open_restocks": restocks.get("pending", 0) + restocks.get("requested", 0),
             "events_not_in_ops": outbox_total - len(ops.ids()),
             "dlq_not_recorded": (sum(dlq.values()) - s.get("dead_rows", 0)) if dlq else None,
+            "refusals_not_reported": unreported,
         }
         if all(v == 0 for v in state.values()):
             stable += 1
@@ -545,11 +586,10 @@ def _reading(
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> dict[str, Any] | None:
+    """One rush on a fresh stack with the products in `mode`; None if it could not start."""
+    args = copy.copy(args)  # a drill may switch itself off for this run only
     skus = tuple(s.strip() for s in args.skus.split(",") if s.strip())
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    workdir = args.workdir / stamp
     config = StackConfig(
         workdir=workdir,
         database_url=args.database_url,
@@ -564,19 +604,18 @@ def main(argv: list[str] | None = None) -> int:
         skus=skus,
         stock=args.stock,
         restock_quantity=args.restock_quantity,
+        mode=mode,
+        purchase_limit=args.purchase_limit,
+        purchase_window=args.purchase_window,
+        rate_limit=args.rate_limit,
         aws_endpoint=args.aws_endpoint,
         prefix=args.prefix,
         log_level=args.log_level,
     )
-
-    def interrupted(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
     stack = Stack(config)
     sampler: Sampler | None = None
     ops: OpsConsumer | None = None
-    say(f"logs and k6 data in {workdir}")
+    say(f"{mode}: logs and k6 data in {workdir}")
     try:
         if args.mysql_restart and not wait_for_no_pytest(args.pytest_wait):
             say("MySQL drill skipped: a test run has used MySQL for too long")
@@ -586,7 +625,12 @@ def main(argv: list[str] | None = None) -> int:
             stack.start()
         except Exception as exc:  # any failure to start is reported the same way
             say(f"could not start the system: {exc}; logs in {workdir}")
-            return 2
+            return None
+        if stack.mode != mode:
+            say(
+                "the products have no replenishment_mode column yet: running today's behaviour "
+                "(restock at zero) once, as at_zero"
+            )
         sns, sqs = aws_clients(stack.direct_endpoint, stack.env)
         say("probing the AWS endpoint on its own (PublishBatch, receive+delete)")
         probe = probe_endpoint(sns, sqs, prefix=args.prefix)
@@ -603,7 +647,8 @@ def main(argv: list[str] | None = None) -> int:
         sampled = {k: v for k, v in queues.items() if k != "ops"}
         initial = read_snapshot(args.database_url, skus)
         initial_stock = {sku: p["stock"] for sku, p in initial.products.items()}
-        if initial.orders or initial.outbox:
+        # Events may already be waiting (a catalog product at zero is restocked): not orders.
+        if initial.orders:
             raise RuntimeError("the rush database is not fresh")
         sampler = Sampler(database_url=args.database_url, skus=skus, sqs=sqs, queues=sampled)
         ops = OpsConsumer(sqs=sqs, url=queues["ops"])
@@ -616,8 +661,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         start_k6(args, stack, csv_path, summary_path)
         say(
-            f"rush: {args.vus} customers for {args.duration} s on {', '.join(skus)} "
-            f"(stock {args.stock}, restock {args.restock_quantity})"
+            f"rush ({stack.mode}): {args.vus} customers for {args.duration} s on "
+            f"{', '.join(skus)} (stock {args.stock}, factory {args.factory_delay:g} s)"
         )
         drills = Drills(args, stack, t0, sampler)
         k6 = stack.procs["k6"]
@@ -630,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.2)
         drills.finish()
         load_end = time.time()
+        at_load_end = sampler.latest()
         alive = {name: stack.alive(name) for name in ("web", "qcluster", "factory", "proxy")}
         cpu_after = cpu_snapshot(stack)
         load_after = os.getloadavg()[0]
@@ -682,9 +728,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
         load_seconds = max(1.0, load_end - t0)
         result = {
-            "command": " ".join([".venv/bin/python", "bench/rush.py", *(argv or sys.argv[1:])]),
-            "machine": f"{os.cpu_count()} cores",
-            "load_average_1m": {"before": load_before, "after": load_after},
+            "mode": stack.mode,
             "settings": {
                 "vus": args.vus,
                 "duration_s": args.duration,
@@ -697,7 +741,14 @@ def main(argv: list[str] | None = None) -> int:
                 "q_workers": args.q_workers,
                 "factory_delay_s": args.factory_delay,
                 "factory_failure_rate": config.factory_failure_rate,
+                "purchase_limit": args.purchase_limit,
+                "purchase_window_s": args.purchase_window,
+                "rate_limit": args.rate_limit,
             },
+            "load_average_1m": {"before": load_before, "after": load_after},
+            "replenishment": replenishment(
+                http=http, facts=verification.facts, snap=snap, at_load_end=at_load_end
+            ),
             "http": {k: v for k, v in http.items() if k != "timeline"},
             "rates": rates(http, hold=hold),
             "events_written_per_s": events_per_s,
@@ -711,6 +762,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_share": cpu_share(cpu_before, cpu_after),
             "drain": drained,
             "drills": drills.outcomes,
+            "drill_windows": [(name, start - t0, end - t0) for name, start, end in drills.windows],
             "alive_after_load": alive,
             "facts": verification.facts,
             "invariants": [vars(v) for v in verification.verdicts],
@@ -719,35 +771,17 @@ def main(argv: list[str] | None = None) -> int:
             "workdir": str(workdir),
         }
         result["limit"] = limit_reading(result)
-        print_summary(result, verification)
-        if args.plot:
-            args.plot.parent.mkdir(parents=True, exist_ok=True)
-            plot(
-                args.plot,
-                samples=sampler.samples,
-                ops_read=sorted(at for at, _ in seen.values()),
-                http=http,
-                events=events,
-                sold_out=verification.facts["sold_out"],
-                drills=drills.windows,
-                t0=t0,
-                load_end=load_end,
-                title=_title(args),
-            )
-            say(f"plot written to {args.plot}")
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            timelines = {
-                "http": http["timeline"],
-                "samples": [{**s, "t": round(s["t"] - t0, 2)} for s in sampler.samples],
-                "events": events,
-            }
-            args.json.write_text(json.dumps({**result, "timelines": timelines}, default=str))
-            say(f"results written to {args.json}")
-        return 0 if verification.ok else 1
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
+        result["timelines"] = {
+            "http": http["timeline"],
+            "samples": [{**s, "t": round(s["t"] - t0, 2)} for s in sampler.samples],
+            "events": events,
+            "ops_unread": ops_unread(events["published"], [at - t0 for at, _ in seen.values()]),
+        }
+        say(
+            f"{stack.mode}: fill rate {result['replenishment']['fill_rate']}, invariants "
+            + ("hold" if verification.ok else "FAILED")
+        )
+        return result
     finally:
         if ops is not None:
             ops.stopping.set()
@@ -755,6 +789,45 @@ def main(argv: list[str] | None = None) -> int:
             sampler.stopping.set()
         say("stopping everything the rush started")
         stack.stop_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = args.workdir / time.strftime("%Y%m%d-%H%M%S")
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    runs: dict[str, dict[str, Any]] = {}
+    try:
+        for mode in args.modes:
+            result = run_mode(args, mode, workdir / mode)
+            if result is None:
+                return 2
+            runs[result["mode"]] = result
+            if result["mode"] != mode:  # the app knows one behaviour only
+                result["workdir"] = str((workdir / mode).rename(workdir / result["mode"]))
+                break
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    print_summary(runs, args)
+    if args.plot:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        plot(args.plot, runs=runs, title=_title(args))
+        say(f"plot written to {args.plot}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        report = {
+            "command": " ".join([".venv/bin/python", "bench/rush.py", *(argv or sys.argv[1:])]),
+            "machine": f"{os.cpu_count()} cores",
+            "targets": TARGETS,
+            "modes": runs,
+        }
+        args.json.write_text(json.dumps(report, default=str))
+        say(f"results written to {args.json}")
+    return 0 if all(r["ok"] for r in runs.values()) else 1
 
 
 def _title(args: argparse.Namespace) -> str:
@@ -768,85 +841,152 @@ def _title(args: argparse.Namespace) -> str:
         )
         if on
     ]
-    return f"Rush: {args.vus} customers, {args.duration} s" + (
+    return f"Rush: {args.vus} customers, {args.duration} s, factory {args.factory_delay:g} s" + (
         f" — drills: {', '.join(drills)}" if drills else ""
     )
 
 
-def print_summary(r: dict[str, Any], verification: Verification) -> None:
-    h, f = r["http"], r["facts"]
-    lat = h["latency_ms"]
-    relay = r["relay"]
-    ev = f["events"]
-    rs = f["restocks"]
-    lines = [
-        "",
-        "=" * 78,
-        f"RUSH SUMMARY ({r['machine']}, {r['settings']['vus']} customers, "
-        f"{r['load_seconds']:.0f} s of load)",
-        "=" * 78,
-        f"orders        {h['requests']} requests: {h['accepted']} accepted, {h['refused']} "
-        f"refused; {r['rates']['orders_per_s']} orders/s on the plateau (peak "
-        f"{r['rates']['peak_orders_per_s']}/s), {r['rates']['accepted_per_s']} accepted/s",
-        f"latency       p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms, "
-        f"max {lat['max']} ms",
-        f"failures      5xx {h['server_errors']}, no answer {h['no_answer']}, other "
-        f"{h['unexpected']}"
-        + (
-            f"; during the MySQL restart (excluded): 5xx {h['server_errors_in_db_window']}, "
-            f"no answer {h['no_answer_in_db_window']}"
-            if h["db_window"]
-            else ""
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _mark(value: float | None, target: float, *, at_most: bool) -> str:
+    if value is None:
+        return ""
+    return " ok" if (value <= target if at_most else value >= target) else " MISS"
+
+
+def _rows(r: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """One mode's column of the summary: (label, target, value)."""
+    h, rep, f, t = r["http"], r["replenishment"], r["facts"], TARGETS
+    rows = [
+        ("orders asked", "", h["requests"]),
+        ("  served (201)", "", h["served"]),
+        ("  out of stock (409)", "", h["out_of_stock"]),
+        ("  purchase limit", "", h["purchase_limit"]),
+        ("  throttled (429)", "", h["throttled"]),
+        (
+            "  5xx / no answer / other",
+            "",
+            f"{h['server_errors']} / {h['no_answer']} / {h['unexpected']}",
         ),
-        f"depletions    {sum(f['depletions'].values())}: "
-        + ", ".join(f"{k} {v}" for k, v in sorted(f["depletions"].items())),
-        f"restocks      {rs['fulfilled']} fulfilled, {rs['replenished_events']} "
-        f"stock.replenished, {rs['factory_jobs_accepted']} factory jobs accepted "
-        f"({rs['factory_jobs_refused']} refused), {rs['reorders']} overdue reorders; "
-        f"by status {rs['by_status']}",
-        f"DLQ           {f['dlq']['messages_in_dlq']} messages, {f['dlq']['dead_rows']} "
-        f"FailedMessage rows dead, {f['dlq']['redriven_rows']} redriven",
-        "sold out      "
-        + "; ".join(
-            f"{sku} {s['sold_out_s']} s ({s['sold_out_share']:.0%}, {s['times']}x, mean "
-            f"{s['mean_window_s']} s{', still out' if s['open_at_end'] else ''})"
-            for sku, s in f["sold_out"].items()
+        (
+            "fill rate (served / asked)",
+            f">= {t['fill_rate']:g}",
+            f"{rep['fill_rate']}{_mark(rep['fill_rate'], t['fill_rate'], at_most=False)}",
         ),
-        f"outbox        {ev['outbox']} events {ev['by_type']}; backlog peak "
-        f"{r['outbox_backlog_peak']['all']['events']} (outside drills "
-        f"{r['outbox_backlog_peak']['outside_drills']['events']})",
-        f"relay lag     p50 {relay['lag_s']['p50']} s, p99 {relay['lag_s']['p99']} s, max "
-        f"{relay['lag_s']['max']} s (outside drills p50 {relay['lag_outside_drills_s']['p50']}"
-        f" s, p99 {relay['lag_outside_drills_s']['p99']} s)",
-        f"to ops queue  p50 {relay['to_ops_queue_s']['p50']} s, p99 "
-        f"{relay['to_ops_queue_s']['p99']} s; {ev['received_in_ops']} distinct events read, "
-        f"{ev['ops_duplicate_deliveries']} duplicate deliveries",
-        f"endpoint      app wrote {r['events_written_per_s']} events/s, relay published up to "
-        f"{r['relay_published_peak_per_s']}/s (best 10 s); the endpoint alone: PublishBatch "
-        f"{r['probe'].get('publish_1_callers_per_s')} msg/s (1 caller), "
-        f"{r['probe'].get('publish_4_callers_per_s')} msg/s (4 callers), delivered and read "
-        f"{r['probe'].get('delivered_and_read_1_callers_per_s')} msg/s",
-        f"worker queue  up to {r['task_queue_peak']} django-q2 tasks waiting for a worker",
-        f"machine       load average {r['load_average_1m']['before']:.1f} before the load, "
-        f"{r['load_average_1m']['after']:.1f} after",
-        "cpu share     "
-        + ", ".join(
-            f"{k} {v:.0%}" for k, v in sorted(r["cpu_share"].items(), key=lambda kv: -kv[1])
+        (
+            "sold out, worst product",
+            f"<= {t['sold_out_share']:.0%}",
+            _pct(rep["sold_out_worst"])
+            + _mark(rep["sold_out_worst"], t["sold_out_share"], at_most=True),
         ),
-        f"limited by    {r['limit']}",
-        f"drain         {r['drain']['seconds']} s, settled={r['drain']['settled']}",
     ]
-    dead = [name for name, up in r["alive_after_load"].items() if not up]
-    if dead:
-        lines.append(f"DIED          {', '.join(dead)} exited during the load")
-    for name, outcome in r["drills"].items():
-        lines.append(f"drill         {name}: {outcome}")
-    lines.append("-" * 78)
-    for v in verification.verdicts:
-        lines.append(f"{'PASS' if v.ok else 'FAIL'}  {v.name:<19} {v.value:<6} {v.detail}")
-    lines.append("=" * 78)
-    lines.append("ALL INVARIANTS HOLD" if verification.ok else "INVARIANT FAILED")
+    for sku, out in f["sold_out"].items():
+        rows.append(
+            (
+                f"  {sku}",
+                "",
+                f"{_pct(out['sold_out_share'])} ({out['times']}x, mean {out['mean_window_s']} s)",
+            )
+        )
+    counted = rep["counted"]
+    rows += [
+        ("units sold", "", rep["units_sold"]),
+        (
+            "left at load end / sold",
+            f"<= {t['leftover_ratio']:.0%}",
+            _leftover(rep["left_at_load_end"]),
+        ),
+        (
+            "left after drain / sold",
+            f"<= {t['leftover_ratio']:.0%}",
+            _leftover(rep["left_after_drain"]),
+        ),
+        (
+            "refusals counted on products",
+            "",
+            f"{counted['orders_refused']} refused, {counted['orders_limited']} limited"
+            if counted
+            else "no counters",
+        ),
+        ("stock.low decisions", "", _outcomes(f["decisions"])),
+        ("stock.depleted", "", _outcomes(f["depletions"])),
+        (
+            "restocks",
+            "",
+            f"{f['restocks']['fulfilled']} fulfilled, {f['restocks']['factory_jobs_accepted']} "
+            f"jobs, {f['restocks']['reorders']} reorders",
+        ),
+        ("DLQ messages", "", f["dlq"]["messages_in_dlq"]),
+        (
+            "orders/s plateau (peak)",
+            "",
+            f"{r['rates']['orders_per_s']} ({r['rates']['peak_orders_per_s']})",
+        ),
+        ("latency p50 / p99 ms", "", f"{h['latency_ms']['p50']} / {h['latency_ms']['p99']}"),
+        (
+            "outbox events / backlog peak",
+            "",
+            f"{f['events']['outbox']} / {r['outbox_backlog_peak']['all']['events']}",
+        ),
+        ("relay lag p99 s", "", r["relay"]["lag_s"]["p99"]),
+        ("drain s", "", f"{r['drain']['seconds']}{'' if r['drain']['settled'] else ' NOT DONE'}"),
+        ("machine busy", "", _pct(1 - r["cpu_share"].get("idle", 0))),
+    ]
+    rows += [
+        (v["name"], "0", f"{'PASS' if v['ok'] else 'FAIL'} {v['value']}") for v in r["invariants"]
+    ]
+    return rows
+
+
+def print_summary(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    """One table, a column per mode, the targets beside the numbers; then each run's details."""
+    columns = [_rows(r) for r in runs.values()]
+    widths = [
+        max(len(m), *(len(str(v)) for _, _, v in c)) + 2 for m, c in zip(runs, columns, strict=True)
+    ]
+    header = f"{'':<30}{'target':<9}" + "".join(
+        f"{m:<{w}}" for m, w in zip(runs, widths, strict=True)
+    )
+    rule = "=" * max(78, len(header))
+    lines = ["", rule, _title(args), rule, header, "-" * len(rule)]
+    for i, (label, target, _) in enumerate(columns[0]):
+        values = "".join(f"{c[i][2]!s:<{w}}" for c, w in zip(columns, widths, strict=True))
+        lines.append(f"{label:<30}{target:<9}{values}")
+    for mode, r in runs.items():
+        lines += ["-" * len(rule), f"{mode}: {r['workdir']}", f"  limited by    {r['limit']}"]
+        lines.append(
+            f"  endpoint      app wrote {r['events_written_per_s']} events/s, relay published "
+            f"up to {r['relay_published_peak_per_s']}/s (best 10 s); the endpoint alone: "
+            f"PublishBatch {r['probe'].get('publish_1_callers_per_s')} msg/s (1 caller), "
+            f"{r['probe'].get('publish_4_callers_per_s')} msg/s (4 callers)"
+        )
+        lines.append(
+            "  cpu share     "
+            + ", ".join(
+                f"{k} {v:.0%}" for k, v in sorted(r["cpu_share"].items(), key=lambda kv: -kv[1])
+            )
+        )
+        dead = [name for name, up in r["alive_after_load"].items() if not up]
+        if dead:
+            lines.append(f"  DIED          {', '.join(dead)} exited during the load")
+        for name, outcome in r["drills"].items():
+            lines.append(f"  drill         {name}: {outcome}")
+        for v in r["invariants"]:
+            lines.append(f"  {'PASS' if v['ok'] else 'FAIL'}  {v['name']:<19} {v['detail']}")
+    ok = all(r["ok"] for r in runs.values())
+    lines += [rule, "ALL INVARIANTS HOLD" if ok else "INVARIANT FAILED"]
     print("\n".join(lines), flush=True)
+
+
+def _leftover(left: dict[str, Any]) -> str:
+    mark = _mark(left["ratio"], TARGETS["leftover_ratio"], at_most=True)
+    return f"{_pct(left['ratio'])}{mark} ({left['on_hand']} + {left['in_production']} in prod.)"
+
+
+def _outcomes(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "0"
 
 
 if __name__ == "__main__":

@@ -2,15 +2,16 @@
 
 import csv
 import gzip
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.rush_verify import Snapshot, percentile, ts
+from bench.rush_verify import REFUSAL_COUNTERS, Snapshot, percentile, ts
+from bench.rush_watch import OPEN_RESTOCKS, in_production
 
 
 def read_k6_csv(path: Path, *, t0: float, db_window: tuple[float, float] | None) -> dict[str, Any]:
-    """Classify every order request and bin it per second since the start of the load."""
+    """Classify every order request by its outcome and bin it per second since the load began."""
     totals = defaultdict(int)
     durations: list[float] = []
     bins: dict[int, dict[str, Any]] = defaultdict(lambda: defaultdict(int))
@@ -19,18 +20,16 @@ def read_k6_csv(path: Path, *, t0: float, db_window: tuple[float, float] | None)
     with gzip.open(path, "rt", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader)
-        name_i, time_i, value_i = (
-            header.index(c) for c in ("metric_name", "timestamp", "metric_value")
+        name_i, time_i, value_i, tags_i = (
+            header.index(c) for c in ("metric_name", "timestamp", "metric_value", "extra_tags")
         )
-        status_i = header.index("status")
         for row in reader:
-            if row[name_i] != "http_req_duration":
+            if row[name_i] != "order_ms":
                 continue
             at = int(row[time_i]) / 1000
             value = float(row[value_i])
-            status = int(row[status_i] or 0)
+            kind = dict(tag.split("=", 1) for tag in row[tags_i].split("&") if tag)["outcome"]
             second = int(at - t0)
-            kind = _kind(status)
             in_db = db_window is not None and db_window[0] <= at <= db_window[1]
             if in_db and kind in ("server_errors", "no_answer"):
                 totals[f"{kind}_in_db_window"] += 1
@@ -39,24 +38,24 @@ def read_k6_csv(path: Path, *, t0: float, db_window: tuple[float, float] | None)
             totals["requests"] += 1
             bins[second][kind] += 1
             bins[second]["requests"] += 1
-            if status:
+            if kind != "no_answer":
                 durations.append(value)
                 latencies[second].append(value)
             if kind in ("server_errors", "no_answer", "unexpected") and len(samples) < 10:
-                samples.append(f"t={at - t0:.1f}s status={status}")
+                samples.append(f"t={at - t0:.1f}s {kind}")
     timeline = []
     for second in sorted(bins):
         lat = latencies.get(second, [])
         timeline.append(
             {
                 "s": second,
-                **{k: bins[second].get(k, 0) for k in (*_KINDS, "requests")},
+                **{k: bins[second].get(k, 0) for k in (*KINDS, "requests")},
                 "p50_ms": percentile(lat, 50),
                 "p99_ms": percentile(lat, 99),
             }
         )
     return {
-        **{k: totals.get(k, 0) for k in (*_KINDS, "requests")},
+        **{k: totals.get(k, 0) for k in (*KINDS, "requests")},
         "server_errors_in_db_window": totals.get("server_errors_in_db_window", 0),
         "no_answer_in_db_window": totals.get("no_answer_in_db_window", 0),
         "db_window": [round(db_window[0] - t0, 1), round(db_window[1] - t0, 1)]
@@ -73,19 +72,10 @@ def read_k6_csv(path: Path, *, t0: float, db_window: tuple[float, float] | None)
     }
 
 
-_KINDS = ("accepted", "refused", "server_errors", "no_answer", "unexpected")
-
-
-def _kind(status: int) -> str:
-    if status == 201:
-        return "accepted"
-    if status == 409:
-        return "refused"
-    if status >= 500:
-        return "server_errors"
-    if status == 0:
-        return "no_answer"
-    return "unexpected"
+# What bench/k6/rush.js tags each order request with; the first four are answers the shop
+# means to give (served, or asked and not served).
+ANSWERS = ("served", "out_of_stock", "purchase_limit", "throttled")
+KINDS = (*ANSWERS, "server_errors", "no_answer", "unexpected")
 
 
 def _r(value: float | None) -> float | None:
@@ -95,11 +85,11 @@ def _r(value: float | None) -> float | None:
 def rates(http: dict[str, Any], *, hold: tuple[int, int]) -> dict[str, float]:
     """Orders per second over the plateau of the load, and the busiest second."""
     steady = [b for b in http["timeline"] if hold[0] <= b["s"] < hold[1]]
-    answered = [b["accepted"] + b["refused"] for b in steady]
+    answered = [sum(b[k] for k in ANSWERS) for b in steady]
     seconds = max(1, hold[1] - hold[0])
     return {
         "orders_per_s": round(sum(answered) / seconds, 1),
-        "accepted_per_s": round(sum(b["accepted"] for b in steady) / seconds, 1),
+        "served_per_s": round(sum(b["served"] for b in steady) / seconds, 1),
         "peak_orders_per_s": max(answered, default=0),
     }
 
@@ -115,63 +105,153 @@ def event_rates(snap: Snapshot, *, t0: float) -> dict[str, Any]:
     return {"created": dict(created), "published": dict(published)}
 
 
-def plot(
-    path: Path,
-    *,
-    samples: list[dict[str, Any]],
-    ops_read: list[float],
-    http: dict[str, Any],
-    events: dict[str, Any],
-    sold_out: dict[str, Any],
-    drills: list[tuple[str, float, float]],
-    t0: float,
-    load_end: float,
-    title: str,
-) -> None:
+def ops_unread(published: dict[int, int], read_at: list[float]) -> list[int]:
+    """Events published and not yet read from the ops queue, second by second."""
+    read_at = sorted(read_at)
+    last = int(max([*published, *(int(t) for t in read_at[-1:]), 0])) + 1
+    unread, total, read_i = [], 0, 0
+    for second in range(last):
+        total += published.get(second, 0)
+        while read_i < len(read_at) and read_at[read_i] < second + 1:
+            read_i += 1
+        unread.append(max(0, total - read_i))
+    return unread
+
+
+# Issue 11's targets for the rush with make run's factory.
+TARGETS = {"fill_rate": 0.9, "sold_out_share": 0.10, "leftover_ratio": 0.25}
+
+
+def replenishment(
+    *, http: dict[str, Any], facts: dict[str, Any], snap: Snapshot, at_load_end: dict[str, Any]
+) -> dict[str, Any]:
+    """Fill rate, time sold out and what is left on hand and in production once the crowd
+    has gone, as a share of the units sold."""
+    sold = sum(p["sold"] for p in facts["products"].values())
+    open_units: Counter[str] = Counter()
+    for r in snap.restocks:
+        if r["status"] in OPEN_RESTOCKS:
+            open_units[r["sku"]] += r["quantity"]
+
+    def left(on_hand: dict[str, int], production: dict[str, int]) -> dict[str, Any]:
+        units = sum(on_hand.values()) + sum(production.values())
+        return {
+            "on_hand": sum(on_hand.values()),
+            "in_production": sum(production.values()),
+            "ratio": round(units / sold, 3) if sold else None,
+            "per_product": {sku: [on_hand.get(sku), production.get(sku)] for sku in on_hand},
+        }
+
+    shares = {sku: s["sold_out_share"] for sku, s in facts["sold_out"].items()}
+    counted = facts["refusals"]["counted"]
+    return {
+        "asked": http["requests"],
+        "served": http["served"],
+        "fill_rate": round(http["served"] / http["requests"], 3) if http["requests"] else None,
+        "sold_out_share": shares,
+        "sold_out_worst": max(shares.values(), default=None),
+        "units_sold": sold,
+        "left_at_load_end": left(
+            at_load_end.get("stock", {}), at_load_end.get("in_production", {})
+        ),
+        "left_after_drain": left(
+            {sku: p["stock"] for sku, p in snap.products.items()},
+            {sku: in_production(p, open_units[sku]) for sku, p in snap.products.items()},
+        ),
+        # What the products counted of the demand they refused (their own counters).
+        "counted": {name: sum(c[name] for c in counted.values()) for name in REFUSAL_COUNTERS}
+        if counted
+        else {},
+    }
+
+
+def plot(path: Path, *, runs: dict[str, dict[str, Any]], title: str) -> None:
+    """A column per mode: stock and units in production, sold-out windows, orders per
+    second by answer, latency, and the queues; the rows share their scales."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(
-        5, 1, figsize=(12, 14), sharex=True, gridspec_kw={"height_ratios": [3, 1.2, 3, 2, 2]}
+    fig, grid = plt.subplots(
+        5,
+        len(runs),
+        figsize=(9 * len(runs), 14),
+        sharex=True,
+        sharey="row",
+        squeeze=False,
+        gridspec_kw={"height_ratios": [3, 1.2, 3, 2, 2]},
     )
+    fig.suptitle(title)
+    for column, (mode, run) in enumerate(runs.items()):
+        _plot_run(grid[:, column], mode, run, plt)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _plot_run(axes: Any, mode: str, run: dict[str, Any], plt: Any) -> None:
     stock_ax, gantt_ax, orders_ax, lat_ax, queue_ax = axes
+    timelines, sold_out = run["timelines"], run["facts"]["sold_out"]
+    samples = timelines["samples"]
     skus = sorted(sold_out)
     colors = dict(zip(skus, plt.cm.tab10.colors, strict=False))
+    end_x = run["load_seconds"]
 
-    xs = [s["t"] - t0 for s in samples if "stock" in s]
+    rows = [s for s in samples if "stock" in s]
     for sku in skus:
-        ys = [s["stock"].get(sku) for s in samples if "stock" in s]
-        stock_ax.step(xs, ys, where="post", label=sku, color=colors[sku])
-    stock_ax.set_ylabel("stock (units)")
+        xs = [s["t"] for s in rows]
+        stock_ax.step(xs, [s["stock"].get(sku) for s in rows], where="post", color=colors[sku])
+        stock_ax.step(
+            xs,
+            [s["in_production"].get(sku) for s in rows],
+            where="post",
+            color=colors[sku],
+            linestyle="--",
+            alpha=0.6,
+        )
+    stock_ax.plot([], [], color="gray", label="on hand")
+    stock_ax.plot([], [], color="gray", linestyle="--", label="in production")
+    for sku in skus:
+        stock_ax.plot([], [], color=colors[sku], label=sku)
+    stock_ax.set_title(
+        f"{mode}: fill rate {run['replenishment']['fill_rate']}, sold out up to "
+        f"{run['replenishment']['sold_out_worst']:.0%}, left after drain "
+        f"{run['replenishment']['left_after_drain']['ratio']} of sold"
+    )
+    stock_ax.set_ylabel("units")
     stock_ax.legend(loc="upper right", fontsize=8)
-    fig.suptitle(title)
 
-    end_x = load_end - t0
     for row, sku in enumerate(skus):
         spans = [(s, (e if e is not None else end_x) - s) for s, e in sold_out[sku]["windows"]]
         gantt_ax.broken_barh(spans, (row - 0.4, 0.8), color=colors[sku])
     gantt_ax.set_yticks(range(len(skus)), skus, fontsize=8)
     gantt_ax.set_ylabel("sold out")
 
-    tl = http["timeline"]
+    tl = timelines["http"]
     secs = [b["s"] for b in tl]
-    orders_ax.plot(secs, [b["accepted"] for b in tl], label="accepted (201)", color="tab:green")
-    orders_ax.plot(secs, [b["refused"] for b in tl], label="refused (409)", color="tab:orange")
+    for kind, color in (
+        ("served", "tab:green"),
+        ("out_of_stock", "tab:orange"),
+        ("purchase_limit", "tab:pink"),
+        ("throttled", "tab:cyan"),
+    ):
+        if any(b[kind] for b in tl):
+            orders_ax.plot(secs, [b[kind] for b in tl], label=kind.replace("_", " "), color=color)
     errors = [b["server_errors"] + b["no_answer"] for b in tl]
     if any(errors):
         orders_ax.plot(secs, errors, label="5xx / no answer", color="tab:red")
-    last = max([*events["created"], *events["published"], 0]) + 1
+    published = timelines["events"]["published"]
+    last = max([*timelines["events"]["created"], *published, 0]) + 1
     orders_ax.plot(
         range(last),
-        [events["published"].get(s, 0) for s in range(last)],
+        [published.get(s, 0) for s in range(last)],
         label="events published/s (relay)",
         color="tab:purple",
         alpha=0.6,
         linewidth=0.8,
     )
-    orders_ax.set_ylabel("per second")
+    orders_ax.set_ylabel("orders per second")
     orders_ax.legend(loc="upper right", fontsize=8)
 
     lat_ax.plot(secs, [b["p50_ms"] for b in tl], label="p50", color="tab:blue")
@@ -181,31 +261,22 @@ def plot(
     lat_ax.legend(loc="upper right", fontsize=8)
 
     qs = [s for s in samples if "outbox_pending" in s]
-    queue_ax.plot(
-        [s["t"] - t0 for s in qs], [s["outbox_pending"] for s in qs], label="outbox backlog"
-    )
+    queue_ax.plot([s["t"] for s in qs], [s["outbox_pending"] for s in qs], label="outbox backlog")
     qq = [s for s in samples if "queues" in s]
     for label, color in (("restock", "tab:olive"), ("dlq", "tab:red")):
         queue_ax.plot(
-            [s["t"] - t0 for s in qq],
+            [s["t"] for s in qq],
             [s["queues"][label]["visible"] + s["queues"][label]["in_flight"] for s in qq],
             label=f"{label} queue",
             color=color,
         )
-    # Published but not yet read from the ops queue, second by second.
-    last = int(max([*events["published"], *(int(t - t0) for t in ops_read[-1:]), 0])) + 1
-    unread, published, read_i = [], 0, 0
-    for second in range(last):
-        published += events["published"].get(second, 0)
-        while read_i < len(ops_read) and ops_read[read_i] - t0 < second + 1:
-            read_i += 1
-        unread.append(max(0, published - read_i))
+    unread = timelines["ops_unread"]
     queue_ax.plot(
-        range(last), unread, label="ops queue (published, not yet read)", color="tab:gray"
+        range(len(unread)), unread, label="ops queue (published, not yet read)", color="tab:gray"
     )
     tq = [s for s in samples if "task_queue" in s]
     queue_ax.plot(
-        [s["t"] - t0 for s in tq],
+        [s["t"] for s in tq],
         [s["task_queue"] for s in tq],
         label="django-q2 tasks queued",
         color="tab:brown",
@@ -216,12 +287,12 @@ def plot(
     queue_ax.legend(loc="upper right", fontsize=8)
     queue_ax.set_xlabel("seconds since the rush started")
 
-    for name, start, end in drills:
+    for name, start, end in run["drill_windows"]:
         for ax in axes:
-            ax.axvspan(start - t0, end - t0, color="gray", alpha=0.15)
+            ax.axvspan(start, end, color="gray", alpha=0.15)
         stock_ax.annotate(
             name,
-            (start - t0, 0.97),
+            (start, 0.97),
             xycoords=("data", "axes fraction"),
             fontsize=8,
             va="top",
@@ -230,6 +301,3 @@ def plot(
     for ax in axes:
         ax.axvline(end_x, color="black", linewidth=0.8, linestyle=":")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)

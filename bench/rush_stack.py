@@ -43,6 +43,11 @@ class StackConfig:
     skus: tuple[str, ...]
     stock: int
     restock_quantity: int
+    # Product.replenishment_mode of the rush's products ("adaptive" or "at_zero").
+    mode: str
+    purchase_limit: int
+    purchase_window: int | None
+    rate_limit: str
     # None: start moto server; "aws": real AWS (no proxy); else an http(s) endpoint URL.
     aws_endpoint: str | None
     prefix: str
@@ -66,6 +71,12 @@ def connect(url: str, *, database: bool = True) -> MySQLdb.Connection:
         cfg.pop("db")
     conn = MySQLdb.connect(charset="utf8mb4", connect_timeout=3, autocommit=True, **cfg)
     return conn
+
+
+def columns(conn: MySQLdb.Connection, table: str) -> set[str]:
+    cur = conn.cursor()
+    cur.execute(f"SHOW COLUMNS FROM `{table}`")
+    return {row[0] for row in cur.fetchall()}
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -116,6 +127,8 @@ class Stack:
         self.workdir = config.workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.env = self._environment()
+        # The mode the products run in: None until prepare(), "at_zero" without the column.
+        self.mode: str | None = None
 
     # --- endpoints ------------------------------------------------------------------------
     @property
@@ -168,16 +181,27 @@ class Stack:
             AWS_ENDPOINT_URL=self.app_endpoint,
             AWS_DEFAULT_REGION=env.get("AWS_DEFAULT_REGION", "ap-northeast-2"),
             # Short enough that failed factory calls reach the DLQ, and lost callbacks are
-            # re-ordered, within a few-minute run.
-            SQS_VISIBILITY_TIMEOUT="5",
+            # re-ordered, within a few-minute run; never shorter than the factory takes.
+            SQS_VISIBILITY_TIMEOUT="6",
+            # The local simulator answers at once; the visibility must outlast one call.
+            FACTORY_CONNECT_TIMEOUT="1",
+            FACTORY_READ_TIMEOUT="2",
             SQS_MAX_RECEIVE_COUNT="3",
             SQS_WAIT_TIME="2",
-            FACTORY_CALLBACK_TIMEOUT="30",
+            FACTORY_CALLBACK_TIMEOUT=str(max(30, round(3 * c.factory_delay))),
+            # What an operator configures for this factory; the app measures it from there.
+            FACTORY_LEAD_TIME=f"{c.factory_delay:g}",
+            # Each customer is its own client address (X-Forwarded-For from k6's customers).
+            NUM_PROXIES="1",
+            PURCHASE_LIMIT=str(c.purchase_limit),
+            ORDER_RATE_LIMIT=c.rate_limit,
             Q_WORKERS=str(c.q_workers),
             LOG_LEVEL=c.log_level,
             PYTHONUNBUFFERED="1",
             **self.names,
         )
+        if c.purchase_window is not None:
+            env["PURCHASE_LIMIT_WINDOW"] = str(c.purchase_window)
         if not self.real_aws and not c.aws_endpoint:
             env.setdefault("AWS_ACCESS_KEY_ID", "testing")
             env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -318,6 +342,7 @@ class Stack:
         self.fresh_database()
         self.manage("migrate", "--noinput", "-v0")
         self.manage("load_catalog")
+        self.mode = self.set_mode()
         skus = ", ".join(repr(s) for s in c.skus)
         self.manage(
             "shell",
@@ -330,6 +355,22 @@ class Stack:
             f"Product.objects.filter(sku__in=[{skus}]).update(restock_quantity={c.restock_quantity})",
         )
         self.manage("provision_aws")
+
+    def set_mode(self) -> str:
+        """Set the rush products' replenishment mode before their stock is set, so that no
+        decision of the other mode is made; without the column the app knows only restocking
+        at zero."""
+        conn = connect(self.config.database_url)
+        try:
+            if "replenishment_mode" not in columns(conn, "inventory_product"):
+                return "at_zero"
+            conn.cursor().execute(
+                "UPDATE inventory_product SET replenishment_mode = %s WHERE sku IN %s",
+                (self.config.mode, self.config.skus),
+            )
+        finally:
+            conn.close()
+        return self.config.mode
 
     def start_factory(self) -> None:
         c = self.config

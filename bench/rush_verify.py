@@ -11,9 +11,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.rush_stack import connect
+from bench.rush_stack import columns, connect
 
 ORDER_EVENTS = ("order.completed", "order.rejected")
+REORDER_SEPARATOR = "/reorder-"
+# The events a restock answers: a depletion, or a reorder decision.
+TRIGGERS = ("stock.depleted", "stock.low")
+# A decision written in the same transaction as the depletion it answers may carry a
+# timestamp a moment later than it.
+SAME_DECISION_S = 1.0
+# The product's refusal counters and their fields in the orders.refused events.
+REFUSAL_COUNTERS = {
+    "orders_refused": "refused_orders",
+    "units_refused": "refused_units",
+    "orders_limited": "limited_orders",
+}
 
 
 def ts(value: datetime | None) -> float | None:
@@ -51,12 +63,7 @@ def read_snapshot(database_url: str, skus: tuple[str, ...]) -> Snapshot:
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
         products = {
-            r["sku"]: r
-            for r in rows(
-                "SELECT sku, stock, restock_quantity, depleted_at FROM inventory_product "
-                "WHERE sku IN %s",
-                skus,
-            )
+            r["sku"]: r for r in rows("SELECT * FROM inventory_product WHERE sku IN %s", skus)
         }
         orders = rows(
             "SELECT o.id, p.sku, o.quantity, o.status, o.remaining_stock, o.created_at "
@@ -72,8 +79,7 @@ def read_snapshot(database_url: str, skus: tuple[str, ...]) -> Snapshot:
             "FROM factory_bridge_outboxevent"
         )
         restocks = rows(
-            "SELECT r.id, p.sku, r.quantity, r.status, r.depletion_key, r.replaces_id, "
-            "r.attempts, r.created_at, r.requested_at, r.fulfilled_at "
+            "SELECT r.*, p.sku "
             "FROM factory_bridge_restockrequest r JOIN inventory_product p ON p.id = r.product_id"
         )
         failed = rows(
@@ -93,6 +99,22 @@ def read_snapshot(database_url: str, skus: tuple[str, ...]) -> Snapshot:
         restocks=restocks,
         failed=failed,
     )
+
+
+def refusals_unreported(conn: Any) -> int:
+    """Refused and limited orders counted on the products and not yet reported in
+    orders.refused events (0 where products keep no counters)."""
+    if "orders_refused" not in columns(conn, "inventory_product"):
+        return 0
+    cur = conn.cursor()
+    cur.execute("SELECT SUM(orders_refused + orders_limited) FROM inventory_product")
+    counted = int(cur.fetchone()[0] or 0)
+    cur.execute("SELECT body FROM factory_bridge_outboxevent WHERE event_type = 'orders.refused'")
+    reported = 0
+    for (body,) in cur.fetchall():
+        event = json.loads(body)
+        reported += int(event.get("refused_orders", 0)) + int(event.get("limited_orders", 0))
+    return counted - reported
 
 
 def _event_id_of(envelope_body: str) -> str | None:
@@ -164,6 +186,8 @@ def verify(
             books_wrong.append(
                 f"{sku} (arrivals {arrived[sku]} != restocked {fulfilled_units[sku]})"
             )
+        if product.get("units_sold", sold[sku]) != sold[sku]:
+            books_wrong.append(f"{sku} (units_sold {product['units_sold']} != sold {sold[sku]})")
         per_product[sku] = {
             "initial": initial_stock[sku],
             "sold": sold[sku],
@@ -216,35 +240,34 @@ def verify(
     not_in_ops = outbox_ids - set(ops_seen)
     phantom = set(ops_seen) - outbox_ids
 
-    restocks_by_key = {r["depletion_key"]: r for r in snap.restocks}
-    replaced_by = {r["replaces_id"]: r for r in snap.restocks if r["replaces_id"]}
-    dead_events = {_event_id_of(f["body"]): f for f in snap.failed if f["status"] == "dead"}
+    dead_events = {_event_id_of(f["body"]) for f in snap.failed if f["status"] == "dead"}
+    decisions, unaccounted_decisions = _decisions(snap, dead_events)
     outcomes: Counter[str] = Counter()
     unaccounted = []
     for depletion in (e for e in snap.outbox if e["event_type"] == "stock.depleted"):
-        event_id = depletion["body"]["event_id"]
-        request = restocks_by_key.get(event_id)
-        while (
-            request is not None and request["status"] == "overdue" and request["id"] in replaced_by
-        ):
-            request = replaced_by[request["id"]]
-        if request is not None and request["status"] == "fulfilled":
-            outcomes["restocked"] += 1
-        elif event_id in dead_events:
-            outcomes["in_dlq"] += 1
-        elif request is None and _absorbed(depletion, snap.restocks):
-            outcomes["absorbed"] += 1
-        else:
-            outcomes["unaccounted"] += 1
-            unaccounted.append({"event_id": event_id, "sku": depletion["sku"], "request": request})
+        outcome = _depletion_outcome(depletion, snap, dead_events)
+        outcomes[outcome] += 1
+        if outcome == "unaccounted":
+            unaccounted.append({"event_id": depletion["body"]["event_id"], "sku": depletion["sku"]})
+    refusals = _refusals(snap)
+    unreported = sum(
+        abs(n - refusals["reported"][sku].get(name, 0))
+        for sku, counted in refusals["counted"].items()
+        for name, n in counted.items()
+    )
     facts["depletions"] = dict(outcomes)
     facts["unaccounted_depletions"] = unaccounted[:20]
+    facts["decisions"] = dict(decisions)
+    facts["unaccounted_decisions"] = unaccounted_decisions[:20]
+    facts["refusals"] = refusals
     lost = (
         len(orders_without_event)
         + len(wrong_status)
         + len(unpublished)
         + len(not_in_ops)
         + len(unaccounted)
+        + len(unaccounted_decisions)
+        + unreported
     )
     facts["events"] = {
         "outbox": len(snap.outbox),
@@ -266,17 +289,20 @@ def verify(
             f"{len(snap.orders)} committed orders, {len(snap.outbox)} outbox events: "
             f"{len(orders_without_event)} orders without event, {len(unpublished)} unpublished, "
             f"{len(not_in_ops)} missing from the ops queue, {len(unaccounted)} depletions "
-            f"neither restocked nor in the DLQ",
+            f"neither restocked, absorbed nor in the DLQ, {len(unaccounted_decisions)} "
+            f"stock.low decisions without their restock or DLQ message, {unreported} refusals "
+            "counted on products and not in orders.refused events",
         )
     )
 
     # --- duplicate restocks --------------------------------------------------------------
     fulfilled_per_root: Counter[str] = Counter(
-        r["depletion_key"].split("/reorder-")[0]
-        for r in snap.restocks
-        if r["status"] == "fulfilled"
+        _root(r) for r in snap.restocks if r["status"] == "fulfilled"
     )
     doubled = sum(n - 1 for n in fulfilled_per_root.values() if n > 1)
+    # Every restock answers an event (a depletion or a stock.low decision): no other orders.
+    triggers = {key for e in snap.outbox if e["event_type"] in TRIGGERS for key in _keys(e)}
+    orphans = sum(1 for r in snap.restocks if not r["replaces_id"] and _root(r) not in triggers)
     replenished = sum(1 for e in snap.outbox if e["event_type"] == "stock.replenished")
     fulfilled = sum(fulfilled_per_root.values())
     factory_dupes = 0
@@ -285,7 +311,7 @@ def verify(
         per_url = Counter(j["callback_url"] for j in factory_jobs if j.get("status") == 201)
         accepted_jobs = sum(per_url.values())
         factory_dupes = sum(n - 1 for n in per_url.values() if n > 1)
-    duplicates = doubled + abs(replenished - fulfilled) + factory_dupes
+    duplicates = doubled + abs(replenished - fulfilled) + factory_dupes + orphans
     facts["restocks"] = {
         "requests": len(snap.restocks),
         "by_status": dict(Counter(r["status"] for r in snap.restocks)),
@@ -299,6 +325,7 @@ def verify(
             dict(Counter(j.get("callback_status") for j in factory_jobs)) if factory_jobs else {}
         ),
         "reorders": sum(1 for r in snap.restocks if r["replaces_id"]),
+        "without_event": orphans,
     }
     facts["dlq"] = {
         "dead_rows": sum(1 for f in snap.failed if f["status"] == "dead"),
@@ -311,8 +338,8 @@ def verify(
             duplicates == 0,
             duplicates,
             f"{fulfilled} restocks fulfilled, {replenished} stock.replenished events, "
-            f"{doubled} depletions restocked twice, {factory_dupes} restocks ordered twice "
-            "from the factory",
+            f"{doubled} depletions or decisions restocked twice, {factory_dupes} restocks "
+            f"ordered twice from the factory, {orphans} restocks answering no event",
         )
     )
 
@@ -322,16 +349,90 @@ def verify(
     return result
 
 
-def _absorbed(depletion: dict[str, Any], restocks: list[dict[str, Any]]) -> bool:
-    """True when an open request for the same product existed as the depletion was read."""
+def _root(restock: dict[str, Any]) -> str:
+    """The event a restock answers; re-orders of an overdue request carry its key."""
+    decision = restock.get("decision_id")
+    return str(decision) if decision else restock["depletion_key"].split(REORDER_SEPARATOR)[0]
+
+
+def _outcome(keys: set[str], snap: Snapshot) -> dict[str, Any] | None:
+    """The request that finally answered an event (re-orders of overdue requests followed)."""
+    request = next((r for r in snap.restocks if not r["replaces_id"] and _root(r) in keys), None)
+    replaced_by = {r["replaces_id"]: r for r in snap.restocks if r["replaces_id"]}
+    while request is not None and request["status"] == "overdue" and request["id"] in replaced_by:
+        request = replaced_by[request["id"]]
+    return request
+
+
+def _keys(event: dict[str, Any]) -> set[str]:
+    keys = {str(event["body"]["event_id"])}
+    if event["body"].get("decision_id") is not None:
+        keys.add(str(event["body"]["decision_id"]))
+    return keys
+
+
+def _decisions(snap: Snapshot, dead_events: set[str | None]) -> tuple[Counter[str], list]:
+    """Every stock.low decision became exactly one restock, fulfilled, or is dead in the DLQ."""
+    outcomes: Counter[str] = Counter()
+    unaccounted = []
+    for decision in (e for e in snap.outbox if e["event_type"] == "stock.low"):
+        request = _outcome(_keys(decision), snap)
+        if request is not None and request["status"] == "fulfilled":
+            outcomes["restocked"] += 1
+        elif decision["body"]["event_id"] in dead_events:
+            outcomes["in_dlq"] += 1
+        else:
+            outcomes["unaccounted"] += 1
+            event_id = decision["body"]["event_id"]
+            unaccounted.append({"event_id": event_id, "sku": decision["sku"], "request": request})
+    return outcomes, unaccounted
+
+
+def _depletion_outcome(
+    depletion: dict[str, Any], snap: Snapshot, dead_events: set[str | None]
+) -> str:
+    """restocked: its own restock, or one decided after it, brought stock; absorbed: units
+    already on order when it happened arrived; in_dlq: its message is dead in the DLQ."""
+    request = _outcome(_keys(depletion), snap)
+    if request is not None and request["status"] == "fulfilled":
+        return "restocked"
+    if depletion["body"]["event_id"] in dead_events:
+        return "in_dlq"
+    if request is not None:
+        return "unaccounted"
     at = ts(depletion["created_at"]) or 0
-    for r in restocks:
-        if r["sku"] != depletion["sku"] or (ts(r["created_at"]) or 0) > at:
-            continue
-        done = ts(r["fulfilled_at"])
-        if r["status"] == "fulfilled" and done is not None and done >= at:
-            return True
-    return False
+    decided = {
+        key: ts(e["created_at"]) or 0
+        for e in snap.outbox
+        if e["event_type"] in TRIGGERS
+        for key in _keys(e)
+    }
+    arrivals = [
+        decided.get(_root(r), ts(r["created_at"]) or 0)
+        for r in snap.restocks
+        if r["sku"] == depletion["sku"]
+        and r["status"] == "fulfilled"
+        and (ts(r["fulfilled_at"]) or 0) >= at
+    ]
+    if not arrivals:
+        return "unaccounted"
+    return "absorbed" if min(arrivals) <= at + SAME_DECISION_S else "restocked"
+
+
+def _refusals(snap: Snapshot) -> dict[str, Any]:
+    """The products' refusal counters and what the orders.refused events reported of them
+    (empty where the products keep no counters: refusals are then orders and events)."""
+    counted = {
+        sku: {name: int(p[name]) for name in REFUSAL_COUNTERS}
+        for sku, p in snap.products.items()
+        if "orders_refused" in p
+    }
+    reported: dict[str, Counter[str]] = defaultdict(Counter)
+    for e in snap.outbox:
+        if e["event_type"] == "orders.refused":
+            for name, key in REFUSAL_COUNTERS.items():
+                reported[e["sku"]][name] += int(e["body"].get(key, 0))
+    return {"counted": counted, "reported": {sku: dict(reported[sku]) for sku in counted}}
 
 
 def _in_windows(t: float, windows: list[tuple[str, float, float]]) -> bool:

@@ -19,11 +19,15 @@ from botocore.config import Config
 
 from bench.rush_stack import connect
 
-SQL_PRODUCTS = "SELECT sku, stock, depleted_at IS NOT NULL FROM inventory_product WHERE sku IN %s"
+SQL_PRODUCTS = "SELECT * FROM inventory_product WHERE sku IN %s"
 SQL_OUTBOX = (
     "SELECT COUNT(*), MIN(created_at) FROM factory_bridge_outboxevent WHERE published_at IS NULL"
 )
-SQL_RESTOCKS = "SELECT status, COUNT(*) FROM factory_bridge_restockrequest GROUP BY status"
+SQL_RESTOCKS = (
+    "SELECT p.sku, r.status, COUNT(*), SUM(r.quantity) FROM factory_bridge_restockrequest r "
+    "JOIN inventory_product p ON p.id = r.product_id GROUP BY p.sku, r.status"
+)
+OPEN_RESTOCKS = ("pending", "requested")
 SQL_DEAD = "SELECT COUNT(*) FROM factory_bridge_failedmessage WHERE status = 'dead'"
 # django-q2's ORM broker: tasks queued and not yet taken by a worker (relays, poller handovers).
 SQL_TASKS = "SELECT COUNT(*) FROM django_q_ormq"
@@ -54,8 +58,15 @@ def queue_counts(sqs: Any, url: str) -> dict[str, int]:
     }
 
 
+def in_production(product: dict[str, Any], open_units: int) -> int:
+    """Units ordered and not arrived: the product's own count where it keeps one, else the
+    quantities of its open restock requests."""
+    return int(product["on_order"]) if "on_order" in product else open_units
+
+
 class Sampler(threading.Thread):
-    """Every second: stock per product, outbox backlog, restock states and queue depths."""
+    """Every second: stock and units in production per product, outbox backlog, restock
+    states and queue depths."""
 
     def __init__(
         self, *, database_url: str, skus: tuple[str, ...], sqs: Any, queues: dict[str, str]
@@ -88,11 +99,17 @@ class Sampler(threading.Thread):
                 self._conn = connect(self.database_url)
             cur = self._conn.cursor()
             cur.execute(SQL_PRODUCTS, (self.skus,))
-            stock = {sku: int(s) for sku, s, _ in cur.fetchall()}
+            names = [d[0] for d in cur.description]
+            products = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
             cur.execute(SQL_OUTBOX)
             pending, oldest = cur.fetchone()
             cur.execute(SQL_RESTOCKS)
-            restocks = {status: int(n) for status, n in cur.fetchall()}
+            restocks: dict[str, int] = {}
+            open_units: dict[str, int] = {}
+            for sku, status, n, units in cur.fetchall():
+                restocks[status] = restocks.get(status, 0) + int(n)
+                if status in OPEN_RESTOCKS:
+                    open_units[sku] = open_units.get(sku, 0) + int(units)
             cur.execute(SQL_DEAD)
             dead = int(cur.fetchone()[0])
             cur.execute(SQL_TASKS)
@@ -101,7 +118,10 @@ class Sampler(threading.Thread):
             self._drop()
             return {"db_error": str(exc)[:200]}
         return {
-            "stock": stock,
+            "stock": {p["sku"]: int(p["stock"]) for p in products},
+            "in_production": {
+                p["sku"]: in_production(p, open_units.get(p["sku"], 0)) for p in products
+            },
             "outbox_pending": int(pending),
             "outbox_oldest": oldest.isoformat() if oldest else None,
             "restocks": restocks,

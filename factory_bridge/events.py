@@ -12,14 +12,16 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from factory_bridge.models import OutboxEvent
-from inventory.services import StockState
+from inventory.models import ReorderDecision
+from inventory.services import RefusalCount, StockState
 
 logger = logging.getLogger(__name__)
 
 STOCK_DEPLETED = "stock.depleted"
 STOCK_REPLENISHED = "stock.replenished"
+STOCK_LOW = "stock.low"
 ORDER_COMPLETED = "order.completed"
-ORDER_REJECTED = "order.rejected"
+ORDERS_REFUSED = "orders.refused"
 EVENT_TYPE_ATTRIBUTE = "EventType"
 DEPLETED_SUBJECT = "도너츠 재고 부족"
 
@@ -59,16 +61,54 @@ def replenished(*, product: Any, quantity: int, restock_id: int) -> Event:
     )
 
 
-def order_placed(*, order: Any, stock: StockState) -> Event:
-    """An order was completed or rejected; `stock` is the product's state right after it."""
-    completed = order.status == "completed"
+def low(*, decision: ReorderDecision, factory_code: str, sku: str) -> Event:
+    """More was decided for a product; the restock consumer orders exactly this."""
+    return Event(
+        topic=OutboxEvent.Topic.STOCK,
+        event_type=STOCK_LOW,
+        sku=sku,
+        factory_id=factory_code,
+        quantity=decision.quantity,
+        body={
+            "decision_id": decision.pk,
+            "mode": decision.mode,
+            "reason": decision.reason,
+            "stock": decision.on_hand,
+            "on_order": decision.on_order,
+            "demand_rate": round(decision.demand_rate, 4),
+            "lead_time": round(decision.lead_time, 3),
+            "reorder_point": decision.reorder_point,
+        },
+    )
+
+
+def order_completed(*, order: Any, stock: StockState) -> Event:
+    """An order was completed; `stock` is the product's state right after it."""
     return Event(
         topic=OutboxEvent.Topic.SALES,
-        event_type=ORDER_COMPLETED if completed else ORDER_REJECTED,
+        event_type=ORDER_COMPLETED,
         sku=stock.sku,
         factory_id=stock.factory_code,
         quantity=order.quantity,
         body={"order_id": order.pk, "status": order.status, "stock": stock.remaining},
+    )
+
+
+def refused(*, count: RefusalCount) -> Event:
+    """Orders refused (out of stock) and limited (purchase limit) over one interval."""
+    return Event(
+        topic=OutboxEvent.Topic.SALES,
+        event_type=ORDERS_REFUSED,
+        sku=count.sku,
+        factory_id=count.factory_code,
+        quantity=count.units_refused,
+        body={
+            "refused_orders": count.orders_refused,
+            "refused_units": count.units_refused,
+            "limited_orders": count.orders_limited,
+            "since": count.since.isoformat(),
+            "until": count.until.isoformat(),
+        },
     )
 
 

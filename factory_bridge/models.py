@@ -77,6 +77,14 @@ class RestockRequest(models.Model):
     )
     quantity = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    decision = models.OneToOneField(
+        "inventory.ReorderDecision",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="restock",
+        help_text="The reorder decision this request orders (one factory order per decision)",
+    )
     depletion_key = models.CharField(
         max_length=100,
         unique=True,

@@ -4,7 +4,7 @@ from django.contrib.admin.widgets import AdminIntegerFieldWidget
 from django.utils.html import format_html
 
 from factory_bridge.models import RestockRequest
-from inventory.models import Factory, Product, StockAdjustment
+from inventory.models import Factory, Product, ReorderDecision, StockAdjustment
 from inventory.selectors import product_list_for_staff
 from inventory.services import set_stock
 from nudged.admin import ReadOnlyAdmin
@@ -85,10 +85,45 @@ class RestockInline(admin.TabularInline):
         return False
 
 
+class ReorderDecisionInline(admin.TabularInline):
+    model = ReorderDecision
+    extra = 0
+    can_delete = False
+    fields = [
+        "created_at",
+        "quantity",
+        "reason",
+        "on_hand",
+        "on_order",
+        "demand_rate",
+        "lead_time",
+        "reorder_point",
+    ]
+    readonly_fields = fields
+    ordering = ["-created_at", "-id"]
+    verbose_name_plural = "Last reorder decisions"
+    max_num = 0
+
+    def get_queryset(self, request):  # type: ignore[no-untyped-def]
+        # The latest few, not the product's whole history (a rush makes hundreds).
+        product_id = request.resolver_match.kwargs.get("object_id")
+        latest = list(
+            ReorderDecision.objects.filter(product_id=product_id)
+            .order_by("-created_at", "-id")
+            .values_list("pk", flat=True)[:10]
+        )
+        return super().get_queryset(request).filter(pk__in=latest)
+
+
 @admin.register(Factory)
 class FactoryAdmin(admin.ModelAdmin):
-    list_display = ["code", "name", "manager_email"]
+    list_display = ["code", "name", "manager_email", "capacity", "lead_time_seconds"]
     search_fields = ["code", "name", "manager_email"]
+    fields = ["code", "name", "manager_email", "capacity", "lead_time"]
+
+    @admin.display(description="lead time", ordering="lead_time")
+    def lead_time_seconds(self, obj: Factory) -> str:
+        return f"{obj.lead_time:.1f} s"
 
 
 class StockInput(AdminIntegerFieldWidget):
@@ -111,7 +146,11 @@ class ProductAdminForm(forms.ModelForm):
             "price",
             "factory",
             "stock",
+            "replenishment_mode",
             "restock_quantity",
+            "min_order_quantity",
+            "max_order_quantity",
+            "purchase_limit",
         ]
         widgets = {"stock": StockInput}
 
@@ -128,19 +167,34 @@ class ProductAdmin(admin.ModelAdmin):
         "name",
         "price",
         "stock",
+        "on_order",
         "incoming",
+        "replenishment_mode",
+        "demand",
+        "reorder_point",
+        "lead_time",
         "restock",
-        "restock_quantity",
         "factory",
         "depleted_at",
     ]
     list_editable = ["stock"]
     form = ProductAdminForm
-    list_filter = [SoldOutFilter, NeedsStaffFilter, "factory"]
+    list_filter = [SoldOutFilter, NeedsStaffFilter, "replenishment_mode", "factory"]
     search_fields = ["sku", "name"]
     list_select_related = ["factory"]
-    readonly_fields = ["depleted_at", "updated_at"]
-    inlines = [RestockInline, StockAdjustmentInline]
+    readonly_fields = [
+        "on_order",
+        "demand",
+        "reorder_point",
+        "lead_time",
+        "units_sold",
+        "units_refused",
+        "orders_refused",
+        "orders_limited",
+        "depleted_at",
+        "updated_at",
+    ]
+    inlines = [ReorderDecisionInline, RestockInline, StockAdjustmentInline]
 
     def get_queryset(self, request):  # type: ignore[no-untyped-def]
         return product_list_for_staff()
@@ -181,6 +235,33 @@ class ProductAdmin(admin.ModelAdmin):
                 label,
             )
         return label
+
+    @admin.display(description="demand", ordering="demand_rate")
+    def demand(self, obj: Product) -> str:
+        return f"{obj.demand_rate:.2f}/s"
+
+    @admin.display(description="lead time", ordering="factory__lead_time")
+    def lead_time(self, obj: Product) -> str:
+        return f"{obj.factory.lead_time:.1f} s"
+
+
+@admin.register(ReorderDecision)
+class ReorderDecisionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "product",
+        "quantity",
+        "mode",
+        "reason",
+        "on_hand",
+        "on_order",
+        "demand_rate",
+        "lead_time",
+        "reorder_point",
+    ]
+    list_filter = ["mode", "product"]
+    search_fields = ["product__sku", "reason"]
+    list_select_related = ["product"]
 
 
 @admin.register(StockAdjustment)

@@ -1,6 +1,11 @@
+from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+
+
+def default_lead_time() -> float:
+    return settings.FACTORY_LEAD_TIME
 
 
 class Factory(models.Model):
@@ -9,6 +14,16 @@ class Factory(models.Model):
     )
     name = models.CharField(max_length=100)
     manager_email = models.EmailField()
+    capacity = models.PositiveIntegerField(
+        default=0,
+        help_text="Most units this factory may have in production at once for us (0: no cap)",
+    )
+    lead_time = models.FloatField(
+        default=default_lead_time,
+        validators=[MinValueValidator(0)],
+        help_text="Seconds from a reorder decision to the stock's arrival, measured from "
+        "the factory's callbacks (starts at FACTORY_LEAD_TIME)",
+    )
 
     class Meta:
         ordering = ["code"]
@@ -19,6 +34,10 @@ class Factory(models.Model):
 
 
 class Product(models.Model):
+    class Mode(models.TextChoices):
+        ADAPTIVE = "adaptive", "Adaptive (follows demand)"
+        AT_ZERO = "at_zero", "At zero (restock quantity when sold out)"
+
     sku = models.CharField(max_length=32, unique=True)
     name = models.CharField(max_length=100)
     description = models.CharField(max_length=200, blank=True)
@@ -33,8 +52,46 @@ class Product(models.Model):
     restock_quantity = models.PositiveIntegerField(
         default=10,
         validators=[MinValueValidator(1, "Restock quantity must be at least 1.")],
-        help_text="Units ordered from the factory when the product runs out",
+        help_text="Units ordered from the factory when the product runs out (mode: at zero)",
     )
+    replenishment_mode = models.CharField(
+        max_length=16, choices=Mode.choices, default=Mode.ADAPTIVE
+    )
+    min_order_quantity = models.PositiveIntegerField(
+        default=10,
+        validators=[MinValueValidator(1)],
+        help_text="Fewest units one adaptive factory order asks for",
+    )
+    max_order_quantity = models.PositiveIntegerField(
+        default=500,
+        validators=[MinValueValidator(1)],
+        help_text="Most units one adaptive factory order asks for",
+    )
+    purchase_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Units one customer may buy per purchase-limit window; empty: the "
+        "shop's PURCHASE_LIMIT, 0: no limit",
+    )
+    on_order = models.PositiveIntegerField(
+        default=0,
+        editable=False,
+        help_text="Units ordered from the factory (decided) and not arrived yet",
+    )
+    demand_rate = models.FloatField(
+        default=0.0, editable=False, help_text="Units asked per second, sold or refused"
+    )
+    reorder_point = models.PositiveIntegerField(
+        default=0,
+        editable=False,
+        help_text="Below this many units on hand and on order, more are ordered (adaptive)",
+    )
+    # Counters the order path bumps in the statements it runs anyway; the estimate refresh
+    # reads their growth. Refused orders are counted here instead of written as rows.
+    units_sold = models.PositiveBigIntegerField(default=0, editable=False)
+    units_refused = models.PositiveBigIntegerField(default=0, editable=False)
+    orders_refused = models.PositiveBigIntegerField(default=0, editable=False)
+    orders_limited = models.PositiveBigIntegerField(default=0, editable=False)
     depleted_at = models.DateTimeField(
         null=True,
         blank=True,
@@ -50,6 +107,11 @@ class Product(models.Model):
             models.CheckConstraint(condition=Q(stock__gte=0), name="product_stock_not_negative"),
             models.CheckConstraint(
                 condition=Q(restock_quantity__gte=1), name="product_restock_quantity_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(min_order_quantity__gte=1)
+                & Q(max_order_quantity__gte=F("min_order_quantity")),
+                name="product_order_quantity_bounds",
             ),
         ]
 
@@ -80,3 +142,40 @@ class StockAdjustment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.product.sku}: {self.old_quantity} → {self.new_quantity}"
+
+
+class DemandSnapshot(models.Model):
+    """What the estimate refresh last read of a product's counters, and when."""
+
+    product = models.OneToOneField(
+        Product, on_delete=models.CASCADE, primary_key=True, related_name="snapshot"
+    )
+    units_asked = models.PositiveBigIntegerField(default=0)
+    orders_refused = models.PositiveBigIntegerField(default=0)
+    units_refused = models.PositiveBigIntegerField(default=0)
+    orders_limited = models.PositiveBigIntegerField(default=0)
+    taken_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.product_id} at {self.taken_at:%H:%M:%S}"
+
+
+class ReorderDecision(models.Model):
+    """One decision to order more of a product, with the numbers behind it."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="decisions")
+    quantity = models.PositiveIntegerField()
+    mode = models.CharField(max_length=16, choices=Product.Mode.choices)
+    reason = models.CharField(max_length=200)
+    on_hand = models.IntegerField()
+    on_order = models.PositiveIntegerField(help_text="Units on order before this decision")
+    demand_rate = models.FloatField(help_text="Units per second")
+    lead_time = models.FloatField(help_text="Seconds")
+    reorder_point = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Decision {self.pk} {self.product.sku} +{self.quantity}"

@@ -1,64 +1,208 @@
-"""Writes to stock: what orders take, physical counts and factory arrivals."""
+"""Writes to stock and every decision about it: orders, counts, arrivals and reorders."""
 
 import logging
-from typing import NamedTuple
+from dataclasses import dataclass
+from datetime import datetime
+from time import monotonic, sleep
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
+from inventory import policy, signals
 from inventory.catalog import FACTORIES, PRODUCTS
 from inventory.exceptions import InvalidQuantity, UnknownSku
-from inventory.models import Factory, Product, StockAdjustment
+from inventory.models import DemandSnapshot, Factory, Product, ReorderDecision, StockAdjustment
 
 logger = logging.getLogger(__name__)
 
-# The two statements of every order, written out: they run on each request, and the ORM
-# spends several times the database's own time building and compiling them.
+# The statements of every order, written out: they run on each request, and the ORM spends
+# several times the database's own time building and compiling them. Units sold and refused
+# are counted in the same statements; the demand estimate reads their growth later.
 TAKE_SQL = (
-    "UPDATE `inventory_product` SET `stock` = `stock` - %s WHERE `sku` = %s AND `stock` >= %s"
+    "UPDATE `inventory_product` SET `stock` = `stock` - %s, `units_sold` = `units_sold` + %s "
+    "WHERE `sku` = %s AND `stock` >= %s"
 )
-STOCK_SQL = (
-    "SELECT `p`.`id`, `p`.`sku`, `p`.`stock`, `p`.`depleted_at` IS NOT NULL, "
-    "`p`.`restock_quantity`, `f`.`code` FROM `inventory_product` `p` "
-    "INNER JOIN `inventory_factory` `f` ON `f`.`id` = `p`.`factory_id` WHERE `p`.`sku` = %s"
+REFUSE_SQL = (
+    "UPDATE `inventory_product` SET `units_refused` = `units_refused` + %s, "
+    "`orders_refused` = `orders_refused` + 1 WHERE `sku` = %s"
 )
+STOCK_COLUMNS = (
+    "`p`.`id`, `p`.`sku`, `p`.`name`, `p`.`stock`, `p`.`depleted_at` IS NOT NULL, "
+    "`p`.`restock_quantity`, `f`.`code`, `p`.`factory_id`, `p`.`replenishment_mode`, "
+    "`p`.`on_order`, `p`.`demand_rate`, `p`.`reorder_point`, `p`.`min_order_quantity`, "
+    "`p`.`max_order_quantity`, `p`.`purchase_limit` "
+    "FROM `inventory_product` `p` INNER JOIN `inventory_factory` `f` ON `f`.`id` = `p`.`factory_id`"
+)
+STOCK_SQL = f"SELECT {STOCK_COLUMNS} WHERE `p`.`sku` = %s"
+STATE_SQL = f"SELECT {STOCK_COLUMNS} WHERE `p`.`id` = %s"
 
 
-class StockState(NamedTuple):
-    """A product's stock right after an order, and what its events need to say."""
+@dataclass(frozen=True)
+class StockState:
+    """A product's stock right after an order, and what its events and reorders need."""
 
     product_id: int
     sku: str
+    name: str
     remaining: int
     depleted: bool
     restock_quantity: int
     factory_code: str
+    factory_id: int = 0
+    mode: str = Product.Mode.ADAPTIVE
+    on_order: int = 0
+    demand_rate: float = 0.0
+    reorder_point: int = 0
+    min_order_quantity: int = 1
+    max_order_quantity: int = 1
+    purchase_limit: int | None = None
+
+    def policy(self) -> policy.Stock:
+        return policy.Stock(
+            mode=self.mode,
+            on_hand=self.remaining,
+            on_order=self.on_order,
+            rate=self.demand_rate,
+            reorder_point=self.reorder_point,
+            review=settings.ESTIMATE_REFRESH_SECONDS,
+            restock_quantity=self.restock_quantity,
+            min_quantity=self.min_order_quantity,
+            max_quantity=self.max_order_quantity,
+        )
 
 
-def take_stock(*, sku: str, quantity: int) -> tuple[bool, StockState]:
+@dataclass(frozen=True)
+class StockOutcome:
+    """What one order did to stock: whether it took the units, and what it set off."""
+
+    taken: bool
+    state: StockState
+    depleted: bool
+    decision: ReorderDecision | None
+
+
+@dataclass(frozen=True)
+class RefusalCount:
+    """Refused and limited orders of one product over one refresh interval."""
+
+    sku: str
+    factory_code: str
+    orders_refused: int
+    units_refused: int
+    orders_limited: int
+    since: datetime
+    until: datetime
+
+
+def _state(row: tuple) -> StockState:
+    pk, sku, name, stock, depleted, *rest = row
+    return StockState(pk, sku, name, stock, bool(depleted), *rest)
+
+
+def take_stock(*, sku: str, quantity: int) -> StockOutcome:
     """Take `quantity` units of `sku` if that many are on hand; call inside a transaction.
 
     One conditional UPDATE: its row lock makes concurrent orders queue, and its WHERE clause
-    means stock never goes below zero. The state is then read under that lock. Returns
-    whether the units were taken, and the state; raises UnknownSku (nothing changed).
+    means stock never goes below zero. A refusal is counted on the product instead. The state
+    is then read under that lock, and the depletion and reorder it calls for are made here,
+    while the lock is held. Raises UnknownSku (nothing changed).
     """
     with connection.cursor() as cursor:
-        cursor.execute(TAKE_SQL, [quantity, sku, quantity])
+        cursor.execute(TAKE_SQL, [quantity, quantity, sku, quantity])
         taken = cursor.rowcount == 1
+        if not taken:
+            cursor.execute(REFUSE_SQL, [quantity, sku])
         cursor.execute(STOCK_SQL, [sku])
         row = cursor.fetchone()
     if row is None:
         raise UnknownSku(sku)
-    product_id, sku, remaining, depleted, restock_quantity, factory_code = row
-    return taken, StockState(
-        product_id, sku, remaining, bool(depleted), restock_quantity, factory_code
+    state = _state(row)
+    depleted = state.remaining == 0 and not state.depleted and _open_depletion(state)
+    decision = _decide(state) if policy.needs_order(state.policy()) else None
+    return StockOutcome(taken=taken, state=state, depleted=depleted, decision=decision)
+
+
+def _open_depletion(state: StockState) -> bool:
+    """Open a depletion unless one is open; True (and announced) when this call opened it."""
+    opened = Product.objects.filter(pk=state.product_id, depleted_at__isnull=True).update(
+        depleted_at=timezone.now()
     )
+    if opened:
+        logger.info("stock depleted sku=%s", state.sku)
+        signals.depleted.send(sender=Product, state=state)
+    return opened == 1
+
+
+def _decide(state: StockState) -> ReorderDecision | None:
+    """Order what the policy asks for; the product's row lock must be held."""
+    with connection.cursor() as cursor:
+        # The factory's row serialises deciders of its products, so its capacity holds.
+        cursor.execute(
+            "SELECT `capacity`, `lead_time` FROM `inventory_factory` WHERE `id` = %s FOR UPDATE",
+            [state.factory_id],
+        )
+        capacity, lead_time = cursor.fetchone()
+        capacity_left = None
+        if capacity:
+            cursor.execute(
+                "SELECT COALESCE(SUM(`on_order`), 0) FROM `inventory_product` "
+                "WHERE `factory_id` = %s",
+                [state.factory_id],
+            )
+            capacity_left = capacity - int(cursor.fetchone()[0])
+    wanted = policy.order(state.policy(), capacity_left=capacity_left)
+    if wanted is None:
+        return None
+    decision = ReorderDecision.objects.create(
+        product_id=state.product_id,
+        quantity=wanted.quantity,
+        mode=state.mode,
+        reason=wanted.reason,
+        on_hand=state.remaining,
+        on_order=state.on_order,
+        demand_rate=state.demand_rate,
+        lead_time=lead_time,
+        reorder_point=state.reorder_point,
+    )
+    Product.objects.filter(pk=state.product_id).update(on_order=F("on_order") + wanted.quantity)
+    logger.info(
+        "reorder decided decision=%s sku=%s quantity=%s reason=%s",
+        decision.pk,
+        state.sku,
+        wanted.quantity,
+        wanted.reason,
+    )
+    signals.reorder_decided.send(
+        sender=Product, decision=decision, sku=state.sku, factory_code=state.factory_code
+    )
+    return decision
+
+
+def review(*, product_id: int) -> ReorderDecision | None:
+    """Decide for one product however its stock got where it is (counts, catalog, arrivals)."""
+    with transaction.atomic():
+        # The product's row first, as orders lock it, then its factory's in _decide.
+        if not Product.objects.select_for_update().filter(pk=product_id).exists():
+            return None
+        with connection.cursor() as cursor:
+            cursor.execute(STATE_SQL, [product_id])
+            row = cursor.fetchone()
+        state = _state(row)
+        if not policy.needs_order(state.policy()):
+            return None
+        return _decide(state)
+
+
+def count_limited(*, product_id: int) -> None:
+    """Count an order refused by the purchase limit (demand seen, not served)."""
+    Product.objects.filter(pk=product_id).update(orders_limited=F("orders_limited") + 1)
 
 
 def set_stock(*, sku: str, quantity: int, note: str = "") -> StockAdjustment:
-    """Set on-hand stock after a physical count and record the adjustment."""
+    """Set on-hand stock after a physical count, record the adjustment, reorder if needed."""
     try:
         Product._meta.get_field("stock").run_validators(quantity)
     except ValidationError as exc:
@@ -80,16 +224,29 @@ def set_stock(*, sku: str, quantity: int, note: str = "") -> StockAdjustment:
             product.depleted_at = None
             fields.append("depleted_at")
         product.save(update_fields=fields)
+        review(product_id=product.pk)
     logger.info("stock set sku=%s old=%s new=%s", sku, adjustment.old_quantity, quantity)
     return adjustment
 
 
-def receive_stock(*, product_id: int, quantity: int, note: str) -> Product:
-    """Add arrived units to stock and end the product's depletion; call inside a transaction."""
+def _less_on_order(quantity: int) -> Case:
+    # on_order is unsigned: a late arrival after a re-order must floor at zero, not fail.
+    return Case(When(on_order__gt=quantity, then=F("on_order") - quantity), default=Value(0))
+
+
+def receive_stock(
+    *, product_id: int, quantity: int, note: str, lead_time: float | None = None
+) -> Product:
+    """Add arrived units to stock and end the product's depletion; call inside a transaction.
+
+    `lead_time`, seconds from the decision to this arrival, refines the factory's estimate.
+    """
     product = Product.objects.select_for_update().get(pk=product_id)
     old = product.stock
-    Product.objects.filter(pk=product_id).update(stock=F("stock") + quantity, depleted_at=None)
-    product.refresh_from_db(fields=["stock", "depleted_at"])
+    Product.objects.filter(pk=product_id).update(
+        stock=F("stock") + quantity, depleted_at=None, on_order=_less_on_order(quantity)
+    )
+    product.refresh_from_db(fields=["stock", "depleted_at", "on_order"])
     StockAdjustment.objects.create(
         product=product,
         reason=StockAdjustment.Reason.ARRIVAL,
@@ -97,15 +254,110 @@ def receive_stock(*, product_id: int, quantity: int, note: str) -> Product:
         new_quantity=product.stock,
         note=note,
     )
+    if lead_time is not None and lead_time >= 0:
+        Factory.objects.filter(pk=product.factory_id).update(
+            lead_time=F("lead_time") + 0.3 * (Value(lead_time) - F("lead_time"))
+        )
     return product
 
 
-def mark_depleted(*, product_id: int) -> bool:
-    """Open a depletion unless one is open; True when this call opened it."""
-    opened = Product.objects.filter(pk=product_id, depleted_at__isnull=True).update(
-        depleted_at=timezone.now()
+def hold_on_order(*, product_id: int, quantity: int) -> None:
+    """Units given up on are on order again (a failed restock staff redrove)."""
+    Product.objects.filter(pk=product_id).update(on_order=F("on_order") + quantity)
+
+
+def release_on_order(*, product_id: int, quantity: int) -> None:
+    """Units that will not arrive (a restock given up) no longer count as on order."""
+    Product.objects.filter(pk=product_id).update(on_order=_less_on_order(quantity))
+
+
+def refresh_estimates() -> list[ReorderDecision]:
+    """Refresh demand rates and reorder points from the counters, announce refusals, reorder.
+
+    Runs off the order path (the estimates loop); returns the decisions it made.
+    """
+    now = timezone.now()
+    counts: list[RefusalCount] = []
+    due: list[int] = []
+    with transaction.atomic():
+        snapshots = {s.product_id: s for s in DemandSnapshot.objects.select_for_update()}
+        for product in Product.objects.select_related("factory"):
+            snapshot = snapshots.get(product.pk)
+            if snapshot is None:
+                # First look: no rate yet, but every refusal counted so far is announced.
+                asked = product.units_sold + product.units_refused
+                snapshot = DemandSnapshot(product=product, units_asked=asked, taken_at=now)
+            count = _refresh(product, snapshot, now)
+            if count is not None:
+                counts.append(count)
+            if policy.needs_order(_policy_stock(product)):
+                due.append(product.pk)
+        if counts:
+            signals.refusals_counted.send(sender=Product, counts=counts)
+    decisions = [review(product_id=pk) for pk in due]
+    return [d for d in decisions if d is not None]
+
+
+def estimates_round() -> int:
+    """One round of the estimates loop: refresh, then pause until the next one is due."""
+    started = monotonic()
+    decisions = refresh_estimates()
+    sleep(max(0.0, settings.ESTIMATE_REFRESH_SECONDS - (monotonic() - started)))
+    return len(decisions)
+
+
+def _refresh(product: Product, snapshot: DemandSnapshot, now: datetime) -> RefusalCount | None:
+    """Fold the counters' growth since `snapshot` into the product's estimates."""
+    asked = product.units_sold + product.units_refused
+    product.demand_rate = policy.demand_rate(
+        previous=product.demand_rate,
+        units=asked - snapshot.units_asked,
+        seconds=(now - snapshot.taken_at).total_seconds(),
+        horizon=settings.DEMAND_HORIZON,
     )
-    return opened == 1
+    product.reorder_point = policy.reorder_point(
+        rate=product.demand_rate,
+        lead_time=product.factory.lead_time,
+        review=settings.ESTIMATE_REFRESH_SECONDS,
+        safety=settings.REORDER_SAFETY,
+    )
+    Product.objects.filter(pk=product.pk).update(
+        demand_rate=product.demand_rate, reorder_point=product.reorder_point
+    )
+    count = RefusalCount(
+        sku=product.sku,
+        factory_code=product.factory.code,
+        orders_refused=product.orders_refused - snapshot.orders_refused,
+        units_refused=product.units_refused - snapshot.units_refused,
+        orders_limited=product.orders_limited - snapshot.orders_limited,
+        since=snapshot.taken_at,
+        until=now,
+    )
+    _advance(snapshot, product, now)
+    snapshot.save()
+    return count if count.orders_refused or count.orders_limited else None
+
+
+def _advance(snapshot: DemandSnapshot, product: Product, now: datetime) -> None:
+    snapshot.units_asked = product.units_sold + product.units_refused
+    snapshot.orders_refused = product.orders_refused
+    snapshot.units_refused = product.units_refused
+    snapshot.orders_limited = product.orders_limited
+    snapshot.taken_at = now
+
+
+def _policy_stock(product: Product) -> policy.Stock:
+    return policy.Stock(
+        mode=product.replenishment_mode,
+        on_hand=product.stock,
+        on_order=product.on_order,
+        rate=product.demand_rate,
+        reorder_point=product.reorder_point,
+        review=settings.ESTIMATE_REFRESH_SECONDS,
+        restock_quantity=product.restock_quantity,
+        min_quantity=product.min_order_quantity,
+        max_quantity=product.max_order_quantity,
+    )
 
 
 def end_depletion(*, product_id: int) -> bool:

@@ -1,6 +1,6 @@
 """The Sales API: thin views over the shop services and inventory selectors."""
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 
 from inventory.selectors import product_get, product_list
 from nudged.parsers import MAX_BODY_BYTES, MAX_DEPTH
+from shop.limits import OrderRateThrottle, api_customer
 from shop.models import Order
 from shop.serializers import (
     ErrorSerializer,
@@ -16,6 +17,7 @@ from shop.serializers import (
     OrderOutputSerializer,
     OutOfStockSerializer,
     ProductSerializer,
+    PurchaseLimitSerializer,
     UnknownSkuSerializer,
 )
 from shop.services import place_order
@@ -51,6 +53,8 @@ class ProductDetailApi(APIView):
 
 
 class OrderCreateApi(APIView):
+    throttle_classes = [OrderRateThrottle]
+
     @extend_schema(
         request=OrderInputSerializer,
         responses={
@@ -62,12 +66,23 @@ class OrderCreateApi(APIView):
             ),
             404: UNKNOWN_SKU,
             409: OpenApiResponse(
-                OutOfStockSerializer,
-                description="`out_of_stock`: refused and recorded as rejected; stock untouched.",
+                PolymorphicProxySerializer(
+                    component_name="OrderRefused",
+                    serializers=[OutOfStockSerializer, PurchaseLimitSerializer],
+                    resource_type_field_name=None,
+                ),
+                description="`out_of_stock`: fewer units on hand than asked (counted as demand); "
+                "`purchase_limit`: this customer has bought as many as one window allows. "
+                "Stock untouched either way.",
             ),
             413: OpenApiResponse(
                 ErrorSerializer,
                 description=f"`too_large`: the body is larger than {MAX_BODY_BYTES} bytes.",
+            ),
+            429: OpenApiResponse(
+                ErrorSerializer,
+                description="`throttled`: more order requests than ORDER_RATE_LIMIT from this "
+                "customer; retry after the seconds in the Retry-After header.",
             ),
             **EVERY_OPERATION,
         },
@@ -75,7 +90,9 @@ class OrderCreateApi(APIView):
     def post(self, request: Request) -> Response:
         data = OrderInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        result = place_order(**data.validated_data, channel=Order.Channel.API)
+        result = place_order(
+            **data.validated_data, channel=Order.Channel.API, customer=api_customer(request)
+        )
         order = result.order
         # The body is built from known ints and strings: OrderOutputSerializer documents it.
         body = {

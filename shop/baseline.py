@@ -17,31 +17,20 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from factory_bridge.events import (
-    DEPLETED_SUBJECT,
-    ORDER_COMPLETED,
-    ORDER_REJECTED,
-    STOCK_DEPLETED,
-    Event,
-    record,
-)
+from factory_bridge.events import ORDER_COMPLETED, Event, record
 from factory_bridge.models import OutboxEvent
 from inventory.exceptions import UnknownSku
-from inventory.services import STOCK_SQL, TAKE_SQL
+from inventory.services import take_stock
 from nudged.parsers import BodyError, parse_json, read_body
 from shop.exceptions import OutOfStock
 from shop.models import Order
 
-# place_order's stock statements are inventory.services'; the rest is the SQL the ORM
-# generates for it on MySQL/MariaDB, parameters as %s.
+# place_order's stock statements (and the depletion and reorder they may set off) are
+# inventory.services'; the order row is the SQL the ORM generates for it on MySQL/MariaDB.
 ORDER_SQL = (
     "INSERT INTO `shop_order` (`product_id`, `quantity`, `status`, `channel`, "
     "`remaining_stock`, `created_at`) VALUES (%s, %s, %s, %s, %s, %s) "
     "RETURNING `shop_order`.`id`"
-)
-DEPLETE_SQL = (
-    "UPDATE `inventory_product` SET `depleted_at` = %s "
-    "WHERE (`inventory_product`.`depleted_at` IS NULL AND `inventory_product`.`id` = %s)"
 )
 
 
@@ -65,68 +54,50 @@ def create_order(request: HttpRequest) -> JsonResponse:
     if type(quantity) is not int or not 1 <= quantity <= settings.ORDER_MAX_QUANTITY:
         return _invalid("quantity")
 
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(TAKE_SQL, [quantity, sku, quantity])
-        taken = cursor.rowcount
-        cursor.execute(STOCK_SQL, [sku])
-        product = cursor.fetchone()
-        if product is None:
-            error = UnknownSku(sku)
+    with transaction.atomic():
+        try:
+            outcome = take_stock(sku=sku, quantity=quantity)
+        except UnknownSku as error:
             return JsonResponse(
                 {"code": error.code, "detail": error.detail, "sku": sku}, status=error.status
             )
-        product_id, sku, remaining, depleted, restock, factory_code = product
-        opened = False
-        if remaining == 0 and not depleted:
-            # Before the order insert, as in place_order (its foreign key lock would deadlock).
-            opened_at = connection.ops.adapt_datetimefield_value(timezone.now())
-            cursor.execute(DEPLETE_SQL, [opened_at, product_id])
-            opened = cursor.rowcount == 1
-        status = Order.Status.COMPLETED if taken else Order.Status.REJECTED
-        created_at = connection.ops.adapt_datetimefield_value(timezone.now())
-        cursor.execute(
-            ORDER_SQL,
-            [product_id, quantity, status.value, Order.Channel.API.value, remaining, created_at],
-        )
-        order_id = cursor.fetchone()[0]
-        happened = [
-            Event(
+        stock = outcome.state
+        remaining = stock.remaining
+        if outcome.taken:
+            status = Order.Status.COMPLETED
+            created_at = connection.ops.adapt_datetimefield_value(timezone.now())
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    ORDER_SQL,
+                    [
+                        stock.product_id,
+                        quantity,
+                        status.value,
+                        Order.Channel.API.value,
+                        remaining,
+                        created_at,
+                    ],
+                )
+                order_id = cursor.fetchone()[0]
+            event = Event(
                 topic=OutboxEvent.Topic.SALES,
-                event_type=ORDER_COMPLETED if taken else ORDER_REJECTED,
-                sku=sku,
-                factory_id=factory_code,
+                event_type=ORDER_COMPLETED,
+                sku=stock.sku,
+                factory_id=stock.factory_code,
                 quantity=quantity,
                 body={"order_id": order_id, "status": status.value, "stock": remaining},
             )
-        ]
-        if opened:
-            happened.append(
-                Event(
-                    topic=OutboxEvent.Topic.STOCK,
-                    event_type=STOCK_DEPLETED,
-                    sku=sku,
-                    factory_id=factory_code,
-                    quantity=restock,
-                    body={"stock": remaining, "restock_quantity": restock},
-                    subject=DEPLETED_SUBJECT,
-                )
-            )
-        record(happened)
+            record([event])
 
-    if not taken:
-        detail = f"Only {remaining} of {sku} in stock; {quantity} requested."
+    if not outcome.taken:
+        detail = f"Only {remaining} of {stock.sku} in stock; {quantity} requested."
         return JsonResponse(
-            {
-                "code": OutOfStock.code,
-                "detail": detail,
-                "available": remaining,
-                "order_id": order_id,
-            },
+            {"code": OutOfStock.code, "detail": detail, "available": remaining},
             status=OutOfStock.status,
         )
     body = {
         "id": order_id,
-        "sku": sku,
+        "sku": stock.sku,
         "quantity": quantity,
         "status": status.value,
         "remaining_stock": remaining,

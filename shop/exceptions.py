@@ -1,19 +1,42 @@
 from typing import Any
 
 from nudged.exceptions import DomainError
+from shop.limits import describe_window
 
 
 class OutOfStock(DomainError):
-    """The order was refused and recorded as rejected; stock was not touched."""
+    """The order was refused and counted on the product; stock was not touched."""
 
     code = "out_of_stock"
     status = 409
 
-    def __init__(self, *, order: Any, sku: str, available: int) -> None:
-        super().__init__(f"Only {available} of {sku} in stock; {order.quantity} requested.")
-        self.order = order
+    def __init__(self, *, sku: str, name: str, available: int, requested: int) -> None:
+        super().__init__(f"Only {available} of {sku} in stock; {requested} requested.")
         self.sku = sku
+        self.name = name
         self.available = available
+        self.requested = requested
 
     def extra(self) -> dict[str, Any]:
-        return {"available": self.available, "order_id": self.order.pk}
+        return {"available": self.available}
+
+
+class PurchaseLimitReached(DomainError):
+    """The customer already bought as many of this donut as one window allows."""
+
+    code = "purchase_limit"
+    status = 409
+
+    def __init__(self, *, sku: str, name: str, limit: int, window: int, bought: int) -> None:
+        super().__init__(
+            f"One customer may buy {limit} of {sku} per {describe_window(window)}; "
+            f"you have bought {bought}."
+        )
+        self.sku = sku
+        self.name = name
+        self.limit = limit
+        self.window = window
+        self.bought = bought
+
+    def extra(self) -> dict[str, Any]:
+        return {"limit": self.limit, "window": self.window, "bought": self.bought}

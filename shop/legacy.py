@@ -1,6 +1,7 @@
 """The original Sales API, kept byte-compatible for existing clients."""
 
 import logging
+from math import ceil
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
@@ -10,7 +11,8 @@ from django.views.decorators.http import require_GET
 from inventory.exceptions import UnknownSku
 from inventory.selectors import product_get
 from nudged.parsers import BodyError, BodyTooLarge, parse_json, read_body
-from shop.exceptions import OutOfStock
+from shop.exceptions import OutOfStock, PurchaseLimitReached
+from shop.limits import api_customer, throttled
 from shop.models import Order
 from shop.services import place_order
 
@@ -63,10 +65,24 @@ def checkout(request: HttpRequest) -> JsonResponse:
         # Accepted for compatibility; the product's own factory is the one that is ordered.
         hint = str(body["MessageAttributeFactoryId"])[:LOGGED_CHARS]
         logger.info("checkout factory hint=%r", hint)
+    # Refusals keep the original contract: 200 and "구매 실패!", with the reason.
+    wait = throttled(request)
+    if wait is not None:
+        return _json(
+            {"message": f"구매 실패! 요청이 너무 많습니다. {ceil(wait)}초 후에 다시 시도하세요."}
+        )
     try:
-        result = place_order(sku=settings.LEGACY_SKU, quantity=1, channel=Order.Channel.LEGACY)
+        result = place_order(
+            sku=settings.LEGACY_SKU,
+            quantity=1,
+            channel=Order.Channel.LEGACY,
+            customer=api_customer(request),
+        )
     except UnknownSku:
         return _json(NO_PRODUCT, status=400)
     except OutOfStock as refused:
         return _json({"message": f"구매 실패! 남은 재고: {refused.available}"})
+    except PurchaseLimitReached as limited:
+        limit = f"한 사람당 {limited.limit}개까지 구매할 수 있습니다"
+        return _json({"message": f"구매 실패! 구매 한도 초과: {limit}."})
     return _json({"message": f"구매 완료! 남은 재고: {result.remaining_stock}"})

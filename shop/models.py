@@ -18,11 +18,20 @@ class Order(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices)
     channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.API)
     remaining_stock = models.IntegerField(help_text="Stock right after this order")
+    customer = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Who ordered, for purchase limits: a hash of the browser session or the "
+        "API client's address",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["product", "status"], name="order_product_status")]
+        indexes = [
+            models.Index(fields=["product", "status"], name="order_product_status"),
+            models.Index(fields=["customer", "product", "created_at"], name="order_customer"),
+        ]
 
     def __str__(self) -> str:
         return f"Order {self.pk} {self.product.sku} x{self.quantity} {self.status}"

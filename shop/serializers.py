@@ -54,4 +54,9 @@ class UnknownSkuSerializer(ErrorSerializer):
 
 class OutOfStockSerializer(ErrorSerializer):
     available = serializers.IntegerField(min_value=0)
-    order_id = serializers.IntegerField(min_value=1, help_text="The order, recorded as rejected.")
+
+
+class PurchaseLimitSerializer(ErrorSerializer):
+    limit = serializers.IntegerField(min_value=1, help_text="Units one customer may buy.")
+    window = serializers.IntegerField(min_value=1, help_text="Seconds the limit counts over.")
+    bought = serializers.IntegerField(min_value=0, help_text="Units bought in the window.")

@@ -2,14 +2,17 @@
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
 
 from factory_bridge import events
 from inventory.exceptions import InvalidQuantity
-from inventory.services import mark_depleted, take_stock
-from shop.exceptions import OutOfStock
+from inventory.services import StockState, count_limited, take_stock
+from shop.exceptions import OutOfStock, PurchaseLimitReached
 from shop.models import Order
 
 logger = logging.getLogger(__name__)
@@ -19,46 +22,58 @@ logger = logging.getLogger(__name__)
 class OrderResult:
     order: Order
     sku: str
+    name: str
     remaining_stock: int
 
 
-def place_order(*, sku: str, quantity: int, channel: str = Order.Channel.API) -> OrderResult:
-    """Take `quantity` units of `sku`; raise OutOfStock (order recorded as rejected) if short."""
+def place_order(
+    *, sku: str, quantity: int, channel: str = Order.Channel.API, customer: str = ""
+) -> OrderResult:
+    """Take `quantity` units of `sku`, or raise OutOfStock (counted on the product).
+
+    With a `customer`, the purchase limit applies: PurchaseLimitReached when this order
+    would take them past it (nothing is taken; the product counts the limited order).
+
+    A refusal writes no order row and no event of its own: in a rush on a sold-out donut
+    it would cost both per request. The product counts it, and the ops feed hears of
+    refusals in aggregate. What the order set off (a depletion, a reorder) inventory
+    decides and announces in the same transaction.
+    """
     if not 1 <= quantity <= settings.ORDER_MAX_QUANTITY:
         raise InvalidQuantity(
             f"Quantity must be between 1 and {settings.ORDER_MAX_QUANTITY} (got {quantity})."
         )
-    with transaction.atomic():
-        taken, stock = take_stock(sku=sku, quantity=quantity)
-        # Opened before the order row is written: that insert takes a shared lock on the
-        # product (foreign key), and two refusals holding it would deadlock on this update.
-        opened = (
-            stock.remaining == 0
-            and not stock.depleted
-            and mark_depleted(product_id=stock.product_id)
-        )
-        status = Order.Status.COMPLETED if taken else Order.Status.REJECTED
-        order = Order.objects.create(
-            product_id=stock.product_id,
-            quantity=quantity,
-            status=status,
-            channel=channel,
-            remaining_stock=stock.remaining,
-        )
-        happened = [events.order_placed(order=order, stock=stock)]
-        if opened:
-            happened.append(events.depleted(stock=stock))
-            logger.info("stock depleted sku=%s order=%s", stock.sku, order.pk)
-        events.record(happened)
-    if not taken:
+    try:
+        with transaction.atomic():
+            outcome = take_stock(sku=sku, quantity=quantity)
+            stock = outcome.state
+            if outcome.taken:
+                if customer:
+                    # Under the product's row lock: one customer's orders of it are counted
+                    # one at a time. Raising rolls the take back.
+                    _check_limit(stock=stock, customer=customer, quantity=quantity)
+                order = Order.objects.create(
+                    product_id=stock.product_id,
+                    quantity=quantity,
+                    status=Order.Status.COMPLETED,
+                    channel=channel,
+                    remaining_stock=stock.remaining,
+                    customer=customer,
+                )
+                events.record([events.order_completed(order=order, stock=stock)])
+    except PurchaseLimitReached as limited:
+        count_limited(product_id=stock.product_id)
         logger.info(
-            "order rejected order=%s sku=%s quantity=%s stock=%s",
-            order.pk,
-            stock.sku,
-            quantity,
-            stock.remaining,
+            "order limited sku=%s quantity=%s bought=%s", sku[:32], quantity, limited.bought
         )
-        raise OutOfStock(order=order, sku=stock.sku, available=stock.remaining)
+        raise
+    if not outcome.taken:
+        logger.info(
+            "order refused sku=%s quantity=%s stock=%s", stock.sku, quantity, stock.remaining
+        )
+        raise OutOfStock(
+            sku=stock.sku, name=stock.name, available=stock.remaining, requested=quantity
+        )
     # Completed orders are the bulk of the traffic; their rows and events are the record.
     logger.debug(
         "order completed order=%s sku=%s quantity=%s stock=%s",
@@ -67,4 +82,27 @@ def place_order(*, sku: str, quantity: int, channel: str = Order.Channel.API) ->
         quantity,
         stock.remaining,
     )
-    return OrderResult(order=order, sku=stock.sku, remaining_stock=stock.remaining)
+    return OrderResult(order=order, sku=stock.sku, name=stock.name, remaining_stock=stock.remaining)
+
+
+def purchase_limit(stock: StockState) -> int:
+    """Units one customer may buy of this product per window; 0 means no limit."""
+    return settings.PURCHASE_LIMIT if stock.purchase_limit is None else stock.purchase_limit
+
+
+def _check_limit(*, stock: StockState, customer: str, quantity: int) -> None:
+    limit = purchase_limit(stock)
+    if not limit:
+        return
+    window = settings.PURCHASE_LIMIT_WINDOW
+    since = timezone.now() - timedelta(seconds=window)
+    bought = (
+        Order.objects.filter(
+            customer=customer, product_id=stock.product_id, created_at__gte=since
+        ).aggregate(units=Sum("quantity"))["units"]
+        or 0
+    )
+    if bought + quantity > limit:
+        raise PurchaseLimitReached(
+            sku=stock.sku, name=stock.name, limit=limit, window=window, bought=bought
+        )

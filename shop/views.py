@@ -1,5 +1,7 @@
 """Storefront pages: a catalog with an order form that works without JavaScript."""
 
+from math import ceil
+
 from django import forms
 from django.conf import settings
 from django.contrib import messages
@@ -9,7 +11,8 @@ from django.views.decorators.http import require_POST
 
 from inventory.exceptions import InventoryError
 from inventory.selectors import product_list
-from shop.exceptions import OutOfStock
+from shop.exceptions import OutOfStock, PurchaseLimitReached
+from shop.limits import browser_customer, describe_window, throttled
 from shop.models import Order
 from shop.services import place_order
 
@@ -20,7 +23,12 @@ class OrderForm(forms.Form):
 
 
 def storefront(request: HttpRequest) -> HttpResponse:
-    return render(request, "shop/storefront.html", {"products": product_list()})
+    context = {
+        "products": product_list(),
+        "purchase_limit": settings.PURCHASE_LIMIT,
+        "purchase_window": describe_window(settings.PURCHASE_LIMIT_WINDOW),
+    }
+    return render(request, "shop/storefront.html", context)
 
 
 @require_POST
@@ -30,13 +38,26 @@ def order(request: HttpRequest) -> HttpResponse:
         errors = "; ".join(f"{field}: {' '.join(e)}" for field, e in form.errors.items())
         messages.error(request, f"Your order could not be placed ({errors}).")
         return redirect("shop:storefront")
+    request.customer = browser_customer(request)  # type: ignore[attr-defined]
+    wait = throttled(request)
+    if wait is not None:
+        messages.error(request, f"Too many orders at once; try again in {ceil(wait)} s.")
+        return redirect("shop:storefront")
     try:
-        result = place_order(**form.cleaned_data, channel=Order.Channel.WEB)
+        result = place_order(
+            **form.cleaned_data, channel=Order.Channel.WEB, customer=request.customer
+        )
     except OutOfStock as refused:
         messages.error(
             request,
-            f"Sorry, {refused.order.product.name} is sold out for that quantity: "
-            f"{refused.available} left, you asked for {refused.order.quantity}.",
+            f"Sorry, {refused.name} is sold out for that quantity: "
+            f"{refused.available} left, you asked for {refused.requested}.",
+        )
+    except PurchaseLimitReached as limited:
+        messages.error(
+            request,
+            f"Sorry, one customer may buy {limited.limit} × {limited.name} at most "
+            f"(you have {limited.bought}).",
         )
     except InventoryError as exc:
         messages.error(request, exc.detail)
@@ -44,7 +65,7 @@ def order(request: HttpRequest) -> HttpResponse:
         placed = result.order
         messages.success(
             request,
-            f"Order #{placed.pk} confirmed: {placed.quantity} × {placed.product.name}. "
+            f"Order #{placed.pk} confirmed: {placed.quantity} × {result.name}. "
             f"{result.remaining_stock} left.",
         )
     return redirect("shop:storefront")

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from factory_bridge.events import STOCK_DEPLETED, STOCK_LOW
 from factory_bridge.exceptions import UnreadableMessage
 from factory_bridge.messages import fingerprint, read_envelope
 from factory_bridge.models import FailedMessage, MessageFailure
@@ -24,6 +25,9 @@ from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
 from factory_bridge.services import pollers
 
 logger = logging.getLogger(__name__)
+
+# The messages of the restock queue: each stands for a restock request.
+RESTOCK_EVENTS = (STOCK_DEPLETED, STOCK_LOW)
 
 # Held by a redrive or discard; the watcher receives nothing while it is.
 DLQ_LEASE = "dlq-redrive"
@@ -385,7 +389,7 @@ def discard(*, rows: list[FailedMessage]) -> DiscardReport:
     from factory_bridge.services.restock import abandon
 
     for row in gone:
-        if row.event_type == "stock.depleted":
+        if row.event_type in RESTOCK_EVENTS:
             abandon(body=row.body)
         logger.info("discarded message=%s sku=%r", row.sqs_message_id, row.sku or "-")
     return report

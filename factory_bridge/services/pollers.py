@@ -33,8 +33,14 @@ def _loops() -> dict[str, Callable[..., object]]:
     from factory_bridge.services.dlq import watch_dlq
     from factory_bridge.services.outbox import relay_round
     from factory_bridge.services.restock import consume_restock
+    from inventory.services import estimates_round
 
-    return {"outbox": relay_round, "restock": consume_restock, "dlq": watch_dlq}
+    return {
+        "outbox": relay_round,
+        "restock": consume_restock,
+        "dlq": watch_dlq,
+        "estimates": lambda wait: estimates_round(),
+    }
 
 
 def stale_after() -> timedelta:

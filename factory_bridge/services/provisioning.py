@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from factory_bridge import aws
-from factory_bridge.events import EVENT_TYPE_ATTRIBUTE, STOCK_DEPLETED
+from factory_bridge.events import EVENT_TYPE_ATTRIBUTE, STOCK_DEPLETED, STOCK_LOW
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def provision() -> ProvisionReport:
     }
     ops_arn = _queue(sqs, settings.SQS_OPS_QUEUE, ops_attributes, report)
 
-    depletions_only = json.dumps({EVENT_TYPE_ATTRIBUTE: [STOCK_DEPLETED]})
-    _subscribe(sns, topics["stock"], restock_arn, depletions_only, report)
+    restock_events = json.dumps({EVENT_TYPE_ATTRIBUTE: [STOCK_DEPLETED, STOCK_LOW]})
+    _subscribe(sns, topics["stock"], restock_arn, restock_events, report)
     _subscribe(sns, topics["stock"], ops_arn, None, report)
     _subscribe(sns, topics["sales"], ops_arn, None, report)
     logger.info("provisioned changed=%s", report.changed)

@@ -28,8 +28,14 @@ from factory_bridge.models import RestockRequest
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
 from factory_bridge.services import pollers
 from factory_bridge.services.dlq import dead_letter, record_failure
-from inventory.models import Product
-from inventory.services import end_depletion, receive_stock
+from inventory.models import Product, ReorderDecision
+from inventory.services import (
+    end_depletion,
+    hold_on_order,
+    receive_stock,
+    release_on_order,
+    review,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -137,47 +143,60 @@ def _note_failure(queue: SqsQueue, message: ReceivedMessage, error: str) -> None
 
 def handle_depletion_message(message: ReceivedMessage) -> str:
     envelope = read_envelope(message.body)
-    if envelope.event_type != events.STOCK_DEPLETED:
+    if envelope.event_type not in (events.STOCK_LOW, events.STOCK_DEPLETED):
         raise UnreadableMessage(f"unexpected event type {envelope.event_type[:40]!r}")
     if not envelope.sku:
-        raise UnreadableMessage("depletion names no SKU")
+        raise UnreadableMessage(f"{envelope.event_type} names no SKU")
     if len(envelope.event_id) > EVENT_ID_MAX:
         raise UnreadableMessage(
-            f"depletion event id longer than {EVENT_ID_MAX} characters: {envelope.event_id[:40]!r}…"
+            f"event id longer than {EVENT_ID_MAX} characters: {envelope.event_id[:40]!r}…"
         )
     return order_restock(envelope=envelope, sqs_message_id=message.message_id)
 
 
 def order_restock(*, envelope: Envelope, sqs_message_id: str) -> str:
-    """Order once per depletion, and not at all while the product has a restock in progress."""
+    """Place one factory order per reorder decision, however often its message comes.
+
+    A `stock.low` carries the decision inventory made with the order that called for it.
+    A `stock.depleted` orders only when nothing is on order or in progress for the product
+    (inventory decides how much): orders normally decide first, in their own transaction.
+    """
     now = timezone.now()
     with transaction.atomic():
         product = (
             Product.objects.select_for_update().select_related("factory").filter(sku=envelope.sku)
         ).first()
         if product is None:
-            raise UnreadableMessage(f"unknown SKU {envelope.sku!r} in depletion")
+            raise UnreadableMessage(f"unknown SKU {envelope.sku!r} in {envelope.event_type}")
         request = RestockRequest.objects.filter(depletion_key=envelope.event_id).first()
+        decision = None
+        if request is None and envelope.event_type == events.STOCK_LOW:
+            decision = _decision(envelope, product)
+            request = RestockRequest.objects.filter(decision=decision).first()
         if request is not None and request.status not in RestockRequest.NOT_ACCEPTED:
-            logger.info("duplicate depletion=%s restock=%s", envelope.event_id, request.pk)
+            logger.info("duplicate event=%s restock=%s", envelope.event_id, request.pk)
             return DUPLICATE
-        in_progress = RestockRequest.objects.filter(product=product).in_progress()
-        if request is not None:
-            in_progress = in_progress.exclude(pk=request.pk)
-        open_request = in_progress.first()
-        if open_request is not None:
-            logger.info(
-                "depletion=%s absorbed by open restock=%s sku=%s",
-                envelope.event_id,
-                open_request.pk,
-                product.sku,
-            )
-            return ABSORBED
+        if request is None and decision is None:
+            in_progress = RestockRequest.objects.filter(product=product).in_progress().first()
+            if product.on_order or in_progress is not None:
+                logger.info(
+                    "depletion=%s absorbed sku=%s on_order=%s restock=%s",
+                    envelope.event_id,
+                    product.sku,
+                    product.on_order,
+                    in_progress.pk if in_progress else "-",
+                )
+                return ABSORBED
+            decision = review(product_id=product.pk)
+            if decision is None:
+                logger.info("depletion=%s sku=%s: nothing to order", envelope.event_id, product.sku)
+                return ABSORBED
         if request is None:
             request = RestockRequest.objects.create(
                 product=product,
                 factory=product.factory,
-                quantity=product.restock_quantity,
+                quantity=decision.quantity,
+                decision=decision,
                 depletion_key=envelope.event_id,
                 sqs_message_id=sqs_message_id,
                 claimed_until=_claim_end(now),
@@ -188,19 +207,33 @@ def order_restock(*, envelope: Envelope, sqs_message_id: str) -> str:
             statuses=[request.status],
             status=RestockRequest.Status.PENDING,
             sqs_message_id=sqs_message_id,
-            # A failed restock whose depletion comes back (redriven by staff) starts over.
+            # A failed restock whose message comes back (redriven by staff) starts over.
             **({"reorders": 0} if request.status == RestockRequest.Status.FAILED else {}),
         ):
+            if request.status == RestockRequest.Status.FAILED:
+                hold_on_order(product_id=product.pk, quantity=request.quantity)
             request = RestockRequest.objects.select_related("product", "factory").get(pk=request.pk)
         else:
             logger.info(
-                "depletion=%s restock=%s: a factory call is already under way",
+                "event=%s restock=%s: a factory call is already under way",
                 envelope.event_id,
                 request.pk,
             )
             return IN_FLIGHT
     place_factory_order(request)
     return ORDERED
+
+
+def _decision(envelope: Envelope, product: Product) -> ReorderDecision:
+    decision_id = envelope.message.get("decision_id")
+    decision = (
+        ReorderDecision.objects.filter(pk=decision_id, product=product).first()
+        if isinstance(decision_id, int)
+        else None
+    )
+    if decision is None:
+        raise UnreadableMessage(f"stock.low names no decision of {product.sku}: {decision_id!r}")
+    return decision
 
 
 def place_factory_order(request: RestockRequest) -> None:
@@ -309,7 +342,7 @@ def receive_callback(*, restock_id: int, body: Any) -> tuple[RestockRequest, boo
     with transaction.atomic():
         request = (
             RestockRequest.objects.select_for_update()
-            .select_related("product", "factory")
+            .select_related("product", "factory", "decision")
             .filter(pk=restock_id)
             .first()
         )
@@ -328,6 +361,7 @@ def receive_callback(*, restock_id: int, body: Any) -> tuple[RestockRequest, boo
             product_id=request.product_id,
             quantity=request.quantity,
             note=f"restock {request.pk} (factory job {request.factory_job_id or '?'})",
+            lead_time=_lead_time(request),
         )
         if request.status == RestockRequest.Status.OVERDUE:
             logger.warning("late callback for overdue restock=%s: stock added", request.pk)
@@ -346,6 +380,17 @@ def receive_callback(*, restock_id: int, body: Any) -> tuple[RestockRequest, boo
     )
     request.product = product
     return request, True
+
+
+def _lead_time(request: RestockRequest) -> float | None:
+    """Seconds from the decision (or, for a re-order, the order) to this arrival.
+
+    None for an overdue request: one late callback says little about the usual lead time.
+    """
+    if request.status == RestockRequest.Status.OVERDUE:
+        return None
+    start = request.decision.created_at if request.decision_id else request.requested_at
+    return (timezone.now() - start).total_seconds() if start else None
 
 
 def _check_echo(request: RestockRequest, body: Any) -> None:
@@ -508,6 +553,8 @@ def _give_up(requests: QuerySet[RestockRequest], *, pk: int, error: str | None) 
         if requests.filter(pk=pk).update(**changes) != 1:
             return False
         request = RestockRequest.objects.select_related("product").get(pk=pk)
+        # Its units will not come: the policy may order them again.
+        release_on_order(product_id=request.product_id, quantity=request.quantity)
         others = RestockRequest.objects.filter(product_id=request.product_id).in_progress()
         ended = not others.exists() and end_depletion(product_id=request.product_id)
     logger.error(

@@ -85,6 +85,9 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Rate limits count in this cache, shared by every web process: the database by default,
+# or any Django cache URL (e.g. redis://...) in CACHE_URL.
+CACHES = {"default": env.cache("CACHE_URL", default="dbcache://nudged_cache")}
 AUTHENTICATION_BACKENDS = [
     # Refuses a login while its username and address are locked out, before the password
     # is even checked.
@@ -125,6 +128,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "EXCEPTION_HANDLER": "nudged.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Proxies in front of the web servers whose X-Forwarded-For is trusted (0: the header is
+    # ignored and the client's address is the connection's).
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Nudged Sales API",
@@ -139,6 +145,11 @@ SPECTACULAR_SETTINGS = {
 
 # Largest quantity one order may ask for.
 ORDER_MAX_QUANTITY = env.int("ORDER_MAX_QUANTITY", default=100)
+# Units of one donut one customer may buy per window (0: no limit); products may override it.
+PURCHASE_LIMIT = env.int("PURCHASE_LIMIT", default=10)
+PURCHASE_LIMIT_WINDOW = env.int("PURCHASE_LIMIT_WINDOW", default=3600)
+# Order requests one customer may send, as DRF writes rates ("20/s", "300/m"); "off" for none.
+ORDER_RATE_LIMIT = env("ORDER_RATE_LIMIT", default="20/s")
 # Route the raw-SQL twin of POST /api/orders/ (shop/baseline.py) for bench/orders.py.
 BENCHMARK_BASELINE = env.bool("BENCHMARK_BASELINE", default=False)
 # The SKU the original Sales API (`POST /checkout`) sells, one unit per call.
@@ -177,6 +188,16 @@ FACTORY_API_URL = env("FACTORY_API_URL", default="http://127.0.0.1:8001")
 FACTORY_CONNECT_TIMEOUT = env.float("FACTORY_CONNECT_TIMEOUT", default=3.0)
 FACTORY_READ_TIMEOUT = env.float("FACTORY_READ_TIMEOUT", default=10.0)
 FACTORY_CALLBACK_TIMEOUT = env.int("FACTORY_CALLBACK_TIMEOUT", default=600)
+# Seconds from a reorder decision to the arrival, until callbacks have measured it.
+FACTORY_LEAD_TIME = env.float("FACTORY_LEAD_TIME", default=40.0)
+
+# --- Replenishment (inventory.policy).
+# Seconds over which the demand estimate forgets: shorter follows a rush sooner, longer is steadier.
+DEMAND_HORIZON = env.float("DEMAND_HORIZON", default=15.0)
+# Seconds between two refreshes of the demand estimates and reorder points.
+ESTIMATE_REFRESH_SECONDS = env.float("ESTIMATE_REFRESH_SECONDS", default=2.0)
+# Extra share of the demand expected over the lead time kept on hand and on order.
+REORDER_SAFETY = env.float("REORDER_SAFETY", default=0.5)
 # Seconds a callback URL stays valid: far longer than the factory takes, and than the
 # overdue sweep waits before ordering again, so a late callback still adds its stock.
 FACTORY_CALLBACK_MAX_AGE = env.int("FACTORY_CALLBACK_MAX_AGE", default=86400)
@@ -193,8 +214,8 @@ PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip
 Q_CLUSTER = {
     "name": "nudged",
     "orm": "default",
-    # Three workers hold the long-polling loops (outbox relay, restock, DLQ); the rest run tasks.
-    "workers": env.int("Q_WORKERS", default=5),
+    # Four workers hold the loops (outbox relay, restock, DLQ, estimates); the rest run tasks.
+    "workers": env.int("Q_WORKERS", default=6),
     # Pollers run for POLLER_RUN_SECONDS and hand over to a successor; timeout must exceed it.
     "timeout": 120,
     "retry": 180,

@@ -83,7 +83,7 @@ def test_staff_sees_stock_and_restock_requests(
     expect(row(page, SOLD_OUT_SKU).locator(".field-incoming")).to_have_text("10")
     screenshot(page, "admin-products.png")
 
-    page.locator("#changelist-filter").get_by_role("link", name="Sold out").click()
+    page.locator("#changelist-filter").get_by_role("link", name="Sold out", exact=True).click()
     expect(page).to_have_url(f"{live_server.url}/admin/inventory/product/?sold_out=yes")
     expect(page.locator("#result_list tbody tr")).to_have_count(1)
     expect(row(page, SOLD_OUT_SKU)).to_contain_text("제주 말차 도넛")

@@ -15,6 +15,7 @@ from factory_bridge.queues import QueueError, SqsQueue
 from factory_bridge.services import dlq, pollers
 from factory_bridge.services.provisioning import provision
 from factory_bridge.services.restock import consume_restock
+from inventory.models import Product
 from tests.factory_bridge.test_dlq import (
     SKU_A,
     SKU_B,
@@ -252,6 +253,7 @@ def test_fingerprint_finds_a_message_that_died_again_before_the_watcher_saw_it(
     dead, product, settings
 ):
     chosen = dead[SKU_A]
+    Product.objects.filter(pk=product.pk).update(stock=0)  # what the depletion says
     run("redrive_dlq", "--message-id", chosen.fingerprint)
     # It fails again at once: the factory is down and SQS dead-letters it on the next receive.
     settings.SQS_VISIBILITY_TIMEOUT = 1

@@ -86,7 +86,8 @@ def test_a_sold_out_product_is_restocked_by_the_factory(
         "MessageAttributeFactoryId": "FF-500293",
         "MessageAttributeRequester": settings.FACTORY_REQUESTER,
         "CallbackUrl": body["CallbackUrl"],
-        "IdempotencyKey": str(OutboxEvent.objects.get(event_type="stock.depleted").pk),
+        # The reorder decided with the sale is what is ordered; its depletion is absorbed.
+        "IdempotencyKey": str(OutboxEvent.objects.get(event_type="stock.low").pk),
     }
     assert all(isinstance(value, str) and value for value in body.values())
     assert body["CallbackUrl"].startswith(f"{live_server.url}/factory/callbacks/")
@@ -106,6 +107,8 @@ def test_a_sold_out_product_is_restocked_by_the_factory(
     assert product.stock == product.restock_quantity
     restock = RestockRequest.objects.get()
     assert restock.status == RestockRequest.Status.FULFILLED
+    assert restock.decision == product.decisions.get()
+    assert product.on_order == 0
     assert restock.factory_job_id == job["id"]
 
     assert buy(live_server.url, 1)["remaining_stock"] == product.restock_quantity - 1
@@ -117,6 +120,7 @@ def test_a_sold_out_product_is_restocked_by_the_factory(
     assert Counter(e["type"] for e in events) == {
         "order.completed": 2,
         "stock.depleted": 1,
+        "stock.low": 1,
         "stock.replenished": 1,
     }
     [replenished] = [e for e in events if e["type"] == "stock.replenished"]
@@ -124,3 +128,50 @@ def test_a_sold_out_product_is_restocked_by_the_factory(
     assert replenished["quantity"] == product.restock_quantity
     assert replenished["restock_id"] == restock.pk
     assert drain(aws, "nudged-restock") == []
+
+
+def test_a_burst_keeps_several_factory_orders_in_flight_and_stock_is_conserved(
+    live_server, aws, product: Product, restock_poller, settings
+):
+    settings.PUBLIC_BASE_URL = live_server.url
+    # As the estimates loop leaves it after measuring a rush: 5 units/s, point 30.
+    Product.objects.filter(pk=product.pk).update(
+        stock=20, demand_rate=5.0, reorder_point=30, min_order_quantity=5
+    )
+    with FactorySimulator(port=0, delay=3.0) as factory:
+        settings.FACTORY_API_URL = factory.url
+        sold = 0
+        for _ in range(24):  # more than one factory order's worth, faster than it comes
+            response = requests.post(
+                f"{live_server.url}/api/orders/", json={"sku": SKU, "quantity": 1}, timeout=10
+            )
+            assert response.status_code in (201, 409), response.text
+            sold += response.status_code == 201
+
+        wait_until(
+            lambda: len(factory.received) >= 2, deadline=time.monotonic() + 10, what="2 orders"
+        )
+        in_flight = [job for job in factory.received if job["callback_status"] == "pending"]
+        assert len(in_flight) >= 2, "the factory should have had several orders at once"
+        wait_until(
+            lambda: (
+                all(job["callback_status"] == "delivered" for job in factory.received)
+                and not RestockRequest.objects.filter(
+                    status=RestockRequest.Status.REQUESTED
+                ).exists()
+            ),
+            deadline=time.monotonic() + 20,
+            what="every callback",
+        )
+        restock_poller()
+
+    decisions = list(product.decisions.order_by("id"))
+    restocks = RestockRequest.objects.filter(product=product)
+    assert len(factory.received) == len(decisions) == restocks.count() >= 2
+    assert {r.decision_id for r in restocks} == {d.pk for d in decisions}
+    arrived = sum(r.quantity for r in restocks.filter(status=RestockRequest.Status.FULFILLED))
+    assert arrived == sum(d.quantity for d in decisions)
+    product.refresh_from_db()
+    assert product.stock == 20 + arrived - sold >= 0
+    assert product.on_order == 0
+    assert product.units_sold == sold

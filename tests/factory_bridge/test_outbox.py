@@ -91,17 +91,18 @@ def test_orders_during_an_sns_outage_succeed_and_the_sweep_publishes_everything(
     assert max(latencies) < 1.0
     time.sleep(0.2)  # let the last debounce timer enqueue its relay task
     assert OrmQ.objects.exists(), "orders should have queued a relay task"
-    assert backlog()["pending"] == orders + 1
+    # Every sale, and the depletion and reorder of the last one.
+    assert backlog()["pending"] == orders + 2
     assert set(OutboxEvent.objects.values_list("attempts", flat=True)) == {0}
 
     settings.AWS_ENDPOINT_URL = aws
     report = relay_outbox()
 
-    assert (report.published, report.failed) == (orders + 1, 0)
+    assert (report.published, report.failed) == (orders + 2, 0)
     ops = drain(aws, "nudged-ops")
-    assert len(ops) == OutboxEvent.objects.count() == orders + 1
+    assert len(ops) == OutboxEvent.objects.count() == orders + 2
     assert event_ids(ops) == outbox_ids()
-    assert len(drain(aws, "nudged-restock")) == 1
+    assert len(drain(aws, "nudged-restock")) == 2
     assert backlog() == {"pending": 0, "oldest_age_seconds": 0.0, "dead": 0}
 
 
@@ -118,7 +119,7 @@ def test_a_failed_publish_records_the_error_and_backs_off(aws, product, settings
 
     report, before, after = relay_and_time()
 
-    assert (report.published, report.failed) == (0, 2)
+    assert (report.published, report.failed) == (0, 3)
     for row in OutboxEvent.objects.all():
         assert row.published_at is None
         assert row.attempts == 1
@@ -129,11 +130,11 @@ def test_a_failed_publish_records_the_error_and_backs_off(aws, product, settings
     OutboxEvent.objects.update(next_attempt_at=timezone.now())
     report, before, after = relay_and_time()
 
-    assert (report.published, report.failed) == (0, 2)
+    assert (report.published, report.failed) == (0, 3)
     for row in OutboxEvent.objects.all():
         assert row.attempts == 2
         assert before + timedelta(seconds=4) <= row.next_attempt_at <= after + timedelta(seconds=4)
-    assert backlog()["pending"] == 2
+    assert backlog()["pending"] == 3
 
 
 @pytest.mark.django_db
@@ -152,7 +153,7 @@ def test_events_are_not_retried_before_their_next_attempt(aws, product, settings
     OutboxEvent.objects.update(next_attempt_at=timezone.now())
     due = relay_outbox()
 
-    assert (due.published, due.failed) == (2, 0)
+    assert (due.published, due.failed) == (3, 0)
     for row in OutboxEvent.objects.all():
         assert row.published_at is not None
         assert row.last_error == ""
@@ -176,7 +177,7 @@ def test_several_pending_events_go_out_in_publish_batches(aws, product, sns_call
 
 
 @pytest.mark.django_db
-def test_a_depletion_goes_out_before_the_sales_events_ahead_of_it(product, settings, monkeypatch):
+def test_stock_events_go_out_before_the_sales_events_ahead_of_them(product, settings, monkeypatch):
     settings.EVENT_PUBLISHER = "factory_bridge.publishers.InMemoryPublisher"
     monkeypatch.setattr(InMemoryPublisher, "sent", [])
     monkeypatch.setattr(outbox, "CLAIM_SIZE", 5)
@@ -186,10 +187,10 @@ def test_a_depletion_goes_out_before_the_sales_events_ahead_of_it(product, setti
 
     report = relay_outbox()
 
-    assert report.published == 9
+    assert report.published == 10
     types = [message.body["type"] for _, message in InMemoryPublisher.sent]
-    assert types == ["stock.depleted"] + ["order.completed"] * 8
-    assert [message.body["order_id"] for _, message in InMemoryPublisher.sent[1:]] == sorted(
+    assert types == ["stock.depleted", "stock.low"] + ["order.completed"] * 8
+    assert [message.body["order_id"] for _, message in InMemoryPublisher.sent[2:]] == sorted(
         Order.objects.values_list("pk", flat=True)
     )
 

@@ -20,7 +20,7 @@ from django_q.conf import Conf
 from factory_bridge.models import OutboxEvent
 from factory_bridge.services.outbox import backlog, relay_outbox
 from inventory.models import Product
-from inventory.services import set_stock
+from inventory.services import refresh_estimates, set_stock
 from shop.exceptions import OutOfStock
 from shop.models import Order
 from shop.services import place_order
@@ -62,10 +62,19 @@ def order(sku: str = SKU, quantity: int = 1) -> str:
     return "completed"
 
 
+def by_type(messages: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for message in messages:
+        found.setdefault(attributes(message)["EventType"], []).append(message)
+    return found
+
+
 def test_an_order_that_empties_a_product_sends_one_depletion_to_restock(aws, product):
     place_order(sku=SKU, quantity=3)
 
-    [message] = drain(aws, "nudged-restock")
+    received = by_type(drain(aws, "nudged-restock"))
+    assert set(received) == {"stock.depleted", "stock.low"}
+    [message] = received["stock.depleted"]
     body = envelope(message)
     assert body["Type"] == "Notification"
     assert body["Subject"] == "도너츠 재고 부족"
@@ -86,23 +95,37 @@ def test_an_order_that_empties_a_product_sends_one_depletion_to_restock(aws, pro
     assert event(message)["type"] == "stock.depleted"
     assert event(message)["sku"] == SKU
     assert depletion.published_at is not None
+    # The reorder decided in the same transaction: what the restock consumer orders.
+    [low] = received["stock.low"]
+    decision = product.decisions.get()
+    assert attributes(low)["MessageAttributeProductCnt"] == str(decision.quantity) == "10"
+    assert event(low)["decision_id"] == decision.pk
+    assert event(low)["reason"].startswith("empty with nothing on order")
     assert drain(aws, "nudged-restock") == []
 
 
 def test_ops_receives_every_event_exactly_once(aws, product):
     outcomes = [order() for _ in range(5)]
+    refresh_estimates()  # the estimates loop: refusals go out in aggregate
 
     assert outcomes == ["completed"] * 3 + ["rejected"] * 2
     ops = drain(aws, "nudged-ops")
-    assert event_types(ops) == {"order.completed": 3, "order.rejected": 2, "stock.depleted": 1}
+    assert event_types(ops) == {
+        "order.completed": 3,
+        "orders.refused": 1,
+        "stock.depleted": 1,
+        "stock.low": 1,
+    }
+    [refused] = by_type(ops)["orders.refused"]
+    assert (event(refused)["refused_orders"], event(refused)["refused_units"]) == (2, 2)
     assert sorted(event(m)["event_id"] for m in ops) == sorted(
         str(pk) for pk in OutboxEvent.objects.values_list("pk", flat=True)
     )
-    assert event_types(drain(aws, "nudged-restock")) == {"stock.depleted": 1}
+    assert event_types(drain(aws, "nudged-restock")) == {"stock.depleted": 1, "stock.low": 1}
     assert backlog()["pending"] == 0
 
 
-def test_restock_queue_receives_nothing_but_depletions(aws, product):
+def test_restock_queue_receives_nothing_but_reorder_events(aws, product):
     Product.objects.filter(pk=product.pk).update(stock=50)
 
     outcomes = [order(quantity=q) for q in (1, 2, 3, 4, 5)]
@@ -118,7 +141,7 @@ def test_refusals_while_stock_remains_send_nothing_to_restock(aws, product):
     assert outcomes == ["completed", "rejected", "rejected"]
     product.refresh_from_db()
     assert product.stock == 2
-    assert event_types(drain(aws, "nudged-ops")) == {"order.completed": 1, "order.rejected": 2}
+    assert event_types(drain(aws, "nudged-ops")) == {"order.completed": 1}
     assert drain(aws, "nudged-restock") == []
 
 
@@ -152,14 +175,15 @@ def test_every_channel_emits_the_same_events(
         (channel, "completed"),
         (channel, "completed"),
         (channel, "completed"),
-        (channel, "rejected"),
     ]
+    product.refresh_from_db()
+    assert product.orders_refused == 1
     ops = drain(aws, "nudged-ops")
-    assert event_types(ops) == {"order.completed": 3, "stock.depleted": 1, "order.rejected": 1}
+    assert event_types(ops) == {"order.completed": 3, "stock.depleted": 1, "stock.low": 1}
     for message in ops:
         sent = attributes(message)
-        # A depletion asks for the restock quantity; an order event carries the order's.
-        quantity = "10" if sent["EventType"] == "stock.depleted" else "1"
+        # Stock events ask for the reorder's quantity; an order event carries the order's.
+        quantity = "1" if sent["EventType"] == "order.completed" else "10"
         assert sent == {
             "EventType": sent["EventType"],
             "MessageAttributeProductId": SKU,
@@ -167,7 +191,7 @@ def test_every_channel_emits_the_same_events(
             "MessageAttributeProductCnt": quantity,
             "MessageAttributeRequester": settings.FACTORY_REQUESTER,
         }
-    [depletion] = drain(aws, "nudged-restock")
+    [depletion] = by_type(drain(aws, "nudged-restock"))["stock.depleted"]
     assert envelope(depletion)["Subject"] == "도너츠 재고 부족"
 
 
@@ -176,9 +200,12 @@ def test_a_depletion_after_a_restock_is_a_new_depletion(aws, product):
     set_stock(sku=SKU, quantity=2, note="counted")
     place_order(sku=SKU, quantity=2)
 
-    depletions = drain(aws, "nudged-restock")
+    received = by_type(drain(aws, "nudged-restock"))
 
+    depletions = received["stock.depleted"]
     assert len(depletions) == 2
+    # The first depletion's reorder is still on order: the second one decides nothing new.
+    assert len(received["stock.low"]) == 1
     assert len({event(m)["event_id"] for m in depletions}) == 2
     assert OutboxEvent.objects.filter(event_type="stock.depleted").count() == 2
 
@@ -189,7 +216,7 @@ def test_refusals_of_a_product_already_depleted_send_no_new_depletion(aws, produ
     outcomes = [order() for _ in range(5)]
 
     assert outcomes == ["rejected"] * 5
-    assert len(drain(aws, "nudged-restock")) == 1
+    assert event_types(drain(aws, "nudged-restock")) == {"stock.depleted": 1, "stock.low": 1}
 
 
 def test_two_hundred_concurrent_refusals_make_one_depletion(aws, product, monkeypatch):
@@ -215,11 +242,13 @@ def test_two_hundred_concurrent_refusals_make_one_depletion(aws, product, monkey
         outcomes = Counter(f.result(timeout=120) for f in futures)
 
     assert outcomes == {"rejected": buyers}
+    # A flood of refusals costs no row and no event each: one depletion, one reorder.
     assert OutboxEvent.objects.filter(event_type="stock.depleted").count() == 1
-    assert OutboxEvent.objects.filter(event_type="order.rejected").count() == buyers
+    assert OutboxEvent.objects.count() == 2
+    product.refresh_from_db()
+    assert (product.orders_refused, product.on_order) == (buyers, 10)
     report = relay_outbox()
-    assert (report.published, report.failed) == (buyers + 1, 0)
+    assert (report.published, report.failed) == (2, 0)
     assert backlog()["pending"] == 0
-    [depletion] = drain(aws, "nudged-restock")
-    assert attributes(depletion)["EventType"] == "stock.depleted"
-    assert messages_in(aws, "nudged-ops") == buyers + 1
+    assert event_types(drain(aws, "nudged-restock")) == {"stock.depleted": 1, "stock.low": 1}
+    assert messages_in(aws, "nudged-ops") == 2

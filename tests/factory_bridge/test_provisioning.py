@@ -82,13 +82,15 @@ def test_restock_queue_redrives_to_the_dlq_with_the_configured_policy(aws):
     assert "RedrivePolicy" not in queue_attributes("nudged-restock-dlq")
 
 
-def test_subscriptions_fan_out_with_envelopes_and_only_depletions_reach_restock(aws):
+def test_subscriptions_fan_out_with_envelopes_and_only_reorder_events_reach_restock(aws):
     stock = subscriptions("stock")
     sales = subscriptions("sales")
 
     assert set(stock) == {"nudged-restock", "nudged-ops"}
     assert set(sales) == {"nudged-ops"}
-    assert json.loads(stock["nudged-restock"]["FilterPolicy"]) == {"EventType": ["stock.depleted"]}
+    assert json.loads(stock["nudged-restock"]["FilterPolicy"]) == {
+        "EventType": ["stock.depleted", "stock.low"]
+    }
     assert not stock["nudged-ops"].get("FilterPolicy")
     assert not sales["nudged-ops"].get("FilterPolicy")
     for attributes in [*stock.values(), *sales.values()]:

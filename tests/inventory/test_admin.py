@@ -201,6 +201,9 @@ def test_product_add_form_refuses_a_negative_stock_in_words(admin_client, factor
             "factory": factory.pk,
             "stock": -5,
             "restock_quantity": 10,
+            "replenishment_mode": "adaptive",
+            "min_order_quantity": 10,
+            "max_order_quantity": 500,
             "adjustments-TOTAL_FORMS": 0,
             "adjustments-INITIAL_FORMS": 0,
             "restockrequest_set-TOTAL_FORMS": 0,
@@ -257,3 +260,35 @@ def test_admin_needs_a_login(client, product):
 
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_product_page_shows_the_replenishment_numbers_and_last_decisions(admin_client, product):
+    Product.objects.filter(pk=product.pk).update(demand_rate=2.5, reorder_point=45)
+    set_stock(sku="CP-502101", quantity=0, note="count")  # empty: one decision
+
+    page = admin_client.get(f"{PRODUCTS}{product.pk}/change/").content.decode()
+
+    assert "2.50/s" in page
+    assert "Last reorder decisions" in page
+    assert "on hand and on order &lt; reorder point 45" in page
+    listing = admin_client.get(PRODUCTS).content.decode()
+    assert "45" in listing
+    assert "40.0 s" in listing  # the factory's lead time, as configured until measured
+
+
+def test_replenishment_bounds_are_edited_in_admin(admin_client, product):
+    url = f"{PRODUCTS}{product.pk}/change/"
+    data = _change_form_data(admin_client, url)
+    data.update(
+        replenishment_mode="at_zero",
+        min_order_quantity="5",
+        max_order_quantity="50",
+        purchase_limit="2",
+    )
+
+    response = admin_client.post(url, data)
+
+    assert response.status_code == 302
+    product.refresh_from_db()
+    assert (product.replenishment_mode, product.min_order_quantity) == ("at_zero", 5)
+    assert (product.max_order_quantity, product.purchase_limit) == (50, 2)

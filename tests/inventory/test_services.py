@@ -9,7 +9,6 @@ from inventory.services import (
     StockState,
     end_depletion,
     load_catalog,
-    mark_depleted,
     set_stock,
     take_stock,
 )
@@ -115,37 +114,50 @@ def test_set_stock_to_zero_keeps_the_depletion(product):
 
 
 def test_take_stock_takes_units_and_reads_the_state_back(db, product):
-    taken, state = take_stock(sku="CP-502101", quantity=2)
+    outcome = take_stock(sku="CP-502101", quantity=2)
 
-    assert taken is True
-    assert state == StockState(
+    assert outcome.taken is True
+    assert (outcome.depleted, outcome.decision) == (False, None)
+    assert outcome.state == StockState(
         product_id=product.pk,
         sku="CP-502101",
+        name="부산도너츠",
         remaining=1,
         depleted=False,
         restock_quantity=product.restock_quantity,
         factory_code="FF-500293",
+        factory_id=product.factory_id,
+        mode=Product.Mode.ADAPTIVE,
+        on_order=0,
+        demand_rate=0.0,
+        reorder_point=0,
+        min_order_quantity=10,
+        max_order_quantity=500,
     )
     product.refresh_from_db()
-    assert product.stock == 1
+    assert (product.stock, product.units_sold, product.orders_refused) == (1, 2, 0)
 
 
 def test_take_stock_refuses_more_than_on_hand_and_changes_nothing(db, product):
     Product.objects.filter(pk=product.pk).update(stock=0, depleted_at=timezone.now())
 
-    taken, state = take_stock(sku="CP-502101", quantity=1)
+    Product.objects.filter(pk=product.pk).update(on_order=10)
 
-    assert taken is False
-    assert (state.remaining, state.depleted) == (0, True)
+    outcome = take_stock(sku="CP-502101", quantity=1)
+
+    assert outcome.taken is False
+    assert (outcome.state.remaining, outcome.state.depleted) == (0, True)
+    assert (outcome.depleted, outcome.decision) == (False, None)
     product.refresh_from_db()
     assert product.stock == 0
+    assert (product.units_sold, product.orders_refused, product.units_refused) == (0, 1, 1)
 
 
 def test_take_stock_answers_with_the_stored_sku(db, product):
     # MySQL compares SKUs case-insensitively; what is reported is the SKU as stored.
-    _, state = take_stock(sku="cp-502101", quantity=1)
+    outcome = take_stock(sku="cp-502101", quantity=1)
 
-    assert state.sku == "CP-502101"
+    assert outcome.state.sku == "CP-502101"
 
 
 def test_take_stock_of_an_unknown_sku_raises(db, product):
@@ -165,4 +177,5 @@ def test_end_depletion_lets_the_next_empty_order_open_a_new_one(product):
 
     product.refresh_from_db()
     assert product.depleted_at is None
-    assert mark_depleted(product_id=product.pk) is True
+    Product.objects.filter(pk=product.pk).update(stock=1)
+    assert take_stock(sku="CP-502101", quantity=1).depleted is True

@@ -16,6 +16,7 @@ from unittest import mock
 import pytest
 from django.conf import settings
 from django.db import OperationalError
+from django.test import override_settings
 from jsonschema import Draft7Validator
 from rest_framework.test import APIClient
 
@@ -44,6 +45,8 @@ class Case:
     headers: dict[str, str] = field(default_factory=dict)
     # Dotted path of a function the view calls, replaced by one that finds the database down.
     down: str = ""
+    # Settings the request is sent under (limits are off in the tests unless asked for).
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def send(self, client: APIClient) -> Any:
         path, method = self.operation
@@ -93,6 +96,12 @@ CASES = {
     "orders-too-large": order_raw(b" " * (MAX_BODY_BYTES + 1), 413),
     "orders-unknown-sku": order({"sku": "NOPE-1", "quantity": 1}, 404),
     "orders-out-of-stock": order({"sku": "CP-502101", "quantity": 5}, 409),
+    "orders-purchase-limit": Case(
+        ORDERS, 409, body={"sku": "CP-502101", "quantity": 2}, settings={"PURCHASE_LIMIT": 1}
+    ),
+    "orders-throttled": Case(
+        ORDERS, 429, body={"sku": "CP-502101", "quantity": 1}, settings={"ORDER_RATE_LIMIT": "0/m"}
+    ),
     "orders-get": Case(ORDERS, 405, method="get"),
     "orders-put": Case(ORDERS, 405, method="put"),
     "orders-patch": Case(ORDERS, 405, method="patch"),
@@ -154,11 +163,12 @@ def test_each_answer_is_documented(schema, product, case):
     path, method = case.operation
     operation = schema["paths"][path][method]
 
-    if case.down:
-        with mock.patch(case.down, side_effect=DATABASE_DOWN):
+    with override_settings(**case.settings):
+        if case.down:
+            with mock.patch(case.down, side_effect=DATABASE_DOWN):
+                response = case.send(APIClient())
+        else:
             response = case.send(APIClient())
-    else:
-        response = case.send(APIClient())
 
     assert response.status_code == case.status, response.content
     documented = operation["responses"].get(str(case.status))

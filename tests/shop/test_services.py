@@ -48,19 +48,18 @@ def test_place_order_taking_the_last_unit_opens_a_depletion(product):
     assert product.depleted_at is not None
 
 
-def test_place_order_larger_than_stock_is_refused_and_recorded(product):
+def test_place_order_larger_than_stock_is_refused_and_counted(product):
     with pytest.raises(OutOfStock) as refused:
         place_order(sku="CP-502101", quantity=4)
 
-    assert refused.value.available == 3
+    assert (refused.value.available, refused.value.requested) == (3, 4)
     assert refused.value.code == "out_of_stock"
+    assert refused.value.name == "부산도너츠"
     product.refresh_from_db()
     assert product.stock == 3
-    order = Order.objects.get()
-    assert refused.value.order == order
-    assert order.status == Order.Status.REJECTED
-    assert order.quantity == 4
-    assert order.remaining_stock == 3
+    # No row per refusal: the product counts them for the demand estimate.
+    assert not Order.objects.exists()
+    assert (product.orders_refused, product.units_refused, product.units_sold) == (1, 4, 0)
 
 
 def test_place_order_on_empty_stock_is_refused(product):
@@ -70,7 +69,7 @@ def test_place_order_on_empty_stock_is_refused(product):
         place_order(sku="CP-502101", quantity=1)
 
     assert refused.value.available == 0
-    assert Order.objects.get().status == Order.Status.REJECTED
+    assert not Order.objects.exists()
 
 
 def test_place_order_unknown_sku(product):

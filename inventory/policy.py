@@ -1,0 +1,95 @@
+"""Replenishment arithmetic: demand estimates, reorder points and order quantities.
+
+Pure functions of numbers, so the policy can be read and tested on its own; the services
+feed them the product's state under its row lock.
+"""
+
+from dataclasses import dataclass
+from math import ceil, exp
+
+from inventory.models import Product
+
+ADAPTIVE, AT_ZERO = Product.Mode.ADAPTIVE, Product.Mode.AT_ZERO
+
+
+def demand_rate(*, previous: float, units: int, seconds: float, horizon: float) -> float:
+    """Exponentially weighted units per second: `units` asked over the last `seconds`.
+
+    The weight of the new window grows with its length, so refreshes that come late or
+    early still forget the past at the same pace (`horizon` seconds).
+    """
+    if seconds <= 0:
+        return previous
+    weight = 1 - exp(-seconds / horizon) if horizon > 0 else 1.0
+    return previous + weight * (units / seconds - previous)
+
+
+def lead_time(*, previous: float, measured: float, weight: float = 0.3) -> float:
+    """Blend one measured factory lead time (seconds) into the estimate."""
+    return previous + weight * (measured - previous)
+
+
+def reorder_point(*, rate: float, lead_time: float, review: float, safety: float) -> int:
+    """Units to hold on hand and on order to cover demand until an order placed now arrives.
+
+    `review` covers the time until the next decision can see the stock move.
+    """
+    return ceil(rate * (lead_time + review) * (1 + safety))
+
+
+@dataclass(frozen=True)
+class Stock:
+    """A product's numbers as the policy sees them."""
+
+    mode: str
+    on_hand: int
+    on_order: int
+    rate: float
+    reorder_point: int
+    review: float
+    restock_quantity: int
+    min_quantity: int
+    max_quantity: int
+
+
+@dataclass(frozen=True)
+class Order:
+    quantity: int
+    reason: str
+
+
+def needs_order(stock: Stock) -> bool:
+    """The comparison the order path pays for: does this state call for a decision?"""
+    if stock.on_hand <= 0 and stock.on_order == 0:
+        return True
+    return stock.mode == ADAPTIVE and stock.on_hand + stock.on_order < stock.reorder_point
+
+
+def order(stock: Stock, *, capacity_left: int | None) -> Order | None:
+    """How much to order now and why, or None; `capacity_left` None means no cap."""
+    if not needs_order(stock):
+        return None
+    empty = stock.on_hand <= 0 and stock.on_order == 0
+    if stock.mode == AT_ZERO:
+        quantity = stock.restock_quantity
+        reason = f"at zero: restock quantity {stock.restock_quantity}"
+    else:
+        position = stock.on_hand + stock.on_order
+        # Up to the reorder point plus one review period of demand, so that the next
+        # decision is not due right after this one.
+        target = stock.reorder_point + ceil(stock.rate * stock.review)
+        wanted = max(target - position, 0)
+        quantity = min(max(wanted, stock.min_quantity), stock.max_quantity)
+        if empty and wanted == 0:
+            reason = f"empty with nothing on order: minimum order {quantity}"
+        else:
+            reason = (
+                f"{position} on hand and on order < reorder point {stock.reorder_point} "
+                f"({stock.rate:.2f}/s): up to {target}"
+            )
+    if capacity_left is not None and quantity > capacity_left:
+        if capacity_left <= 0:
+            return None
+        reason += f"; capped by factory capacity ({capacity_left} left)"
+        quantity = capacity_left
+    return Order(quantity=quantity, reason=reason[:200])
