@@ -85,20 +85,24 @@ class RestockInline(admin.TabularInline):
         return False
 
 
+# What staff read of a decision: when, how much, why, and the numbers behind it.
+DECISION_FIELDS = [
+    "created_at",
+    "quantity",
+    "reason",
+    "on_hand",
+    "on_order",
+    "demand_rate",
+    "lead_time",
+    "reorder_point",
+]
+
+
 class ReorderDecisionInline(admin.TabularInline):
     model = ReorderDecision
     extra = 0
     can_delete = False
-    fields = [
-        "created_at",
-        "quantity",
-        "reason",
-        "on_hand",
-        "on_order",
-        "demand_rate",
-        "lead_time",
-        "reorder_point",
-    ]
+    fields = DECISION_FIELDS
     readonly_fields = fields
     ordering = ["-created_at", "-id"]
     verbose_name_plural = "Last reorder decisions"
@@ -247,18 +251,7 @@ class ProductAdmin(admin.ModelAdmin):
 
 @admin.register(ReorderDecision)
 class ReorderDecisionAdmin(ReadOnlyAdmin):
-    list_display = [
-        "created_at",
-        "product",
-        "quantity",
-        "mode",
-        "reason",
-        "on_hand",
-        "on_order",
-        "demand_rate",
-        "lead_time",
-        "reorder_point",
-    ]
+    list_display = [*DECISION_FIELDS[:1], "product", "mode", *DECISION_FIELDS[1:]]
     list_filter = ["mode", "product"]
     search_fields = ["product__sku", "reason"]
     list_select_related = ["product"]

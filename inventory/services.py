@@ -290,7 +290,7 @@ def refresh_estimates() -> list[ReorderDecision]:
             count = _refresh(product, snapshot, now)
             if count is not None:
                 counts.append(count)
-            if policy.needs_order(_policy_stock(product)):
+            if policy.needs_order(_state_of(product).policy()):
                 due.append(product.pk)
         if counts:
             signals.refusals_counted.send(sender=Product, counts=counts)
@@ -346,17 +346,24 @@ def _advance(snapshot: DemandSnapshot, product: Product, now: datetime) -> None:
     snapshot.taken_at = now
 
 
-def _policy_stock(product: Product) -> policy.Stock:
-    return policy.Stock(
-        mode=product.replenishment_mode,
-        on_hand=product.stock,
-        on_order=product.on_order,
-        rate=product.demand_rate,
-        reorder_point=product.reorder_point,
-        review=settings.ESTIMATE_REFRESH_SECONDS,
+def _state_of(product: Product) -> StockState:
+    """A product row (with its factory) as the state an order reads back."""
+    return StockState(
+        product_id=product.pk,
+        sku=product.sku,
+        name=product.name,
+        remaining=product.stock,
+        depleted=product.depleted_at is not None,
         restock_quantity=product.restock_quantity,
-        min_quantity=product.min_order_quantity,
-        max_quantity=product.max_order_quantity,
+        factory_code=product.factory.code,
+        factory_id=product.factory_id,
+        mode=product.replenishment_mode,
+        on_order=product.on_order,
+        demand_rate=product.demand_rate,
+        reorder_point=product.reorder_point,
+        min_order_quantity=product.min_order_quantity,
+        max_order_quantity=product.max_order_quantity,
+        purchase_limit=product.purchase_limit,
     )
 
 

@@ -1,8 +1,13 @@
+import threading
 from collections.abc import Callable, Iterator
+from time import monotonic, sleep
 from typing import Any
 
 import pytest
+from django.db import connection
 
+from factory_bridge.models import WorkerLease
+from factory_bridge.services import pollers
 from factory_bridge.simulator import FactorySimulator
 
 
@@ -20,3 +25,25 @@ def make_simulator() -> Iterator[Callable[..., FactorySimulator]]:
     yield make
     for simulator in started:
         simulator.stop()
+
+
+@pytest.fixture
+def watcher(aws: str) -> Iterator[threading.Thread]:
+    """The DLQ watcher loop in a thread, as the cluster runs it; stopped by taking its lease."""
+
+    def watch() -> None:
+        try:
+            pollers.run_poller(name="dlq", seconds=300, handover=False)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=watch, name="dlq-watcher", daemon=True)
+    thread.start()
+    deadline = monotonic() + 15
+    while not WorkerLease.objects.filter(name="dlq").exclude(owner="").exists():
+        assert monotonic() < deadline, "the watcher did not start"
+        sleep(0.1)
+    yield thread
+    WorkerLease.objects.filter(name="dlq").update(owner="", heartbeat_at=None)
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the watcher did not stop"

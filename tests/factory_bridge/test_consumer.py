@@ -7,7 +7,6 @@ Real MySQL, the moto server and the factory simulator over HTTP; messages are bu
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from time import monotonic, sleep
 
 import pytest
@@ -54,21 +53,6 @@ def slow_factory(settings, make_simulator) -> FactorySimulator:  # type: ignore[
     simulator = make_simulator(delay=600, latency=1.0)
     settings.FACTORY_API_URL = simulator.url
     return simulator
-
-
-@pytest.fixture
-def watcher(aws: str) -> Iterator[threading.Thread]:
-    def watch() -> None:
-        try:
-            pollers.run_poller(name="dlq", seconds=300, handover=False)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=watch, name="dlq-watcher", daemon=True)
-    thread.start()
-    yield thread
-    WorkerLease.objects.filter(name="dlq").update(owner="", heartbeat_at=None)
-    thread.join(timeout=30)
 
 
 def products(factory: Factory, count: int) -> list[Product]:

@@ -5,42 +5,20 @@ runs it, against the real moto server; redrive and discard run meanwhile, with t
 the system uses.
 """
 
-import threading
-from collections.abc import Iterator
 from io import StringIO
 
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 from django.urls import reverse
 
-from factory_bridge.models import FailedMessage, WorkerLease
-from factory_bridge.services import dlq, pollers
+from factory_bridge.models import FailedMessage
+from factory_bridge.services import dlq
 from tests.factory_bridge.test_dlq import SKU_A, SKU_B, bury, queue_total, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHANGELIST = reverse("admin:factory_bridge_failedmessage_changelist")
-
-
-@pytest.fixture
-def watcher(aws: str) -> Iterator[threading.Thread]:
-    """The DLQ watcher loop in a thread; stopped at the end by taking its lease away."""
-
-    def watch() -> None:
-        try:
-            pollers.run_poller(name="dlq", seconds=300, handover=False)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=watch, name="dlq-watcher", daemon=True)
-    thread.start()
-    wait_until(lambda: WorkerLease.objects.filter(name="dlq").exclude(owner="").exists())
-    yield thread
-    WorkerLease.objects.filter(name="dlq").update(owner="", heartbeat_at=None)
-    thread.join(timeout=30)
-    assert not thread.is_alive(), "the watcher did not stop"
 
 
 def recorded(*fingerprints: str) -> list[FailedMessage]:
