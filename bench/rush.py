@@ -124,6 +124,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     drills.add_argument("--mysql-restart", action="store_true", help="restart MySQL once")
     drills.add_argument("--all-drills", action="store_true", help="every drill above")
+    p.add_argument(
+        "--open-pages",
+        type=int,
+        default=100,
+        help="storefront pages open during the rush, each polling GET /api/products/ every 5 s",
+    )
     p.add_argument("--quick", action="store_true", help="a 60 s smoke run (15 s outage)")
     p.add_argument("--plot", type=Path, help="write the timeline plot (PNG) here")
     p.add_argument("--json", type=Path, help="write every number and the timelines here")
@@ -401,6 +407,7 @@ def start_k6(args: argparse.Namespace, stack: Stack, csv_path: Path, summary: Pa
         "DOWN_SECONDS": "10",
         "THINK_SECONDS": str(args.think),
         "MAX_QUANTITY": str(args.max_quantity),
+        "OPEN_PAGES": str(args.open_pages),
         "SUMMARY_PATH": str(summary),
         "K6_CSV_TIME_FORMAT": "unix_milli",
         "K6_NO_USAGE_REPORT": "true",
@@ -425,6 +432,19 @@ def start_k6(args: argparse.Namespace, stack: Stack, csv_path: Path, summary: Pa
         start_new_session=True,
     )
     stack.logs["k6"] = out
+
+
+def open_pages(pages: int, summary: Path) -> dict[str, Any]:
+    """How many pages polled the product list, and how long k6 waited for the answers."""
+    poll = json.loads(summary.read_text())["metrics"].get("poll_ms") if pages else None
+    if poll is None:
+        return {"pages": pages, "poll_p50_ms": None, "poll_p99_ms": None}
+    values = poll["values"]
+    return {
+        "pages": pages,
+        "poll_p50_ms": round(values["med"], 1),
+        "poll_p99_ms": round(values["p(99)"], 1),
+    }
 
 
 def drain(
@@ -750,6 +770,7 @@ def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> dict[str, An
                 http=http, facts=verification.facts, snap=snap, at_load_end=at_load_end
             ),
             "http": {k: v for k, v in http.items() if k != "timeline"},
+            "open_pages": open_pages(args.open_pages, summary_path),
             "rates": rates(http, hold=hold),
             "events_written_per_s": events_per_s,
             "relay_published_peak_per_s": sustained_peak(events["published"], window=10),
@@ -925,6 +946,12 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, Any]]:
             f"{r['rates']['orders_per_s']} ({r['rates']['peak_orders_per_s']})",
         ),
         ("latency p50 / p99 ms", "", f"{h['latency_ms']['p50']} / {h['latency_ms']['p99']}"),
+        (
+            "open pages, poll p50 / p99 ms",
+            "",
+            f"{r['open_pages']['pages']}, "
+            f"{r['open_pages']['poll_p50_ms']} / {r['open_pages']['poll_p99_ms']}",
+        ),
         (
             "outbox events / backlog peak",
             "",

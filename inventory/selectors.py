@@ -1,7 +1,11 @@
 """Reads of the catalog."""
 
+from datetime import datetime
+from math import ceil
+
 from django.db.models import Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from factory_bridge.models import RestockRequest
 from inventory.exceptions import UnknownSku
@@ -42,3 +46,15 @@ def product_get(*, sku: str, with_restock: bool = True) -> Product:
     if product is None:
         raise UnknownSku(sku)
     return product
+
+
+def ready_in_seconds(product: Product, *, now: datetime | None = None) -> int | None:
+    """About how many seconds until the restock on its way arrives; None when none is.
+
+    Reads a `product_list` row: the factory's measured lead time less how long ago it
+    accepted the order, never below 0 (a late factory is due any moment).
+    """
+    if not getattr(product, "incoming", 0) or product.restock_requested_at is None:
+        return None
+    waited = ((now or timezone.now()) - product.restock_requested_at).total_seconds()
+    return max(0, ceil(product.factory.lead_time - waited))

@@ -33,7 +33,7 @@ STOCK_COLUMNS = (
     "`p`.`id`, `p`.`sku`, `p`.`name`, `p`.`stock`, `p`.`depleted_at` IS NOT NULL, "
     "`p`.`restock_quantity`, `f`.`code`, `p`.`factory_id`, `p`.`replenishment_mode`, "
     "`p`.`on_order`, `p`.`demand_rate`, `p`.`reorder_point`, `p`.`min_order_quantity`, "
-    "`p`.`max_order_quantity`, `p`.`purchase_limit` "
+    "`p`.`max_order_quantity`, `p`.`purchase_limit`, `p`.`price` "
     "FROM `inventory_product` `p` INNER JOIN `inventory_factory` `f` ON `f`.`id` = `p`.`factory_id`"
 )
 STOCK_SQL = f"SELECT {STOCK_COLUMNS} WHERE `p`.`sku` = %s"
@@ -59,6 +59,7 @@ class StockState:
     min_order_quantity: int = 1
     max_order_quantity: int = 1
     purchase_limit: int | None = None
+    price: int = 0
 
     def policy(self) -> policy.Stock:
         return policy.Stock(

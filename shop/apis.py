@@ -10,6 +10,7 @@ from inventory.selectors import product_get, product_list
 from nudged.parsers import MAX_BODY_BYTES, MAX_DEPTH
 from shop.limits import OrderRateThrottle, api_customer
 from shop.models import Order
+from shop.selectors import order_get
 from shop.serializers import (
     ErrorSerializer,
     InvalidInputSerializer,
@@ -18,6 +19,7 @@ from shop.serializers import (
     OutOfStockSerializer,
     ProductSerializer,
     PurchaseLimitSerializer,
+    ReceiptSerializer,
     UnknownSkuSerializer,
 )
 from shop.services import place_order
@@ -101,5 +103,20 @@ class OrderCreateApi(APIView):
             "quantity": order.quantity,
             "status": order.status,
             "remaining_stock": result.remaining_stock,
+            "reference": order.reference,
         }
         return Response(body, status=status.HTTP_201_CREATED)
+
+
+class OrderDetailApi(APIView):
+    @extend_schema(
+        responses={
+            200: ReceiptSerializer,
+            404: OpenApiResponse(
+                ErrorSerializer, description="`unknown_order`: no order has this reference."
+            ),
+            **EVERY_OPERATION,
+        }
+    )
+    def get(self, request: Request, reference: str) -> Response:
+        return Response(ReceiptSerializer(order_get(reference=reference)).data)

@@ -40,3 +40,13 @@ class PurchaseLimitReached(DomainError):
 
     def extra(self) -> dict[str, Any]:
         return {"limit": self.limit, "window": self.window, "bought": self.bought}
+
+
+class UnknownOrder(DomainError):
+    """No order has this reference; the answer does not say whether the id exists."""
+
+    code = "unknown_order"
+    status = 404
+
+    def __init__(self) -> None:
+        super().__init__("No order with that reference.")

@@ -1,6 +1,12 @@
+import secrets
+
 from django.db import models
 
 from inventory.models import Product
+
+
+def new_reference() -> str:
+    return secrets.token_hex(16)
 
 
 class Order(models.Model):
@@ -17,6 +23,7 @@ class Order(models.Model):
     quantity = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices)
     channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.API)
+    unit_price = models.PositiveIntegerField(help_text="Price in KRW when ordered")
     remaining_stock = models.IntegerField(help_text="Stock right after this order")
     customer = models.CharField(
         max_length=64,
@@ -24,6 +31,8 @@ class Order(models.Model):
         help_text="Who ordered, for purchase limits: a hash of the browser session or the "
         "API client's address",
     )
+    # Order ids count up; a receipt is found by a reference nobody can guess from another.
+    reference = models.CharField(max_length=32, unique=True, default=new_reference, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -35,3 +44,7 @@ class Order(models.Model):
 
     def __str__(self) -> str:
         return f"Order {self.pk} {self.product.sku} x{self.quantity} {self.status}"
+
+    @property
+    def total_price(self) -> int:
+        return self.unit_price * self.quantity

@@ -1,21 +1,37 @@
 from django.conf import settings
 from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from inventory.models import Product
+from inventory.selectors import ready_in_seconds
+from shop.models import Order
 
 SKU_MAX_LENGTH = Product._meta.get_field("sku").max_length
 
 
 class ProductSerializer(serializers.ModelSerializer):
     in_stock = serializers.BooleanField(read_only=True)
-    incoming = serializers.IntegerField(read_only=True, default=0, min_value=0)
+    incoming = serializers.IntegerField(
+        read_only=True,
+        default=0,
+        min_value=0,
+        help_text="Units the factory accepted to make and has not delivered yet.",
+    )
+    ready_in_seconds = serializers.SerializerMethodField(
+        help_text="About how many seconds until the incoming units arrive, from the "
+        "factory's measured lead time (0: due any moment); null when none are incoming."
+    )
 
     class Meta:
         model = Product
-        fields = ["sku", "name", "price", "stock", "in_stock", "incoming"]
+        fields = ["sku", "name", "price", "stock", "in_stock", "incoming", "ready_in_seconds"]
         # Every product row has a stock; the model default would mark it optional.
         extra_kwargs = {"stock": {"required": True}}
+
+    @extend_schema_field(serializers.IntegerField(min_value=0, allow_null=True))
+    def get_ready_in_seconds(self, product: Product) -> int | None:
+        return ready_in_seconds(product)
 
 
 class OrderInputSerializer(serializers.Serializer):
@@ -33,6 +49,37 @@ class OrderOutputSerializer(serializers.Serializer):
     quantity = serializers.IntegerField(min_value=1, max_value=settings.ORDER_MAX_QUANTITY)
     status = serializers.CharField(help_text="Always `completed`: a refused order answers 409.")
     remaining_stock = serializers.IntegerField(min_value=0)
+    reference = serializers.CharField(
+        help_text="The order's unguessable reference: `GET /api/orders/{reference}/`."
+    )
+
+
+class ReceiptSerializer(serializers.ModelSerializer):
+    """An order as its customer reads it back."""
+
+    id = serializers.IntegerField(min_value=1)
+    reference = serializers.CharField()
+    sku = serializers.CharField(source="product.sku", max_length=SKU_MAX_LENGTH)
+    name = serializers.CharField(source="product.name")
+    quantity = serializers.IntegerField(min_value=1)
+    unit_price = serializers.IntegerField(min_value=0, help_text="KRW, as ordered.")
+    total_price = serializers.IntegerField(min_value=0, help_text="KRW.")
+    status = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+    class Meta:
+        model = Order
+        fields = [
+            "id",
+            "reference",
+            "sku",
+            "name",
+            "quantity",
+            "unit_price",
+            "total_price",
+            "status",
+            "created_at",
+        ]
 
 
 class ErrorSerializer(serializers.Serializer):

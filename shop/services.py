@@ -55,6 +55,7 @@ def place_order(
                 order = Order.objects.create(
                     product_id=stock.product_id,
                     quantity=quantity,
+                    unit_price=stock.price,
                     status=Order.Status.COMPLETED,
                     channel=channel,
                     remaining_stock=stock.remaining,

@@ -7,4 +7,5 @@ app_name = "shop"
 urlpatterns = [
     path("", views.storefront, name="storefront"),
     path("order/", views.order, name="order"),
+    path("orders/<str:reference>/", views.receipt, name="receipt"),
 ]

@@ -5,21 +5,24 @@ from math import ceil
 from django import forms
 from django.conf import settings
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from inventory.exceptions import InventoryError
 from inventory.selectors import product_list
-from shop.exceptions import OutOfStock, PurchaseLimitReached
+from shop.exceptions import OutOfStock, PurchaseLimitReached, UnknownOrder
 from shop.limits import browser_customer, describe_window, throttled
 from shop.models import Order
+from shop.selectors import order_get
 from shop.services import place_order
 
 
 class OrderForm(forms.Form):
-    sku = forms.CharField(max_length=32)
-    quantity = forms.IntegerField(min_value=1, max_value=settings.ORDER_MAX_QUANTITY, initial=1)
+    sku = forms.CharField(max_length=32, label="Donut")
+    quantity = forms.IntegerField(
+        min_value=1, max_value=settings.ORDER_MAX_QUANTITY, initial=1, label="Quantity"
+    )
 
 
 def storefront(request: HttpRequest) -> HttpResponse:
@@ -35,8 +38,8 @@ def storefront(request: HttpRequest) -> HttpResponse:
 def order(request: HttpRequest) -> HttpResponse:
     form = OrderForm(request.POST)
     if not form.is_valid():
-        errors = "; ".join(f"{field}: {' '.join(e)}" for field, e in form.errors.items())
-        messages.error(request, f"Your order could not be placed ({errors}).")
+        errors = " ".join(f"{form[field].label}: {' '.join(e)}" for field, e in form.errors.items())
+        messages.error(request, f"Your order could not be placed. {errors}")
         return redirect("shop:storefront")
     request.customer = browser_customer(request)  # type: ignore[attr-defined]
     wait = throttled(request)
@@ -48,11 +51,14 @@ def order(request: HttpRequest) -> HttpResponse:
             **form.cleaned_data, channel=Order.Channel.WEB, customer=request.customer
         )
     except OutOfStock as refused:
-        messages.error(
-            request,
-            f"Sorry, {refused.name} is sold out for that quantity: "
-            f"{refused.available} left, you asked for {refused.requested}.",
-        )
+        if refused.available:
+            text = (
+                f"Sorry, only {refused.available} {refused.name} left; "
+                f"you asked for {refused.requested}."
+            )
+        else:
+            text = f"Sorry, {refused.name} is sold out."
+        messages.error(request, text)
     except PurchaseLimitReached as limited:
         messages.error(
             request,
@@ -62,10 +68,13 @@ def order(request: HttpRequest) -> HttpResponse:
     except InventoryError as exc:
         messages.error(request, exc.detail)
     else:
-        placed = result.order
-        messages.success(
-            request,
-            f"Order #{placed.pk} confirmed: {placed.quantity} × {result.name}. "
-            f"{result.remaining_stock} left.",
-        )
+        return redirect("shop:receipt", reference=result.order.reference)
     return redirect("shop:storefront")
+
+
+def receipt(request: HttpRequest, reference: str) -> HttpResponse:
+    try:
+        placed = order_get(reference=reference)
+    except UnknownOrder as unknown:
+        raise Http404(unknown.detail) from unknown
+    return render(request, "shop/receipt.html", {"order": placed})

@@ -1,5 +1,8 @@
 from django import template
 
+from inventory.models import Product
+from inventory.selectors import ready_in_seconds
+
 register = template.Library()
 
 
@@ -10,6 +13,12 @@ def krw(value: int) -> str:
 
 
 @register.filter
-def ago(timesince: str) -> str:
-    """Turn Django's `timesince` into "just now" under a minute, else "N minutes ago"."""
-    return "just now" if timesince.startswith("0\xa0minutes") else f"{timesince} ago"
+def eta(seconds: int | None) -> str:
+    """How soon a restock arrives, as the storefront says it (and shop/static/shop/live.js)."""
+    return "due any moment" if not seconds else f"about {seconds} s"
+
+
+@register.filter
+def ready_in(product: Product) -> int | None:
+    """Seconds until a `product_list` row's restock arrives (None: nothing on its way)."""
+    return ready_in_seconds(product)

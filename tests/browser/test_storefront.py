@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import BrowserContext, Page, expect
 
 from factory_bridge.models import RestockRequest
@@ -51,8 +52,15 @@ def order(page: Page, quantity: int, sku: str = SKU) -> None:
         card.get_by_role("button", name="Order").click()
 
 
-def confirmation(left: int, quantity: int = 1) -> re.Pattern[str]:
-    return re.compile(rf"^Order #\d+ confirmed: {quantity} × 부산도너츠\. {left} left\.$")
+def buy(page: Page, quantity: int, *, left: int, url: str) -> None:
+    """Order from the storefront at `url`, check the receipt, and go back to the storefront."""
+    order(page, quantity)
+    expect(page.locator(".receipt h1")).to_have_text("Thank you, your order is confirmed")
+    expect(page.locator(".receipt .quantity")).to_have_text(str(quantity))
+    page.goto(url)
+    expect(page.locator(f"#product-{SKU} .stock")).to_have_text(
+        f"{left} in stock" if left else "Sold out"
+    )
 
 
 def test_customer_buys_out_a_donut_then_buys_again_after_the_factory_restocks(
@@ -83,21 +91,15 @@ def test_customer_buys_out_a_donut_then_buys_again_after_the_factory_restocks(
     late_customer = new_context().new_page()
     late_customer.goto(live_server.url)
 
-    messages = page.locator(".messages .msg")
-    order(page, 1)
-    expect(messages).to_have_text(confirmation(left=2))
-    expect(page.locator(".msg-success")).to_have_count(1)
-    order(page, 1)
-    expect(messages).to_have_text(confirmation(left=1))
+    buy(page, 1, left=2, url=live_server.url)
+    buy(page, 1, left=1, url=live_server.url)
 
     order(late_customer, 2)
     expect(late_customer.locator(".msg-error")).to_have_text(
-        "Sorry, 부산도너츠 is sold out for that quantity: 1 left, you asked for 2."
+        "Sorry, only 1 부산도너츠 left; you asked for 2."
     )
 
-    order(page, 1)
-    expect(messages).to_have_text(confirmation(left=0))
-    expect(card.locator(".stock")).to_have_text("Sold out")
+    buy(page, 1, left=0, url=live_server.url)
     expect(card.locator("form")).to_have_count(0)
     assert Product.objects.get(sku=SKU).stock == 0
 
@@ -123,8 +125,7 @@ def test_customer_buys_out_a_donut_then_buys_again_after_the_factory_restocks(
     page.reload()
     expect(card.locator(".stock")).to_have_text("10 in stock")
     expect(card.locator(".restock")).to_have_count(0)
-    order(page, 2)
-    expect(messages).to_have_text(confirmation(left=8, quantity=2))
+    buy(page, 2, left=8, url=live_server.url)
     assert Order.objects.filter(status=Order.Status.COMPLETED).count() == 4
 
 
@@ -136,9 +137,11 @@ def test_ordering_works_without_javascript(
 
     order(page, 2)
 
-    expect(page.locator(".msg-success")).to_have_text(confirmation(left=1, quantity=2))
-    expect(page.locator(f"#product-{SKU} .stock")).to_have_text("1 in stock")
     placed = Order.objects.get()
+    assert page.url == f"{live_server.url}/orders/{placed.reference}/"
+    expect(page.locator(".receipt .total")).to_have_text("₩39,800")
+    page.goto(live_server.url)
+    expect(page.locator(f"#product-{SKU} .stock")).to_have_text("1 in stock")
     assert (placed.quantity, placed.channel) == (2, Order.Channel.WEB)
 
 
@@ -164,3 +167,66 @@ def test_mobile_shows_one_column_without_horizontal_scroll(
         assert upper["y"] + upper["height"] <= lower["y"], boxes
     assert page.evaluate("document.documentElement.scrollWidth") <= MOBILE["width"]
     screenshot(page, "storefront-mobile.png")
+
+
+def test_the_receipt_after_ordering_survives_a_reload(
+    live_server, no_events, product, page: Page, screenshot: Callable[[Page, str], object]
+) -> None:
+    page.goto(live_server.url)
+
+    order(page, 2)
+
+    placed = Order.objects.get()
+    assert page.url == f"{live_server.url}/orders/{placed.reference}/"
+    receipt = page.locator(".receipt")
+    for reading in (1, 2):
+        expect(receipt.locator(".number")).to_have_text(f"#{placed.pk}")
+        expect(receipt.locator(".donut")).to_have_text("부산도너츠")
+        expect(receipt.locator(".quantity")).to_have_text("2")
+        expect(receipt.locator(".unit-price")).to_have_text("₩19,900")
+        expect(receipt.locator(".total")).to_have_text("₩39,800")
+        expect(receipt.locator(".time")).to_have_text(re.compile(r"^\d{4}(-\d\d){2} [\d:]{8}$"))
+        if reading == 1:
+            screenshot(page, "receipt.png")
+            page.reload()
+
+
+def test_the_open_page_shows_stock_changes_without_a_reload(
+    live_server, no_events, shelf, page: Page, screenshot: Callable[[Page, str], object]
+) -> None:
+    page.goto(live_server.url)
+    card = page.locator(f"#product-{SKU}")
+    matcha = page.locator("#product-CP-502105")
+    expect(card.locator(".stock")).to_have_text("3 in stock")
+    page.evaluate("window.loaded = true")  # gone if the page reloads
+
+    Product.objects.filter(sku=SKU).update(stock=7)
+    expect(card.locator(".stock")).to_have_text("7 in stock", timeout=10_000)
+    assert card.get_by_label("Quantity").get_attribute("max") == "7"
+
+    # Sold out and back in stock: the card changes shape, and its form still orders.
+    Product.objects.filter(sku=SKU).update(stock=0)
+    expect(card.locator(".stock")).to_have_text("Sold out", timeout=15_000)
+    expect(card.locator("form")).to_have_count(0)
+    Product.objects.filter(sku="CP-502105").update(stock=4)
+    expect(matcha.locator(".stock")).to_have_text("4 in stock", timeout=15_000)
+
+    # The factory accepts a restock for the sold-out donut: the page says when it arrives.
+    RestockRequest.objects.create(
+        product=Product.objects.get(sku=SKU),
+        factory=Product.objects.get(sku=SKU).factory,
+        quantity=10,
+        status=RestockRequest.Status.REQUESTED,
+        depletion_key="depletion-live",
+        requested_at=timezone.now(),
+    )
+    expect(card.locator(".restock")).to_have_text(
+        re.compile(r"^10 more are being made — about [1-4]?\d s$"),
+        timeout=15_000,
+    )
+    assert page.evaluate("window.loaded") is True
+    screenshot(page, "storefront-live.png")
+
+    with page.expect_navigation():
+        matcha.get_by_role("button", name="Order").click()
+    expect(page.locator(".receipt .donut")).to_have_text("제주 말차 도넛")

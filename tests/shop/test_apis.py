@@ -1,10 +1,12 @@
 """The Sales API over HTTP: products, orders and the error contract."""
 
 import json
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from factory_bridge.models import RestockRequest
@@ -45,6 +47,7 @@ def test_product_list(api, product, sold_out):
             "stock": 3,
             "in_stock": True,
             "incoming": 0,
+            "ready_in_seconds": None,
         },
         {
             "sku": "CP-502105",
@@ -53,6 +56,7 @@ def test_product_list(api, product, sold_out):
             "stock": 0,
             "in_stock": False,
             "incoming": 0,
+            "ready_in_seconds": None,
         },
     ]
 
@@ -75,6 +79,7 @@ def test_product_detail(api, product):
         "stock": 3,
         "in_stock": True,
         "incoming": 0,
+        "ready_in_seconds": None,
     }
 
 
@@ -99,6 +104,36 @@ def test_a_count_while_a_restock_is_open_shows_only_what_the_factory_accepted(
     assert (body["stock"], body["incoming"]) == (4, incoming)
 
 
+@pytest.mark.parametrize(("waited", "ready_in"), [(0, 40), (15.5, 25), (39.5, 1), (300, 0)])
+def test_ready_in_seconds_counts_down_the_factory_lead_time(api, sold_out, waited, ready_in):
+    RestockRequest.objects.create(
+        product=sold_out,
+        factory=sold_out.factory,
+        quantity=10,
+        status=RestockRequest.Status.REQUESTED,
+        depletion_key="depletion-1",
+        requested_at=timezone.now() - timedelta(seconds=waited),
+    )
+
+    body = api.get("/api/products/").json()
+
+    assert (body[0]["incoming"], body[0]["ready_in_seconds"]) == (10, ready_in)
+
+
+def test_ready_in_seconds_is_null_until_the_factory_accepts(api, sold_out):
+    RestockRequest.objects.create(
+        product=sold_out,
+        factory=sold_out.factory,
+        quantity=10,
+        status=RestockRequest.Status.PENDING,
+        depletion_key="depletion-1",
+    )
+
+    body = api.get(f"/api/products/{sold_out.sku}/").json()
+
+    assert (body["incoming"], body["ready_in_seconds"]) == (0, None)
+
+
 def test_product_detail_unknown_sku(api, product):
     response = api.get("/api/products/NOPE-1/")
 
@@ -120,10 +155,58 @@ def test_order_created(api, product):
         "quantity": 2,
         "status": "completed",
         "remaining_stock": 1,
+        "reference": order.reference,
     }
     assert order.channel == Order.Channel.API
     product.refresh_from_db()
     assert product.stock == 1
+
+
+def test_an_order_reads_back_by_its_reference(api, product):
+    reference = _post(api, {"sku": "CP-502101", "quantity": 2}).json()["reference"]
+    order = Order.objects.get()
+
+    first = api.get(f"/api/orders/{reference}/")
+    product.price = 25000
+    product.save()
+    again = api.get(f"/api/orders/{reference}/")
+
+    assert first.status_code == again.status_code == 200
+    assert (
+        first.json()
+        == again.json()
+        == {
+            "id": order.pk,
+            "reference": reference,
+            "sku": "CP-502101",
+            "name": "부산도너츠",
+            "quantity": 2,
+            "unit_price": 19900,
+            "total_price": 39800,
+            "status": "completed",
+            "created_at": timezone.localtime(order.created_at).isoformat(),
+        }
+    )
+
+
+def test_another_order_cannot_be_read_by_its_number_or_a_near_reference(api, product):
+    mine = _post(api, {"sku": "CP-502101", "quantity": 1}).json()
+    theirs = _post(api, {"sku": "CP-502101", "quantity": 1}).json()
+
+    assert mine["reference"] != theirs["reference"]
+    assert len(theirs["reference"]) == 32
+    for guess in (
+        str(theirs["id"]),
+        mine["reference"][:-1],
+        theirs["reference"][:-1],
+        "nope",
+    ):
+        response = api.get(f"/api/orders/{guess}/")
+        assert response.status_code == 404, guess
+        assert response.json() == {
+            "code": "unknown_order",
+            "detail": "No order with that reference.",
+        }
 
 
 def test_order_out_of_stock(api, product):

@@ -1,5 +1,7 @@
 """The storefront: a catalog page and an order form that works without JavaScript."""
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
 from django.utils import timezone
@@ -57,7 +59,32 @@ def test_storefront_says_more_are_being_made_once_the_factory_accepted(client, s
 
     html = client.get("/").content.decode()
 
-    assert "10 more are being made — ordered from the factory at" in html
+    assert "10 more are being made — about 40 s</p>" in html
+
+
+def test_storefront_counts_down_from_the_factory_lead_time(client, sold_out):
+    _restock(sold_out, RestockRequest.Status.REQUESTED)
+    RestockRequest.objects.update(requested_at=timezone.now() - timedelta(seconds=15))
+
+    html = client.get("/").content.decode()
+
+    assert "10 more are being made — about 25 s</p>" in html
+
+
+def test_storefront_says_a_late_restock_is_due_any_moment(client, sold_out):
+    _restock(sold_out, RestockRequest.Status.REQUESTED)
+    RestockRequest.objects.update(requested_at=timezone.now() - timedelta(minutes=5))
+
+    html = client.get("/").content.decode()
+
+    assert "10 more are being made — due any moment</p>" in html
+
+
+def test_storefront_loads_its_live_updates_from_this_server(client, product):
+    html = client.get("/").content.decode()
+
+    assert '<script src="/static/shop/live.js" defer></script>' in html
+    assert 'data-live="/api/products/"' in html
 
 
 @pytest.mark.parametrize("status", [RestockRequest.Status.PENDING, RestockRequest.Status.FAILED])
@@ -100,25 +127,53 @@ def test_order_with_csrf_token_from_the_page(product):
     assert Order.objects.get().status == Order.Status.COMPLETED
 
 
-def test_order_redirects_and_confirms(client, product):
+def test_order_redirects_to_its_receipt(client, product):
     response = client.post("/order/", {"sku": "CP-502101", "quantity": 2})
 
-    assert response.status_code == 302
-    assert response["Location"] == "/"
     order = Order.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/orders/{order.reference}/"
     assert order.status == Order.Status.COMPLETED
     assert order.channel == Order.Channel.WEB
-    page = client.get("/").content.decode()
-    assert f"Order #{order.pk} confirmed: 2 × 부산도너츠. 1 left." in page
-    assert "msg-success" in page
-    assert "1 in stock" in page
+    assert "1 in stock" in client.get("/").content.decode()
 
 
-def test_confirmation_is_shown_once(client, product):
+def test_receipt_shows_the_order_and_survives_a_reload(client, product):
+    client.post("/order/", {"sku": "CP-502101", "quantity": 2})
+    order = Order.objects.get()
+
+    first = client.get(f"/orders/{order.reference}/")
+    product.price = 25000
+    product.save()
+    again = client.get(f"/orders/{order.reference}/")
+
+    assert first.status_code == again.status_code == 200
+    html = again.content.decode()
+    assert f'<dd class="number">#{order.pk}</dd>' in html
+    assert '<dd class="donut">부산도너츠</dd>' in html
+    assert '<dd class="quantity">2</dd>' in html
+    assert '<dd class="unit-price">₩19,900</dd>' in html
+    assert '<dd class="total">₩39,800</dd>' in html
+    local = timezone.localtime(order.created_at)
+    assert local.strftime("%Y-%m-%d %H:%M:%S") in html
+    assert first.content == again.content
+
+
+def test_receipt_of_an_unknown_reference_is_not_found(client, product):
     client.post("/order/", {"sku": "CP-502101", "quantity": 1})
-    client.get("/")
+    order = Order.objects.get()
 
-    assert "confirmed" not in client.get("/").content.decode()
+    for guess in ("nope", str(order.pk), order.reference[:-1], order.reference + "0"):
+        assert client.get(f"/orders/{guess}/").status_code == 404, guess
+
+
+def test_order_references_are_unguessable(client, product):
+    for _ in range(3):
+        client.post("/order/", {"sku": "CP-502101", "quantity": 1})
+
+    references = list(Order.objects.values_list("reference", flat=True))
+    assert len(set(references)) == 3
+    assert all(len(reference) == 32 for reference in references)
 
 
 def test_order_larger_than_stock_is_refused(client, product):
@@ -127,7 +182,7 @@ def test_order_larger_than_stock_is_refused(client, product):
     assert response.status_code == 200
     assert response.redirect_chain == [("/", 302)]
     page = response.content.decode()
-    assert "Sorry, 부산도너츠 is sold out for that quantity: 3 left, you asked for 5." in page
+    assert "Sorry, only 3 부산도너츠 left; you asked for 5.</li>" in page
     assert "msg-error" in page
     product.refresh_from_db()
     assert product.stock == 3
@@ -140,7 +195,8 @@ def test_invalid_quantity_shows_an_error(client, product, quantity):
 
     assert response.status_code == 200
     page = response.content.decode()
-    assert "Your order could not be placed (quantity:" in page
+    assert "Your order could not be placed. Quantity: " in page
+    assert ".)" not in page
     assert "msg-error" in page
     assert not Order.objects.exists()
     product.refresh_from_db()
@@ -151,8 +207,16 @@ def test_missing_sku_shows_an_error(client, product):
     response = client.post("/order/", {"quantity": 1}, follow=True)
 
     assert response.status_code == 200
-    assert "Your order could not be placed (sku:" in response.content.decode()
+    assert "Your order could not be placed. Donut: This field is required.</li>" in (
+        response.content.decode()
+    )
     assert not Order.objects.exists()
+
+
+def test_order_on_a_sold_out_donut_says_so(client, sold_out):
+    response = client.post("/order/", {"sku": "CP-502105", "quantity": 1}, follow=True)
+
+    assert "Sorry, 제주 말차 도넛 is sold out.</li>" in response.content.decode()
 
 
 def test_unknown_sku_shows_an_error(client, product):
