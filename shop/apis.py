@@ -1,5 +1,7 @@
 """The Sales API: thin views over the shop services and inventory selectors."""
 
+from django.conf import settings
+from django.core.cache import caches
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -39,13 +41,19 @@ EVERY_OPERATION = {
         "in the Retry-After header.",
     ),
 }
+PRODUCT_LIST_KEY = "api-product-list"
 UNKNOWN_SKU = OpenApiResponse(UnknownSkuSerializer, description="`unknown_sku`: no such product.")
 
 
 class ProductListApi(APIView):
     @extend_schema(responses={200: ProductSerializer(many=True), **EVERY_OPERATION})
     def get(self, request: Request) -> Response:
-        return Response(ProductSerializer(product_list(), many=True).data)
+        products = caches["local"].get_or_set(
+            PRODUCT_LIST_KEY,
+            lambda: ProductSerializer(product_list(), many=True).data,
+            settings.PRODUCT_LIST_MAX_AGE,
+        )
+        return Response(products)
 
 
 class ProductDetailApi(APIView):

@@ -87,7 +87,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Rate limits count in this cache, shared by every web process: the database by default,
 # or any Django cache URL (e.g. redis://...) in CACHE_URL.
-CACHES = {"default": env.cache("CACHE_URL", default="dbcache://nudged_cache")}
+CACHES = {
+    "default": env.cache("CACHE_URL", default="dbcache://nudged_cache"),
+    # In each web process's memory: what many open pages poll, shared by them for a moment.
+    "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "local"},
+}
+# Seconds a web process reuses the product list it answered (GET /api/products/): every open
+# storefront polls it, and a rush is no time for each poll to cost the database (0: never).
+PRODUCT_LIST_MAX_AGE = env.float("PRODUCT_LIST_MAX_AGE", default=2.0)
 AUTHENTICATION_BACKENDS = [
     # Refuses a login while its username and address are locked out, before the password
     # is even checked.

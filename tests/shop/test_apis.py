@@ -382,3 +382,17 @@ def test_swagger_docs_are_served_without_a_cdn(api, db):
     assert "swagger" in html
     for host in ("cdn", "jsdelivr", "unpkg"):
         assert host not in html
+
+
+def test_the_product_list_is_reused_for_a_moment_by_each_web_process(api, product, settings):
+    from django.core.cache import caches
+
+    caches["local"].clear()
+    settings.PRODUCT_LIST_MAX_AGE = 60
+    first = api.get("/api/products/").json()
+    Product.objects.filter(pk=product.pk).update(stock=7)
+
+    # Open pages polling in a rush share one answer instead of a query each.
+    assert api.get("/api/products/").json() == first
+    caches["local"].clear()
+    assert api.get("/api/products/").json()[0]["stock"] == 7
