@@ -64,10 +64,18 @@ def record_failure(message: ReceivedMessage, queue: str, error: str) -> None:
         )
 
 
+def dead_letter_queues() -> dict[str, str]:
+    """Each consumer queue and its own DLQ."""
+    return {
+        settings.SQS_RESTOCK_QUEUE: settings.SQS_RESTOCK_DLQ,
+        settings.SQS_NOTIFY_QUEUE: settings.SQS_NOTIFY_DLQ,
+    }
+
+
 def dead_letter(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
-    """Move an unprocessable message straight to the DLQ (send first, then delete)."""
+    """Move an unprocessable message straight to its DLQ (send first, then delete)."""
     record_failure(message, queue.name, error)
-    SqsQueue(settings.SQS_RESTOCK_DLQ).send(
+    SqsQueue(dead_letter_queues()[queue.name]).send(
         body=message.body, message_attributes=message.message_attributes or None
     )
     queue.delete(message)
@@ -75,15 +83,28 @@ def dead_letter(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
 
 
 def watch_dlq(*, wait: int) -> int:
-    """Record what the DLQ holds; return how many messages were new or dead again.
+    """Record what the DLQs hold; return how many messages were new or dead again.
 
-    One sweep receives until the DLQ shows nothing new (holding what it read, so that the
-    next receive reaches further), records each message, and shows them all again at once.
+    One sweep of each DLQ receives until it shows nothing new (holding what it read, so that
+    the next receive reaches further), records each message, and shows them all again at once.
+    The long poll is spread over the DLQs.
     """
     if pollers.is_held(DLQ_LEASE):
         sleep(1)
         return 0
-    dlq = SqsQueue(settings.SQS_RESTOCK_DLQ)
+    pairs = dead_letter_queues()
+    seen = changed = 0
+    for source, dlq_name in pairs.items():
+        held, new = _sweep(SqsQueue(dlq_name), source, max(1, wait // len(pairs)))
+        seen += held
+        changed += new
+    if seen:
+        sleep(WATCH_INTERVAL)
+    return changed
+
+
+def _sweep(dlq: SqsQueue, source: str, wait: int) -> tuple[int, int]:
+    """Record one DLQ's messages; return how many it showed and how many changed."""
     held: dict[str, ReceivedMessage] = {}
     changed = 0
     try:
@@ -91,28 +112,29 @@ def watch_dlq(*, wait: int) -> int:
         while batch:
             new = [m for m in batch if m.message_id not in held]
             held |= {m.message_id: m for m in batch}
-            changed += sum(_record_one(message) for message in new)
+            changed += sum(_record_one(message, source, dlq.name) for message in new)
             if not new or pollers.is_held(DLQ_LEASE):
                 break
             batch = dlq.receive(visibility=WATCH_VISIBILITY)
     finally:
         _release(dlq, list(held.values()))
-    if held:
-        sleep(WATCH_INTERVAL)
-    return changed
+    return len(held), changed
 
 
-def _record_one(message: ReceivedMessage) -> bool:
+def _record_one(message: ReceivedMessage, source: str, dlq: str) -> bool:
     # However malformed a message is, the others in the sweep are still recorded.
     try:
-        return record_dead(message)
+        return record_dead(message, source=source, dlq=dlq)
     except Exception:
         logger.exception("could not record dead message=%s", message.message_id)
         return False
 
 
-def record_dead(message: ReceivedMessage) -> bool:
-    """Create or refresh the FailedMessage row for a message seen in the DLQ; True if changed."""
+def record_dead(message: ReceivedMessage, *, source: str = "", dlq: str = "") -> bool:
+    """Create or refresh the FailedMessage row for a message seen in a DLQ; True if changed.
+
+    `source` and `dlq` name the queues (the restock queue's unless given).
+    """
     key = fingerprint(message.body)
     now = timezone.now()
     failure = MessageFailure.objects.filter(fingerprint=key).values_list("error", flat=True).first()
@@ -130,8 +152,8 @@ def record_dead(message: ReceivedMessage) -> bool:
                 row.times_dead = F("times_dead") + 1
                 row.status = FailedMessage.Status.DEAD
         row.sqs_message_id = message.message_id[:100]
-        row.source_queue = settings.SQS_RESTOCK_QUEUE
-        row.dlq = settings.SQS_RESTOCK_DLQ
+        row.source_queue = source or settings.SQS_RESTOCK_QUEUE
+        row.dlq = dlq or settings.SQS_RESTOCK_DLQ
         row.body = message.body
         row.attributes = message.attributes
         row.message_attributes = message.message_attributes

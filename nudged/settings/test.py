@@ -18,3 +18,4 @@ SQS_WAIT_TIME = 1
 # Limits are switched on by the tests about them; the rest place orders freely.
 PURCHASE_LIMIT = 0
 ORDER_RATE_LIMIT = "off"
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
