@@ -98,7 +98,9 @@ def test_customer_buys_out_a_donut_then_buys_again_after_the_factory_restocks(
     order(page, 1)
     expect(messages).to_have_text(confirmation(left=0))
     expect(card.locator(".stock")).to_have_text("Sold out")
-    expect(card.locator("form")).to_have_count(0)
+    # No order form any more; the back-in-stock form takes its place.
+    expect(card.get_by_role("button", name="Order", exact=True)).to_have_count(0)
+    expect(card.get_by_role("button", name="Notify me")).to_be_visible()
     assert Product.objects.get(sku=SKU).stock == 0
 
     # The depletion went out over SNS; the restock consumer orders from the factory.
