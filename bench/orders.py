@@ -59,7 +59,7 @@ ANALYSIS_START, ANALYSIS_END = "<!-- analysis -->", "<!-- /analysis -->"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Where an order's CPU goes: gunicorn, MariaDB, the django-q2 cluster (relay), moto (SNS).
 CPU_PARTS = ("web", "mysql", "cluster", "moto")
-Q_WORKERS = 6  # django-q2 workers: the Q_WORKERS default of nudged/settings/base.py
+Q_WORKERS = 7  # django-q2 workers: the Q_WORKERS default of nudged/settings/base.py
 
 log = logging.getLogger("bench.orders")
 

@@ -1,10 +1,11 @@
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.widgets import AdminIntegerFieldWidget
+from django.urls import reverse
 from django.utils.html import format_html
 
 from factory_bridge.models import RestockRequest
-from inventory.models import Factory, Product, ReorderDecision, StockAdjustment
+from inventory.models import Factory, Product, ReorderDecision, StockAdjustment, StockAlert
 from inventory.selectors import product_list_for_staff
 from inventory.services import set_stock
 from nudged.admin import ReadOnlyAdmin
@@ -178,6 +179,7 @@ class ProductAdmin(admin.ModelAdmin):
         "reorder_point",
         "lead_time",
         "restock",
+        "alerts",
         "factory",
         "depleted_at",
     ]
@@ -240,6 +242,13 @@ class ProductAdmin(admin.ModelAdmin):
             )
         return label
 
+    @admin.display(description="back-in-stock alerts", ordering="alerts_waiting")
+    def alerts(self, obj: Product) -> str:
+        url = reverse("admin:inventory_stockalert_changelist") + f"?product__id__exact={obj.pk}"
+        return format_html(
+            '<a href="{}">{} waiting, {} notified</a>', url, obj.alerts_waiting, obj.alerts_notified
+        )
+
     @admin.display(description="demand", ordering="demand_rate")
     def demand(self, obj: Product) -> str:
         return f"{obj.demand_rate:.2f}/s"
@@ -262,4 +271,29 @@ class StockAdjustmentAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "product", "reason", "old_quantity", "new_quantity", "note"]
     list_filter = ["reason"]
     search_fields = ["product__sku", "note"]
+    list_select_related = ["product"]
+
+
+class AlertStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
+        return [("waiting", "Waiting"), ("notified", "Notified"), ("unsubscribed", "Unsubscribed")]
+
+    def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+        if self.value() == "waiting":
+            return queryset.filter(waiting=True)
+        if self.value() == "notified":
+            return queryset.filter(notified_at__isnull=False)
+        if self.value() == "unsubscribed":
+            return queryset.filter(unsubscribed_at__isnull=False)
+        return queryset
+
+
+@admin.register(StockAlert)
+class StockAlertAdmin(ReadOnlyAdmin):
+    list_display = ["email", "product", "created_at", "waiting", "notified_at", "unsubscribed_at"]
+    list_filter = [AlertStateFilter, "product"]
+    search_fields = ["email", "product__sku"]
     list_select_related = ["product"]

@@ -21,3 +21,10 @@ class UnknownSku(InventoryError):
 
 class InvalidQuantity(InventoryError):
     code = "invalid"
+
+
+class InvalidEmail(InventoryError):
+    code = "invalid"
+
+    def __init__(self, email: str) -> None:
+        super().__init__(f"{email[:80]!r} is not an email address.")

@@ -179,3 +179,34 @@ class ReorderDecision(models.Model):
 
     def __str__(self) -> str:
         return f"Decision {self.pk} {self.product.sku} +{self.quantity}"
+
+
+class StockAlert(models.Model):
+    """A customer's request to hear, once, when a sold-out product is back."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="alerts")
+    email = models.EmailField()
+    # True while waiting, NULL once done: MySQL has no partial unique index, but a unique
+    # index lets any number of NULLs through, so only waiting requests are unique.
+    waiting = models.BooleanField(null=True, default=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    notified_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="A sender is emailing this address until then; nobody else does",
+    )
+    claimed_by = models.CharField(max_length=32, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["product", "email", "waiting"], name="stockalert_one_waiting"
+            )
+        ]
+        indexes = [models.Index(fields=["product", "waiting"], name="stockalert_waiting")]
+
+    def __str__(self) -> str:
+        return f"{self.email} → {self.product.sku}"

@@ -3,13 +3,13 @@
 from datetime import datetime
 from math import ceil
 
-from django.db.models import Max, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from factory_bridge.models import RestockRequest
 from inventory.exceptions import UnknownSku
-from inventory.models import Product
+from inventory.models import Product, StockAlert
 
 
 def product_list() -> QuerySet[Product]:
@@ -36,7 +36,22 @@ def product_list_for_staff() -> QuerySet[Product]:
     A sold-out product whose latest restock failed needs staff: nothing is on its way.
     """
     latest = RestockRequest.objects.filter(product=OuterRef("pk")).order_by("-created_at", "-id")
-    return product_list().annotate(restock_status=Subquery(latest.values("status")[:1]))
+    return product_list().annotate(
+        restock_status=Subquery(latest.values("status")[:1]),
+        alerts_waiting=_alert_count(waiting=True),
+        alerts_notified=_alert_count(notified_at__isnull=False),
+    )
+
+
+def _alert_count(**condition: object) -> Coalesce:
+    counts = (
+        StockAlert.objects.filter(product=OuterRef("pk"), **condition)
+        .order_by()
+        .values("product")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counts), 0)
 
 
 def product_get(*, sku: str, with_restock: bool = True) -> Product:

@@ -10,6 +10,7 @@ from shop import apis, legacy
 api = [
     path("products/", apis.ProductListApi.as_view(), name="product-list"),
     path("products/<str:sku>/", apis.ProductDetailApi.as_view(), name="product-detail"),
+    path("products/<str:sku>/alerts/", apis.AlertCreateApi.as_view(), name="alert-create"),
     path("orders/", apis.OrderCreateApi.as_view(), name="order-create"),
     path("orders/<str:reference>/", apis.OrderDetailApi.as_view(), name="order-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -8,12 +8,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from inventory.alerts import subscribe_alert
 from inventory.selectors import product_get, product_list
 from nudged.parsers import MAX_BODY_BYTES, MAX_DEPTH
 from shop.limits import OrderRateThrottle, api_customer
 from shop.models import Order
 from shop.selectors import order_get
 from shop.serializers import (
+    AlertInputSerializer,
+    AlertOutputSerializer,
     ErrorSerializer,
     InvalidInputSerializer,
     OrderInputSerializer,
@@ -128,3 +131,29 @@ class OrderDetailApi(APIView):
     )
     def get(self, request: Request, reference: str) -> Response:
         return Response(ReceiptSerializer(order_get(reference=reference)).data)
+
+
+class AlertCreateApi(APIView):
+    @extend_schema(
+        request=AlertInputSerializer,
+        responses={
+            201: OpenApiResponse(
+                AlertOutputSerializer,
+                description="Waiting: one email when the product is back in stock. An address "
+                "already waiting for it gets the same answer.",
+            ),
+            400: OpenApiResponse(
+                InvalidInputSerializer,
+                description="`invalid`: the body breaks this schema (not an email address), "
+                "is not JSON or is not `application/json`.",
+            ),
+            404: UNKNOWN_SKU,
+            **EVERY_OPERATION,
+        },
+    )
+    def post(self, request: Request, sku: str) -> Response:
+        data = AlertInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        alert = subscribe_alert(sku=sku, email=data.validated_data["email"])
+        body = {"sku": sku, "email": alert.email, "status": "waiting"}
+        return Response(body, status=status.HTTP_201_CREATED)

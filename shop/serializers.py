@@ -107,3 +107,15 @@ class PurchaseLimitSerializer(ErrorSerializer):
     limit = serializers.IntegerField(min_value=1, help_text="Units one customer may buy.")
     window = serializers.IntegerField(min_value=1, help_text="Seconds the limit counts over.")
     bought = serializers.IntegerField(min_value=0, help_text="Units bought in the window.")
+
+
+class AlertInputSerializer(serializers.Serializer):
+    email = serializers.EmailField(max_length=254)
+
+
+class AlertOutputSerializer(serializers.Serializer):
+    sku = serializers.CharField(max_length=SKU_MAX_LENGTH)
+    email = serializers.EmailField()
+    status = serializers.CharField(
+        help_text="Always `waiting`: one email is sent when the product is back in stock."
+    )

@@ -8,4 +8,6 @@ urlpatterns = [
     path("", views.storefront, name="storefront"),
     path("order/", views.order, name="order"),
     path("orders/<str:reference>/", views.receipt, name="receipt"),
+    path("alerts/", views.alert, name="alert"),
+    path("alerts/unsubscribe/<str:token>/", views.unsubscribe, name="alert-unsubscribe"),
 ]

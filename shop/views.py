@@ -9,6 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from inventory.alerts import subscribe_alert, unsubscribe_alert
 from inventory.exceptions import InventoryError
 from inventory.selectors import product_list
 from shop.exceptions import OutOfStock, PurchaseLimitReached, UnknownOrder
@@ -23,6 +24,11 @@ class OrderForm(forms.Form):
     quantity = forms.IntegerField(
         min_value=1, max_value=settings.ORDER_MAX_QUANTITY, initial=1, label="Quantity"
     )
+
+
+class AlertForm(forms.Form):
+    sku = forms.CharField(max_length=32)
+    email = forms.EmailField(max_length=254)
 
 
 def storefront(request: HttpRequest) -> HttpResponse:
@@ -78,3 +84,31 @@ def receipt(request: HttpRequest, reference: str) -> HttpResponse:
     except UnknownOrder as unknown:
         raise Http404(unknown.detail) from unknown
     return render(request, "shop/receipt.html", {"order": placed})
+
+
+@require_POST
+def alert(request: HttpRequest) -> HttpResponse:
+    form = AlertForm(request.POST)
+    if not form.is_valid():
+        errors = "; ".join(f"{field}: {' '.join(e)}" for field, e in form.errors.items())
+        messages.error(request, f"We could not take your alert ({errors}).")
+        return redirect("shop:storefront")
+    try:
+        created = subscribe_alert(**form.cleaned_data)
+    except InventoryError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(
+            request,
+            f"We will email {created.email} once when {created.product.name} is back.",
+        )
+    return redirect("shop:storefront")
+
+
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    ended = unsubscribe_alert(token=token)
+    if ended is None:
+        messages.error(request, "That unsubscribe link is not valid.")
+    else:
+        messages.success(request, f"{ended.email} will get no more back-in-stock emails.")
+    return redirect("shop:storefront")

@@ -140,7 +140,8 @@ def run_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"DJANGO_SETTINGS_MODULE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"}
+        if key
+        not in {"DJANGO_SETTINGS_MODULE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "EMAIL_HOST"}
     }
     env.update(
         DATABASE_URL=database_url,
@@ -148,6 +149,7 @@ def run_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         PORT=str(_free_port()),
         MOTO_PORT=str(_free_port()),
         FACTORY_PORT=str(_free_port()),
+        MAIL_PORT=str(_free_port()),
         WEB_WORKERS="1",
         FACTORY_DELAY="1",
         LOG_LEVEL="WARNING",
@@ -241,7 +243,8 @@ def test_the_factory_simulator_restarts_alone(first_run: Run) -> None:
 
 
 def test_term_to_its_process_group_stops_everything(first_run: Run) -> None:
-    assert len(first_run.groups()) == 5  # bin/run, moto, factory, cluster, web
+    assert len(first_run.groups()) == 6  # bin/run, moto, mail, factory, cluster, web
+    assert "Local mail: every message is saved in" in first_run.output
 
     left = first_run.stop(signal.SIGTERM)
 
@@ -289,6 +292,7 @@ def test_no_superuser_is_created_under_production_settings(
         "PORT": str(_free_port()),
         "MOTO_PORT": str(_free_port()),
         "FACTORY_PORT": str(_free_port()),
+        "MAIL_PORT": str(_free_port()),
         "DJANGO_SETTINGS_MODULE": "nudged.settings.production",
         "SECRET_KEY": "production-like-key-for-this-test-only-7d1e9c3b5a",
         "ALLOWED_HOSTS": "127.0.0.1",

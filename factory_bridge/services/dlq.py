@@ -64,10 +64,18 @@ def record_failure(message: ReceivedMessage, queue: str, error: str) -> None:
         )
 
 
+def dead_letter_queues() -> dict[str, str]:
+    """Each consumer queue and its own DLQ."""
+    return {
+        settings.SQS_RESTOCK_QUEUE: settings.SQS_RESTOCK_DLQ,
+        settings.SQS_NOTIFY_QUEUE: settings.SQS_NOTIFY_DLQ,
+    }
+
+
 def dead_letter(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
-    """Move an unprocessable message straight to the DLQ (send first, then delete)."""
+    """Move an unprocessable message straight to its DLQ (send first, then delete)."""
     record_failure(message, queue.name, error)
-    SqsQueue(settings.SQS_RESTOCK_DLQ).send(
+    SqsQueue(dead_letter_queues()[queue.name]).send(
         body=message.body, message_attributes=message.message_attributes or None
     )
     queue.delete(message)
@@ -75,15 +83,28 @@ def dead_letter(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
 
 
 def watch_dlq(*, wait: int) -> int:
-    """Record what the DLQ holds; return how many messages were new or dead again.
+    """Record what the DLQs hold; return how many messages were new or dead again.
 
-    One sweep receives until the DLQ shows nothing new (holding what it read, so that the
-    next receive reaches further), records each message, and shows them all again at once.
+    One sweep of each DLQ receives until it shows nothing new (holding what it read, so that
+    the next receive reaches further), records each message, and shows them all again at once.
+    The long poll is spread over the DLQs.
     """
     if pollers.is_held(DLQ_LEASE):
         sleep(1)
         return 0
-    dlq = SqsQueue(settings.SQS_RESTOCK_DLQ)
+    pairs = dead_letter_queues()
+    seen = changed = 0
+    for source, dlq_name in pairs.items():
+        held, new = _sweep(SqsQueue(dlq_name), source, max(1, wait // len(pairs)))
+        seen += held
+        changed += new
+    if seen:
+        sleep(WATCH_INTERVAL)
+    return changed
+
+
+def _sweep(dlq: SqsQueue, source: str, wait: int) -> tuple[int, int]:
+    """Record one DLQ's messages; return how many it showed and how many changed."""
     held: dict[str, ReceivedMessage] = {}
     changed = 0
     try:
@@ -91,28 +112,29 @@ def watch_dlq(*, wait: int) -> int:
         while batch:
             new = [m for m in batch if m.message_id not in held]
             held |= {m.message_id: m for m in batch}
-            changed += sum(_record_one(message) for message in new)
+            changed += sum(_record_one(message, source, dlq.name) for message in new)
             if not new or pollers.is_held(DLQ_LEASE):
                 break
             batch = dlq.receive(visibility=WATCH_VISIBILITY)
     finally:
         _release(dlq, list(held.values()))
-    if held:
-        sleep(WATCH_INTERVAL)
-    return changed
+    return len(held), changed
 
 
-def _record_one(message: ReceivedMessage) -> bool:
+def _record_one(message: ReceivedMessage, source: str, dlq: str) -> bool:
     # However malformed a message is, the others in the sweep are still recorded.
     try:
-        return record_dead(message)
+        return record_dead(message, source=source, dlq=dlq)
     except Exception:
         logger.exception("could not record dead message=%s", message.message_id)
         return False
 
 
-def record_dead(message: ReceivedMessage) -> bool:
-    """Create or refresh the FailedMessage row for a message seen in the DLQ; True if changed."""
+def record_dead(message: ReceivedMessage, *, source: str = "", dlq: str = "") -> bool:
+    """Create or refresh the FailedMessage row for a message seen in a DLQ; True if changed.
+
+    `source` and `dlq` name the queues (the restock queue's unless given).
+    """
     key = fingerprint(message.body)
     now = timezone.now()
     failure = MessageFailure.objects.filter(fingerprint=key).values_list("error", flat=True).first()
@@ -130,8 +152,8 @@ def record_dead(message: ReceivedMessage) -> bool:
                 row.times_dead = F("times_dead") + 1
                 row.status = FailedMessage.Status.DEAD
         row.sqs_message_id = message.message_id[:100]
-        row.source_queue = settings.SQS_RESTOCK_QUEUE
-        row.dlq = settings.SQS_RESTOCK_DLQ
+        row.source_queue = source or settings.SQS_RESTOCK_QUEUE
+        row.dlq = dlq or settings.SQS_RESTOCK_DLQ
         row.body = message.body
         row.attributes = message.attributes
         row.message_attributes = message.message_attributes
@@ -191,8 +213,11 @@ class RedriveReport:
     missing: list[str] = field(default_factory=list)
     # Rows chosen that were not dead (already redriven or discarded).
     skipped: int = 0
-    # The DLQ's counts once the redrive was over.
+    # The DLQs' counts (summed) once the redrive was over.
     left: dict[str, int] = field(default_factory=dict)
+    # Per (source queue, DLQ) searched: how many moved (or would, on a dry run) and how many
+    # the DLQ held afterwards.
+    by_queue: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     error: str = ""
     # Another redrive or discard held the DLQ: nothing was tried.
     busy: bool = False
@@ -213,6 +238,32 @@ def held_elsewhere(counts: dict[str, int]) -> str:
     )
 
 
+def _add_counts(total: dict[str, int], counts: dict[str, int]) -> None:
+    for key, value in counts.items():
+        total[key] = total.get(key, 0) + value
+
+
+def _pairs_of(rows: list[FailedMessage]) -> list[tuple[str, str]]:
+    """The (source queue, DLQ) pairs these rows died in, in the order of dead_letter_queues()."""
+    known = list(dead_letter_queues().items())
+    pairs = {(row.source_queue, row.dlq) for row in rows}
+    return [pair for pair in known if pair in pairs] + sorted(pairs - set(known))
+
+
+def _pairs_for(message_ids: set[str]) -> list[tuple[str, str]]:
+    """Where to look for these messages: their rows' DLQs, or every DLQ for one without a row."""
+    if not message_ids:
+        return list(dead_letter_queues().items())
+    rows = list(
+        FailedMessage.objects.filter(fingerprint__in=message_ids)
+        | FailedMessage.objects.filter(sqs_message_id__in=message_ids)
+    )
+    named = {row.fingerprint for row in rows} | {row.sqs_message_id for row in rows}
+    if message_ids - named:
+        return list(dead_letter_queues().items())
+    return _pairs_of(rows)
+
+
 def redrive(
     *,
     message_ids: list[str] | None = None,
@@ -220,56 +271,53 @@ def redrive(
     dry_run: bool = False,
     quiet_seconds: float = REDRIVE_QUIET_SECONDS,
 ) -> RedriveReport:
-    """Move dead messages back to the source queue: send first, delete from the DLQ second.
+    """Move dead messages back to their source queues: send first, delete from the DLQ second.
 
-    A crash between the two leaves the message in both queues (a duplicate the consumer
-    absorbs), never in neither. Messages are named by DLQ message id or by fingerprint. When
-    SQS fails midway the report keeps what was moved before, with `error` set.
+    Every DLQ is searched in turn (each back to its own source queue); messages named by DLQ
+    message id or fingerprint are looked for only in the DLQ their row names, if they have one.
+    A crash between send and delete leaves the message in both queues (a duplicate the
+    consumer absorbs), never in neither. When SQS fails midway the report keeps what was moved
+    before, with `error` set.
     """
     wanted = set(message_ids or [])
-    dlq = SqsQueue(settings.SQS_RESTOCK_DLQ)
-    source = SqsQueue(settings.SQS_RESTOCK_QUEUE)
+    return _redrive(
+        _pairs_for(wanted), wanted=wanted, limit=limit, dry_run=dry_run, quiet_seconds=quiet_seconds
+    )
+
+
+def _redrive(
+    pairs: list[tuple[str, str]],
+    *,
+    wanted: set[str],
+    limit: int | None = None,
+    dry_run: bool = False,
+    quiet_seconds: float = REDRIVE_QUIET_SECONDS,
+) -> RedriveReport:
     report = RedriveReport()
-    seen: set[str] = set()
     found: set[str] = set()
-    held: list[ReceivedMessage] = []
     try:
         with _dlq_lease() as owner:
-            try:
-                quiet_since = monotonic()
-                while monotonic() - quiet_since < quiet_seconds:
-                    if limit is not None and len(report.moved) + len(report.listed) >= limit:
-                        break
-                    if wanted and wanted <= found:
-                        break
-                    pollers.renew(DLQ_LEASE, owner)
-                    received = dlq.receive(wait=1, visibility=REDRIVE_HOLD)
-                    batch = [m for m in received if m.message_id not in seen]
-                    if not batch:
-                        continue
-                    quiet_since = monotonic()
-                    seen |= {m.message_id for m in batch}
-                    names = {m.message_id: {m.message_id, fingerprint(m.body)} for m in batch}
-                    for aliases in names.values():
-                        found |= aliases
-                    chosen = [m for m in batch if not wanted or names[m.message_id] & wanted]
-                    if limit is not None:
-                        chosen = chosen[: limit - len(report.moved) - len(report.listed)]
-                    held += [m for m in batch if m not in chosen]
-                    for message in chosen:
-                        record_dead(message)
-                    if dry_run:
-                        report.listed += list(
-                            FailedMessage.objects.filter(
-                                sqs_message_id__in=[m.message_id for m in chosen]
-                            )
-                        )
-                        held += chosen
-                        continue
-                    held += _move(chosen, source, dlq, report)
-            finally:
-                _release(dlq, held)
-        report.left = dlq.counts()
+            for source_name, dlq_name in pairs:
+                if limit is not None and len(report.moved) + len(report.listed) >= limit:
+                    break
+                if wanted and wanted <= found:
+                    break
+                before = len(report.moved) + len(report.listed)
+                dlq = SqsQueue(dlq_name)
+                found |= _redrive_pair(
+                    dlq,
+                    SqsQueue(source_name),
+                    owner=owner,
+                    wanted=wanted,
+                    limit=limit,
+                    dry_run=dry_run,
+                    quiet_seconds=quiet_seconds,
+                    report=report,
+                )
+                counts = dlq.counts()
+                _add_counts(report.left, counts)
+                moved = len(report.moved) + len(report.listed) - before
+                report.by_queue[source_name, dlq_name] = (moved, sum(counts.values()))
     except DlqBusy as exc:
         report.error = str(exc)
         report.busy = True
@@ -279,6 +327,56 @@ def redrive(
     if wanted and not report.error:
         report.missing = sorted(wanted - found)
     return report
+
+
+def _redrive_pair(
+    dlq: SqsQueue,
+    source: SqsQueue,
+    *,
+    owner: str,
+    wanted: set[str],
+    limit: int | None,
+    dry_run: bool,
+    quiet_seconds: float,
+    report: RedriveReport,
+) -> set[str]:
+    """Redrive one DLQ into its source queue; return the names (ids, fingerprints) it showed."""
+    seen: set[str] = set()
+    found: set[str] = set()
+    held: list[ReceivedMessage] = []
+    try:
+        quiet_since = monotonic()
+        while monotonic() - quiet_since < quiet_seconds:
+            if limit is not None and len(report.moved) + len(report.listed) >= limit:
+                break
+            if wanted and wanted <= found:
+                break
+            pollers.renew(DLQ_LEASE, owner)
+            received = dlq.receive(wait=1, visibility=REDRIVE_HOLD)
+            batch = [m for m in received if m.message_id not in seen]
+            if not batch:
+                continue
+            quiet_since = monotonic()
+            seen |= {m.message_id for m in batch}
+            names = {m.message_id: {m.message_id, fingerprint(m.body)} for m in batch}
+            for aliases in names.values():
+                found |= aliases
+            chosen = [m for m in batch if not wanted or names[m.message_id] & wanted]
+            if limit is not None:
+                chosen = chosen[: limit - len(report.moved) - len(report.listed)]
+            held += [m for m in batch if m not in chosen]
+            for message in chosen:
+                record_dead(message, source=source.name, dlq=dlq.name)
+            if dry_run:
+                report.listed += list(
+                    FailedMessage.objects.filter(sqs_message_id__in=[m.message_id for m in chosen])
+                )
+                held += chosen
+                continue
+            held += _move(chosen, source, dlq, report)
+    finally:
+        _release(dlq, held)
+    return found
 
 
 def _move(
@@ -298,7 +396,12 @@ def _move(
     )
     for message in moved:
         report.moved.append(message.message_id)
-        logger.info("redriven message=%s as %s", message.message_id, sent[message.message_id])
+        logger.info(
+            "redriven message=%s to %s as %s",
+            message.message_id,
+            source.name,
+            sent[message.message_id],
+        )
     # Deleted only now: a failure from here on leaves a duplicate in the DLQ, not a loss.
     for message_id in dlq.delete_batch(moved):
         logger.warning("redrive: message=%s sent but still in the DLQ", message_id)
@@ -306,11 +409,12 @@ def _move(
 
 
 def redrive_rows(rows: list[FailedMessage]) -> RedriveReport:
-    """Redrive the DLQ messages behind these rows (admin action)."""
+    """Redrive the DLQ messages behind these rows, each from its own DLQ (admin action)."""
+    dead = [row for row in rows if row.status == FailedMessage.Status.DEAD]
     # By fingerprint: a message that died again since the row was written has a new id.
-    ids = [row.fingerprint for row in rows if row.status == FailedMessage.Status.DEAD]
-    report = redrive(message_ids=ids) if ids else RedriveReport()
-    report.skipped = len(rows) - len(ids)
+    ids = {row.fingerprint for row in dead}
+    report = _redrive(_pairs_of(dead), wanted=ids) if ids else RedriveReport()
+    report.skipped = len(rows) - len(dead)
     return report
 
 
@@ -324,8 +428,17 @@ class DiscardReport:
     error: str = ""
 
 
+@dataclass
+class _DiscardPass:
+    """What one DLQ's discard saw and deleted (message ids and fingerprints)."""
+
+    deleted: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)
+    in_flight: int = 0
+
+
 def discard(*, rows: list[FailedMessage]) -> DiscardReport:
-    """Delete the messages from the DLQ and keep the rows, marked discarded, for audit.
+    """Delete the messages from their DLQs and keep the rows, marked discarded, for audit.
 
     A discarded depletion will never be restocked, so its product's depletion ends: the next
     order that finds the product empty reports a new one.
@@ -335,52 +448,40 @@ def discard(*, rows: list[FailedMessage]) -> DiscardReport:
     if not dead:
         return report
     names = {row.pk: {row.sqs_message_id, row.fingerprint} for row in dead}
-    wanted = set().union(*names.values())
-    dlq = SqsQueue(settings.SQS_RESTOCK_DLQ)
-    deleted: set[str] = set()
-    seen: set[str] = set()
-    held: list[ReceivedMessage] = []
-    left: dict[str, int] = {}
+    by_dlq: dict[str, list[FailedMessage]] = {}
+    for row in dead:
+        by_dlq.setdefault(row.dlq, []).append(row)
+    passes: dict[str, _DiscardPass] = {}
     try:
         with _dlq_lease() as owner:
-            try:
-                quiet_since = monotonic()
-                while monotonic() - quiet_since < REDRIVE_QUIET_SECONDS:
-                    if all(aliases & seen for aliases in names.values()):
-                        break
-                    pollers.renew(DLQ_LEASE, owner)
-                    received = dlq.receive(wait=1, visibility=REDRIVE_HOLD)
-                    batch = [m for m in received if m.message_id not in seen]
-                    if not batch:
-                        continue
-                    quiet_since = monotonic()
-                    aliases = {m.message_id: {m.message_id, fingerprint(m.body)} for m in batch}
-                    for both in aliases.values():
-                        seen |= both
-                    chosen = [m for m in batch if aliases[m.message_id] & wanted]
-                    held += [m for m in batch if m not in chosen]
-                    failed = dlq.delete_batch(chosen) if chosen else set()
-                    held += [m for m in chosen if m.message_id in failed]
-                    for message in chosen:
-                        if message.message_id not in failed:
-                            deleted |= aliases[message.message_id]
-            finally:
-                _release(dlq, held)
-        left = dlq.counts()
+            for dlq_name, dlq_rows in by_dlq.items():
+                passes[dlq_name] = _DiscardPass()
+                _discard_from(
+                    SqsQueue(dlq_name),
+                    [names[row.pk] for row in dlq_rows],
+                    owner=owner,
+                    result=passes[dlq_name],
+                )
     except DlqBusy as exc:
         report.error = str(exc)
         return report
     except QueueError as exc:
         report.error = str(exc)
         logger.error("discard stopped: %s", exc)
-    # A row whose message is no longer in the DLQ is discarded too (nothing is left to keep),
-    # unless something else may be hiding it.
-    nothing_hidden = not report.error and not left.get("in_flight")
-    gone = [
-        row
-        for row in dead
-        if names[row.pk] & deleted or (nothing_hidden and not names[row.pk] & seen)
-    ]
+    gone = []
+    for dlq_name, dlq_rows in by_dlq.items():
+        result = passes.get(dlq_name)
+        if result is None:
+            continue
+        # A row whose message is no longer in the DLQ is discarded too (nothing is left to
+        # keep), unless something else may be hiding it.
+        nothing_hidden = not report.error and not result.in_flight
+        gone += [
+            row
+            for row in dlq_rows
+            if names[row.pk] & result.deleted
+            or (nothing_hidden and not names[row.pk] & result.seen)
+        ]
     report.missing = sorted(row.fingerprint for row in dead if row not in gone)
     report.discarded = FailedMessage.objects.filter(pk__in=[row.pk for row in gone]).update(
         status=FailedMessage.Status.DISCARDED, discarded_at=timezone.now()
@@ -393,6 +494,38 @@ def discard(*, rows: list[FailedMessage]) -> DiscardReport:
             abandon(body=row.body)
         logger.info("discarded message=%s sku=%r", row.sqs_message_id, row.sku or "-")
     return report
+
+
+def _discard_from(
+    dlq: SqsQueue, names: list[set[str]], *, owner: str, result: _DiscardPass
+) -> None:
+    """Delete from one DLQ the messages named (each by its id and fingerprint)."""
+    wanted = set().union(*names)
+    held: list[ReceivedMessage] = []
+    try:
+        quiet_since = monotonic()
+        while monotonic() - quiet_since < REDRIVE_QUIET_SECONDS:
+            if all(aliases & result.seen for aliases in names):
+                break
+            pollers.renew(DLQ_LEASE, owner)
+            received = dlq.receive(wait=1, visibility=REDRIVE_HOLD)
+            batch = [m for m in received if m.message_id not in result.seen]
+            if not batch:
+                continue
+            quiet_since = monotonic()
+            aliases = {m.message_id: {m.message_id, fingerprint(m.body)} for m in batch}
+            for both in aliases.values():
+                result.seen |= both
+            chosen = [m for m in batch if aliases[m.message_id] & wanted]
+            held += [m for m in batch if m not in chosen]
+            failed = dlq.delete_batch(chosen) if chosen else set()
+            held += [m for m in chosen if m.message_id in failed]
+            for message in chosen:
+                if message.message_id not in failed:
+                    result.deleted |= aliases[message.message_id]
+    finally:
+        _release(dlq, held)
+    result.in_flight = dlq.counts().get("in_flight", 0)
 
 
 def dead_count() -> int:

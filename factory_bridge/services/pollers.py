@@ -31,6 +31,7 @@ _running = threading.local()
 
 def _loops() -> dict[str, Callable[..., object]]:
     from factory_bridge.services.dlq import watch_dlq
+    from factory_bridge.services.notify import consume_notify
     from factory_bridge.services.outbox import relay_round
     from factory_bridge.services.restock import consume_restock
     from inventory.services import estimates_round
@@ -40,6 +41,7 @@ def _loops() -> dict[str, Callable[..., object]]:
         "restock": consume_restock,
         "dlq": watch_dlq,
         "estimates": lambda wait: estimates_round(),
+        "notify": consume_notify,
     }
 
 

@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from factory_bridge import aws
-from factory_bridge.events import EVENT_TYPE_ATTRIBUTE, STOCK_DEPLETED, STOCK_LOW
+from factory_bridge.events import (
+    EVENT_TYPE_ATTRIBUTE,
+    STOCK_DEPLETED,
+    STOCK_LOW,
+    STOCK_REPLENISHED,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +42,9 @@ def provision() -> ProvisionReport:
         topics[key] = sns.create_topic(Name=name)["TopicArn"]
         report.add("topic", name, UNCHANGED if topics[key] in existing_topics else CREATED)
 
-    # Dead letters are kept as long as SQS allows (14 days) for staff to inspect and redrive.
-    dlq_arn = _queue(sqs, settings.SQS_RESTOCK_DLQ, {"MessageRetentionPeriod": "1209600"}, report)
-    restock_attributes = {
-        "VisibilityTimeout": str(settings.SQS_VISIBILITY_TIMEOUT),
-        "RedrivePolicy": json.dumps(
-            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.SQS_MAX_RECEIVE_COUNT}
-        ),
-        "Policy": _queue_policy(settings.SQS_RESTOCK_QUEUE, [topics["stock"]]),
-    }
-    restock_arn = _queue(sqs, settings.SQS_RESTOCK_QUEUE, restock_attributes, report)
+    restock_arn = _consumer_queue(
+        sqs, settings.SQS_RESTOCK_QUEUE, settings.SQS_RESTOCK_DLQ, topics["stock"], report
+    )
     ops_attributes = {
         "Policy": _queue_policy(settings.SQS_OPS_QUEUE, list(topics.values())),
         "MessageRetentionPeriod": str(settings.SQS_OPS_RETENTION),
@@ -57,8 +55,29 @@ def provision() -> ProvisionReport:
     _subscribe(sns, topics["stock"], restock_arn, restock_events, report)
     _subscribe(sns, topics["stock"], ops_arn, None, report)
     _subscribe(sns, topics["sales"], ops_arn, None, report)
+    notify_arn = _consumer_queue(
+        sqs, settings.SQS_NOTIFY_QUEUE, settings.SQS_NOTIFY_DLQ, topics["stock"], report
+    )
+    notify_events = json.dumps({EVENT_TYPE_ATTRIBUTE: [STOCK_REPLENISHED]})
+    _subscribe(sns, topics["stock"], notify_arn, notify_events, report)
     logger.info("provisioned changed=%s", report.changed)
     return report
+
+
+def _consumer_queue(
+    sqs: object, name: str, dlq: str, topic_arn: str, report: ProvisionReport
+) -> str:
+    """A queue the topic delivers to, with its own DLQ; return the queue's ARN."""
+    # Dead letters are kept as long as SQS allows (14 days) for staff to inspect and redrive.
+    dlq_arn = _queue(sqs, dlq, {"MessageRetentionPeriod": "1209600"}, report)
+    attributes = {
+        "VisibilityTimeout": str(settings.SQS_VISIBILITY_TIMEOUT),
+        "RedrivePolicy": json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.SQS_MAX_RECEIVE_COUNT}
+        ),
+        "Policy": _queue_policy(name, [topic_arn]),
+    }
+    return _queue(sqs, name, attributes, report)
 
 
 def _existing_topics(sns: object) -> set[str]:

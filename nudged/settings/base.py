@@ -170,6 +170,9 @@ SNS_SALES_TOPIC = env("SNS_SALES_TOPIC", default="nudged-sales-events")
 SQS_RESTOCK_QUEUE = env("SQS_RESTOCK_QUEUE", default="nudged-restock")
 SQS_RESTOCK_DLQ = env("SQS_RESTOCK_DLQ", default="nudged-restock-dlq")
 SQS_OPS_QUEUE = env("SQS_OPS_QUEUE", default="nudged-ops")
+# Back-in-stock emails: stock.replenished events, and where the ones that keep failing go.
+SQS_NOTIFY_QUEUE = env("SQS_NOTIFY_QUEUE", default="nudged-notify")
+SQS_NOTIFY_DLQ = env("SQS_NOTIFY_DLQ", default="nudged-notify-dlq")
 SQS_MAX_RECEIVE_COUNT = env.int("SQS_MAX_RECEIVE_COUNT", default=5)
 SQS_VISIBILITY_TIMEOUT = env.int("SQS_VISIBILITY_TIMEOUT", default=30)
 SQS_WAIT_TIME = env.int("SQS_WAIT_TIME", default=10)
@@ -217,12 +220,23 @@ FACTORY_RETRY_BACKOFF_MAX = env.int("FACTORY_RETRY_BACKOFF_MAX", default=600)
 FACTORY_REQUESTER = env("FACTORY_REQUESTER", default="nudged-shop")
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
+# --- Email (back-in-stock alerts). SMTP, configured from the environment.
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Nudged <donuts@nudged.local>")
+
 # --- django-q2: the ORM broker on the same MySQL database.
 Q_CLUSTER = {
     "name": "nudged",
     "orm": "default",
-    # Four workers hold the loops (outbox relay, restock, DLQ, estimates); the rest run tasks.
-    "workers": env.int("Q_WORKERS", default=6),
+    # Five workers hold the loops (outbox relay, restock, DLQ, estimates, notify); the rest
+    # run tasks.
+    "workers": env.int("Q_WORKERS", default=7),
     # Pollers run for POLLER_RUN_SECONDS and hand over to a successor; timeout must exceed it.
     "timeout": 120,
     "retry": 180,

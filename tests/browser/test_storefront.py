@@ -100,7 +100,9 @@ def test_customer_buys_out_a_donut_then_buys_again_after_the_factory_restocks(
     )
 
     buy(page, 1, left=0, url=live_server.url)
-    expect(card.locator("form")).to_have_count(0)
+    # No order form any more; the back-in-stock form takes its place.
+    expect(card.get_by_role("button", name="Order", exact=True)).to_have_count(0)
+    expect(card.get_by_role("button", name="Notify me")).to_be_visible()
     assert Product.objects.get(sku=SKU).stock == 0
 
     # The depletion went out over SNS; the restock consumer orders from the factory.

@@ -24,6 +24,9 @@ RESOURCES = [
     ("subscription", "nudged-stock-events → nudged-restock"),
     ("subscription", "nudged-stock-events → nudged-ops"),
     ("subscription", "nudged-sales-events → nudged-ops"),
+    ("queue", "nudged-notify-dlq"),
+    ("queue", "nudged-notify"),
+    ("subscription", "nudged-stock-events → nudged-notify"),
 ]
 
 
@@ -82,14 +85,26 @@ def test_restock_queue_redrives_to_the_dlq_with_the_configured_policy(aws):
     assert "RedrivePolicy" not in queue_attributes("nudged-restock-dlq")
 
 
+def test_notify_queue_redrives_to_its_own_dlq(aws):
+    notify = queue_attributes("nudged-notify")
+
+    policy = json.loads(notify["RedrivePolicy"])
+    assert policy["deadLetterTargetArn"] == queue_attributes("nudged-notify-dlq")["QueueArn"]
+    assert int(policy["maxReceiveCount"]) == settings.SQS_MAX_RECEIVE_COUNT
+    assert notify["VisibilityTimeout"] == str(settings.SQS_VISIBILITY_TIMEOUT)
+
+
 def test_subscriptions_fan_out_with_envelopes_and_only_reorder_events_reach_restock(aws):
     stock = subscriptions("stock")
     sales = subscriptions("sales")
 
-    assert set(stock) == {"nudged-restock", "nudged-ops"}
+    assert set(stock) == {"nudged-restock", "nudged-ops", "nudged-notify"}
     assert set(sales) == {"nudged-ops"}
     assert json.loads(stock["nudged-restock"]["FilterPolicy"]) == {
         "EventType": ["stock.depleted", "stock.low"]
+    }
+    assert json.loads(stock["nudged-notify"]["FilterPolicy"]) == {
+        "EventType": ["stock.replenished"]
     }
     assert not stock["nudged-ops"].get("FilterPolicy")
     assert not sales["nudged-ops"].get("FilterPolicy")
@@ -104,10 +119,12 @@ def test_changed_max_receive_count_is_reported_and_applied(aws, settings):
 
     assert report.changed is True
     assert [row for row in report.rows if row[2] != "unchanged"] == [
-        ("queue", "nudged-restock", "updated")
+        ("queue", "nudged-restock", "updated"),
+        ("queue", "nudged-notify", "updated"),
     ]
-    policy = json.loads(queue_attributes("nudged-restock")["RedrivePolicy"])
-    assert int(policy["maxReceiveCount"]) == settings.SQS_MAX_RECEIVE_COUNT
+    for queue in ("nudged-restock", "nudged-notify"):
+        policy = json.loads(queue_attributes(queue)["RedrivePolicy"])
+        assert int(policy["maxReceiveCount"]) == settings.SQS_MAX_RECEIVE_COUNT
 
 
 def test_changed_visibility_timeout_is_reported_and_applied(aws, settings):

@@ -28,6 +28,8 @@ ORDERS = ("/api/orders/", "post")
 PRODUCTS = ("/api/products/", "get")
 PRODUCT = ("/api/products/{sku}/", "get")
 ORDER = ("/api/orders/{reference}/", "get")
+ALERTS = ("/api/products/{sku}/alerts/", "post")
+ALERTS_URL = "/api/products/CP-502101/alerts/"
 # Its contract belongs to the factory, not to the Sales API.
 NOT_SALES_API = "/factory/"
 
@@ -128,6 +130,26 @@ CASES = {
     "product-put": Case(PRODUCT, 405, method="put", url="/api/products/CP-502101/"),
     "product-accept-html": Case(
         PRODUCT, 406, url="/api/products/CP-502101/", headers={"Accept": "text/html"}
+    ),
+    "alert-created": Case(ALERTS, 201, url=ALERTS_URL, body={"email": "a@example.com"}),
+    "alert-bad-email": Case(ALERTS, 400, url=ALERTS_URL, body={"email": "not-an-address"}),
+    "alert-unknown-sku": Case(
+        ALERTS, 404, url="/api/products/NOPE-1/alerts/", body={"email": "a@example.com"}
+    ),
+    "alert-get": Case(ALERTS, 405, method="get", url=ALERTS_URL),
+    "alert-accept-html": Case(
+        ALERTS,
+        406,
+        url=ALERTS_URL,
+        body={"email": "a@example.com"},
+        headers={"Accept": "text/html"},
+    ),
+    "alert-database-down": Case(
+        ALERTS,
+        503,
+        url=ALERTS_URL,
+        body={"email": "a@example.com"},
+        down="shop.apis.subscribe_alert",
     ),
     "product-database-down": Case(
         PRODUCT, 503, url="/api/products/CP-502101/", down="shop.apis.product_get"

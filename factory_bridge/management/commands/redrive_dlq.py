@@ -5,7 +5,8 @@ from factory_bridge.services.dlq import REDRIVE_MAX_LIMIT, held_elsewhere, redri
 
 class Command(BaseCommand):
     help = (
-        "Move dead messages from the DLQ back to the source queue (send first, then delete). "
+        "Move dead messages from the DLQs back to their source queues (send first, then "
+        "delete). "
         "Choose --all, --limit N or --message-id ID; --dry-run lists without moving. Exits "
         "non-zero when anything could not be moved or found, or nothing moved from a DLQ "
         "that holds messages."
@@ -13,7 +14,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         which = parser.add_mutually_exclusive_group(required=True)
-        which.add_argument("--all", action="store_true", help="every message in the DLQ")
+        which.add_argument("--all", action="store_true", help="every message in every DLQ")
         which.add_argument(
             "--limit", type=int, help=f"at most N messages (1 to {REDRIVE_MAX_LIMIT})"
         )
@@ -47,6 +48,9 @@ class Command(BaseCommand):
             for message_id in report.moved:
                 self.stdout.write(f"moved {message_id}")
             self.stdout.write(f"Redrive: {len(report.moved)} moved, {len(report.failed)} failed.")
+        verb = "would move" if options["dry_run"] else "moved"
+        for (source, dlq), (moved, left) in report.by_queue.items():
+            self.stdout.write(f"  {dlq} -> {source}: {moved} {verb}, {left} left in {dlq}.")
         if report.busy:
             raise CommandError(f"Nothing was moved: {report.error}.")
         if report.error:

@@ -1,0 +1,37 @@
+"""Back-in-stock alerts in a real browser: the form on a sold-out card, with and without JS."""
+
+from collections.abc import Callable
+
+import pytest
+from playwright.sync_api import BrowserContext, expect
+
+from inventory.models import StockAlert
+from tests.browser.test_storefront import shelf  # noqa: F401
+
+pytestmark = pytest.mark.browser
+
+SOLD_OUT = "CP-502105"
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_a_customer_asks_to_hear_when_a_sold_out_donut_is_back(
+    live_server,
+    shelf,  # noqa: F811
+    new_context: Callable[..., BrowserContext],
+    javascript: bool,
+) -> None:
+    page = new_context(java_script_enabled=javascript).new_page()
+    page.goto(live_server.url)
+    card = page.locator(f"#product-{SOLD_OUT}")
+    expect(card.locator(".stock")).to_have_text("Sold out")
+
+    card.get_by_label("Tell me when it's back").fill("jimin@example.com")
+    with page.expect_navigation():
+        card.get_by_role("button", name="Notify me").click()
+
+    expect(page.locator(".messages .msg")).to_have_text(
+        "We will email jimin@example.com once when 제주 말차 도넛 is back."
+    )
+    assert list(StockAlert.objects.values_list("product__sku", "email", "waiting")) == [
+        (SOLD_OUT, "jimin@example.com", True)
+    ]
