@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-quantity", type=int, default=2, help="customers order 1..N units")
     p.add_argument("--web-workers", type=int, default=4, help="gunicorn workers")
     p.add_argument(
-        "--q-workers", type=int, default=6, help="django-q2 workers (four hold the loops)"
+        "--q-workers", type=int, default=7, help="django-q2 workers (five hold the loops)"
     )
     p.add_argument(
         "--factory-delay", type=float, default=10.0, help="seconds to the callback (make run's)"
