@@ -102,3 +102,13 @@ def product(factory):  # type: ignore[no-untyped-def]
 def no_events(settings):  # type: ignore[no-untyped-def]
     """Turn the event pipeline off for tests that are only about stock and orders."""
     settings.EVENTS_ENABLED = False
+
+
+@pytest.fixture(autouse=True)
+def fresh_local_cache() -> Iterator[None]:
+    """Each test starts without what another left in the web process's own cache."""
+    from django.core.cache import caches
+
+    caches["local"].clear()
+    yield
+    caches["local"].clear()
