@@ -18,6 +18,7 @@ def test_a_customer_asks_to_hear_when_a_sold_out_donut_is_back(
     live_server,
     shelf,  # noqa: F811
     new_context: Callable[..., BrowserContext],
+    screenshot: Callable[..., object],
     javascript: bool,
 ) -> None:
     page = new_context(java_script_enabled=javascript).new_page()
@@ -32,6 +33,8 @@ def test_a_customer_asks_to_hear_when_a_sold_out_donut_is_back(
     expect(page.locator(".messages .msg")).to_have_text(
         "We will email jimin@example.com once when 제주 말차 도넛 is back."
     )
+    if javascript:
+        screenshot(page, "storefront-alert.png")
     assert list(StockAlert.objects.values_list("product__sku", "email", "waiting")) == [
         (SOLD_OUT, "jimin@example.com", True)
     ]
