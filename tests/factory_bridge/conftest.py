@@ -4,8 +4,10 @@ from time import monotonic, sleep
 from typing import Any
 
 import pytest
+import requests
 from django.db import connection
 
+from factory_bridge import aws as aws_clients
 from factory_bridge.models import WorkerLease
 from factory_bridge.services import pollers
 from factory_bridge.simulator import FactorySimulator
@@ -47,3 +49,12 @@ def watcher(aws: str) -> Iterator[threading.Thread]:
     WorkerLease.objects.filter(name="dlq").update(owner="", heartbeat_at=None)
     thread.join(timeout=30)
     assert not thread.is_alive(), "the watcher did not stop"
+
+
+@pytest.fixture
+def empty_moto(moto_server: str) -> Iterator[str]:
+    """A moto server with nothing provisioned yet."""
+    requests.post(f"{moto_server}/moto-api/reset", timeout=5)
+    aws_clients.reset()
+    yield moto_server
+    aws_clients.reset()

@@ -7,7 +7,6 @@ import sys
 from io import StringIO
 
 import pytest
-import requests
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
@@ -20,13 +19,13 @@ RESOURCES = [
     ("topic", "nudged-sales-events"),
     ("queue", "nudged-restock-dlq"),
     ("queue", "nudged-restock"),
-    ("queue", "nudged-ops"),
-    ("subscription", "nudged-stock-events → nudged-restock"),
-    ("subscription", "nudged-stock-events → nudged-ops"),
-    ("subscription", "nudged-sales-events → nudged-ops"),
     ("queue", "nudged-notify-dlq"),
     ("queue", "nudged-notify"),
+    ("queue", "nudged-ops"),
+    ("subscription", "nudged-stock-events → nudged-restock"),
     ("subscription", "nudged-stock-events → nudged-notify"),
+    ("subscription", "nudged-stock-events → nudged-ops"),
+    ("subscription", "nudged-sales-events → nudged-ops"),
 ]
 
 
@@ -45,15 +44,6 @@ def subscriptions(topic: str) -> dict[str, dict[str, str]]:
         attributes = sns.get_subscription_attributes(SubscriptionArn=sub["SubscriptionArn"])
         found[sub["Endpoint"].rsplit(":", 1)[-1]] = attributes["Attributes"]
     return found
-
-
-@pytest.fixture
-def empty_moto(moto_server: str) -> str:
-    """A moto server with nothing provisioned yet."""
-    requests.post(f"{moto_server}/moto-api/reset", timeout=5)
-    aws_clients.reset()
-    yield moto_server
-    aws_clients.reset()
 
 
 def test_first_run_creates_everything_and_the_second_changes_nothing(empty_moto):

@@ -1,0 +1,202 @@
+"""What Nudged needs on AWS, declared once.
+
+`provision_aws` applies this declaration through the API (services/provisioning.py) and
+`aws_template` writes it as the CloudFormation template deploy/nudged.yaml
+(services/cloudformation.py), so the two cannot drift. The policy builders below take ARNs as
+plain strings (provisioning) or as CloudFormation expressions (the template).
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from factory_bridge.events import (
+    EVENT_TYPE_ATTRIBUTE,
+    STOCK_DEPLETED,
+    STOCK_LOW,
+    STOCK_REPLENISHED,
+)
+
+# Every name is "<prefix>-<suffix>": the settings' default names use this prefix, the template
+# takes it as a parameter.
+DEFAULT_PREFIX = "nudged"
+# SQS's default, stated: a message is dropped 4 days after it was first sent.
+RETENTION = 345600
+# Dead letters are kept as long as SQS allows (14 days) for staff to inspect and redrive; a
+# message keeps its first send time in the DLQ, so this must be longer than RETENTION.
+DEAD_LETTER_RETENTION = 1209600
+# Consumers read the SNS envelope, as the original consumers did.
+RAW_MESSAGE_DELIVERY = False
+FILTER_POLICY_SCOPE = "MessageAttributes"
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A number the operator chooses: a Django setting locally, a template parameter on AWS."""
+
+    name: str
+    setting: str
+    default: int
+    minimum: int
+    maximum: int
+    description: str
+
+
+MAX_RECEIVE_COUNT = Parameter(
+    "MaxReceiveCount",
+    "SQS_MAX_RECEIVE_COUNT",
+    5,
+    1,
+    1000,
+    "Receives before a message moves to its dead-letter queue",
+)
+VISIBILITY_TIMEOUT = Parameter(
+    "VisibilityTimeout",
+    "SQS_VISIBILITY_TIMEOUT",
+    30,
+    0,
+    43200,
+    "Seconds a received message stays hidden (above the factory's timeouts + 2)",
+)
+OPS_RETENTION = Parameter(
+    "OpsRetention",
+    "SQS_OPS_RETENTION",
+    345600,
+    60,
+    1209600,
+    "Seconds the operations feed keeps events nobody read",
+)
+PARAMETERS = (MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT, OPS_RETENTION)
+
+
+@dataclass(frozen=True)
+class Topic:
+    logical_id: str
+    setting: str
+    suffix: str
+
+
+@dataclass(frozen=True)
+class Queue:
+    logical_id: str
+    setting: str
+    suffix: str
+    # SQS attributes: a number, or the parameter that chooses it.
+    attributes: dict[str, int | Parameter] = field(default_factory=dict)
+    dead_letter_queue: "Queue | None" = None
+    # What the app does with the queue, and so all its role may do (batch calls included:
+    # DeleteMessageBatch is authorised as sqs:DeleteMessage, and so on).
+    actions: tuple[str, ...] = ()
+    # On AWS, an alarm when the oldest message waits longer than the template's threshold.
+    age_alarm: bool = False
+
+
+@dataclass(frozen=True)
+class Subscription:
+    logical_id: str
+    topic: Topic
+    queue: Queue
+    # EventType values delivered; empty: every event of the topic.
+    events: tuple[str, ...] = ()
+
+
+# Every queue is found by name and counted (queue_stats, /healthz).
+_FIND_AND_COUNT = ("sqs:GetQueueUrl", "sqs:GetQueueAttributes")
+# Consumers receive and delete; a redrive sends dead letters back to their source queue.
+_CONSUME = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage", *_FIND_AND_COUNT)
+# The restock poller and the DLQ watcher hide and show again what they hold
+# (ChangeMessageVisibility); an unreadable message is sent straight to its DLQ (SendMessage).
+_CONSUME_AND_HOLD = ("sqs:ChangeMessageVisibility", *_CONSUME)
+
+STOCK_TOPIC = Topic("StockTopic", "SNS_STOCK_TOPIC", "stock-events")
+SALES_TOPIC = Topic("SalesTopic", "SNS_SALES_TOPIC", "sales-events")
+TOPICS = (STOCK_TOPIC, SALES_TOPIC)
+
+RESTOCK_DLQ = Queue(
+    "RestockDeadLetterQueue",
+    "SQS_RESTOCK_DLQ",
+    "restock-dlq",
+    {"MessageRetentionPeriod": DEAD_LETTER_RETENTION},
+    actions=_CONSUME_AND_HOLD,
+)
+RESTOCK_QUEUE = Queue(
+    "RestockQueue",
+    "SQS_RESTOCK_QUEUE",
+    "restock",
+    {"VisibilityTimeout": VISIBILITY_TIMEOUT, "MessageRetentionPeriod": RETENTION},
+    dead_letter_queue=RESTOCK_DLQ,
+    actions=_CONSUME_AND_HOLD,
+    age_alarm=True,
+)
+NOTIFY_DLQ = Queue(
+    "NotifyDeadLetterQueue",
+    "SQS_NOTIFY_DLQ",
+    "notify-dlq",
+    {"MessageRetentionPeriod": DEAD_LETTER_RETENTION},
+    actions=_CONSUME_AND_HOLD,
+)
+NOTIFY_QUEUE = Queue(
+    "NotifyQueue",
+    "SQS_NOTIFY_QUEUE",
+    "notify",
+    {"VisibilityTimeout": VISIBILITY_TIMEOUT, "MessageRetentionPeriod": RETENTION},
+    dead_letter_queue=NOTIFY_DLQ,
+    actions=_CONSUME,
+)
+OPS_QUEUE = Queue(
+    "OpsQueue",
+    "SQS_OPS_QUEUE",
+    "ops",
+    {"MessageRetentionPeriod": OPS_RETENTION},
+    actions=_FIND_AND_COUNT,
+)
+# Each dead-letter queue before its source queue, whose redrive policy names it.
+QUEUES = (RESTOCK_DLQ, RESTOCK_QUEUE, NOTIFY_DLQ, NOTIFY_QUEUE, OPS_QUEUE)
+
+SUBSCRIPTIONS = (
+    Subscription("StockToRestock", STOCK_TOPIC, RESTOCK_QUEUE, (STOCK_DEPLETED, STOCK_LOW)),
+    Subscription("StockToNotify", STOCK_TOPIC, NOTIFY_QUEUE, (STOCK_REPLENISHED,)),
+    Subscription("StockToOps", STOCK_TOPIC, OPS_QUEUE),
+    Subscription("SalesToOps", SALES_TOPIC, OPS_QUEUE),
+)
+
+
+def topics_of(queue: Queue) -> list[Topic]:
+    """The topics that deliver to `queue`."""
+    return [s.topic for s in SUBSCRIPTIONS if s.queue == queue]
+
+
+def sources_of(dead_letter_queue: Queue) -> list[Queue]:
+    """The queues whose dead letters go to `dead_letter_queue`."""
+    return [q for q in QUEUES if q.dead_letter_queue == dead_letter_queue]
+
+
+def redrive_policy(*, dead_letter_arn: Any, max_receive_count: Any) -> dict[str, Any]:
+    return {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": max_receive_count}
+
+
+def redrive_allow_policy(*, source_arns: list[Any]) -> dict[str, Any]:
+    """Only the queue's own sources may use it as their dead-letter queue."""
+    return {"redrivePermission": "byQueue", "sourceQueueArns": source_arns}
+
+
+def queue_policy(*, queue_arn: Any, topic_arns: list[Any]) -> dict[str, Any]:
+    """Allow the topics (and only them) to deliver to the queue, as real AWS requires."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AllowNudgedTopics",
+                "Effect": "Allow",
+                "Principal": {"Service": "sns.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arns}},
+            }
+        ],
+    }
+
+
+def filter_policy(subscription: Subscription) -> dict[str, list[str]] | None:
+    if not subscription.events:
+        return None
+    return {EVENT_TYPE_ATTRIBUTE: list(subscription.events)}
