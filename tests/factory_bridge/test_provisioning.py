@@ -11,7 +11,9 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from factory_bridge import aws as aws_clients
+from factory_bridge.infrastructure import NOTIFY_DLQ, RESTOCK_DLQ
 from factory_bridge.services.provisioning import provision
+from factory_bridge.services.provisioning import queue_attributes as wanted_attributes
 
 CLOSED_ENDPOINT = "http://127.0.0.1:1"
 RESOURCES = [
@@ -82,6 +84,17 @@ def test_notify_queue_redrives_to_its_own_dlq(aws):
     assert policy["deadLetterTargetArn"] == queue_attributes("nudged-notify-dlq")["QueueArn"]
     assert int(policy["maxReceiveCount"]) == settings.SQS_MAX_RECEIVE_COUNT
     assert notify["VisibilityTimeout"] == str(settings.SQS_VISIBILITY_TIMEOUT)
+
+
+def test_dead_letter_queues_accept_dead_letters_only_from_their_own_source(aws):
+    """What provision_aws sets; moto accepts RedriveAllowPolicy but never reports it."""
+    for dlq, source in [(RESTOCK_DLQ, "nudged-restock"), (NOTIFY_DLQ, "nudged-notify")]:
+        policy = json.loads(wanted_attributes(dlq, {})["RedriveAllowPolicy"])
+
+        assert policy == {
+            "redrivePermission": "byQueue",
+            "sourceQueueArns": [queue_attributes(source)["QueueArn"]],
+        }
 
 
 def test_subscriptions_fan_out_with_envelopes_and_only_reorder_events_reach_restock(aws):
