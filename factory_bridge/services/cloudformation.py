@@ -37,7 +37,7 @@ HEADER = """\
 # run the command; never edit this file by hand (a test compares the two).
 """
 # The runbook every alarm points to.
-RUNBOOK = "docs/operations.md"
+RUNBOOK = "docs/operations.md#alarms-on-aws"
 # Parameters only the template has.
 AWS_ONLY_PARAMETERS: dict[str, dict[str, Any]] = {
     "MessageAgeAlarmSeconds": {

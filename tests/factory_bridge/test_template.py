@@ -29,11 +29,7 @@ ACCOUNT = "123456789012"  # moto's account
 # What only AWS has: provision_aws does not create these, and locally nothing needs them.
 AWS_ONLY_TYPES = {"AWS::CloudWatch::Alarm", "AWS::IAM::ManagedPolicy"}
 AWS_ONLY_RESOURCES = {"AlarmTopic", "AlarmEmailSubscription"}
-# The shell command docs/deploy.md gives for the app's environment from the stack's outputs
-# (`aws cloudformation describe-stacks ... --query <this> --output text`).
-ENVIRONMENT_QUERY = (
-    "Stacks[0].Outputs[?!ends_with(OutputKey, 'Arn')].join('=', [Description, OutputValue])"
-)
+DEPLOY_DOC = Path(settings.BASE_DIR) / "docs" / "deploy.md"
 
 # The app policy's actions per kind of queue.
 FIND_AND_COUNT = ["sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
@@ -57,6 +53,13 @@ IAM_ACTIONS = {
     "publish_batch": "sns:Publish",
     "get_caller_identity": None,  # needs no permission
 }
+
+
+def environment_query() -> str:
+    """The query docs/deploy.md gives to turn the stack's outputs into the app's environment."""
+    match = re.search(r"--query '([^']+)'", DEPLOY_DOC.read_text(encoding="utf-8"))
+    assert match, "docs/deploy.md shows no describe-stacks --query"
+    return match[1]
 
 
 def load_template() -> dict[str, Any]:
@@ -360,7 +363,7 @@ def test_template_deploys_to_moto(app_role):
     assert queues["stack-ops"]["MessageRetentionPeriod"] == "600"
 
     outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Stacks"][0]["Outputs"]}
-    environment = jmespath.search(ENVIRONMENT_QUERY, described)
+    environment = jmespath.search(environment_query(), described)
     assert environment == [
         "SNS_STOCK_TOPIC=stack-stock-events",
         "SNS_SALES_TOPIC=stack-sales-events",
