@@ -62,6 +62,7 @@ AWS_ONLY_PARAMETERS: dict[str, dict[str, Any]] = {
 
 
 def template_path() -> Path:
+    """Where the template is committed."""
     return Path(settings.BASE_DIR) / "deploy" / "nudged.yaml"
 
 
@@ -81,6 +82,7 @@ def render_template() -> str:
 
 
 def build_template() -> dict[str, Any]:
+    """The template as data: the declared resources, then the alarms and the app policy."""
     resources: dict[str, Any] = {}
     for topic in TOPICS:
         resources[topic.logical_id] = _resource("AWS::SNS::Topic", TopicName=_name(topic))
