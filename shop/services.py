@@ -12,6 +12,7 @@ from django.utils import timezone
 from factory_bridge import events
 from inventory.exceptions import InvalidQuantity
 from inventory.services import StockState, count_limited, take_stock
+from nudged.logs import add_to_log_context
 from shop.exceptions import OutOfStock, PurchaseLimitReached
 from shop.models import Order
 
@@ -75,6 +76,8 @@ def place_order(
         raise OutOfStock(
             sku=stock.sku, name=stock.name, available=stock.remaining, requested=quantity
         )
+    # The rest of the request logs it too (Django's, gunicorn's access line).
+    add_to_log_context(order=order.pk)
     # Completed orders are the bulk of the traffic; their rows and events are the record.
     logger.debug(
         "order completed order=%s sku=%s quantity=%s stock=%s",

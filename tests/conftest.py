@@ -1,18 +1,24 @@
 """Shared fixtures: a real moto server over HTTP, provisioned queues, catalog rows."""
 
 import fcntl
+import io
+import json
+import logging
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 import requests
 from django.conf import settings
+
+from nudged.logs import AddLogContext, JsonLineFormatter
 
 for _name, _value in {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -112,3 +118,30 @@ def fresh_local_cache() -> Iterator[None]:
     caches["local"].clear()
     yield
     caches["local"].clear()
+
+
+@pytest.fixture
+def json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """LOGGING's handler writing JSON lines, as under production settings, to a buffer.
+
+    Yields a function that returns the lines written so far, each parsed (every line must
+    be one JSON object).
+    """
+    [handler] = [
+        h
+        for h in logging.getLogger("django").handlers
+        if any(isinstance(f, AddLogContext) for f in h.filters)
+    ]
+    stream = io.StringIO()
+    previous_stream = handler.setStream(stream)
+    previous_formatter = handler.formatter
+    handler.setFormatter(JsonLineFormatter())
+
+    def lines() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    try:
+        yield lines
+    finally:
+        handler.setStream(previous_stream)
+        handler.setFormatter(previous_formatter)

@@ -1,14 +1,21 @@
 """The web server as deployed: gunicorn with the project's gunicorn.conf.py."""
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
+from django.conf import settings
 
 from tests.test_settings import ROOT, run
 
@@ -37,8 +44,8 @@ def test_gunicorn_stops_at_once_with_one_line_when_production_is_incomplete():
     assert "Booting worker" not in result.stderr
 
 
-@pytest.fixture
-def web(tmp_path: Path):  # type: ignore[no-untyped-def]
+@contextmanager
+def serving(tmp_path: Path, **env: str) -> Iterator[tuple[str, Path, Path]]:
     """gunicorn serving Nudged with an access log, as `make run` starts it."""
     port = free_port()
     access, errors = tmp_path / "access.log", tmp_path / "error.log"
@@ -49,7 +56,7 @@ def web(tmp_path: Path):  # type: ignore[no-untyped-def]
                 *("--workers", "1", "--access-logfile", str(access), "--error-logfile", "-"),
             ],
             cwd=ROOT,
-            env={**os.environ, "DJANGO_SETTINGS_MODULE": "nudged.settings.test"},
+            env={**os.environ, "DJANGO_SETTINGS_MODULE": "nudged.settings.test", **env},
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
@@ -67,6 +74,19 @@ def web(tmp_path: Path):  # type: ignore[no-untyped-def]
             proc.wait(timeout=20)
 
 
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    with serving(tmp_path, LOG_FORMAT="plain") as served:
+        yield served
+
+
+@pytest.fixture
+def json_web(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """The same with the production log format."""
+    with serving(tmp_path, LOG_FORMAT="json") as served:
+        yield served
+
+
 def test_no_log_holds_a_callback_token_whole(web):
     url, access, errors = web
 
@@ -78,3 +98,71 @@ def test_no_log_holds_a_callback_token_whole(web):
     assert f'"POST /factory/callbacks/{TOKEN[:8]}.../ HTTP/1.1" 403' in access_log
     assert f"Forbidden: /factory/callbacks/{TOKEN[:8]}.../" in error_log
     assert TOKEN[8:] not in access_log + error_log
+
+
+def is_utc(stamp: str) -> bool:
+    return datetime.fromisoformat(stamp).utcoffset() == timedelta(0)
+
+
+def test_the_master_its_workers_and_django_log_in_utc(web):
+    url, access, errors = web
+
+    response = requests.post(f"{url}/factory/callbacks/{TOKEN}/", json={}, timeout=10)
+
+    time.sleep(0.5)
+    lines = errors.read_text().splitlines()
+    # The master's first line, a worker's, and Django's in that worker (TIME_ZONE is KST).
+    started = next(line for line in lines if "Starting gunicorn" in line)
+    booted = next(line for line in lines if "Booting worker" in line)
+    forbidden = next(line for line in lines if "Forbidden: " in line)
+    assert all(is_utc(line.split(" ", 1)[0]) for line in (started, booted, forbidden))
+    assert started.split(" ")[1:3] == ["INFO", "gunicorn.error"]
+    assert forbidden.endswith(f"[request_id={response.headers['X-Request-ID']}]")
+    [line] = [line for line in access.read_text().splitlines() if "POST" in line]
+    assert re.search(r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\]", line), line
+    assert line.endswith(f"[request_id={response.headers['X-Request-ID']}]")
+
+
+def test_every_gunicorn_line_is_a_json_object_in_utc_under_the_production_format(json_web):
+    url, access, errors = json_web
+
+    response = requests.post(
+        f"{url}/factory/callbacks/{TOKEN}/", json={}, headers={"X-Request-ID": "r-1"}, timeout=10
+    )
+
+    assert response.headers["X-Request-ID"] == "r-1"
+    time.sleep(0.5)
+    logged = [json.loads(line) for line in errors.read_text().splitlines()]
+    [request] = [json.loads(line) for line in access.read_text().splitlines() if "POST" in line]
+    assert all(is_utc(line["time"]) for line in [*logged, request])
+
+    def first(start: str) -> dict[str, str]:
+        return next(line for line in logged if line["message"].startswith(start))
+
+    assert first("Starting gunicorn")["logger"] == "gunicorn.error"
+    assert first("Booting worker")["level"] == "INFO"
+    assert first(f"Forbidden: /factory/callbacks/{TOKEN[:8]}.../")["request_id"] == "r-1"
+    assert request["logger"] == "gunicorn.access"
+    assert request["request_id"] == "r-1"
+    assert f'"POST /factory/callbacks/{TOKEN[:8]}.../ HTTP/1.1" 403' in request["message"]
+    assert "+0000]" in request["message"]
+    assert TOKEN[8:] not in errors.read_text() + access.read_text()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_access_line_of_an_order_carries_its_request_and_order_ids(product, tmp_path):
+    # The test database, which this test commits to, rather than the one DATABASE_URL names.
+    database = urlsplit(os.environ.get("DATABASE_URL", "mysql://root@127.0.0.1:3306/nudged"))
+    database_url = database._replace(path=f"/{settings.DATABASES['default']['NAME']}").geturl()
+    with serving(
+        tmp_path, LOG_FORMAT="json", DATABASE_URL=database_url, EVENTS_ENABLED="false"
+    ) as (url, access, _):
+        response = requests.post(
+            f"{url}/api/orders/", json={"sku": product.sku, "quantity": 1}, timeout=10
+        )
+        time.sleep(0.5)
+
+    assert response.status_code == 201
+    [line] = [json.loads(line) for line in access.read_text().splitlines() if "POST" in line]
+    assert line["request_id"] == response.headers["X-Request-ID"]
+    assert line["order_id"] == response.json()["id"]

@@ -23,6 +23,7 @@ from factory_bridge.messages import fingerprint, read_envelope
 from factory_bridge.models import FailedMessage, MessageFailure
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
 from factory_bridge.services import pollers
+from nudged.logs import log_context
 
 logger = logging.getLogger(__name__)
 
@@ -123,11 +124,12 @@ def _sweep(dlq: SqsQueue, source: str, wait: int) -> tuple[int, int]:
 
 def _record_one(message: ReceivedMessage, source: str, dlq: str) -> bool:
     # However malformed a message is, the others in the sweep are still recorded.
-    try:
-        return record_dead(message, source=source, dlq=dlq)
-    except Exception:
-        logger.exception("could not record dead message=%s", message.message_id)
-        return False
+    with log_context(sqs_message=message.message_id):
+        try:
+            return record_dead(message, source=source, dlq=dlq)
+        except Exception:
+            logger.exception("could not record dead message=%s", message.message_id)
+            return False
 
 
 def record_dead(message: ReceivedMessage, *, source: str = "", dlq: str = "") -> bool:

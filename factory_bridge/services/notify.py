@@ -10,6 +10,7 @@ from factory_bridge.messages import read_envelope
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
 from factory_bridge.services.dlq import dead_letter, record_failure
 from inventory.alerts import send_back_in_stock
+from nudged.logs import log_context
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,11 @@ def consume_notify(*, wait: int) -> int:
 
 
 def _handle(queue: SqsQueue, message: ReceivedMessage) -> int:
+    with log_context(sqs_message=message.message_id):
+        return _handle_one(queue, message)
+
+
+def _handle_one(queue: SqsQueue, message: ReceivedMessage) -> int:
     try:
         sent = handle_arrival_message(message)
     except UnreadableMessage as exc:

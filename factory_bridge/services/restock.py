@@ -36,6 +36,7 @@ from inventory.services import (
     release_on_order,
     review,
 )
+from nudged.logs import add_to_log_context, log_context
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,11 @@ def message_budget() -> float:
 
 def _handle(queue: SqsQueue, message: ReceivedMessage) -> str:
     """Handle one message and say how it went; no error escapes to the rest of the batch."""
+    with log_context(sqs_message=message.message_id):
+        return _handle_one(queue, message)
+
+
+def _handle_one(queue: SqsQueue, message: ReceivedMessage) -> str:
     try:
         outcome = handle_depletion_message(message)
     except UnreadableMessage as exc:
@@ -241,6 +247,11 @@ def place_factory_order(request: RestockRequest) -> None:
 
     A refusal schedules the sweep's next attempt (`next_attempt_at`, backing off).
     """
+    with log_context(restock=request.pk):
+        _place_factory_order(request)
+
+
+def _place_factory_order(request: RestockRequest) -> None:
     order = ManufactureOrder(
         product_id=request.product.sku,
         quantity=request.quantity,
@@ -339,6 +350,7 @@ def receive_callback(*, restock_id: int, body: Any) -> tuple[RestockRequest, boo
     `restock_id` comes from callback_restock_id: the caller checks the token before it
     reads the body.
     """
+    add_to_log_context(restock=restock_id)
     with transaction.atomic():
         request = (
             RestockRequest.objects.select_for_update()

@@ -5,6 +5,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from nudged.logs import FORMATS as LOG_FORMATS
+from nudged.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -42,6 +46,8 @@ LOCAL_APPS = [
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 
 MIDDLEWARE = [
+    # First: whatever answers (an https redirect too) and whatever is logged carries the id.
+    "nudged.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -257,25 +263,17 @@ SILENCED_SYSTEM_CHECKS = ["models.W037"]
 HEALTHZ_TOKEN = os.environ.get("HEALTHZ_TOKEN", "")
 
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-    },
-    "filters": {"redact": {"()": "nudged.logs.RedactCallbackTokens"}},
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
-    },
-    "root": {"handlers": ["console"], "level": "WARNING"},
-    "loggers": {
-        # Django's own (django.request's 4xx warnings name the path, callback token included)
-        # go through the redacting handler too, not Django's default ones.
-        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
-        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
-        **{
-            app: {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}
-            for app in ("shop", "inventory", "factory_bridge", "nudged")
-        },
-    },
-}
+
+
+def log_format(default: str) -> str:
+    """LOG_FORMAT from the environment, `default` without it: json or plain (nudged.logs)."""
+    value = env("LOG_FORMAT", default=default)
+    if value not in LOG_FORMATS:
+        raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, not {value[:20]!r}.")
+    return value
+
+
+# Plain lines on a developer's machine and in tests; production says json.
+LOG_FORMAT = log_format("plain")
+LOGGING_CONFIG = "nudged.logs.configure"
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)

@@ -6,7 +6,7 @@ import os
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import LOG_LEVEL, env, log_format, logging_config
 
 
 def _required(name: str) -> str:
@@ -42,3 +42,7 @@ if env.bool("USE_X_FORWARDED_PROTO", default=False):
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# One JSON object per line, for a log service to search by field.
+LOG_FORMAT = log_format("json")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)

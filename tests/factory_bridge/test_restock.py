@@ -567,3 +567,40 @@ def test_concurrent_sweeps_reorder_once(product, settings):
 
         assert reorders == 1
         assert len(slow_factory.received) == 1
+
+
+def test_the_consumer_and_the_callback_log_the_ids_they_handle(
+    aws, product, simulator, client: Client, json_logs
+):
+    deplete(product)
+    reorder = reorder_message(aws)
+    sqs, url = sqs_client(aws), queue_url(aws, "nudged-restock")
+    reorder_id = sqs.send_message(QueueUrl=url, MessageBody=reorder["Body"])["MessageId"]
+    unreadable_id = sqs.send_message(QueueUrl=url, MessageBody="hello")["MessageId"]
+
+    consume_all()
+    [job] = simulator.received
+    answer = client.post(
+        urlsplit(job["body"]["CallbackUrl"]).path,
+        json.dumps(job["body"]),
+        content_type="application/json",
+    )
+
+    assert answer.status_code == 200
+    restock = RestockRequest.objects.get()
+    ids = ("request_id", "order_id", "restock_id", "sqs_message_id")
+    logged = {
+        line["message"].split(" restock=")[0].split(":")[0]: {k: line[k] for k in ids if k in line}
+        for line in json_logs()
+    }
+    assert logged["factory order placed"] == {
+        "restock_id": restock.pk,
+        "sqs_message_id": reorder_id,
+    }
+    assert logged[f"message={unreadable_id} sent to the DLQ"] == {"sqs_message_id": unreadable_id}
+    assert logged["stock arrived"] == {
+        "request_id": answer["X-Request-ID"],
+        "restock_id": restock.pk,
+    }
+    # The order placed outside any request (deplete) left nothing behind.
+    assert logged[f"stock depleted sku={product.sku}"] == {}
