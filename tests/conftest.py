@@ -112,3 +112,13 @@ def fresh_local_cache() -> Iterator[None]:
     caches["local"].clear()
     yield
     caches["local"].clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_sales_backoff() -> Iterator[None]:
+    """A failed sales publish in one test does not hold back the next test's relay."""
+    from factory_bridge.services.outbox import sales_backoff
+
+    sales_backoff.reset()
+    yield
+    sales_backoff.reset()
