@@ -1,15 +1,12 @@
-"""Domain events: how they are built and written to the outbox."""
+"""Domain events: what each one says. The outbox relay (services/outbox.py) sends them."""
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.utils import timezone
 
 from factory_bridge.models import OutboxEvent
 from inventory.models import ReorderDecision
@@ -22,6 +19,8 @@ STOCK_REPLENISHED = "stock.replenished"
 STOCK_LOW = "stock.low"
 ORDER_COMPLETED = "order.completed"
 ORDERS_REFUSED = "orders.refused"
+SALES_BATCH = "sales.batch"
+SALES_NAMESPACE = uuid.UUID("6f1c2a0e-5b7d-4c1e-9a63-0d5e8f4b2c71")
 EVENT_TYPE_ATTRIBUTE = "EventType"
 DEPLETED_SUBJECT = "도너츠 재고 부족"
 
@@ -82,18 +81,6 @@ def low(*, decision: ReorderDecision, factory_code: str, sku: str) -> Event:
     )
 
 
-def order_completed(*, order: Any, stock: StockState) -> Event:
-    """An order was completed; `stock` is the product's state right after it."""
-    return Event(
-        topic=OutboxEvent.Topic.SALES,
-        event_type=ORDER_COMPLETED,
-        sku=stock.sku,
-        factory_id=stock.factory_code,
-        quantity=order.quantity,
-        body={"order_id": order.pk, "status": order.status, "stock": stock.remaining},
-    )
-
-
 def refused(*, count: RefusalCount) -> Event:
     """Orders refused (out of stock) and limited (purchase limit) over one interval."""
     return Event(
@@ -112,50 +99,8 @@ def refused(*, count: RefusalCount) -> Event:
     )
 
 
-# Every order writes its events with this one statement (a row per event): the ORM's
-# bulk_create costs several times the insert itself on that path.
-INSERT_SQL = (
-    "INSERT INTO `factory_bridge_outboxevent` (`id`, `topic`, `event_type`, `subject`, "
-    "`body`, `attributes`, `sku`, `created_at`, `published_at`, `next_attempt_at`, "
-    "`attempts`, `last_error`) VALUES "
-)
-ROW_SQL = "(%s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, 0, '')"
-
-
-def record(events: list[Event]) -> list[uuid.UUID]:
-    """Write events to the outbox in the caller's transaction; relay them after commit.
-
-    Returns the new events' ids.
-    """
-    if not settings.EVENTS_ENABLED or not events:
-        return []
-    now = timezone.now()
-    db_now = connection.ops.adapt_datetimefield_value(now)
-    pk = OutboxEvent._meta.pk
-    ids, params = [], []
-    for event in events:
-        event_id = uuid.uuid4()
-        ids.append(event_id)
-        params += [
-            pk.get_db_prep_value(event_id, connection),
-            event.topic,
-            event.event_type,
-            event.subject,
-            json.dumps(_body(event, event_id, now)),
-            json.dumps(_attributes(event)),
-            event.sku,
-            db_now,
-            db_now,
-        ]
-    with connection.cursor() as cursor:
-        cursor.execute(INSERT_SQL + ", ".join([ROW_SQL] * len(events)), params)
-    from factory_bridge.services.outbox import trigger_relay
-
-    transaction.on_commit(trigger_relay)
-    return ids
-
-
-def _body(event: Event, event_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+def body(event: Event, event_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+    """The event as its SNS message carries it."""
     return {
         "event_id": str(event_id),
         "type": event.event_type,
@@ -167,12 +112,82 @@ def _body(event: Event, event_id: uuid.UUID, now: datetime) -> dict[str, Any]:
     }
 
 
-def _attributes(event: Event) -> dict[str, str]:
+def attributes(event: Event) -> dict[str, str]:
+    """The SNS message attributes: the original system's, and the type subscriptions filter on."""
+    return _attributes(event.event_type, event.sku, event.factory_id, event.quantity)
+
+
+def _attributes(event_type: str, sku: str, factory_id: str, quantity: int) -> dict[str, str]:
     # SNS rejects a message attribute with an empty value, so every value is a non-empty string.
     return {
-        EVENT_TYPE_ATTRIBUTE: event.event_type,
-        "MessageAttributeProductId": event.sku,
-        "MessageAttributeFactoryId": event.factory_id,
-        "MessageAttributeProductCnt": str(event.quantity),
+        EVENT_TYPE_ATTRIBUTE: event_type,
+        "MessageAttributeProductId": sku,
+        "MessageAttributeFactoryId": factory_id,
+        "MessageAttributeProductCnt": str(quantity),
         "MessageAttributeRequester": settings.FACTORY_REQUESTER or "nudged",
     }
+
+
+# --- sales ----------------------------------------------------------------------------------
+# A completed order is its own record of the sale: no outbox row is written for it. The relay
+# reads the orders not yet published and sends their order.completed events many to an SNS
+# message (a sales batch), one product per message.
+
+
+@dataclass(frozen=True)
+class Sale:
+    order_id: int
+    sku: str
+    factory_id: str
+    quantity: int
+    status: str
+    stock: int
+    created_at: datetime
+
+
+class SalesLedger(Protocol):
+    """The record of sales the relay publishes from, chosen by SALES_LEDGER."""
+
+    def unpublished(self, *, limit: int) -> list[Sale]:
+        """The oldest sales not yet published, at most `limit`."""
+        ...
+
+    def mark_published(self, *, order_ids: list[int]) -> None: ...
+
+    def backlog(self) -> tuple[int, datetime | None]:
+        """How many sales wait to be published, and when the oldest happened."""
+        ...
+
+
+def sale_event_id(order_id: int) -> uuid.UUID:
+    """An order's event id: the same every time the order is published, for deduplication."""
+    return uuid.uuid5(SALES_NAMESPACE, str(order_id))
+
+
+def sale_event(sale: Sale) -> dict[str, Any]:
+    """One order.completed event, as it appears in a sales batch."""
+    return {
+        "event_id": str(sale_event_id(sale.order_id)),
+        "type": ORDER_COMPLETED,
+        "occurred_at": sale.created_at.isoformat(),
+        "sku": sale.sku,
+        "factory_id": sale.factory_id,
+        "quantity": sale.quantity,
+        "order_id": sale.order_id,
+        "status": sale.status,
+        "stock": sale.stock,
+    }
+
+
+def sales_batch(events: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The body and attributes of one SNS message carrying order.completed events of a product."""
+    first = events[0]
+    body = {
+        "type": SALES_BATCH,
+        "sku": first["sku"],
+        "factory_id": first["factory_id"],
+        "count": len(events),
+        "events": events,
+    }
+    units = sum(event["quantity"] for event in events)
+    return body, _attributes(SALES_BATCH, first["sku"], first["factory_id"], units)

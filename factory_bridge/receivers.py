@@ -3,19 +3,20 @@
 from typing import Any
 
 from factory_bridge import events
+from factory_bridge.services import outbox
 from inventory import signals
 
 
 def on_depleted(*, state: Any, **kwargs: Any) -> None:
-    events.record([events.depleted(stock=state)])
+    outbox.record([events.depleted(stock=state)])
 
 
 def on_reorder_decided(*, decision: Any, sku: str, factory_code: str, **kwargs: Any) -> None:
-    events.record([events.low(decision=decision, factory_code=factory_code, sku=sku)])
+    outbox.record([events.low(decision=decision, factory_code=factory_code, sku=sku)])
 
 
 def on_refusals_counted(*, counts: list, **kwargs: Any) -> None:
-    events.record([events.refused(count=count) for count in counts])
+    outbox.record([events.refused(count=count) for count in counts])
 
 
 def connect() -> None:

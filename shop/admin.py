@@ -14,7 +14,8 @@ class OrderAdmin(ReadOnlyAdmin):
         "status",
         "channel",
         "remaining_stock",
+        "published_at",
     ]
-    list_filter = ["status", "channel", "product"]
+    list_filter = ["status", "channel", "product", ("published_at", admin.EmptyFieldListFilter)]
     search_fields = ["=id", "product__sku"]
     list_select_related = ["product"]

@@ -34,6 +34,11 @@ class Order(models.Model):
     # Order ids count up; a receipt is found by a reference nobody can guess from another.
     reference = models.CharField(max_length=32, unique=True, default=new_reference, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The order row is the sale's record and its outbox: the relay publishes orders.completed
+    # for the orders still without this, many per SNS message, and then sets it.
+    published_at = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="When the sale went out to the ops feed"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

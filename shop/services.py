@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from factory_bridge import events
+from factory_bridge.services import outbox
 from inventory.exceptions import InvalidQuantity
 from inventory.services import StockState, count_limited, take_stock
 from nudged.logs import add_to_log_context
@@ -62,7 +62,7 @@ def place_order(
                     remaining_stock=stock.remaining,
                     customer=customer,
                 )
-                events.record([events.order_completed(order=order, stock=stock)])
+                outbox.sold()
     except PurchaseLimitReached as limited:
         count_limited(product_id=stock.product_id)
         logger.info(

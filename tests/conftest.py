@@ -145,3 +145,13 @@ def json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
     finally:
         handler.setStream(previous_stream)
         handler.setFormatter(previous_formatter)
+
+
+@pytest.fixture(autouse=True)
+def fresh_sales_backoff() -> Iterator[None]:
+    """A failed sales publish in one test does not hold back the next test's relay."""
+    from factory_bridge.services.outbox import sales_backoff
+
+    sales_backoff.reset()
+    yield
+    sales_backoff.reset()

@@ -135,3 +135,8 @@ def test_local_tooling_names_its_settings_explicitly():
     result = manage("check", DJANGO_SETTINGS_MODULE="nudged.settings.local")
 
     assert result.returncode == 0, result.stderr
+
+
+def test_production_always_publishes_events_whatever_the_environment_says():
+    # Events off would silently stop restocking: no environment variable turns them off.
+    assert settings_value("settings.EVENTS_ENABLED", **COMPLETE, EVENTS_ENABLED="0") == "True"

@@ -1,5 +1,12 @@
-"""The outbox relay: publish committed events to SNS, at least once, stock events first."""
+"""The outbox and its relay: publish committed events to SNS, at least once, stock first.
 
+Stock events and refusal counts are rows of the outbox, written in the transaction of the
+change they describe, one SNS message each (the restock and notification queues filter on
+them). Sales need no row of their own: the relay reads the completed orders not yet
+published and sends their events many to a message.
+"""
+
+import json
 import logging
 import threading
 import uuid
@@ -7,13 +14,16 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from time import monotonic, sleep
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
+from factory_bridge import events
 from factory_bridge.models import OutboxEvent, WorkerLease
 from factory_bridge.publishers import (
     SNS_BATCH_SIZE,
@@ -41,6 +51,60 @@ RELAY_LOOP = "outbox"
 # The relay loop counts as running when it beat within this many seconds.
 RELAY_LOOP_FRESH_SECONDS = 5.0
 PURGE_BATCH_SIZE = 1000
+# Orders read per sales round.
+SALES_CLAIM_SIZE = 2000
+# A sales batch's events stay under this many bytes: SNS takes 256 KiB per message
+# (attributes included) and per PublishBatch call, so each batch is published on its own.
+SALES_MESSAGE_BYTES = 200_000
+# One relay at a time publishes sales (a MariaDB lock of the connection, freed if it dies).
+SALES_LOCK = "nudged.sales-relay"
+MAX_SALES_BACKOFF_SECONDS = 60
+
+# Every stock event and refusal count is written with this one statement (a row per event):
+# the ORM's bulk_create costs several times the insert itself.
+INSERT_SQL = (
+    "INSERT INTO `factory_bridge_outboxevent` (`id`, `topic`, `event_type`, `subject`, "
+    "`body`, `attributes`, `sku`, `created_at`, `published_at`, `next_attempt_at`, "
+    "`attempts`, `last_error`) VALUES "
+)
+ROW_SQL = "(%s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, 0, '')"
+
+
+def record(batch: list[events.Event]) -> list[uuid.UUID]:
+    """Write events to the outbox in the caller's transaction; relay them after commit.
+
+    Returns the new events' ids.
+    """
+    if not settings.EVENTS_ENABLED or not batch:
+        return []
+    now = timezone.now()
+    db_now = connection.ops.adapt_datetimefield_value(now)
+    pk = OutboxEvent._meta.pk
+    ids, params = [], []
+    for event in batch:
+        event_id = uuid.uuid4()
+        ids.append(event_id)
+        params += [
+            pk.get_db_prep_value(event_id, connection),
+            event.topic,
+            event.event_type,
+            event.subject,
+            json.dumps(events.body(event, event_id, now)),
+            json.dumps(events.attributes(event)),
+            event.sku,
+            db_now,
+            db_now,
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(INSERT_SQL + ", ".join([ROW_SQL] * len(batch)), params)
+    transaction.on_commit(trigger_relay)
+    return ids
+
+
+def sold() -> None:
+    """An order is committing: have its sale published soon (its row is the record)."""
+    if settings.EVENTS_ENABLED:
+        transaction.on_commit(trigger_relay)
 
 
 def claim_lease(publisher: Publisher) -> timedelta:
@@ -59,11 +123,21 @@ class RelayReport:
     published: int = 0
     failed: int = 0
     dead: int = 0
+    # Sales published (order.completed events) and the SNS messages that carried them.
+    sales: int = 0
+    sales_messages: int = 0
     # Whether the relay stopped because nothing was due (rather than on its time budget).
     drained: bool = False
 
     def __str__(self) -> str:
-        return f"published={self.published} failed={self.failed} dead={self.dead}"
+        return (
+            f"published={self.published} failed={self.failed} dead={self.dead} "
+            f"sales={self.sales} sales_messages={self.sales_messages}"
+        )
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.published or self.failed or self.dead or self.sales)
 
 
 @dataclass
@@ -83,14 +157,14 @@ def relay_outbox(*, seconds: float = RELAY_BUDGET_SECONDS) -> RelayReport:
     deadline = monotonic() + seconds
     while monotonic() < deadline:
         claim = _claim(CLAIM_SIZE, lease)
-        if not claim.events:
+        handed_back = _publish_claim(publisher, claim, report) if claim.events else False
+        outbox_drained = len(claim.events) < CLAIM_SIZE and not handed_back
+        # Sales after each claim of stock events: a depletion never waits behind a backlog.
+        sales_drained = _relay_sales(publisher, deadline, report)
+        if outbox_drained and sales_drained:
             report.drained = True
             break
-        handed_back = _publish_claim(publisher, claim, report)
-        if len(claim.events) < CLAIM_SIZE and not handed_back:
-            report.drained = True
-            break
-    if report.published or report.failed or report.dead:
+    if report.busy:
         logger.info("outbox relay %s", report)
     return report
 
@@ -102,13 +176,13 @@ def relay_round(*, wait: int) -> int:
     whether a commit needs a relay task of its own.
     """
     report = relay_outbox(seconds=RELAY_ROUND_SECONDS)
-    if not (report.published or report.failed or report.dead):
+    if not (report.published or report.sales):
         sleep(RELAY_IDLE_SECONDS)
     elif report.drained and settings.OUTBOX_RELAY_LINGER > 0:
         # Events committed during the pause go out together, in full PublishBatch calls,
         # instead of one call per commit: a call costs nearly as much for one entry as for ten.
         sleep(settings.OUTBOX_RELAY_LINGER)
-    return report.published
+    return report.published + report.sales
 
 
 def _claim(size: int, lease: timedelta) -> _Claim:
@@ -223,6 +297,105 @@ def _bury(event: OutboxEvent, *, attempts: int, reason: str, now: datetime) -> N
     )
 
 
+@cache
+def _ledger_class(path: str) -> type:
+    return import_string(path)
+
+
+def get_ledger() -> events.SalesLedger:
+    """Where the sales come from: SALES_LEDGER (the shop's completed orders)."""
+    return _ledger_class(settings.SALES_LEDGER)()
+
+
+class _Backoff:
+    """This process's pause between failed sales publishes: 2, 4, 8 ... 60 seconds."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.until = 0.0
+
+    def failed(self) -> None:
+        self.failures += 1
+        self.until = monotonic() + min(2**self.failures, MAX_SALES_BACKOFF_SECONDS)
+
+    def reset(self) -> None:
+        self.failures, self.until = 0, 0.0
+
+
+sales_backoff = _Backoff()
+
+
+def _relay_sales(publisher: Publisher, deadline: float, report: RelayReport) -> bool:
+    """Publish unpublished sales until none are left or time is up; True when none are left.
+
+    A failed publish ends the round (the sales wait for the backoff), and counts as drained.
+    """
+    if not settings.EVENTS_ENABLED or monotonic() < sales_backoff.until:
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT GET_LOCK(%s, 0)", [SALES_LOCK])
+        if cursor.fetchone()[0] != 1:
+            return True  # another relay is publishing them
+    ledger = get_ledger()
+    try:
+        while monotonic() < deadline:
+            sales = ledger.unpublished(limit=SALES_CLAIM_SIZE)
+            for batch in _sales_batches(sales):
+                if not _publish_sales(publisher, ledger, batch, report):
+                    sales_backoff.failed()
+                    return True
+                sales_backoff.reset()
+            if len(sales) < SALES_CLAIM_SIZE:
+                return True
+        return False
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT RELEASE_LOCK(%s)", [SALES_LOCK])
+
+
+def _sales_batches(sales: list[events.Sale]) -> list[list[dict]]:
+    """The sales' events, grouped by product, in batches that fit one SNS message each."""
+    batches: list[list[dict]] = []
+    for sku in dict.fromkeys(sale.sku for sale in sales):
+        batch: list[dict] = []
+        size = 0
+        for sale in sales:
+            if sale.sku != sku:
+                continue
+            event = events.sale_event(sale)
+            length = len(json.dumps(event)) + 2
+            if batch and size + length > SALES_MESSAGE_BYTES:
+                batches.append(batch)
+                batch, size = [], 0
+            batch.append(event)
+            size += length
+        batches.append(batch)
+    return batches
+
+
+def _publish_sales(
+    publisher: Publisher, ledger: events.SalesLedger, batch: list[dict], report: RelayReport
+) -> bool:
+    """Publish one sales batch and mark its orders published; False when it did not go out."""
+    body, attributes = events.sales_batch(batch)
+    message = Message(id=uuid.uuid4().hex, subject="", body=body, attributes=attributes)
+    try:
+        [outcome] = publisher.publish(topic=OutboxEvent.Topic.SALES, messages=[message])
+        error = outcome.error
+    except PublishError as exc:
+        error = str(exc)
+    if error:
+        logger.warning(
+            "sales publish failed sku=%s events=%s error=%s", body["sku"], len(batch), error
+        )
+        report.failed += len(batch)
+        return False
+    ledger.mark_published(order_ids=[event["order_id"] for event in batch])
+    report.sales += len(batch)
+    report.sales_messages += 1
+    return True
+
+
 def retry_dead(*, ids: Iterable[uuid.UUID]) -> list[OutboxEvent]:
     """Give the dead events among `ids` a fresh set of attempts, due now; return them."""
     with transaction.atomic():
@@ -259,13 +432,18 @@ def purge_published(*, days: int | None = None, batch_size: int = PURGE_BATCH_SI
 
 
 def backlog() -> dict:
-    """Events waiting to be published, the age in seconds of the oldest, and dead events."""
+    """Events waiting to be published (sales included), the oldest's age in seconds, dead ones."""
     unpublished = OutboxEvent.objects.filter(published_at__isnull=True)
     pending = unpublished.filter(dead_at__isnull=True)
+    count = pending.count()
     oldest = pending.order_by("created_at").values_list("created_at", flat=True).first()
+    if settings.EVENTS_ENABLED:
+        sales, oldest_sale = get_ledger().backlog()
+        count += sales
+        oldest = min(filter(None, (oldest, oldest_sale)), default=None)
     age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
     return {
-        "pending": pending.count(),
+        "pending": count,
         "oldest_age_seconds": round(age, 3),
         "dead": unpublished.filter(dead_at__isnull=False).count(),
     }

@@ -26,7 +26,7 @@ from factory_bridge.factory import FactoryError, ManufactureOrder, get_factory_c
 from factory_bridge.messages import Envelope, read_envelope
 from factory_bridge.models import RestockRequest
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
-from factory_bridge.services import pollers
+from factory_bridge.services import outbox, pollers
 from factory_bridge.services.dlq import dead_letter, record_failure
 from inventory.models import Product, ReorderDecision
 from inventory.services import (
@@ -380,7 +380,7 @@ def receive_callback(*, restock_id: int, body: Any) -> tuple[RestockRequest, boo
         request.status = RestockRequest.Status.FULFILLED
         request.fulfilled_at = timezone.now()
         request.save(update_fields=["status", "fulfilled_at", "updated_at"])
-        events.record(
+        outbox.record(
             [events.replenished(product=product, quantity=request.quantity, restock_id=request.pk)]
         )
     logger.info(

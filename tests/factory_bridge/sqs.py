@@ -30,6 +30,15 @@ def drain(endpoint: str, queue: str) -> list[dict[str, Any]]:
     return messages
 
 
+def ops_events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events in SNS notifications read from a queue: a sales batch unpacked into its own."""
+    found: list[dict[str, Any]] = []
+    for message in messages:
+        body = json.loads(json.loads(message["Body"])["Message"])
+        found += body["events"] if body["type"] == "sales.batch" else [body]
+    return found
+
+
 def messages_in(endpoint: str, queue: str) -> int:
     """How many messages `queue` holds, visible (moto's counts are exact)."""
     answer = sqs_client(endpoint).get_queue_attributes(

@@ -1,6 +1,5 @@
 """The whole loop over real HTTP: order, SNS, SQS, the restock poller, the factory, its callback."""
 
-import json
 import threading
 import time
 from collections import Counter
@@ -15,7 +14,7 @@ from factory_bridge.models import OutboxEvent, RestockRequest, WorkerLease
 from factory_bridge.services.pollers import run_poller
 from factory_bridge.simulator import FactorySimulator
 from inventory.models import Product
-from tests.factory_bridge.sqs import drain
+from tests.factory_bridge.sqs import drain, ops_events
 
 pytestmark = pytest.mark.e2e
 
@@ -116,7 +115,7 @@ def test_a_sold_out_product_is_restocked_by_the_factory(
     restock_poller()
     assert len(simulator.received) == 1
     ops = drain(aws, "nudged-ops")
-    events = [json.loads(json.loads(m["Body"])["Message"]) for m in ops]
+    events = ops_events(ops)
     assert Counter(e["type"] for e in events) == {
         "order.completed": 2,
         "stock.depleted": 1,

@@ -35,7 +35,7 @@ from factory_bridge.services.outbox import (
 from inventory.models import Product
 from shop.models import Order
 from shop.services import place_order
-from tests.factory_bridge.sqs import drain, messages_in
+from tests.factory_bridge.sqs import drain
 
 SKU = "CP-502101"
 CLOSED_ENDPOINT = "http://127.0.0.1:1"
@@ -47,6 +47,33 @@ def event_ids(messages: list[dict[str, Any]]) -> list[str]:
 
 def outbox_ids() -> list[str]:
     return sorted(str(pk) for pk in OutboxEvent.objects.values_list("pk", flat=True))
+
+
+def bodies(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [json.loads(json.loads(m["Body"])["Message"]) for m in messages]
+
+
+def sold(messages: list[dict[str, Any]]) -> list[int]:
+    """The order ids of the sales events in `messages`, batches unpacked."""
+    return sorted(
+        e["order_id"] for b in bodies(messages) if b["type"] == "sales.batch" for e in b["events"]
+    )
+
+
+def order_ids() -> list[int]:
+    return sorted(Order.objects.values_list("pk", flat=True))
+
+
+def pending_events(count: int = 1, *, topic: str = OutboxEvent.Topic.STOCK) -> list[OutboxEvent]:
+    """Outbox rows as a stock change writes them, due now."""
+    made = []
+    for _ in range(count):
+        event = OutboxEvent(topic=topic, event_type="stock.low", sku=SKU, body={}, attributes={})
+        event.body = {"event_id": str(event.pk), "type": "stock.low", "sku": SKU}
+        event.attributes = {"EventType": "stock.low", "MessageAttributeProductId": SKU}
+        event.save()
+        made.append(event)
+    return made
 
 
 @pytest.fixture
@@ -93,15 +120,20 @@ def test_orders_during_an_sns_outage_succeed_and_the_sweep_publishes_everything(
     assert OrmQ.objects.exists(), "orders should have queued a relay task"
     # Every sale, and the depletion and reorder of the last one.
     assert backlog()["pending"] == orders + 2
+    assert OutboxEvent.objects.count() == 2
     assert set(OutboxEvent.objects.values_list("attempts", flat=True)) == {0}
 
     settings.AWS_ENDPOINT_URL = aws
     report = relay_outbox()
 
-    assert (report.published, report.failed) == (orders + 2, 0)
+    assert (report.published, report.sales, report.failed) == (2, orders, 0)
+    # The hundred sales fit one message; the stock events go one per message.
+    assert report.sales_messages == 1
     ops = drain(aws, "nudged-ops")
-    assert len(ops) == OutboxEvent.objects.count() == orders + 2
-    assert event_ids(ops) == outbox_ids()
+    assert len(ops) == 3
+    assert sold(ops) == order_ids()
+    stock = [b["event_id"] for b in bodies(ops) if b["type"] != "sales.batch"]
+    assert sorted(stock) == outbox_ids()
     assert len(drain(aws, "nudged-restock")) == 2
     assert backlog() == {"pending": 0, "oldest_age_seconds": 0.0, "dead": 0}
 
@@ -119,22 +151,31 @@ def test_a_failed_publish_records_the_error_and_backs_off(aws, product, settings
 
     report, before, after = relay_and_time()
 
-    assert (report.published, report.failed) == (0, 3)
+    # Two stock events and the sale.
+    assert (report.published, report.sales, report.failed) == (0, 0, 3)
     for row in OutboxEvent.objects.all():
         assert row.published_at is None
         assert row.attempts == 1
         assert "Could not connect to the endpoint URL" in row.last_error
         # Backoff 2**attempts seconds from the moment the publish failed.
         assert before + timedelta(seconds=2) <= row.next_attempt_at <= after + timedelta(seconds=2)
+    assert Order.objects.get().published_at is None
 
     OutboxEvent.objects.update(next_attempt_at=timezone.now())
     report, before, after = relay_and_time()
 
-    assert (report.published, report.failed) == (0, 3)
+    # The stock events were due again; the sales wait out their own backoff.
+    assert (report.published, report.failed) == (0, 2)
     for row in OutboxEvent.objects.all():
         assert row.attempts == 2
         assert before + timedelta(seconds=4) <= row.next_attempt_at <= after + timedelta(seconds=4)
     assert backlog()["pending"] == 3
+
+    settings.AWS_ENDPOINT_URL = aws
+    assert relay_outbox().sales == 0  # still backing off
+    outbox.sales_backoff.reset()
+    assert relay_outbox().sales == 1
+    assert Order.objects.get().published_at is not None
 
 
 @pytest.mark.django_db
@@ -146,34 +187,123 @@ def test_events_are_not_retried_before_their_next_attempt(aws, product, settings
 
     early = relay_outbox()
 
-    assert (early.published, early.failed) == (0, 0)
+    assert (early.published, early.sales, early.failed) == (0, 0, 0)
     assert set(OutboxEvent.objects.values_list("attempts", flat=True)) == {1}
     assert drain(aws, "nudged-ops") == []
 
     OutboxEvent.objects.update(next_attempt_at=timezone.now())
+    outbox.sales_backoff.reset()
     due = relay_outbox()
 
-    assert (due.published, due.failed) == (3, 0)
+    assert (due.published, due.sales, due.failed) == (2, 1, 0)
     for row in OutboxEvent.objects.all():
         assert row.published_at is not None
         assert row.last_error == ""
-    assert event_ids(drain(aws, "nudged-ops")) == outbox_ids()
+    ops = drain(aws, "nudged-ops")
+    assert sorted(b["event_id"] for b in bodies(ops) if b["type"] != "sales.batch") == outbox_ids()
+    assert sold(ops) == order_ids()
 
 
 @pytest.mark.django_db
 def test_several_pending_events_go_out_in_publish_batches(aws, product, sns_calls):
-    Product.objects.filter(pk=product.pk).update(stock=20)
-    for _ in range(11):
-        place_order(sku=SKU, quantity=1)
+    pending_events(11)
 
     report = relay_outbox()
 
     assert (report.published, report.failed) == (11, 0)
     assert sns_calls == ["PublishBatch", "Publish"]
     assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+    assert event_ids(drain(aws, "nudged-ops")) == outbox_ids()
+
+
+@pytest.mark.django_db
+def test_sales_go_out_many_to_a_message_one_product_each(aws, product, sns_calls):
+    other = Product.objects.create(
+        sku="CP-502102", name="딸기도너츠", price=2500, stock=20, factory=product.factory
+    )
+    Product.objects.filter(pk=product.pk).update(stock=20)
+    for sku in [SKU, other.sku] * 6:
+        place_order(sku=sku, quantity=2)
+
+    report = relay_outbox()
+
+    assert (report.published, report.sales, report.sales_messages) == (0, 12, 2)
+    assert sns_calls == ["Publish", "Publish"]
     ops = drain(aws, "nudged-ops")
-    sent = {json.loads(json.loads(m["Body"])["Message"])["event_id"] for m in ops}
-    assert sent == {str(pk) for pk in OutboxEvent.objects.values_list("pk", flat=True)}
+    batches = {b["sku"]: b for b in bodies(ops)}
+    assert set(batches) == {SKU, other.sku}
+    for sku, batch in batches.items():
+        assert batch["type"] == "sales.batch"
+        assert batch["count"] == len(batch["events"]) == 6
+        mine = Order.objects.filter(product__sku=sku).order_by("pk")
+        assert [e["order_id"] for e in batch["events"]] == [o.pk for o in mine]
+        for event, order in zip(batch["events"], mine, strict=True):
+            assert event["type"] == "order.completed"
+            assert (event["sku"], event["quantity"], event["stock"]) == (
+                sku,
+                2,
+                order.remaining_stock,
+            )
+            assert event["factory_id"] == "FF-500293"
+    sent = {m["MessageId"]: json.loads(m["Body"])["MessageAttributes"] for m in ops}
+    for attributes in sent.values():
+        assert attributes["EventType"]["Value"] == "sales.batch"
+        assert attributes["MessageAttributeProductCnt"]["Value"] == "12"
+    ids = [e["event_id"] for b in bodies(ops) for e in b["events"]]
+    assert len(set(ids)) == 12
+    assert not Order.objects.filter(published_at__isnull=True).exists()
+
+
+@pytest.mark.django_db
+def test_a_sales_batch_too_large_for_one_message_is_split(aws, product, monkeypatch):
+    monkeypatch.setattr(outbox, "SALES_MESSAGE_BYTES", 1000)
+    Product.objects.filter(pk=product.pk).update(stock=40)
+    for _ in range(30):
+        place_order(sku=SKU, quantity=1)
+
+    report = relay_outbox()
+
+    assert report.sales == 30
+    assert report.sales_messages > 1
+    ops = drain(aws, "nudged-ops")
+    assert len(ops) == report.sales_messages
+    for batch in bodies(ops):
+        assert len(json.dumps(batch["events"])) <= 1000
+    assert sold(ops) == order_ids()
+
+
+@pytest.mark.django_db
+def test_a_sale_published_again_keeps_its_event_id(aws, product, monkeypatch):
+    """A relay that dies between the publish and the mark sends the sale again, same id."""
+    from shop.sales import OrderLedger
+
+    place_order(sku=SKU, quantity=1)
+
+    def die(self: Any, **kwargs: Any) -> None:
+        raise RuntimeError("relay died")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(OrderLedger, "mark_published", die)
+        with pytest.raises(RuntimeError):
+            relay_outbox()
+    relay_outbox()
+
+    ops = [b for b in bodies(drain(aws, "nudged-ops")) if b["type"] == "sales.batch"]
+    assert len(ops) == 2
+    assert ops[0]["events"] == ops[1]["events"]
+    assert Order.objects.get().published_at is not None
+
+
+@pytest.mark.django_db
+def test_without_events_no_sale_is_published(aws, product, settings):
+    settings.EVENTS_ENABLED = False
+    place_order(sku=SKU, quantity=1)
+
+    report = relay_outbox()
+
+    assert (report.published, report.sales) == (0, 0)
+    assert drain(aws, "nudged-ops") == []
+    assert Order.objects.get().published_at is None
 
 
 @pytest.mark.django_db
@@ -187,12 +317,11 @@ def test_stock_events_go_out_before_the_sales_events_ahead_of_them(product, sett
 
     report = relay_outbox()
 
-    assert report.published == 10
+    assert (report.published, report.sales) == (2, 8)
     types = [message.body["type"] for _, message in InMemoryPublisher.sent]
-    assert types == ["stock.depleted", "stock.low"] + ["order.completed"] * 8
-    assert [message.body["order_id"] for _, message in InMemoryPublisher.sent[2:]] == sorted(
-        Order.objects.values_list("pk", flat=True)
-    )
+    assert types == ["stock.depleted", "stock.low", "sales.batch"]
+    [(_, sales)] = InMemoryPublisher.sent[2:]
+    assert [e["order_id"] for e in sales.body["events"]] == order_ids()
 
 
 @pytest.mark.django_db
@@ -231,9 +360,7 @@ def test_the_relay_loop_goes_straight_on_when_its_time_ran_out_with_a_backlog(
     monkeypatch.setattr(InMemoryPublisher, "publish", publish_then_time_is_up)
     pauses: list[float] = []
     monkeypatch.setattr(outbox, "sleep", pauses.append)
-    Product.objects.filter(pk=product.pk).update(stock=10)
-    for _ in range(3):
-        place_order(sku=SKU, quantity=1)
+    pending_events(3)
 
     assert outbox.relay_round(wait=0) == 2
 
@@ -257,13 +384,18 @@ def test_concurrent_relays_publish_each_event_once(aws, product, monkeypatch):
         finally:
             connection.close()
 
+    pending_events(events)
+
     with ThreadPoolExecutor(max_workers=relays) as pool:
         reports = list(pool.map(relay, range(relays)))
 
     assert sum(r.published for r in reports) == events
+    assert sum(r.sales for r in reports) == events
     assert sum(r.failed for r in reports) == 0
     assert backlog()["pending"] == 0
-    assert messages_in(aws, "nudged-ops") == events
+    ops = drain(aws, "nudged-ops")
+    assert sorted(b["event_id"] for b in bodies(ops) if b["type"] != "sales.batch") == outbox_ids()
+    assert sold(ops) == order_ids()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -282,7 +414,7 @@ def test_the_relay_loop_publishes_what_commits_and_stops_the_per_commit_tasks(
 
     assert rounds >= 1
     assert backlog()["pending"] == 0
-    assert sorted(event_ids(drain(aws, "nudged-ops"))) == sorted(outbox_ids())
+    assert sold(drain(aws, "nudged-ops")) == order_ids()
 
     # While the loop's lease is fresh, a commit queues no relay task of its own.
     assert pollers.claim("outbox", "someone-else")
@@ -323,8 +455,7 @@ def test_an_event_sns_always_refuses_dies_after_the_maximum_attempts(
 ):
     settings.OUTBOX_MAX_ATTEMPTS = 3
     bad = refused_event()
-    place_order(sku=SKU, quantity=1)
-    good = OutboxEvent.objects.exclude(pk=bad.pk).get()
+    [good] = pending_events(topic=OutboxEvent.Topic.SALES)
 
     # Both go in one PublishBatch, which SNS refuses as a whole; sent one by one, the good
     # event goes out and only the bad one counts a failure.
@@ -368,7 +499,7 @@ def test_a_missing_topic_kills_events_and_retrying_them_after_the_fix_publishes_
     aws, product, settings
 ):
     settings.OUTBOX_MAX_ATTEMPTS = 2
-    place_order(sku=SKU, quantity=1)
+    pending_events(topic=OutboxEvent.Topic.SALES)
     settings.SNS_SALES_TOPIC = "nudged-no-such-topic"
 
     assert relay_outbox().failed == 1
@@ -392,7 +523,7 @@ def test_a_missing_topic_kills_events_and_retrying_them_after_the_fix_publishes_
 @pytest.mark.django_db
 def test_events_wait_without_dying_while_sns_cannot_be_reached(aws, product, settings):
     settings.OUTBOX_MAX_ATTEMPTS = 2
-    place_order(sku=SKU, quantity=1)
+    pending_events()
     settings.AWS_ENDPOINT_URL = CLOSED_ENDPOINT
 
     for _ in range(4):
@@ -418,10 +549,7 @@ def sns_answers(aws: str) -> Iterator[Stubber]:
 @pytest.mark.django_db
 def test_an_entry_sns_refuses_in_a_batch_dies_and_the_others_go_out(sns_answers, product, settings):
     settings.OUTBOX_MAX_ATTEMPTS = 1
-    Product.objects.filter(pk=product.pk).update(stock=10)
-    place_order(sku=SKU, quantity=1)
-    place_order(sku=SKU, quantity=1)
-    bad, good = OutboxEvent.objects.order_by("created_at")
+    bad, good = pending_events(2)
     sns_answers.add_response(
         "publish_batch",
         {
@@ -452,7 +580,7 @@ def test_an_entry_sns_refuses_in_a_batch_dies_and_the_others_go_out(sns_answers,
 )
 def test_events_sns_asks_to_send_later_do_not_die(sns_answers, product, settings, code, status):
     settings.OUTBOX_MAX_ATTEMPTS = 1
-    place_order(sku=SKU, quantity=1)
+    pending_events()
     sns_answers.add_client_error("publish", service_error_code=code, http_status_code=status)
 
     report = relay_outbox()
@@ -498,9 +626,7 @@ def test_a_relay_starts_no_call_its_lease_could_not_cover_and_hands_the_rest_bac
     monkeypatch.setattr(InMemoryPublisher, "sent", [])
     monkeypatch.setattr(SlowPublisher, "clock", [0.0])
     monkeypatch.setattr(outbox, "monotonic", lambda: SlowPublisher.clock[0])
-    Product.objects.filter(pk=product.pk).update(stock=50)
-    for _ in range(25):
-        place_order(sku=SKU, quantity=1)
+    pending_events(25)
 
     report = relay_outbox(seconds=1)
 

@@ -50,8 +50,14 @@ def event(message: dict[str, Any]) -> dict[str, Any]:
     return json.loads(envelope(message)["Message"])
 
 
+def events_in(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events a message carries: a sales batch many, any other message one."""
+    body = event(message)
+    return body["events"] if body["type"] == "sales.batch" else [body]
+
+
 def event_types(messages: list[dict[str, Any]]) -> Counter[str]:
-    return Counter(attributes(m)["EventType"] for m in messages)
+    return Counter(e["type"] for m in messages for e in events_in(m))
 
 
 def order(sku: str = SKU, quantity: int = 1) -> str:
@@ -118,9 +124,19 @@ def test_ops_receives_every_event_exactly_once(aws, product):
     }
     [refused] = by_type(ops)["orders.refused"]
     assert (event(refused)["refused_orders"], event(refused)["refused_units"]) == (2, 2)
-    assert sorted(event(m)["event_id"] for m in ops) == sorted(
+    # Each sale went out as it committed (the relay runs inline here), named by its order.
+    sales = [e for m in by_type(ops)["sales.batch"] for e in events_in(m)]
+    assert sorted(e["order_id"] for e in sales) == list(
+        Order.objects.order_by("pk").values_list("pk", flat=True)
+    )
+    assert sorted(e["stock"] for e in sales) == [0, 1, 2]
+    assert not Order.objects.filter(published_at__isnull=True).exists()
+    stock_events = [event(m)["event_id"] for m in ops if event(m)["type"] != "sales.batch"]
+    assert sorted(stock_events) == sorted(
         str(pk) for pk in OutboxEvent.objects.values_list("pk", flat=True)
     )
+    ids = [e["event_id"] for m in ops for e in events_in(m)]
+    assert len(ids) == len(set(ids)) == 6
     assert event_types(drain(aws, "nudged-restock")) == {"stock.depleted": 1, "stock.low": 1}
     assert backlog()["pending"] == 0
 
@@ -182,8 +198,9 @@ def test_every_channel_emits_the_same_events(
     assert event_types(ops) == {"order.completed": 3, "stock.depleted": 1, "stock.low": 1}
     for message in ops:
         sent = attributes(message)
-        # Stock events ask for the reorder's quantity; an order event carries the order's.
-        quantity = "1" if sent["EventType"] == "order.completed" else "10"
+        # Stock events ask for the reorder's quantity; a sales batch carries its units.
+        units = sum(e["quantity"] for e in events_in(message))
+        quantity = str(units) if sent["EventType"] == "sales.batch" else "10"
         assert sent == {
             "EventType": sent["EventType"],
             "MessageAttributeProductId": SKU,

@@ -37,7 +37,7 @@ from inventory.models import Factory, Product, StockAdjustment
 from inventory.services import set_stock
 from shop.exceptions import OutOfStock
 from shop.services import place_order
-from tests.factory_bridge.sqs import drain, queue_url, sqs_client
+from tests.factory_bridge.sqs import drain, ops_events, queue_url, sqs_client
 
 pytestmark = pytest.mark.django_db
 
@@ -224,9 +224,11 @@ def test_factory_down_dead_letters_the_depletion_and_other_products_still_get_re
     assert messages_in(endpoint, "nudged-restock") == 0
     assert [product_id_of(m) for m in drain(endpoint, "nudged-restock-dlq")] == ["CP-502101"]
     ops = drain(endpoint, "nudged-ops")
-    assert Counter(
-        json.loads(m["Body"])["MessageAttributes"]["EventType"]["Value"] for m in ops
-    ) == {"order.completed": 2, "stock.depleted": 2, "stock.low": 2}
+    assert Counter(e["type"] for e in ops_events(ops)) == {
+        "order.completed": 2,
+        "stock.depleted": 2,
+        "stock.low": 2,
+    }
 
 
 def _requested(product: Product, *, age: timedelta, key: str) -> RestockRequest:
