@@ -336,8 +336,8 @@ def _relay_sales(publisher: Publisher, deadline: float, report: RelayReport) -> 
         cursor.execute("SELECT GET_LOCK(%s, 0)", [SALES_LOCK])
         if cursor.fetchone()[0] != 1:
             return True  # another relay is publishing them
-    ledger = get_ledger()
     try:
+        ledger = get_ledger()
         while monotonic() < deadline:
             sales = ledger.unpublished(limit=SALES_CLAIM_SIZE)
             for batch in _sales_batches(sales):
