@@ -17,7 +17,7 @@ from django.utils.safestring import SafeString, mark_safe
 from nudged.dashboard.selectors import Window
 
 WIDTH, HEIGHT = 900, 240
-LEFT, RIGHT, TOP, BOTTOM = 60, 16, 14, 40
+LEFT, RIGHT, TOP, BOTTOM = 84, 16, 14, 40
 # Distinct on white and on the dark theme's background, and told apart by most colour-blind
 # readers (Okabe and Ito's palette).
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
@@ -47,10 +47,12 @@ def color(index: int) -> str:
 class _Frame:
     """The plot area: maps times and values to coordinates, and draws the axes."""
 
-    def __init__(self, window: Window, top: float, height: int = HEIGHT) -> None:
+    def __init__(
+        self, window: Window, top: float, height: int = HEIGHT, *, whole: bool = False
+    ) -> None:
         self.window = window
         self.height = height
-        self.ticks = _value_ticks(top)
+        self.ticks = _value_ticks(top, whole=whole)
         self.top = self.ticks[-1]
         self.plot_w = WIDTH - LEFT - RIGHT
         self.plot_h = height - TOP - BOTTOM
@@ -113,11 +115,20 @@ def _svg(title: str, parts: list[str], height: int = HEIGHT) -> SafeString:
 
 
 def line_chart(
-    window: Window, series: list[Series], *, title: str, y_label: str, step: bool = False
+    window: Window,
+    series: list[Series],
+    *,
+    title: str,
+    y_label: str,
+    step: bool = False,
+    whole: bool = False,
 ) -> Chart:
-    """Lines over the window's buckets; `step` draws each bucket's value flat across it."""
+    """Lines over the window's buckets; `step` draws each bucket's value flat across it.
+
+    `whole`: the values count things, so the axis ticks are whole numbers.
+    """
     values = [v for s in series for v in s.values if v is not None]
-    frame = _Frame(window, max(values, default=0.0))
+    frame = _Frame(window, max(values, default=0.0), whole=whole)
     parts = frame.axes(y_label)
     for s in series:
         parts.append(_path(frame, s, step=step))
@@ -204,11 +215,11 @@ def scatter_chart(
     return Chart(svg=_svg(title, parts), legend=legend, empty=not points)
 
 
-def _value_ticks(top: float) -> list[float]:
-    """0 up to a round number at or above `top`, in four or five round steps."""
+def _value_ticks(top: float, *, whole: bool = False) -> list[float]:
+    """0 up to a round number at or above `top`, in four or five round steps (whole: ≥ 1)."""
     if not top or top <= 0 or math.isnan(top):
         top = 1.0
-    raw = top / 4
+    raw = max(top / 4, 1.0) if whole else top / 4
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     return [i * step for i in range(math.ceil(top / step - 1e-9) + 1)]

@@ -66,6 +66,7 @@ def dashboard(window: Window) -> Dashboard:
                 title="Stock on hand per product",
                 y_label="units",
                 step=True,
+                whole=True,
             ),
         ),
         Panel(
@@ -117,6 +118,7 @@ def dashboard(window: Window) -> Dashboard:
                 title="Dead-letter queue depth",
                 y_label="messages",
                 step=True,
+                whole=True,
             ),
         ),
     ]
