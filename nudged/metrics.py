@@ -21,7 +21,7 @@ from time import monotonic, perf_counter
 from botocore.exceptions import ClientError
 from django.conf import settings
 from django.db import DatabaseError
-from django.db.models import Count, Sum
+from django.db.models import Count, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -181,7 +181,7 @@ def _database_families() -> Iterable[Metric]:
     yield lag
 
 
-def _by_status(name: str, documentation: str, rows, statuses: list[str]) -> Metric:  # type: ignore[no-untyped-def]
+def _by_status(name: str, documentation: str, rows: QuerySet, statuses: list[str]) -> Metric:
     counts = dict(
         rows.order_by().values("status").annotate(n=Count("pk")).values_list("status", "n")
     )
