@@ -32,6 +32,11 @@ _CONFIG = Config(
     retries={"total_max_attempts": TOTAL_ATTEMPTS, "mode": "standard"},
 )
 
+# For callers that must answer quickly whatever AWS does (a metrics scrape): one attempt.
+_PROBE_CONFIG = Config(
+    connect_timeout=1, read_timeout=3, retries={"total_max_attempts": 1, "mode": "standard"}
+)
+
 
 def max_call_seconds() -> float:
     """The longest one API call can take: every attempt times out, with the pauses between."""
@@ -47,6 +52,17 @@ def client(service: str) -> Any:
         endpoint_url=settings.AWS_ENDPOINT_URL,
         region_name=settings.AWS_DEFAULT_REGION,
         config=_CONFIG,
+    )
+
+
+@cache
+def probe_client(service: str) -> Any:
+    """Like client(), but one attempt with short timeouts: for a quick look, never for work."""
+    return boto3.session.Session().client(
+        service,
+        endpoint_url=settings.AWS_ENDPOINT_URL,
+        region_name=settings.AWS_DEFAULT_REGION,
+        config=_PROBE_CONFIG,
     )
 
 
@@ -75,7 +91,7 @@ def queue_arn(name: str) -> str:
 
 def reset() -> None:
     """Forget cached clients and names (after a settings change)."""
-    for cached in (client, account_id, queue_url):
+    for cached in (client, probe_client, account_id, queue_url):
         cached.cache_clear()
 
 

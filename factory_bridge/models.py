@@ -207,3 +207,26 @@ class WorkerLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.owner or 'nobody'})"
+
+
+class FactoryCallBucket(models.Model):
+    """Calls to the legacy factory of one outcome whose duration fell in one histogram bucket.
+
+    The calls happen in the cluster's processes, often on other hosts than the web servers
+    that answer /metrics, so their histogram is kept here, where every web process reads it.
+    """
+
+    outcome = models.CharField(max_length=16, help_text="ok, or the kind of FactoryError")
+    le = models.CharField(
+        max_length=16, help_text="Upper bound of the bucket in seconds, as Prometheus writes it"
+    )
+    calls = models.PositiveBigIntegerField(default=0)
+    seconds = models.FloatField(default=0.0, help_text="Their durations added up")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["outcome", "le"], name="factorycallbucket_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.outcome} ≤ {self.le}s: {self.calls}"

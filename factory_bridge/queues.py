@@ -24,9 +24,10 @@ class ReceivedMessage:
     message_attributes: dict[str, Any] = field(default_factory=dict)
 
 
-def _call(method: str, **kwargs: Any) -> dict:
+def _call(method: str, *, probe: bool = False, **kwargs: Any) -> dict:
+    client = aws.probe_client("sqs") if probe else aws.client("sqs")
     try:
-        return getattr(aws.client("sqs"), method)(**kwargs)
+        return getattr(client, method)(**kwargs)
     except (BotoCoreError, ClientError) as exc:
         raise QueueError(f"SQS {method} failed: {exc}") from exc
 
@@ -137,10 +138,20 @@ class SqsQueue:
             failed |= {chunk[int(bad["Id"])].message_id for bad in answer.get("Failed", [])}
         return failed
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, *, probe: bool = False) -> dict[str, int]:
+        """Approximate visible, in-flight and delayed messages.
+
+        `probe`: one quick attempt (short timeouts, no retry), the queue's URL included, for
+        callers that must answer whatever SQS does.
+        """
+        if probe:
+            url = _call("get_queue_url", probe=True, QueueName=self.name)["QueueUrl"]
+        else:
+            url = self.url
         answer = _call(
             "get_queue_attributes",
-            QueueUrl=self.url,
+            probe=probe,
+            QueueUrl=url,
             AttributeNames=[
                 "ApproximateNumberOfMessages",
                 "ApproximateNumberOfMessagesNotVisible",

@@ -4,7 +4,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from factory_bridge.apis import FactoryCallbackApi
 from nudged.api import not_found as api_not_found
-from nudged.views import healthz
+from nudged.dashboard.views import dashboard
+from nudged.views import healthz, metrics
 from shop import apis, legacy
 
 api = [
@@ -24,12 +25,15 @@ legacy_api = [
 ]
 
 urlpatterns = [
+    # Staff only: admin_view sends anyone else to the admin's login page.
+    path("admin/dashboard/", admin.site.admin_view(dashboard), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("api/", include((api, "api"))),
     # Any other path under /api/, with or without a trailing slash: a JSON 404, not a
     # redirect (APPEND_SLASH cannot redirect a POST) and not an HTML page.
     re_path(r"^api(?:/|$)", api_not_found, name="api-not-found"),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     path("factory/callbacks/<str:token>/", FactoryCallbackApi.as_view(), name="factory-callback"),
     path("", include((legacy_api, "legacy"))),
     path("", include("shop.urls")),

@@ -3,11 +3,12 @@ import logging
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.http import HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 
 from factory_bridge.services.dlq import dead_count
 from factory_bridge.services.outbox import backlog
 from factory_bridge.services.pollers import poller_status
+from nudged.metrics import render as render_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +61,26 @@ def healthz(request: HttpRequest) -> JsonResponse:
     )
 
 
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics, for `Authorization: Bearer $METRICS_TOKEN` only: a 404 to anyone else."""
+    if not _bearer(request, settings.METRICS_TOKEN):
+        raise Http404
+    if request.method not in ("GET", "HEAD"):
+        return HttpResponseNotAllowed(["GET", "HEAD"])
+    body, content_type = render_metrics()
+    return HttpResponse(body, content_type=content_type)
+
+
 def _sees_details(request: HttpRequest, *, database_up: bool) -> bool:
-    token = settings.HEALTHZ_TOKEN
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if token and scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode()):
+    if _bearer(request, settings.HEALTHZ_TOKEN):
         return True
     # Staff are known from their session, which lives in the database.
     return database_up and request.user.is_staff
+
+
+def _bearer(request: HttpRequest, token: str) -> bool:
+    """Whether the request carries `Authorization: Bearer <token>` (never for an empty token)."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return bool(
+        token and scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+    )

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from django.conf import settings
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.test_settings import ROOT, run
 
@@ -166,3 +167,60 @@ def test_the_access_line_of_an_order_carries_its_request_and_order_ids(product, 
     [line] = [json.loads(line) for line in access.read_text().splitlines() if "POST" in line]
     assert line["request_id"] == response.headers["X-Request-ID"]
     assert line["order_id"] == response.json()["id"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_metrics_add_up_the_requests_of_every_worker(tmp_path: Path, settings):
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_999999.db").write_bytes(b"left by an earlier run")
+    port = free_port()
+    database = settings.DATABASES["default"]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "nudged.settings.test",
+        "DATABASE_URL": f"mysql://{database['USER']}@{database['HOST']}:{database['PORT']}/"
+        f"{database['NAME']}",
+        "METRICS_TOKEN": "t0ken",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        # Unreachable: the queues are not what this test is about, and are reported down.
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
+    }
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [GUNICORN, "nudged.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "3"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"{url}/healthz", timeout=10)
+                break
+            except requests.RequestException:  # not listening yet, or still booting
+                time.sleep(0.2)
+        assert not (metrics_dir / "counter_999999.db").exists()
+        # Each on a new connection: the workers take turns.
+        for _ in range(12):
+            assert requests.get(f"{url}/api/products/", timeout=10).status_code == 200
+        seen = set()
+        for _ in range(6):
+            scrape = requests.get(
+                f"{url}/metrics", headers={"Authorization": "Bearer t0ken"}, timeout=20
+            )
+            assert scrape.status_code == 200
+            families = {f.name: f for f in text_string_to_metric_families(scrape.text)}
+            counted = {
+                tuple(sorted(s.labels.items())): s.value
+                for s in families["nudged_http_requests"].samples
+                if s.name == "nudged_http_requests_total"
+            }
+            seen.add(counted[(("method", "GET"), ("status", "200"), ("view", "api:product-list"))])
+        assert seen == {12.0}
+        assert len(list(metrics_dir.glob("counter_*.db"))) > 1  # more than one worker counted
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -26,7 +26,7 @@ from factory_bridge.factory import FactoryError, ManufactureOrder, get_factory_c
 from factory_bridge.messages import Envelope, read_envelope
 from factory_bridge.models import RestockRequest
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
-from factory_bridge.services import outbox, pollers
+from factory_bridge.services import factory_calls, outbox, pollers
 from factory_bridge.services.dlq import dead_letter, record_failure
 from inventory.models import Product, ReorderDecision
 from inventory.services import (
@@ -260,9 +260,11 @@ def _place_factory_order(request: RestockRequest) -> None:
         callback_url=callback_url(request),
         idempotency_key=request.depletion_key,
     )
+    started = monotonic()
     try:
         job_id = get_factory_client().order(order)
     except FactoryError as exc:
+        factory_calls.record_call(outcome=exc.kind, seconds=monotonic() - started)
         now = timezone.now()
         RestockRequest.objects.filter(pk=request.pk).update(
             attempts=F("attempts") + 1,
@@ -273,6 +275,10 @@ def _place_factory_order(request: RestockRequest) -> None:
         )
         logger.warning("factory refused restock=%s sku=%s: %s", request.pk, order.product_id, exc)
         raise
+    except Exception:
+        factory_calls.record_call(outcome=factory_calls.ERROR, seconds=monotonic() - started)
+        raise
+    factory_calls.record_call(outcome=factory_calls.OK, seconds=monotonic() - started)
     now = timezone.now()
     RestockRequest.objects.filter(pk=request.pk).update(
         status=RestockRequest.Status.REQUESTED,

@@ -48,6 +48,8 @@ INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 MIDDLEWARE = [
     # First: whatever answers (an https redirect too) and whatever is logged carries the id.
     "nudged.middleware.RequestIdMiddleware",
+    # Next: it times and counts every request, whatever answers it (/metrics).
+    "nudged.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -66,7 +68,9 @@ WSGI_APPLICATION = "nudged.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The project's own templates: the admin index (a link to the dashboard) and the
+        # dashboard.
+        "DIRS": [BASE_DIR / "nudged" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -264,6 +268,8 @@ SILENCED_SYSTEM_CHECKS = ["models.W037"]
 # Staff, and callers sending `Authorization: Bearer <this>`, see /healthz in detail (empty:
 # staff only).
 HEALTHZ_TOKEN = os.environ.get("HEALTHZ_TOKEN", "")
+# /metrics answers only `Authorization: Bearer <this>`, and is a 404 to everyone while empty.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 

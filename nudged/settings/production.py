@@ -31,8 +31,8 @@ if not PUBLIC_BASE_URL.startswith("https://"):
     )
 
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
-# Load balancers probe over plain http.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Load balancers probe over plain http, and Prometheus scrapes each web host directly.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
