@@ -423,7 +423,6 @@ class ControlledSimulator:
     def __init__(self, *, control: Path, initial: SimulatorSettings) -> None:
         self.control = control
         self.initial = initial
-        self.current = initial
         self.simulator: FactorySimulator | None = None
 
     @property
@@ -442,7 +441,7 @@ class ControlledSimulator:
         self.control.mkdir(parents=True, exist_ok=True)
         self.simulator = self.initial.start()
         # Restarts listen where the first one did (port 0 picked a free port).
-        self.initial = self.current = replace(self.initial, port=self.simulator.port)
+        self.initial = replace(self.initial, port=self.simulator.port)
         handled = self._read_request().get("id", "")
         self._write_state(handled, "ok", self.initial.describe())
         try:
@@ -474,7 +473,7 @@ class ControlledSimulator:
             self.simulator.stop()
             self.simulator = None
         if wanted is None:
-            message = f"Factory simulator stopped: port {self.current.port} refuses connections."
+            message = f"Factory simulator stopped: port {self.initial.port} refuses connections."
             logger.warning("%s", message)
             self._write_state(request_id, "ok", message)
             return
@@ -485,7 +484,6 @@ class ControlledSimulator:
             logger.error("%s", message)
             self._write_state(request_id, "error", message)
             return
-        self.current = wanted
         self._write_state(request_id, "ok", wanted.describe())
 
     def _settings(self, request: dict[str, str]) -> SimulatorSettings | None:
