@@ -12,13 +12,16 @@ import copy
 import json
 import logging
 import math
+import os
 import random
 import threading
 import time
 import uuid
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +33,24 @@ MANUFACTURES_PATH = "/api/manufactures"
 PRODUCTION_STAGES = 4
 # The callback is one plain POST; a target that hangs must not pin the thread for long.
 CALLBACK_TIMEOUT = 10.0
+# A day: longer than any factory takes, and far below the waits the clock can represent.
+MAX_SECONDS = 86400
+# How often a controlled simulator looks for a new request.
+CONTROL_POLL_SECONDS = 0.1
+
+
+def check_seconds(name: str, value: float) -> None:
+    """Raise ValueError, naming `name`, unless `value` is 0 to MAX_SECONDS seconds."""
+    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+        raise ValueError(f"{name} must be 0 or more seconds, at most {MAX_SECONDS}, got {value}.")
+
+
+def check_rate(name: str, value: float) -> None:
+    """Raise ValueError, naming `name`, unless `value` is a failure rate from 0 to 1."""
+    if not 0 <= value <= 1:
+        raise ValueError(
+            f"{name} must be between 0 and 1 (e.g. 0.2 fails one request in five), got {value}."
+        )
 
 
 class FactorySimulator:
@@ -348,6 +369,152 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         # Access lines go to the module logger (debug) instead of stderr; events log above.
         logger.debug("factory simulator %s %s", self.address_string(), format % args)
+
+
+@dataclass(frozen=True)
+class SimulatorSettings:
+    """What a simulator is started with."""
+
+    host: str = "127.0.0.1"
+    port: int = 8001
+    delay: float = 40.0
+    failure_rate: float = 0.0
+    latency: float = 0.0
+    seed: int | None = None
+
+    def create(self) -> FactorySimulator:
+        """A simulator with these settings, its port bound, not serving yet."""
+        return FactorySimulator(
+            host=self.host,
+            port=self.port,
+            delay=self.delay,
+            failure_rate=self.failure_rate,
+            latency=self.latency,
+            seed=self.seed,
+        )
+
+    def start(self) -> FactorySimulator:
+        """A simulator with these settings, serving in a background thread."""
+        simulator = self.create()
+        simulator.start()
+        return simulator
+
+    def describe(self) -> str:
+        return (
+            f"Factory simulator: http://{self.host}:{self.port} (callback after {self.delay:g}s,"
+            f" failure rate {self.failure_rate:g})"
+        )
+
+
+class ControlledSimulator:
+    """A simulator that is stopped or restarted on request while its process runs on.
+
+    `make run`'s process manager stops every process when one ends, so the factory drills
+    (the factory down, failing, back: bin/factory) act on the simulator inside its process.
+    A request is a file `request` in the `control` folder, renamed into place whole, of
+    `name=value` lines: `id` (new for each request), `running` (`yes` or `no`), `delay` and
+    `failure_rate` (empty: the value the process started with). Each request stops the
+    simulator, which forgets the orders it has not called back yet (as a real factory that
+    restarts), and unless `running=no` starts it again with the request's values. The outcome
+    goes to `state`: three lines, the request's id, `ok` or `error`, and a message. A request
+    already there when the process starts is an old one and is left alone.
+    """
+
+    def __init__(self, *, control: Path, initial: SimulatorSettings) -> None:
+        self.control = control
+        self.initial = initial
+        self.simulator: FactorySimulator | None = None
+
+    @property
+    def request_path(self) -> Path:
+        return self.control / "request"
+
+    @property
+    def state_path(self) -> Path:
+        return self.control / "state"
+
+    def serve(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set, applying each new request.
+
+        Raises OSError, as FactorySimulator does, when the port is taken at the start.
+        """
+        self.control.mkdir(parents=True, exist_ok=True)
+        self.simulator = self.initial.start()
+        # Restarts listen where the first one did (port 0 picked a free port).
+        self.initial = replace(self.initial, port=self.simulator.port)
+        handled = self._read_request().get("id", "")
+        self._write_state(handled, "ok", self.initial.describe())
+        try:
+            while not stop.wait(CONTROL_POLL_SECONDS):
+                request = self._read_request()
+                request_id = request.get("id", "")
+                if request_id and request_id != handled:
+                    handled = request_id
+                    self._apply(request_id, request)
+        finally:
+            if self.simulator is not None:
+                self.simulator.stop()
+
+    def _read_request(self) -> dict[str, str]:
+        try:
+            lines = self.request_path.read_text().splitlines()
+        except FileNotFoundError:
+            return {}
+        return dict(line.partition("=")[::2] for line in lines if "=" in line)
+
+    def _apply(self, request_id: str, request: dict[str, str]) -> None:
+        try:
+            wanted = self._settings(request)
+        except ValueError as exc:
+            logger.warning("factory simulator request %s refused: %s", request_id, exc)
+            self._write_state(request_id, "error", str(exc))
+            return
+        if self.simulator is not None:
+            self.simulator.stop()
+            self.simulator = None
+        if wanted is None:
+            message = f"Factory simulator stopped: port {self.initial.port} refuses connections."
+            logger.warning("%s", message)
+            self._write_state(request_id, "ok", message)
+            return
+        try:
+            self.simulator = wanted.start()
+        except OSError as exc:
+            message = f"Factory simulator cannot listen on {wanted.host}:{wanted.port}: {exc}."
+            logger.error("%s", message)
+            self._write_state(request_id, "error", message)
+            return
+        self._write_state(request_id, "ok", wanted.describe())
+
+    def _settings(self, request: dict[str, str]) -> SimulatorSettings | None:
+        """What a request asks for: None to stay stopped. ValueError names a bad value."""
+        running = request.get("running", "yes")
+        if running not in ("yes", "no"):
+            raise ValueError(f"running must be yes or no, got {running!r}.")
+        if running == "no":
+            return None
+        delay = _number(request, "delay", "FACTORY_DELAY", self.initial.delay)
+        failure_rate = _number(
+            request, "failure_rate", "FACTORY_FAILURE_RATE", self.initial.failure_rate
+        )
+        check_seconds("FACTORY_DELAY", delay)
+        check_rate("FACTORY_FAILURE_RATE", failure_rate)
+        return replace(self.initial, delay=delay, failure_rate=failure_rate)
+
+    def _write_state(self, request_id: str, outcome: str, message: str) -> None:
+        partial = self.control / "state.partial"
+        partial.write_text(f"{request_id}\n{outcome}\n{message}\n")
+        os.replace(partial, self.state_path)
+
+
+def _number(request: dict[str, str], key: str, name: str, default: float) -> float:
+    value = request.get(key, "").strip()
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}.") from None
 
 
 def _shown(value: object) -> str:

@@ -1,4 +1,5 @@
-"""`make run` as a developer uses it: bin/run on free ports, with a database of its own."""
+"""`make run` as a developer uses it: bin/run, then honcho running Procfile.local, on free
+ports with a database of its own."""
 
 import contextlib
 import os
@@ -7,6 +8,7 @@ import socket
 import stat
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,7 +22,11 @@ pytestmark = pytest.mark.run
 ROOT = Path(__file__).resolve().parents[1]
 OLD_FIXED_PASSWORD = "nudged-admin"
 START_TIMEOUT = 240
+# honcho kills what has not stopped 5 s after its TERM.
 STOP_TIMEOUT = 15
+LOCAL_PROCESSES = {"web", "cluster", "aws", "factory", "mail"}
+# Every process a run starts inherits this variable, with a value of its own per run.
+MARKER = "NUDGED_TEST_RUN"
 
 
 def _free_port() -> int:
@@ -45,39 +51,51 @@ def _mysql(url: str) -> MySQLdb.Connection:
     )
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes whose process group is `pgid`."""
-    members = []
+def _marked(marker: str) -> list[int]:
+    """Live (not zombie) processes started with MARKER=marker in their environment."""
+    wanted = f"{MARKER}={marker}".encode()
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat_line = (entry / "stat").read_text()
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        state, _ppid, group = stat_line.rsplit(")", 1)[1].split()[:3]
-        if int(group) == pgid and state != "Z":
-            members.append(int(entry.name))
-    return members
+        if wanted in environ.split(b"\0") and state != "Z":
+            found.append(int(entry.name))
+    return found
 
 
-def _members(groups: list[int]) -> list[int]:
-    return [pid for pgid in groups for pid in _group_members(pgid)]
+def _command_line(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
 
 
 class Run:
-    """One bin/run process in a session of its own (as a terminal would start `make run`)."""
+    """One `make run` in a session of its own, as a terminal would start it."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.marker = uuid.uuid4().hex
         self.env = env
         self.log = log
         self.run_dir = Path(env["RUN_DIR"])
         self.url = f"http://127.0.0.1:{env['PORT']}"
         with log.open("w") as out:
             self.proc = subprocess.Popen(
-                [str(ROOT / "bin" / "run")],
+                ["make", "--no-print-directory", "run"],
                 cwd=ROOT,
-                env=env,
+                env={**env, MARKER: self.marker},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -88,45 +106,58 @@ class Run:
     def output(self) -> str:
         return self.log.read_text()
 
-    def wait_until_running(self) -> None:
+    def started(self) -> set[str]:
+        """The processes honcho says it started: `system | web.1 started (pid=…)`."""
+        return {
+            line.split("| ", 1)[1].split(".", 1)[0]
+            for line in self.output.splitlines()
+            if " system " in line and line.endswith(")") and " started (pid=" in line
+        }
+
+    def processes(self) -> list[int]:
+        return _marked(self.marker)
+
+    def honcho(self) -> int:
+        """honcho's own process: bin/run became it, as make's child."""
+        [pid] = [
+            pid
+            for pid in self.processes()
+            if _parent(pid) == self.proc.pid and "honcho" in _command_line(pid)
+        ]
+        return pid
+
+    def wait_until_running(self, processes: set[str] = LOCAL_PROCESSES) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"bin/run exited:\n{self.output}"
-            if "Nudged is running" in self.output:
+            assert self.proc.poll() is None, f"make run exited:\n{self.output}"
+            if self.started() == processes:
                 try:
-                    if (
-                        requests.get(
-                            f"{self.url}/healthz", timeout=5, allow_redirects=False
-                        ).status_code
-                        < 500
-                    ):
+                    answer = requests.get(f"{self.url}/healthz", timeout=5, allow_redirects=False)
+                    if answer.status_code < 500:
                         return
                 except requests.RequestException:
                     pass
             time.sleep(0.5)
-        raise AssertionError(f"bin/run did not serve within {START_TIMEOUT}s:\n{self.output}")
+        raise AssertionError(f"make run did not serve within {START_TIMEOUT}s:\n{self.output}")
 
-    def groups(self) -> list[int]:
-        """bin/run's own process group and those of the services it recorded."""
-        recorded = [int(p.read_text()) for p in (self.run_dir / "pids").iterdir()]
-        return [self.proc.pid, *recorded]
-
-    def stop(self, signum: int) -> list[int]:
-        """Send `signum` to bin/run's process group; the processes of its groups left after 15 s."""
-        groups = self.groups()
+    def stop(self, signum: int, *, pid: int | None = None) -> list[int]:
+        """Send `signum` to `pid`, or to the run's process group (a terminal's Ctrl-C); return
+        the processes of the run still there STOP_TIMEOUT seconds later."""
+        if pid is None:
+            os.killpg(self.proc.pid, signum)
+        else:
+            os.kill(pid, signum)
         deadline = time.monotonic() + STOP_TIMEOUT
-        os.killpg(self.proc.pid, signum)
         self.proc.wait(timeout=STOP_TIMEOUT)
-        # An empty process group stays empty: no process can join a group that is gone.
-        while (left := _members(groups)) and time.monotonic() < deadline:
+        while (left := self.processes()) and time.monotonic() < deadline:
             time.sleep(0.2)
         return left
 
     def kill(self) -> None:
         """Leave nothing behind, whatever a failed test left running."""
-        for pgid in self.groups() if self.run_dir.joinpath("pids").exists() else [self.proc.pid]:
+        for pid in [self.proc.pid, *self.processes()]:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
 
@@ -151,6 +182,7 @@ def run_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         FACTORY_PORT=str(_free_port()),
         MAIL_PORT=str(_free_port()),
         WEB_WORKERS="1",
+        Q_WORKERS="6",
         FACTORY_DELAY="1",
         LOG_LEVEL="WARNING",
     )
@@ -166,7 +198,7 @@ def first_run(run_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         run.wait_until_running()
         yield run
     finally:
-        if run.proc.poll() is None:
+        if run.proc.poll() is None or run.processes():
             run.kill()
 
 
@@ -185,6 +217,37 @@ def _log_in(url: str, username: str, password: str) -> bool:
         timeout=10,
     )
     return answer.url.rstrip("/").endswith("/admin") and "sessionid" in session.cookies
+
+
+def test_make_run_starts_every_process_of_the_local_procfile(first_run: Run) -> None:
+    local_procfile = (ROOT / "Procfile.local").read_text()
+    declared = {line.split(":", 1)[0] for line in local_procfile.splitlines() if line[:1].isalpha()}
+    honcho = first_run.honcho()
+    # Each process runs in a session of its own (as make does here), as honcho's grandchild.
+    services = [
+        pid for pid in first_run.processes() if os.getsid(pid) == pid and pid != first_run.proc.pid
+    ]
+
+    assert declared == LOCAL_PROCESSES
+    assert first_run.started() == LOCAL_PROCESSES
+    assert len(services) == len(LOCAL_PROCESSES)
+    assert all(_parent(_parent(pid)) == honcho for pid in services)
+    assert "Procfile.local" in _command_line(honcho)
+    # The cluster provisions the local endpoint once it answers, then runs the loops.
+    deadline = time.monotonic() + 60
+    while (health := requests.get(f"{first_run.url}/healthz", timeout=10).json()) != {
+        "status": "ok",
+        "database": "ok",
+        "queues": "ok",
+        "outbox": "ok",
+        "pollers": "ok",
+    }:
+        assert time.monotonic() < deadline, health
+        time.sleep(1)
+    assert "cluster.1 | Provisioning done: changed." in first_run.output
+    with socket.create_connection(("127.0.0.1", int(first_run.env["MAIL_PORT"])), timeout=5):
+        pass
+    assert "Mail         every message is saved in" in first_run.output
 
 
 def test_first_start_creates_the_superuser_with_a_random_password(first_run: Run) -> None:
@@ -217,70 +280,78 @@ def test_env_sh_gives_an_operator_shell_what_the_system_has(first_run: Run) -> N
     assert "export LOG_LEVEL=WARNING" in env_sh.read_text()
 
 
-def test_the_factory_simulator_restarts_alone(first_run: Run) -> None:
+def test_the_factory_simulator_stops_and_restarts_alone(first_run: Run) -> None:
     env_sh = first_run.run_dir / "env.sh"
     factory = f"http://127.0.0.1:{first_run.env['FACTORY_PORT']}/api/manufactures"
 
-    def factory_command(command: str) -> None:
-        subprocess.run(
+    def factory_command(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             ["bash", "-c", f'source "$1" && {command}', "-", env_sh],
             cwd=ROOT,
             env={"PATH": os.environ["PATH"]},
-            check=True,
             capture_output=True,
+            text=True,
             timeout=60,
         )
 
-    factory_command("FACTORY_FAILURE_RATE=1 bin/factory")
+    failing = factory_command("FACTORY_FAILURE_RATE=1 bin/factory")
+    assert failing.returncode == 0, failing.stderr
+    assert "failure rate 1" in failing.stdout
     assert requests.post(factory, json={}, timeout=10).status_code == 500
-    factory_command("bin/factory stop")
+    stopped = factory_command("bin/factory stop")
+    assert stopped.returncode == 0, stopped.stderr
     with pytest.raises(requests.ConnectionError):
         requests.post(factory, json={}, timeout=10)
-    factory_command("bin/factory")
+    refused = factory_command("FACTORY_FAILURE_RATE=2 bin/factory")
+    assert refused.returncode == 1
+    assert "FACTORY_FAILURE_RATE must be between 0 and 1" in refused.stderr
+    back = factory_command("bin/factory")
+    assert back.returncode == 0, back.stderr
     assert requests.post(factory, json={}, timeout=10).status_code == 201
+
     assert first_run.proc.poll() is None
+    assert first_run.started() == LOCAL_PROCESSES
+    assert " stopped (rc=" not in first_run.output
     assert requests.get(f"{first_run.url}/healthz", timeout=10).status_code == 200
 
 
-def test_term_to_its_process_group_stops_everything(first_run: Run) -> None:
-    assert len(first_run.groups()) == 6  # bin/run, moto, mail, factory, cluster, web
-    assert "Local mail: every message is saved in" in first_run.output
+def test_term_to_honcho_stops_everything(first_run: Run) -> None:
+    assert len(first_run.processes()) > len(LOCAL_PROCESSES)  # with workers and honcho's own
 
-    left = first_run.stop(signal.SIGTERM)
+    left = first_run.stop(signal.SIGTERM, pid=first_run.honcho())
 
     assert left == [], f"still running {STOP_TIMEOUT}s after TERM: {left}\n{first_run.output}"
-    assert "Stopping Nudged..." in first_run.output
+    assert "SIGTERM received" in first_run.output
+    for name in LOCAL_PROCESSES:
+        assert f"{name}.1 stopped (rc=" in first_run.output
 
 
-def test_a_start_stops_what_a_killed_run_left_and_reuses_the_password(
+def test_a_second_start_reuses_the_password_refuses_a_third_and_stops_on_ctrl_c(
     first_run: Run, run_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     assert first_run.proc.poll() is not None, "the first run is still running"
     password = (first_run.run_dir / "admin-password").read_text()
     logs = tmp_path_factory.mktemp("logs")
-    killed = Run(run_env, logs / "killed.log")
-    run = None
+    run = Run(run_env, logs / "second.log")
     try:
-        killed.wait_until_running()
-        services = killed.groups()[1:]
-        killed.proc.kill()  # KILL cannot be trapped: bin/run's services go on running
-        killed.proc.wait(timeout=10)
-        assert _members(services)
-
-        run = Run(run_env, logs / "second.log")
         run.wait_until_running()
 
-        assert "Stopping what a previous run left running" in run.output
-        assert _members(services) == []
         assert (run.run_dir / "admin-password").read_text() == password
         assert "Created superuser" not in run.output
         assert password not in run.output
+
+        third = Run(run_env, logs / "third.log")
+        assert third.proc.wait(timeout=120) != 0
+        assert f"Port {run_env['PORT']} (PORT) is in use" in third.output
+        assert third.processes() == []
+        assert requests.get(f"{run.url}/healthz", timeout=10).status_code == 200
+
         left = run.stop(signal.SIGINT)
         assert left == [], f"still running {STOP_TIMEOUT}s after INT: {left}\n{run.output}"
+        assert "SIGINT received" in run.output
     finally:
-        for started in (killed, run):
-            if started is not None and started.proc.poll() is None:
-                started.kill()
+        if run.proc.poll() is None or run.processes():
+            run.kill()
 
 
 def test_no_superuser_is_created_under_production_settings(
@@ -314,5 +385,5 @@ def test_no_superuser_is_created_under_production_settings(
             assert cursor.fetchone() == (0,)
         assert run.stop(signal.SIGTERM) == []
     finally:
-        if run.proc.poll() is None:
+        if run.proc.poll() is None or run.processes():
             run.kill()

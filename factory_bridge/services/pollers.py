@@ -123,6 +123,8 @@ def run_poller(*, name: str, seconds: float | None = None, handover: bool = True
             close_old_connections()
     finally:
         _running.lease = None
+        # Before the release: no successor starts until this line is written.
+        logger.info("poller %s stopped owner=%s rounds=%s", name, owner, rounds)
         if kept:
             release(name, owner)
     if kept and handover:

@@ -15,7 +15,7 @@ import pytest
 import requests
 from django.core.management import CommandError, call_command
 
-from factory_bridge.simulator import FactorySimulator
+from factory_bridge.simulator import ControlledSimulator, FactorySimulator, SimulatorSettings
 from tests.factory_bridge.factory import order_body
 
 DELAY = 0.2
@@ -344,3 +344,116 @@ def test_run_factory_serves_and_stops_on_ctrl_c(monkeypatch) -> None:
     assert f"POST {simulator.url}/api/manufactures" in output
     assert "--delay" in output and "--failure-rate" in output
     assert "stopped" in output
+
+
+@dataclass
+class Controlled:
+    """A ControlledSimulator serving in a thread, and a way to send it requests."""
+
+    simulator: ControlledSimulator
+    url: str
+    requests_sent: int = 0
+
+    def request(self, **fields: str) -> tuple[str, str]:
+        """Write a request as bin/factory does; return the outcome and the message."""
+        self.requests_sent += 1
+        request_id = f"request-{self.requests_sent}"
+        lines = "".join(f"{k}={v}\n" for k, v in {"id": request_id, **fields}.items())
+        partial = self.simulator.control / "request.partial"
+        partial.write_text(lines)
+        partial.rename(self.simulator.control / "request")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            state = self.simulator.state_path.read_text().splitlines()
+            if state[0] == request_id:
+                return state[1], state[2]
+            time.sleep(0.02)
+        raise AssertionError(f"request {request_id} not applied within 10s")
+
+    def order(self) -> int:
+        return requests.post(f"{self.url}/api/manufactures", json={}, timeout=5).status_code
+
+
+@pytest.fixture
+def controlled(tmp_path) -> Iterator[Controlled]:
+    control = tmp_path / "factory"
+    control.mkdir()
+    # An old request, from a run before: left alone.
+    (control / "request").write_text("id=old\nrunning=no\n")
+    port = free_port()
+    simulator = ControlledSimulator(
+        control=control, initial=SimulatorSettings(port=port, delay=DELAY, failure_rate=0.0)
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=simulator.serve, args=(stop,), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not simulator.state_path.exists():
+        assert time.monotonic() < deadline, "the controlled simulator did not start"
+        time.sleep(0.02)
+    yield Controlled(simulator, f"http://127.0.0.1:{port}")
+    stop.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_a_controlled_simulator_starts_as_told_and_leaves_an_old_request_alone(
+    controlled: Controlled,
+) -> None:
+    state = controlled.simulator.state_path.read_text().splitlines()
+
+    assert state == [
+        "old",
+        "ok",
+        f"Factory simulator: {controlled.url} (callback after 0.2s, failure rate 0)",
+    ]
+    assert controlled.order() == 201
+
+
+def test_a_controlled_simulator_restarts_with_new_values_and_forgets_its_orders(
+    controlled: Controlled, receiver
+) -> None:
+    requests.post(f"{controlled.url}/api/manufactures", json=order_body(receiver.url), timeout=5)
+
+    outcome = controlled.request(running="yes", delay="", failure_rate="1")
+
+    assert outcome == (
+        "ok",
+        f"Factory simulator: {controlled.url} (callback after 0.2s, failure rate 1)",
+    )
+    assert controlled.order() == 500
+    listing = requests.get(f"{controlled.url}/api/manufactures", timeout=5).json()
+    assert len(listing["requests"]) == 1  # the 500 just now: a restart forgets
+    assert not receiver.arrived.wait(DELAY * 2)  # the order before the restart is never called back
+
+
+def test_a_controlled_simulator_stops_and_comes_back(controlled: Controlled) -> None:
+    port = controlled.url.rsplit(":", 1)[1]
+
+    assert controlled.request(running="no") == (
+        "ok",
+        f"Factory simulator stopped: port {port} refuses connections.",
+    )
+    with pytest.raises(requests.ConnectionError):
+        controlled.order()
+    assert controlled.request(running="yes")[0] == "ok"
+    assert controlled.order() == 201
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"failure_rate": "2"}, "FACTORY_FAILURE_RATE must be between 0 and 1"),
+        ({"delay": "-1"}, "FACTORY_DELAY must be 0 or more seconds"),
+        ({"delay": "soon"}, "FACTORY_DELAY must be a number, got 'soon'"),
+        ({"running": "maybe"}, "running must be yes or no"),
+    ],
+)
+def test_a_bad_request_is_refused_and_the_simulator_keeps_serving(
+    controlled: Controlled, fields: dict[str, str], message: str
+) -> None:
+    outcome, text = controlled.request(**fields)
+
+    assert outcome == "error"
+    assert message in text
+    assert controlled.order() == 201

@@ -1,15 +1,20 @@
 """Serve the legacy factory simulator (`POST /api/manufactures`) in the foreground."""
 
 import errno
-import math
+import threading
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from factory_bridge.simulator import MANUFACTURES_PATH, PRODUCTION_STAGES, FactorySimulator
-
-# A day: longer than any factory takes, and far below the waits the clock can represent.
-MAX_SECONDS = 86400
+from factory_bridge.simulator import (
+    MANUFACTURES_PATH,
+    PRODUCTION_STAGES,
+    ControlledSimulator,
+    SimulatorSettings,
+    check_rate,
+    check_seconds,
+)
 
 
 class Command(BaseCommand):
@@ -45,6 +50,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--seed", type=int, default=None, help="Random seed for repeatable failures."
         )
+        parser.add_argument(
+            "--control",
+            type=Path,
+            default=None,
+            help="Folder through which bin/factory stops or restarts the simulator while this "
+            "process runs on (make run).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         host: str = options["host"]
@@ -52,28 +64,34 @@ class Command(BaseCommand):
         delay: float = options["delay"]
         failure_rate: float = options["failure_rate"]
         latency: float = options["latency"]
+        control: Path | None = options["control"]
         if not 0 <= port <= 65535:
             raise CommandError(f"--port must be between 0 and 65535, got {port}.")
-        for name, seconds in (("--delay", delay), ("--latency", latency)):
-            if not (math.isfinite(seconds) and 0 <= seconds <= MAX_SECONDS):
-                raise CommandError(
-                    f"{name} must be 0 or more seconds, at most {MAX_SECONDS}, got {seconds}."
-                )
-        if not 0 <= failure_rate <= 1:
-            raise CommandError(
-                f"--failure-rate must be between 0 and 1 (e.g. 0.2 fails one request in five), "
-                f"got {failure_rate}."
-            )
+        try:
+            check_seconds("--delay", delay)
+            check_seconds("--latency", latency)
+            check_rate("--failure-rate", failure_rate)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        initial = SimulatorSettings(
+            host=host,
+            port=port,
+            delay=delay,
+            failure_rate=failure_rate,
+            latency=latency,
+            seed=options["seed"],
+        )
 
         try:
-            simulator = FactorySimulator(
-                host=host,
-                port=port,
-                delay=delay,
-                failure_rate=failure_rate,
-                latency=latency,
-                seed=options["seed"],
-            )
+            if control is None:
+                simulator = initial.create()
+                self._describe(simulator.url, delay, failure_rate, latency)
+                simulator.serve_forever()
+            else:
+                controlled = ControlledSimulator(control=control, initial=initial)
+                self._describe(f"http://{host}:{port}", delay, failure_rate, latency)
+                self.stdout.write(f"  Stopped and restarted through {control} (bin/factory).")
+                controlled.serve(threading.Event())
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise CommandError(
@@ -81,17 +99,16 @@ class Command(BaseCommand):
                     "Stop it or pick another port with --port."
                 ) from exc
             raise CommandError(f"Cannot listen on {host}:{port}: {exc}.") from exc
+        except KeyboardInterrupt:
+            self.stdout.write("Factory simulator stopped; callbacks not yet sent are dropped.")
 
+    def _describe(self, url: str, delay: float, failure_rate: float, latency: float) -> None:
         self.stdout.write(
-            self.style.SUCCESS(f"Legacy factory simulator on {simulator.url}")
-            + f"\n  POST {simulator.url}{MANUFACTURES_PATH}  orders production "
+            self.style.SUCCESS(f"Legacy factory simulator on {url}")
+            + f"\n  POST {url}{MANUFACTURES_PATH}  orders production "
             f"(201, callback once after {delay:g}s in {PRODUCTION_STAGES} stages)"
-            + f"\n  GET  {simulator.url}{MANUFACTURES_PATH}  lists what it received"
+            + f"\n  GET  {url}{MANUFACTURES_PATH}  lists what it received"
             + f"\n  failure rate {failure_rate:g}, latency {latency:g}s. "
             "Change with --delay SECONDS, --failure-rate 0..1, --latency SECONDS."
             + "\n  Point the shop at it with FACTORY_API_URL. Quit with CONTROL-C."
         )
-        try:
-            simulator.serve_forever()
-        except KeyboardInterrupt:
-            self.stdout.write("Factory simulator stopped; callbacks not yet sent are dropped.")
