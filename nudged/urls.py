@@ -31,7 +31,6 @@ urlpatterns = [
     re_path(r"^api(?:/|$)", api_not_found, name="api-not-found"),
     path("healthz", healthz, name="healthz"),
     path("factory/callbacks/<str:token>/", FactoryCallbackApi.as_view(), name="factory-callback"),
-    path("bench/baseline/", include("shop.baseline")),  # no routes unless BENCHMARK_BASELINE
     path("", include((legacy_api, "legacy"))),
     path("", include("shop.urls")),
 ]
