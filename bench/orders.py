@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.stack import BIN, Config, OpsReader, Stack, aws_clients, cpu_spent  # noqa: E402
+from bench.stack import BIN, Config, OpsReader, Stack, cpu_spent, sqs_client  # noqa: E402
 
 K6_SCRIPT = ROOT / "bench" / "k6" / "orders.js"
 RESULTS = ROOT / "bench" / "results"
@@ -42,6 +42,8 @@ DOC = ROOT / "docs" / "performance.md"
 # docs/performance.md: what lies between these markers is rewritten; the rest is by hand.
 DOC_START, DOC_END = "<!-- results -->", "<!-- /results -->"
 SKU = "CP-502102"
+# Each sell-out on a product of its own: no restock the other set off arrives during it.
+SELLOUT_SKUS = {"api": "CP-502103", "baseline": "CP-502104"}
 LARGE_STOCK = 10_000_000
 DRAIN_TIMEOUT = 60
 PATHS = {"api": "/api/orders/", "baseline": "/bench/baseline/orders/", "off": "/api/orders/"}
@@ -77,32 +79,38 @@ def stats(values: list[float]) -> dict[str, float | None]:
 # --- The database (this process, through the ORM) --------------------------------------------
 
 
-def reset_stock(quantity: int) -> tuple[int, int]:
+def last_order() -> int:
+    from django.db.models import Max
+
+    from shop.models import Order
+
+    return Order.objects.aggregate(last=Max("id"))["last"] or 0
+
+
+def reset_stock(sku: str, quantity: int) -> tuple[int, int]:
     """Set the stock; return the last order and stock adjustment ids, where the round starts."""
     from django.db.models import Max
 
     from inventory.models import StockAdjustment
     from inventory.services import set_stock
-    from shop.models import Order
 
-    set_stock(sku=SKU, quantity=quantity, note="bench/orders.py")
-    last_order = Order.objects.aggregate(last=Max("id"))["last"] or 0
-    return last_order, StockAdjustment.objects.aggregate(last=Max("id"))["last"]
+    set_stock(sku=sku, quantity=quantity, note="bench/orders.py")
+    return last_order(), StockAdjustment.objects.aggregate(last=Max("id"))["last"]
 
 
-def reconcile(*, start: int, after: tuple[int, int], created: int) -> dict[str, Any]:
+def reconcile(*, sku: str, start: int, after: tuple[int, int], created: int) -> dict[str, Any]:
     """The stock taken in a round against the units of its orders (arrivals added back)."""
     from django.db.models import Count, Min, Sum
 
     from inventory.models import Product, StockAdjustment
     from shop.models import Order
 
-    stock = Product.objects.values_list("stock", flat=True).get(sku=SKU)
+    stock = Product.objects.values_list("stock", flat=True).get(sku=sku)
     done = Order.objects.filter(pk__gt=after[0]).aggregate(
         n=Count("id"), units=Sum("quantity"), low=Min("remaining_stock")
     )
     arrivals = StockAdjustment.objects.filter(
-        pk__gt=after[1], product__sku=SKU, reason=StockAdjustment.Reason.ARRIVAL
+        pk__gt=after[1], product__sku=sku, reason=StockAdjustment.Reason.ARRIVAL
     )
     arrived = sum(new - old for old, new in arrivals.values_list("old_quantity", "new_quantity"))
     taken, units = start + arrived - stock, done["units"] or 0
@@ -162,14 +170,14 @@ class Bench:
         self.announced: set[int] = set()
         self.k6_runs = 0
 
-    def k6(self, path: str, seconds: int) -> dict[str, Any]:
+    def k6(self, path: str, seconds: int, sku: str = SKU) -> dict[str, Any]:
         self.k6_runs += 1
         summary = self.stack.workdir / f"k6-{self.k6_runs}.json"
         env = {
             "PATH": os.environ["PATH"],
             "K6_NO_USAGE_REPORT": "true",
             "TARGET_URL": self.stack.base_url + path,
-            "SKU": SKU,
+            "SKU": sku,
             "VUS": str(self.args.vus),
             "DURATION": f"{seconds}s",
             "SUMMARY_PATH": str(summary),
@@ -191,11 +199,11 @@ class Bench:
             **count,
         }
 
-    def load(self, side: str, label: str, *, stock: int, seconds: int) -> dict[str, Any]:
+    def load(self, side: str, label: str, *, stock: int, seconds: int, sku: str = SKU) -> dict:
         """One round: k6 on the side's path, the relay's tail, CPU per order, the books."""
-        after = reset_stock(stock)
+        after = reset_stock(sku, stock)
         before = self.stack.cpu()
-        result = {"round": label, **self.k6(PATHS[side], seconds)}
+        result = {"round": label, **self.k6(PATHS[side], seconds, sku)}
         orders = round_orders(after[0], announced=self.stack.events)
         if side == "api":
             self.announced.update(orders)
@@ -205,7 +213,7 @@ class Bench:
         per_order["total"] = sum(per_order.values())
         result["cpu_ms_per_order"] = {k: round(v, 3) for k, v in per_order.items()}
         result["cpu_s"] = spent
-        result.update(reconcile(start=stock, after=after, created=result["created"]))
+        result.update(reconcile(sku=sku, start=stock, after=after, created=result["created"]))
         say(
             f"{label:<18} {result['orders_per_s']:7.1f} orders/s  p50 {result['p50_ms']:6.1f}  "
             f"p99 {result['p99_ms']:6.1f} ms  201={result['created']} 409={result['refused']} "
@@ -224,8 +232,13 @@ class Bench:
         return round(time.monotonic() - started, 2)
 
     def warm_up(self, *sides: str) -> None:
+        """A few seconds of each path after a restart, and their events out of the way."""
         for side in sides:
+            after = last_order()
             self.k6(PATHS[side], self.plan.warmup)
+            orders = round_orders(after, announced=self.stack.events)
+            if side == "api":
+                self.drain(set(orders))
 
     def run(self) -> None:
         for n in range(1, self.plan.cycles + 1):
@@ -246,8 +259,8 @@ class Bench:
             # About half a round's worth: the rest of the round is refusals at zero stock.
             rate = statistics.median(r["orders_per_s"] for r in self.rounds[side])
             stock = max(20, round(rate * self.plan.sellout_seconds / 2))
-            seconds = self.plan.sellout_seconds
-            result = self.load(side, f"{side} sell-out", stock=stock, seconds=seconds)
+            seconds, sku = self.plan.sellout_seconds, SELLOUT_SKUS[side]
+            result = self.load(side, f"{side} sell-out", stock=stock, seconds=seconds, sku=sku)
             self.sellout[side] = {**result, "stock": stock}
 
 
@@ -337,7 +350,8 @@ def report(results: dict[str, Any]) -> str:
     marks = {True: "pass", False: "**FAIL**", None: "—"}
     lines += [f"| {what} | {got} | {want} | {marks[met]} |" for what, got, want, met in targets]
     sell = "; ".join(
-        f"{SIDES[side]} sold {x['units_ordered']} of {x['stock']}, refused {x['refused']}"
+        f"{SIDES[side]} sold {x['units_ordered']} of {x['stock']} ({x['arrived']} arrived), "
+        f"refused {x['refused']}"
         for side, x in results["sellout"].items()
     )
     lags = {
@@ -447,7 +461,7 @@ def main() -> int:
         import django
 
         django.setup()
-        _, sqs = aws_clients(stack.direct_endpoint, stack.env)
+        sqs = sqs_client(stack.direct_endpoint, stack.env)
         queue = sqs.get_queue_url(QueueName=stack.names["SQS_OPS_QUEUE"])["QueueUrl"]
         ops = OpsReader(sqs=sqs, url=queue)
         ops.start()

@@ -56,12 +56,12 @@ from bench.stack import (  # noqa: E402
     Config,
     OpsReader,
     Stack,
-    aws_clients,
     connect,
     cpu_spent,
     db_config,
     mysql_cpu,
     port_open,
+    sqs_client,
 )
 
 K6_SCRIPT = ROOT / "bench" / "k6" / "rush.js"
@@ -587,7 +587,7 @@ def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> dict[str, An
         except Exception as exc:  # any failure to start is reported the same way
             say(f"could not start the system: {exc}; logs in {workdir}")
             return None
-        _, sqs = aws_clients(stack.direct_endpoint, stack.env)
+        sqs = sqs_client(stack.direct_endpoint, stack.env)
         queues = {
             label: sqs.get_queue_url(QueueName=stack.names[key])["QueueUrl"]
             for label, key in (
@@ -798,7 +798,7 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def _mark(value: float | None, target: float, *, at_most: bool) -> str:
+def _mark(value: float | None, target: float, *, at_most: bool = False) -> str:
     if value is None:
         return ""
     return " ok" if (value <= target if at_most else value >= target) else " MISS"
@@ -806,7 +806,9 @@ def _mark(value: float | None, target: float, *, at_most: bool) -> str:
 
 def _rows(r: dict[str, Any]) -> list[tuple[str, str, Any]]:
     """One mode's column of the summary: (label, target, value)."""
-    h, rep, f, t = r["http"], r["replenishment"], r["facts"], TARGETS
+    h, rep, f, t, pages = r["http"], r["replenishment"], r["facts"], TARGETS, r["open_pages"]
+    left = f"<= {t['leftover_ratio']:.0%}"
+    counted, restocks = rep["counted"], f["restocks"]
     rows = [
         ("orders asked", "", h["requests"]),
         ("  served (201)", "", h["served"]),
@@ -821,7 +823,7 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, Any]]:
         (
             "fill rate (served / asked)",
             f">= {t['fill_rate']:g}",
-            f"{rep['fill_rate']}{_mark(rep['fill_rate'], t['fill_rate'], at_most=False)}",
+            f"{rep['fill_rate']}{_mark(rep['fill_rate'], t['fill_rate'])}",
         ),
         (
             "sold out, worst product",
@@ -829,42 +831,29 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, Any]]:
             _pct(rep["sold_out_worst"])
             + _mark(rep["sold_out_worst"], t["sold_out_share"], at_most=True),
         ),
-    ]
-    for sku, out in f["sold_out"].items():
-        rows.append(
+        *(
             (
                 f"  {sku}",
                 "",
-                f"{_pct(out['sold_out_share'])} ({out['times']}x, mean {out['mean_window_s']} s)",
+                f"{_pct(o['sold_out_share'])} ({o['times']}x, mean {o['mean_window_s']} s)",
             )
-        )
-    counted = rep["counted"]
-    rows += [
+            for sku, o in f["sold_out"].items()
+        ),
         ("units sold", "", rep["units_sold"]),
-        (
-            "left at load end / sold",
-            f"<= {t['leftover_ratio']:.0%}",
-            _leftover(rep["left_at_load_end"]),
-        ),
-        (
-            "left after drain / sold",
-            f"<= {t['leftover_ratio']:.0%}",
-            _leftover(rep["left_after_drain"]),
-        ),
+        ("left at load end / sold", left, _leftover(rep["left_at_load_end"])),
+        ("left after drain / sold", left, _leftover(rep["left_after_drain"])),
         (
             "refusals counted on products",
             "",
-            f"{counted['orders_refused']} refused, {counted['orders_limited']} limited"
-            if counted
-            else "no counters",
+            f"{counted['orders_refused']} refused, {counted['orders_limited']} limited",
         ),
         ("stock.low decisions", "", _outcomes(f["decisions"])),
         ("stock.depleted", "", _outcomes(f["depletions"])),
         (
             "restocks",
             "",
-            f"{f['restocks']['fulfilled']} fulfilled, {f['restocks']['factory_jobs_accepted']} "
-            f"jobs, {f['restocks']['reorders']} reorders",
+            f"{restocks['fulfilled']} fulfilled, {restocks['factory_jobs_accepted']} jobs, "
+            f"{restocks['reorders']} reorders",
         ),
         ("DLQ messages", "", f["dlq"]["messages_in_dlq"]),
         (
@@ -876,8 +865,7 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, Any]]:
         (
             "open pages, poll p50 / p99 ms",
             "",
-            f"{r['open_pages']['pages']}, "
-            f"{r['open_pages']['poll_p50_ms']} / {r['open_pages']['poll_p99_ms']}",
+            f"{pages['pages']}, {pages['poll_p50_ms']} / {pages['poll_p99_ms']}",
         ),
         (
             "events / backlog peak",
@@ -888,10 +876,9 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, Any]]:
         ("drain s", "", f"{r['drain']['seconds']}{'' if r['drain']['settled'] else ' NOT DONE'}"),
         ("machine busy", "", _pct(1 - r["cpu_share"].get("idle", 0))),
     ]
-    rows += [
+    return rows + [
         (v["name"], "0", f"{'PASS' if v['ok'] else 'FAIL'} {v['value']}") for v in r["invariants"]
     ]
-    return rows
 
 
 def print_summary(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:

@@ -449,8 +449,8 @@ def mysql_cpu() -> dict[int, float]:
 # --- The operations queue --------------------------------------------------------------------
 
 
-def aws_clients(endpoint: str | None, env: dict[str, str]) -> tuple[Any, Any]:
-    """SNS and SQS clients for the benchmark's own use (`endpoint`: past any proxy)."""
+def sqs_client(endpoint: str | None, env: dict[str, str]) -> Any:
+    """An SQS client for the benchmark's own use (`endpoint`: past any proxy)."""
     session = boto3.session.Session(
         aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
@@ -458,10 +458,7 @@ def aws_clients(endpoint: str | None, env: dict[str, str]) -> tuple[Any, Any]:
         region_name=env.get("AWS_DEFAULT_REGION", "ap-northeast-2"),
     )
     config = BotoConfig(connect_timeout=2, read_timeout=15, retries={"max_attempts": 3})
-    return (
-        session.client("sns", endpoint_url=endpoint, config=config),
-        session.client("sqs", endpoint_url=endpoint, config=config),
-    )
+    return session.client("sqs", endpoint_url=endpoint, config=config)
 
 
 def events_in(body: str) -> list[dict[str, Any]]:
