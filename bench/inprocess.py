@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/inprocess.py                  # 3 interleaved rounds of 1000 each
     .venv/bin/python bench/inprocess.py --profile 40     # then cProfile of the API, top 40
-    .venv/bin/python bench/inprocess.py --events off     # without the outbox
+    .venv/bin/python bench/inprocess.py --events off     # BENCH_EVENTS_ENABLED=0
 
 No server, no load generator: Django's test client sends the requests through the whole
 middleware stack, and the process's own CPU time is divided by the requests. It isolates
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.orders import recreate_database  # noqa: E402
+from bench.stack import recreate_database  # noqa: E402
 
 SKU = "CP-502102"
 PATHS = {"api": "/api/orders/", "baseline": "/bench/baseline/orders/"}
@@ -49,11 +49,10 @@ def main() -> int:
     args = parse_args()
     recreate_database(args.database_url)
     os.environ.update(
-        DJANGO_SETTINGS_MODULE="nudged.settings.local",
+        DJANGO_SETTINGS_MODULE="bench.settings",
         DEBUG="0",
-        BENCHMARK_BASELINE="1",
         DATABASE_URL=args.database_url,
-        EVENTS_ENABLED="1" if args.events == "on" else "0",
+        BENCH_EVENTS_ENABLED="1" if args.events == "on" else "0",
         LOG_LEVEL="WARNING",
         ALLOWED_HOSTS="testserver",
         # Nothing is published; an endpoint nobody answers makes sure of it.

@@ -1,13 +1,101 @@
-"""The rush's numbers: k6's per-request CSV, per-second timelines, the summary and the plot."""
+"""The rush's instruments and numbers: the sampler, k6's per-request CSV, per-second
+timelines, the summary and the plot."""
 
+import contextlib
 import csv
 import gzip
-from collections import Counter, defaultdict
+import threading
+import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from bench.rush_verify import REFUSAL_COUNTERS, Snapshot, percentile, ts
-from bench.rush_watch import OPEN_RESTOCKS, in_production
+from bench.stack import connect
+
+SQL_PRODUCTS = "SELECT sku, stock, on_order FROM inventory_product WHERE sku IN %s"
+# Events written and not yet published: outbox rows, and the orders after the newest one the
+# relay marked published (it publishes sales from the order rows, oldest first).
+SQL_BACKLOG = (
+    "SELECT (SELECT COUNT(*) FROM factory_bridge_outboxevent WHERE published_at IS NULL) + "
+    "(SELECT COUNT(*) FROM shop_order WHERE id > "
+    "(SELECT MAX(id) FROM shop_order WHERE published_at IS NOT NULL))"
+)
+SQL_RESTOCKS = "SELECT status, COUNT(*) FROM factory_bridge_restockrequest GROUP BY status"
+SQL_DEAD = "SELECT COUNT(*) FROM factory_bridge_failedmessage WHERE status = 'dead'"
+# django-q2's ORM broker: tasks queued and not yet taken by a worker (relays, poller handovers).
+SQL_TASKS = "SELECT COUNT(*) FROM django_q_ormq"
+
+
+class Sampler(threading.Thread):
+    """Every second: stock and units in production per product, the event backlog, restock
+    states and queue depths. It reaches the database directly and the AWS endpoint past the
+    outage proxy, so that a drill does not blind it."""
+
+    def __init__(
+        self, *, database_url: str, skus: tuple[str, ...], sqs: Any, queues: dict[str, str]
+    ) -> None:
+        super().__init__(name="rush-sampler", daemon=True)
+        self.database_url = database_url
+        self.skus = skus
+        self.sqs = sqs
+        self.queues = queues  # label -> queue url
+        self.samples: list[dict[str, Any]] = []
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self._conn: Any = None
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            started = time.time()
+            sample = {"t": started, **self._database(), **self._queues()}
+            with self.lock:
+                self.samples.append(sample)
+            self.stopping.wait(max(0.0, 1.0 - (time.time() - started)))
+
+    def latest(self) -> dict[str, Any]:
+        with self.lock:
+            return dict(self.samples[-1]) if self.samples else {}
+
+    def _database(self) -> dict[str, Any]:
+        try:
+            self._conn = self._conn or connect(self.database_url)
+            cur = self._conn.cursor()
+            cur.execute(SQL_PRODUCTS, (self.skus,))
+            products = cur.fetchall()
+            counts = {}
+            for name, sql in (
+                ("backlog", SQL_BACKLOG),
+                ("dead_rows", SQL_DEAD),
+                ("task_queue", SQL_TASKS),
+            ):
+                cur.execute(sql)
+                counts[name] = int(cur.fetchone()[0])
+            cur.execute(SQL_RESTOCKS)
+            restocks = {status: int(n) for status, n in cur.fetchall()}
+        except Exception as exc:  # the database may be down (MySQL drill): try again next tick
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+            return {"db_error": str(exc)[:200]}
+        return {
+            "stock": {sku: int(stock) for sku, stock, _ in products},
+            "in_production": {sku: int(on_order) for sku, _, on_order in products},
+            "restocks": restocks,
+            **counts,
+        }
+
+    def _queues(self) -> dict[str, Any]:
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        try:
+            depths = {}
+            for label, url in self.queues.items():
+                got = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)
+                visible, in_flight = (int(got["Attributes"].get(n, 0)) for n in names)
+                depths[label] = {"visible": visible, "in_flight": in_flight}
+            return {"queues": depths}
+        except Exception as exc:  # the endpoint may be unreachable: a gap in the timeline
+            return {"queue_error": str(exc)[:200]}
 
 
 def read_k6_csv(path: Path, *, t0: float, db_window: tuple[float, float] | None) -> dict[str, Any]:
@@ -95,10 +183,11 @@ def rates(http: dict[str, Any], *, hold: tuple[int, int]) -> dict[str, float]:
 
 
 def event_rates(snap: Snapshot, *, t0: float) -> dict[str, Any]:
-    """Events written (app) and published (relay → endpoint) per second."""
+    """Events written (app) and published (relay → endpoint) per second: the outbox's, and
+    the sales the relay published from the order rows."""
     created: dict[int, int] = defaultdict(int)
     published: dict[int, int] = defaultdict(int)
-    for e in snap.outbox:
+    for e in (*snap.outbox, *(o for o in snap.orders if o["published_at"])):
         created[int((ts(e["created_at"]) or t0) - t0)] += 1
         if e["published_at"] is not None:
             published[int((ts(e["published_at"]) or t0) - t0)] += 1
@@ -128,10 +217,6 @@ def replenishment(
     """Fill rate, time sold out and what is left on hand and in production once the crowd
     has gone, as a share of the units sold."""
     sold = sum(p["sold"] for p in facts["products"].values())
-    open_units: Counter[str] = Counter()
-    for r in snap.restocks:
-        if r["status"] in OPEN_RESTOCKS:
-            open_units[r["sku"]] += r["quantity"]
 
     def left(on_hand: dict[str, int], production: dict[str, int]) -> dict[str, Any]:
         units = sum(on_hand.values()) + sum(production.values())
@@ -156,7 +241,7 @@ def replenishment(
         ),
         "left_after_drain": left(
             {sku: p["stock"] for sku, p in snap.products.items()},
-            {sku: in_production(p, open_units[sku]) for sku, p in snap.products.items()},
+            {sku: int(p["on_order"]) for sku, p in snap.products.items()},
         ),
         # What the products counted of the demand they refused (their own counters).
         "counted": {name: sum(c[name] for c in counted.values()) for name in REFUSAL_COUNTERS}
@@ -260,8 +345,8 @@ def _plot_run(axes: Any, mode: str, run: dict[str, Any], plt: Any) -> None:
     lat_ax.set_yscale("log")
     lat_ax.legend(loc="upper right", fontsize=8)
 
-    qs = [s for s in samples if "outbox_pending" in s]
-    queue_ax.plot([s["t"] for s in qs], [s["outbox_pending"] for s in qs], label="outbox backlog")
+    qs = [s for s in samples if "backlog" in s]
+    queue_ax.plot([s["t"] for s in qs], [s["backlog"] for s in qs], label="events unpublished")
     qq = [s for s in samples if "queues" in s]
     for label, color in (("restock", "tab:olive"), ("dlq", "tab:red")):
         queue_ax.plot(

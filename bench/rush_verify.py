@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.rush_stack import columns, connect
+from bench.stack import connect
 
-ORDER_EVENTS = ("order.completed", "order.rejected")
 REORDER_SEPARATOR = "/reorder-"
 # The events a restock answers: a depletion, or a reorder decision.
 TRIGGERS = ("stock.depleted", "stock.low")
@@ -66,7 +65,8 @@ def read_snapshot(database_url: str, skus: tuple[str, ...]) -> Snapshot:
             r["sku"]: r for r in rows("SELECT * FROM inventory_product WHERE sku IN %s", skus)
         }
         orders = rows(
-            "SELECT o.id, p.sku, o.quantity, o.status, o.remaining_stock, o.created_at "
+            "SELECT o.id, p.sku, o.quantity, o.status, o.remaining_stock, o.created_at, "
+            "o.published_at "
             "FROM shop_order o JOIN inventory_product p ON p.id = o.product_id"
         )
         adjustments = rows(
@@ -101,22 +101,6 @@ def read_snapshot(database_url: str, skus: tuple[str, ...]) -> Snapshot:
     )
 
 
-def refusals_unreported(conn: Any) -> int:
-    """Refused and limited orders counted on the products and not yet reported in
-    orders.refused events (0 where products keep no counters)."""
-    if "orders_refused" not in columns(conn, "inventory_product"):
-        return 0
-    cur = conn.cursor()
-    cur.execute("SELECT SUM(orders_refused + orders_limited) FROM inventory_product")
-    counted = int(cur.fetchone()[0] or 0)
-    cur.execute("SELECT body FROM factory_bridge_outboxevent WHERE event_type = 'orders.refused'")
-    reported = 0
-    for (body,) in cur.fetchall():
-        event = json.loads(body)
-        reported += int(event.get("refused_orders", 0)) + int(event.get("limited_orders", 0))
-    return counted - reported
-
-
 def _event_id_of(envelope_body: str) -> str | None:
     try:
         return str(json.loads(json.loads(envelope_body)["Message"])["event_id"])
@@ -149,6 +133,7 @@ def verify(
     t0: float,
     load_end: float,
     ops_seen: dict[str, tuple[float, str]],
+    ops_orders: dict[int, str],
     ops_duplicates: int,
     dlq_messages: int | None,
     factory_jobs: list[dict[str, Any]] | None,
@@ -186,7 +171,7 @@ def verify(
             books_wrong.append(
                 f"{sku} (arrivals {arrived[sku]} != restocked {fulfilled_units[sku]})"
             )
-        if product.get("units_sold", sold[sku]) != sold[sku]:
+        if product["units_sold"] != sold[sku]:
             books_wrong.append(f"{sku} (units_sold {product['units_sold']} != sold {sold[sku]})")
         per_product[sku] = {
             "initial": initial_stock[sku],
@@ -226,19 +211,14 @@ def verify(
     )
 
     # --- lost events: every committed fact reached the operations queue ------------------
-    order_events = {
-        e["body"].get("order_id"): e for e in snap.outbox if e["event_type"] in ORDER_EVENTS
-    }
-    orders_without_event = [o["id"] for o in snap.orders if o["id"] not in order_events]
-    wrong_status = [
-        o["id"]
-        for o in snap.orders
-        if o["id"] in order_events and order_events[o["id"]]["body"].get("status") != o["status"]
-    ]
+    # A sale's event is the order row's (published from it, many per message) or an outbox
+    # row's: either way the ops queue must have had an order.completed for every order.
+    orders_without_event = [o["id"] for o in snap.orders if o["id"] not in ops_orders]
     unpublished = [e for e in snap.outbox if e["published_at"] is None]
     outbox_ids = {e["body"]["event_id"] for e in snap.outbox}
     not_in_ops = outbox_ids - set(ops_seen)
-    phantom = set(ops_seen) - outbox_ids
+    expected = outbox_ids | {ops_orders[o["id"]] for o in snap.orders if o["id"] in ops_orders}
+    phantom = set(ops_seen) - expected
 
     dead_events = {_event_id_of(f["body"]) for f in snap.failed if f["status"] == "dead"}
     decisions, unaccounted_decisions = _decisions(snap, dead_events)
@@ -262,7 +242,6 @@ def verify(
     facts["refusals"] = refusals
     lost = (
         len(orders_without_event)
-        + len(wrong_status)
         + len(unpublished)
         + len(not_in_ops)
         + len(unaccounted)
@@ -270,8 +249,9 @@ def verify(
         + unreported
     )
     facts["events"] = {
+        "events": len(expected) + len(orders_without_event),
         "outbox": len(snap.outbox),
-        "by_type": dict(Counter(e["event_type"] for e in snap.outbox)),
+        "by_type": dict(Counter(seen[1] for seen in ops_seen.values())),
         "orders": len(snap.orders),
         "orders_without_event": len(orders_without_event),
         "unpublished": len(unpublished),
@@ -287,8 +267,9 @@ def verify(
             lost == 0,
             lost,
             f"{len(snap.orders)} committed orders, {len(snap.outbox)} outbox events: "
-            f"{len(orders_without_event)} orders without event, {len(unpublished)} unpublished, "
-            f"{len(not_in_ops)} missing from the ops queue, {len(unaccounted)} depletions "
+            f"{len(orders_without_event)} orders whose order.completed the ops queue never had, "
+            f"{len(unpublished)} outbox events unpublished, {len(not_in_ops)} missing from the "
+            f"ops queue, {len(unaccounted)} depletions "
             f"neither restocked, absorbed nor in the DLQ, {len(unaccounted_decisions)} "
             f"stock.low decisions without their restock or DLQ message, {unreported} refusals "
             "counted on products and not in orders.refused events",
@@ -344,7 +325,7 @@ def verify(
     )
 
     # --- relay and endpoint --------------------------------------------------------------
-    facts["relay"] = _relay(snap, ops_seen, drill_windows)
+    facts["relay"] = _relay(snap, ops_seen, ops_orders, drill_windows)
     facts["sold_out"] = sold_out_windows(snap, t0=t0, load_end=load_end)
     return result
 
@@ -420,12 +401,9 @@ def _depletion_outcome(
 
 
 def _refusals(snap: Snapshot) -> dict[str, Any]:
-    """The products' refusal counters and what the orders.refused events reported of them
-    (empty where the products keep no counters: refusals are then orders and events)."""
+    """The products' refusal counters and what the orders.refused events reported of them."""
     counted = {
-        sku: {name: int(p[name]) for name in REFUSAL_COUNTERS}
-        for sku, p in snap.products.items()
-        if "orders_refused" in p
+        sku: {name: int(p[name]) for name in REFUSAL_COUNTERS} for sku, p in snap.products.items()
     }
     reported: dict[str, Counter[str]] = defaultdict(Counter)
     for e in snap.outbox:
@@ -440,17 +418,23 @@ def _in_windows(t: float, windows: list[tuple[str, float, float]]) -> bool:
 
 
 def _relay(
-    snap: Snapshot, ops_seen: dict[str, tuple[float, str]], windows: list[tuple[str, float, float]]
+    snap: Snapshot,
+    ops_seen: dict[str, tuple[float, str]],
+    ops_orders: dict[int, str],
+    windows: list[tuple[str, float, float]],
 ) -> dict[str, Any]:
+    """published_at − created_at of every event: outbox rows, and orders the relay published."""
     lag, lag_calm, e2e = [], [], []
-    for e in snap.outbox:
+    events = [(e, e["body"]["event_id"]) for e in snap.outbox]
+    events += [(o, ops_orders.get(o["id"])) for o in snap.orders if o["published_at"]]
+    for e, event_id in events:
         created, published = ts(e["created_at"]), ts(e["published_at"])
         if created is None or published is None:
             continue
         lag.append(published - created)
         if not _in_windows(created, windows):
             lag_calm.append(published - created)
-        seen = ops_seen.get(e["body"]["event_id"])
+        seen = ops_seen.get(event_id or "")
         if seen:
             e2e.append(seen[0] - created)
 

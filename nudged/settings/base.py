@@ -167,8 +167,6 @@ PURCHASE_LIMIT = env.int("PURCHASE_LIMIT", default=10)
 PURCHASE_LIMIT_WINDOW = env.int("PURCHASE_LIMIT_WINDOW", default=3600)
 # Order requests one customer may send, as DRF writes rates ("20/s", "300/m"); "off" for none.
 ORDER_RATE_LIMIT = env("ORDER_RATE_LIMIT", default="20/s")
-# Route the raw-SQL twin of POST /api/orders/ (shop/baseline.py) for bench/orders.py.
-BENCHMARK_BASELINE = env.bool("BENCHMARK_BASELINE", default=False)
 # The SKU the original Sales API (`POST /checkout`) sells, one unit per call.
 LEGACY_SKU = env("LEGACY_SKU", default="CP-502101")
 

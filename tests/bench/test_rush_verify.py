@@ -1,5 +1,5 @@
-"""The rush's invariants and replenishment numbers on recorded runs, in both shapes the shop
-records them: refusals as rows and events, or as product counters and aggregate events."""
+"""The rush's invariants and replenishment numbers on recorded runs, in both replenishment
+modes."""
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,14 +41,16 @@ def restock(key: str, *, created: float, fulfilled: float, pk: int = 1) -> dict[
     }
 
 
-def order(pk: int, status: str, quantity: int, remaining: int, seconds: float) -> dict:
+def order(pk: int, quantity: int, remaining: int, seconds: float) -> dict:
+    """A completed order, published by the relay 0.3 s after it was placed."""
     return {
         "id": pk,
         "sku": "A",
         "quantity": quantity,
-        "status": status,
+        "status": "completed",
         "remaining_stock": remaining,
         "created_at": at(seconds),
+        "published_at": at(seconds + 0.3),
     }
 
 
@@ -63,17 +65,21 @@ def arrival(seconds: float) -> dict[str, Any]:
     }
 
 
-def today() -> Snapshot:
-    """Refused orders are rows with an order.rejected event; the restock answers the depletion."""
-    outbox = [
-        event("order.completed", 1, order_id=1, status="completed"),
-        event("stock.depleted", 1),
-        event("order.rejected", 2, order_id=2, status="rejected"),
-        event("stock.replenished", 11),
-    ]
+def product(**counters: int) -> dict[str, dict[str, Any]]:
+    refusals = {"orders_refused": 0, "units_refused": 0, "orders_limited": 0}
+    return {
+        "A": {"sku": "A", "stock": 10, "depleted_at": None, "on_order": 0, "units_sold": 3}
+        | refusals
+        | counters
+    }
+
+
+def at_zero() -> Snapshot:
+    """The product ran out; its restock answers the depletion."""
+    outbox = [event("stock.depleted", 1), event("stock.replenished", 11)]
     return Snapshot(
-        products={"A": {"sku": "A", "stock": 10, "depleted_at": None}},
-        orders=[order(1, "completed", 3, 0, 1), order(2, "rejected", 1, 0, 2)],
+        products=product(),
+        orders=[order(1, 3, 0, 1)],
         arrivals=[arrival(11)],
         counts=[],
         outbox=outbox,
@@ -86,16 +92,14 @@ def adaptive() -> Snapshot:
     """Refusals are counters with an orders.refused event; a stock.low decision, written with
     the depletion, brings the restock; the depletion is absorbed by it."""
     outbox = [
-        event("order.completed", 1, order_id=1, status="completed"),
         event("stock.depleted", 1),
         event("stock.low", 1.001, decision_id=7, quantity=10),
         event("orders.refused", 5, refused_orders=4, refused_units=6, limited_orders=1),
         event("stock.replenished", 11),
     ]
-    counters = {"orders_refused": 4, "units_refused": 6, "orders_limited": 1, "units_sold": 3}
     return Snapshot(
-        products={"A": {"sku": "A", "stock": 10, "depleted_at": None, "on_order": 0, **counters}},
-        orders=[order(1, "completed", 3, 0, 1)],
+        products=product(orders_refused=4, units_refused=6, orders_limited=1),
+        orders=[order(1, 3, 0, 1)],
         arrivals=[arrival(11)],
         counts=[],
         outbox=outbox,
@@ -104,13 +108,22 @@ def adaptive() -> Snapshot:
     )
 
 
-def check(snap: Snapshot) -> dict[str, Any]:
+def sales(snap: Snapshot) -> dict[int, str]:
+    """The order.completed events the ops queue had, by order id."""
+    return {o["id"]: f"sale-{o['id']}" for o in snap.orders}
+
+
+def check(snap: Snapshot, ops_orders: dict[int, str] | None = None) -> dict[str, Any]:
     result = verify(
         snap,
         initial_stock={"A": 3},
         t0=T0,
         load_end=T0 + 20,
-        ops_seen={e["body"]["event_id"]: (T0, e["event_type"]) for e in snap.outbox},
+        ops_seen={
+            **{e["body"]["event_id"]: (T0 + 1, e["event_type"]) for e in snap.outbox},
+            **{f"sale-{o['id']}": (T0 + 2, "order.completed") for o in snap.orders},
+        },
+        ops_orders=ops_orders if ops_orders is not None else sales(snap),
         ops_duplicates=0,
         dlq_messages=0,
         factory_jobs=[{"callback_url": f"/cb/{r['id']}", "status": 201} for r in snap.restocks],
@@ -120,22 +133,31 @@ def check(snap: Snapshot) -> dict[str, Any]:
     return {"verdicts": {v.name: v.ok for v in result.verdicts}, "facts": result.facts}
 
 
-@pytest.mark.parametrize("recorded", [today, adaptive])
-def test_invariants_hold_for_either_shape(recorded) -> None:
+@pytest.mark.parametrize("recorded", [at_zero, adaptive])
+def test_invariants_hold_in_either_mode(recorded) -> None:
     assert all(check(recorded())["verdicts"].values())
 
 
 def test_depletion_restocked_by_its_own_request_or_absorbed_by_a_decision() -> None:
-    assert check(today())["facts"]["depletions"] == {"restocked": 1}
+    assert check(at_zero())["facts"]["depletions"] == {"restocked": 1}
     facts = check(adaptive())["facts"]
     assert facts["depletions"] == {"absorbed": 1}
     assert facts["decisions"] == {"restocked": 1}
 
 
-def test_rejected_order_without_its_event_is_lost() -> None:
-    snap = today()
-    snap.outbox = [e for e in snap.outbox if e["event_type"] != "order.rejected"]
-    assert not check(snap)["verdicts"]["lost events"]
+def test_order_whose_event_never_reached_the_ops_queue_is_lost() -> None:
+    result = check(adaptive(), ops_orders={})
+    assert not result["verdicts"]["lost events"]
+    assert result["facts"]["events"]["orders_without_event"] == 1
+
+
+def test_relay_lag_of_sales_published_from_the_order_rows() -> None:
+    snap = at_zero()
+    snap.outbox = []
+    snap.restocks = []
+    lag = check(snap)["facts"]["relay"]
+    assert lag["lag_s"]["p99"] == 0.3
+    assert lag["to_ops_queue_s"]["p99"] == 1.0
 
 
 def test_refusals_counted_and_not_reported_are_lost() -> None:
@@ -194,12 +216,3 @@ def test_replenishment_numbers() -> None:
         "per_product": {"A": [10, 0]},
     }
     assert numbers["counted"] == {"orders_refused": 4, "units_refused": 6, "orders_limited": 1}
-    # Without an on_order column, units in production are the open restocks' quantities.
-    older = today()
-    facts = check(older)["facts"]
-    older.restocks.append({**restock("stock.depleted-12", created=12, fulfilled=0, pk=2)})
-    older.restocks[-1]["status"] = "requested"
-    numbers = replenishment(
-        http={"requests": 2, "served": 1}, facts=facts, snap=older, at_load_end={}
-    )
-    assert numbers["left_after_drain"]["in_production"] == 10

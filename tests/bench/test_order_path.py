@@ -1,0 +1,114 @@
+"""What an order costs the database, and the yardstick bench/orders.py holds it against.
+
+The order path is measured against a view that runs two statements (bench/baseline.py), so
+every statement the path sends counts: a statement added to it must fail here first.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext, override_settings
+from rest_framework.test import APIClient
+
+from inventory.models import Product
+from shop.models import Order
+
+ROOT = Path(__file__).resolve().parents[2]
+BASELINE = "/bench/baseline/orders/"
+
+
+def statements(captured: CaptureQueriesContext) -> dict[str, str]:
+    """Each statement by its verb and first table, in order; savepoints (the test's own
+    transaction around the view's) left out."""
+    shapes = {}
+    for query in captured.captured_queries:
+        sql = query["sql"]
+        if re.match(r"(RELEASE |ROLLBACK TO )?SAVEPOINT", sql):
+            continue
+        match = re.match(r"(UPDATE|INSERT INTO|DELETE FROM|SELECT .*? FROM) `?(\w+)`?", sql, re.S)
+        assert match, sql
+        shapes[f"{match[1].split()[0]} {match[2]}"] = sql
+    assert len(shapes) == len(captured) - sum("SAVEPOINT" in q["sql"] for q in captured), shapes
+    return shapes
+
+
+@pytest.mark.django_db
+def test_an_order_sends_the_conditional_update_a_read_under_its_lock_and_the_order_row(product):
+    with CaptureQueriesContext(connection) as captured:
+        answer = APIClient().post("/api/orders/", {"sku": "CP-502101", "quantity": 1}, "json")
+
+    assert answer.status_code == 201
+    sent = statements(captured)
+    assert list(sent) == [
+        "UPDATE inventory_product",
+        "SELECT inventory_product",
+        "INSERT shop_order",
+    ]
+    assert "`stock` = `stock` - 1" in sent["UPDATE inventory_product"]
+    assert "`stock` >= 1" in sent["UPDATE inventory_product"]
+    order = Order.objects.get()
+    # The order row is the sale's record; the relay publishes it later.
+    assert order.published_at is None
+
+
+@pytest.mark.django_db
+@override_settings(ROOT_URLCONF="bench.urls")
+def test_the_baseline_takes_stock_and_writes_one_published_order_or_refuses(client, product):
+    with CaptureQueriesContext(connection) as captured:
+        answer = client.post(BASELINE, json.dumps({"sku": "CP-502101", "quantity": 2}), "json")
+
+    assert answer.status_code == 201
+    assert list(statements(captured)) == ["UPDATE inventory_product", "INSERT shop_order"]
+    order = Order.objects.get()
+    assert answer.json() == {
+        "id": order.pk,
+        "sku": "CP-502101",
+        "quantity": 2,
+        "status": "completed",
+        "remaining_stock": 1,
+        "reference": order.reference,
+    }
+    assert (order.unit_price, order.remaining_stock, order.channel) == (19900, 1, "api")
+    assert order.published_at == order.created_at
+
+    refused = client.post(BASELINE, json.dumps({"sku": "CP-502101", "quantity": 2}), "json")
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "out_of_stock"
+    last = client.post(BASELINE, json.dumps({"sku": "CP-502101", "quantity": 1}), "json")
+    assert last.json()["remaining_stock"] == 0
+    sold_out = client.post(BASELINE, json.dumps({"sku": "CP-502101", "quantity": 1}), "json")
+    assert sold_out.status_code == 409
+    assert Product.objects.get().stock == 0
+    assert Order.objects.count() == 2
+
+
+@pytest.mark.django_db
+@override_settings(ROOT_URLCONF="bench.urls")
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "[1]",
+        '{"sku": "CP-502101"}',
+        '{"sku": 1, "quantity": 1}',
+        '{"sku": "CP-502101", "quantity": 0}',
+        '{"sku": "CP-502101", "quantity": true}',
+    ],
+)
+def test_the_baseline_answers_400_to_a_bad_body(client, product, body):
+    answer = client.post(BASELINE, body, "json")
+    assert answer.status_code == 400
+    assert Product.objects.get().stock == 3
+
+
+def test_the_product_routes_no_baseline_and_imports_no_benchmark_code():
+    from django.urls import Resolver404, resolve
+
+    with pytest.raises(Resolver404):
+        resolve(BASELINE)
+    product = [ROOT / name for name in ("nudged", "shop", "inventory", "factory_bridge")]
+    for path in (p for package in product for p in package.rglob("*.py")):
+        assert not re.search(r"^\s*(from|import) bench\b", path.read_text(), re.M), path
