@@ -8,12 +8,35 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import resolve
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from nudged.exceptions import DomainError
 
 logger = logging.getLogger(__name__)
+
+
+# Accept headers that every API answer satisfies as it is (the API renders JSON only).
+JSON_ACCEPTED = frozenset(("", "*/*", "application/json"))
+
+
+class JsonFirstNegotiation(DefaultContentNegotiation):
+    """DRF's negotiation, without parsing the Accept header of a client that takes JSON."""
+
+    def select_renderer(
+        self, request: Any, renderers: list[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = renderers[0]
+        if (
+            renderer.media_type == "application/json"
+            and not format_suffix
+            and request.META.get("HTTP_ACCEPT", "") in JSON_ACCEPTED
+            and self.settings.URL_FORMAT_OVERRIDE not in request.GET
+        ):
+            return renderer, renderer.media_type
+        return super().select_renderer(request, renderers, format_suffix)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

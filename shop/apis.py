@@ -101,10 +101,10 @@ class OrderCreateApi(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        data = OrderInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
         result = place_order(
-            **data.validated_data, channel=Order.Channel.API, customer=api_customer(request)
+            **OrderInputSerializer.clean(request.data),
+            channel=Order.Channel.API,
+            customer=api_customer(request),
         )
         order = result.order
         # The body is built from known ints and strings: OrderOutputSerializer documents it.

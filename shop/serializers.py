@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
@@ -41,6 +43,30 @@ class OrderInputSerializer(serializers.Serializer):
         min_length=1, max_length=SKU_MAX_LENGTH, validators=[RegexValidator(r"\S")]
     )
     quantity = serializers.IntegerField(min_value=1, max_value=settings.ORDER_MAX_QUANTITY)
+
+    @classmethod
+    def clean(cls, data: object) -> dict[str, Any]:
+        """The order's `sku` and `quantity`, or ValidationError naming every bad field.
+
+        A body already in its final form (a printable ASCII SKU without surrounding spaces, an
+        int quantity in range) is taken as it is: building a serializer costs more than the
+        rest of an order's view. Anything else is the serializer's to accept or refuse.
+        """
+        if isinstance(data, dict):
+            sku, quantity = data.get("sku"), data.get("quantity")
+            if (
+                type(sku) is str
+                and 0 < len(sku) <= SKU_MAX_LENGTH
+                and sku.isascii()
+                and sku.isprintable()
+                and sku.strip() == sku
+                and type(quantity) is int
+                and 1 <= quantity <= cls._declared_fields["quantity"].max_value
+            ):
+                return {"sku": sku, "quantity": quantity}
+        serializer = cls(data=data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
 
 
 class OrderOutputSerializer(serializers.Serializer):

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -53,7 +53,7 @@ def place_order(
                     # Under the product's row lock: one customer's orders of it are counted
                     # one at a time. Raising rolls the take back.
                     _check_limit(stock=stock, customer=customer, quantity=quantity)
-                order = Order.objects.create(
+                order = _insert_order(
                     product_id=stock.product_id,
                     quantity=quantity,
                     unit_price=stock.price,
@@ -87,6 +87,36 @@ def place_order(
         stock.remaining,
     )
     return OrderResult(order=order, sku=stock.sku, name=stock.name, remaining_stock=stock.remaining)
+
+
+ORDER_SQL = (
+    "INSERT INTO `shop_order` (`product_id`, `quantity`, `status`, `channel`, `unit_price`, "
+    "`remaining_stock`, `customer`, `reference`, `created_at`) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING `id`"
+)
+
+
+def _insert_order(**fields: object) -> Order:
+    order = Order(**fields)
+    order.created_at = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            ORDER_SQL,
+            [
+                order.product_id,
+                order.quantity,
+                order.status,
+                order.channel,
+                order.unit_price,
+                order.remaining_stock,
+                order.customer,
+                order.reference,
+                connection.ops.adapt_datetimefield_value(order.created_at),
+            ],
+        )
+        order.pk = cursor.fetchone()[0]
+    order._state.adding = False
+    return order
 
 
 def purchase_limit(stock: StockState) -> int:

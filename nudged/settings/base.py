@@ -144,6 +144,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "EXCEPTION_HANDLER": "nudged.api.exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "nudged.api.JsonFirstNegotiation",
     "UNAUTHENTICATED_USER": None,
     # Proxies in front of the web servers whose X-Forwarded-For is trusted (0: the header is
     # ignored and the client's address is the connection's).

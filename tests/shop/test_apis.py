@@ -395,3 +395,23 @@ def test_the_product_list_is_reused_for_a_moment_by_each_web_process(api, produc
     assert api.get("/api/products/").json() == first
     caches["local"].clear()
     assert api.get("/api/products/").json()[0]["stock"] == 7
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("accept", "query", "status"),
+    [
+        ("", "", 200),
+        ("*/*", "", 200),
+        ("application/json", "", 200),
+        ("text/html, application/json;q=0.5", "", 200),
+        ("text/html", "", 406),
+        ("application/json", "?format=xml", 404),
+        ("application/json", "?format=json", 200),
+    ],
+)
+def test_the_answer_is_json_for_any_accept_header_that_takes_it(product, accept, query, status):
+    answer = APIClient().get(f"/api/products/{query}", HTTP_ACCEPT=accept)
+
+    assert answer.status_code == status
+    assert answer["Content-Type"] == "application/json"
