@@ -418,7 +418,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--cycles", type=int, help="rounds per side (default 5; quick 2)")
     p.add_argument("--seconds", type=int, help="seconds per round (default 20; quick 5)")
     p.add_argument("--vus", type=int, default=32, help="k6 connections")
-    p.add_argument("--web-workers", type=int, default=4, help="gunicorn workers (make run's 4)")
+    p.add_argument(
+        "--web-workers", type=int, default=os.cpu_count() or 2, help="gunicorn workers (make run's)"
+    )
     p.add_argument("--port", type=int, default=8100, help="web; the factory gets the next one")
     p.add_argument("--moto-port", type=int, default=4700)
     p.add_argument(

@@ -22,6 +22,7 @@ could not be started). Everything it starts is stopped on exit, Ctrl-C included.
 """
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -65,6 +66,7 @@ from bench.stack import (  # noqa: E402
 )
 
 K6_SCRIPT = ROOT / "bench" / "k6" / "rush.js"
+PAGES_SCRIPT = ROOT / "bench" / "k6" / "pages.js"
 DEFAULT_SKUS = "CP-502101,CP-502102,CP-502103"
 MODES = ("adaptive", "at_zero")
 MYSQL_GRACE = 2.0  # seconds after MySQL answers again that in-flight requests may still fail
@@ -85,7 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stock", type=int, default=20, help="stock of each product at the start")
     p.add_argument("--restock-quantity", type=int, default=20, help="units per factory order")
     p.add_argument("--max-quantity", type=int, default=2, help="customers order 1..N units")
-    p.add_argument("--web-workers", type=int, default=4, help="gunicorn workers")
+    p.add_argument(
+        "--web-workers", type=int, default=os.cpu_count() or 2, help="gunicorn workers (make run's)"
+    )
     p.add_argument(
         "--q-workers", type=int, default=7, help="django-q2 workers (five hold the loops)"
     )
@@ -388,7 +392,6 @@ def start_k6(args: argparse.Namespace, stack: Stack, csv_path: Path, summary: Pa
         "DOWN_SECONDS": "10",
         "THINK_SECONDS": str(args.think),
         "MAX_QUANTITY": str(args.max_quantity),
-        "OPEN_PAGES": str(args.open_pages),
         "SUMMARY_PATH": str(summary),
         "K6_CSV_TIME_FORMAT": "unix_milli",
         "K6_NO_USAGE_REPORT": "true",
@@ -396,11 +399,23 @@ def start_k6(args: argparse.Namespace, stack: Stack, csv_path: Path, summary: Pa
     k6 = [str(BIN / "k6"), "run", "--quiet", "--no-color", "--log-format=json"]
     out = ["--system-tags=status,error_code", f"--out=csv={csv_path}", str(K6_SCRIPT)]
     stack.spawn("k6", [*k6, *out], env=env)
+    if args.open_pages:
+        pages = {
+            **env,
+            "OPEN_PAGES": str(args.open_pages),
+            "DURATION_SECONDS": str(args.duration),
+            "SUMMARY_PATH": str(pages_summary(summary)),
+        }
+        stack.spawn("pages", [*k6, str(PAGES_SCRIPT)], env=pages)
+
+
+def pages_summary(summary: Path) -> Path:
+    return summary.with_name("k6-pages-summary.json")
 
 
 def open_pages(pages: int, summary: Path) -> dict[str, Any]:
     """How many pages polled the product list, and how long k6 waited for the answers."""
-    poll = json.loads(summary.read_text())["metrics"].get("poll_ms") if pages else None
+    poll = json.loads(pages_summary(summary).read_text())["metrics"]["poll_ms"] if pages else None
     values = poll["values"] if poll else {}
     return {
         "pages": pages,
@@ -626,6 +641,10 @@ def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> dict[str, An
                 break
             time.sleep(0.2)
         stack.stop("k6")
+        if "pages" in stack.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                stack.procs["pages"].wait(timeout=30)
+            stack.stop("pages")
         drills.finish()
         load_end = time.time()
         at_load_end = sampler.latest()

@@ -51,7 +51,7 @@ class Config:
     moto_port: int
     # A proxy in front of the AWS endpoint (the outage drill); None: the app talks to it directly.
     proxy_port: int | None = None
-    web_workers: int = 4  # bin/run's WEB_WORKERS
+    web_workers: int = os.cpu_count() or 2  # bin/run's WEB_WORKERS: one per core
     q_workers: int = 7  # the Q_WORKERS default: five hold the loops
     factory_delay: float = 10.0  # bin/run's FACTORY_DELAY
     factory_failure_rate: float = 0.0

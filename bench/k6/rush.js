@@ -13,10 +13,6 @@ const HOLD = parseInt(__ENV.HOLD_SECONDS || "120", 10);
 const DOWN = parseInt(__ENV.DOWN_SECONDS || "10", 10);
 const THINK = parseFloat(__ENV.THINK_SECONDS || "5");
 const MAX_QUANTITY = parseInt(__ENV.MAX_QUANTITY || "2", 10);
-// Storefront pages left open during the rush: each polls the product list every 5 s, as
-// shop/static/shop/live.js does.
-const OPEN_PAGES = parseInt(__ENV.OPEN_PAGES || "0", 10);
-const POLL_SECONDS = 5;
 
 // One sample per order request, tagged with what the shop answered (bench/rush.py reads it).
 const orders = new Trend("order_ms", true);
@@ -34,17 +30,6 @@ export const options = {
       gracefulRampDown: "5s",
       gracefulStop: "10s",
     },
-    ...(OPEN_PAGES > 0
-      ? {
-          pages: {
-            executor: "constant-vus",
-            exec: "openPage",
-            vus: OPEN_PAGES,
-            duration: `${RAMP + HOLD + DOWN}s`,
-            gracefulStop: "5s",
-          },
-        }
-      : {}),
   },
   summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(99)"],
   discardResponseBodies: false,
@@ -96,16 +81,6 @@ export default function () {
   }
   // Customers press "order" again after a short look at the page.
   sleep(THINK * (0.5 + Math.random()));
-}
-
-const polls = new Trend("poll_ms", true);
-
-export function openPage() {
-  // Pages were opened over the last interval, not all in the same instant.
-  if (__ITER === 0) sleep(Math.random() * POLL_SECONDS);
-  const response = http.get(`${BASE_URL}/api/products/`, { timeout: "30s" });
-  polls.add(response.timings.duration, { status: String(response.status) });
-  sleep(POLL_SECONDS);
 }
 
 export function handleSummary(data) {
