@@ -1,7 +1,6 @@
 """gunicorn reads this file from the working directory: the web server's logging, checks and
 the directory where its workers keep their request metrics."""
 
-import gc
 import os
 import shutil
 import sys
@@ -80,15 +79,6 @@ def _prepare_metrics_dir() -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink()
-
-
-def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
-    """Keep what the worker loaded (Django, the URLs, the models) out of the collector's scans.
-
-    Everything made before the first request lives as long as the worker; without this every
-    full collection walks it again while a request waits.
-    """
-    gc.freeze()
 
 
 def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
