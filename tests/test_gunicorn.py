@@ -1,8 +1,10 @@
 """The web server as deployed: gunicorn with the project's gunicorn.conf.py."""
 
+import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -169,6 +171,17 @@ def test_the_access_line_of_an_order_carries_its_request_and_order_ids(product, 
     assert line["order_id"] == response.json()["id"]
 
 
+def workers(master: int) -> list[int]:
+    """The pids of gunicorn's live workers: the master's children."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == master and fields[0] != "Z":
+                children.append(int(stat.parent.name))
+    return children
+
+
 @pytest.mark.django_db(transaction=True)
 def test_metrics_add_up_the_requests_of_every_worker(tmp_path: Path, settings):
     metrics_dir = tmp_path / "metrics"
@@ -203,8 +216,24 @@ def test_metrics_add_up_the_requests_of_every_worker(tmp_path: Path, settings):
             except requests.RequestException:  # not listening yet, or still booting
                 time.sleep(0.2)
         assert not (metrics_dir / "counter_999999.db").exists()
-        # Each on a new connection: the workers take turns.
-        for _ in range(12):
+
+        def answered() -> bool:
+            with contextlib.suppress(requests.RequestException):
+                return requests.get(f"{url}/healthz", timeout=10).status_code == 200
+            return False
+
+        for _ in range(6):
+            assert requests.get(f"{url}/api/products/", timeout=10).status_code == 200
+        # Every worker that counted so far dies and gunicorn starts new ones: their counts
+        # must still add up with the new workers'.
+        first = workers(proc.pid)
+        for pid in first:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while not (answered() and workers(proc.pid) and not set(workers(proc.pid)) & set(first)):
+            assert time.monotonic() < deadline, "gunicorn did not replace its workers"
+            time.sleep(0.2)
+        for _ in range(6):
             assert requests.get(f"{url}/api/products/", timeout=10).status_code == 200
         seen = set()
         for _ in range(6):
