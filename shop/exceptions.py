@@ -11,7 +11,11 @@ class OutOfStock(DomainError):
     status = 409
 
     def __init__(self, *, sku: str, name: str, available: int, requested: int) -> None:
-        super().__init__(f"Only {available} of {sku} in stock; {requested} requested.")
+        super().__init__(
+            f"Only {available} of {sku} in stock; {requested} requested."
+            if available > 0
+            else f"{sku} is sold out; {requested} requested."
+        )
         self.sku = sku
         self.name = name
         self.available = available

@@ -209,6 +209,19 @@ def test_another_order_cannot_be_read_by_its_number_or_a_near_reference(api, pro
         }
 
 
+def test_an_order_on_a_sold_out_donut_says_it_is_sold_out(api, product):
+    Product.objects.filter(pk=product.pk).update(stock=0)
+
+    response = _post(api, {"sku": "CP-502101", "quantity": 1})
+
+    assert response.status_code == 409
+    assert response.json() == {
+        "code": "out_of_stock",
+        "detail": "CP-502101 is sold out; 1 requested.",
+        "available": 0,
+    }
+
+
 def test_order_out_of_stock(api, product):
     response = _post(api, {"sku": "CP-502101", "quantity": 5})
 
