@@ -47,22 +47,21 @@ def max_call_seconds() -> float:
 @cache
 def client(service: str) -> Any:
     """A boto3 client for SNS or SQS at the configured endpoint (real AWS when none is set)."""
-    return boto3.session.Session().client(
-        service,
-        endpoint_url=settings.AWS_ENDPOINT_URL,
-        region_name=settings.AWS_DEFAULT_REGION,
-        config=_CONFIG,
-    )
+    return _client(service, _CONFIG)
 
 
 @cache
 def probe_client(service: str) -> Any:
     """Like client(), but one attempt with short timeouts: for a quick look, never for work."""
+    return _client(service, _PROBE_CONFIG)
+
+
+def _client(service: str, config: Config) -> Any:
     return boto3.session.Session().client(
         service,
         endpoint_url=settings.AWS_ENDPOINT_URL,
         region_name=settings.AWS_DEFAULT_REGION,
-        config=_PROBE_CONFIG,
+        config=config,
     )
 
 

@@ -157,9 +157,7 @@ def test_the_access_line_of_an_order_carries_its_request_and_order_ids(product, 
     # The test database, which this test commits to, rather than the one DATABASE_URL names.
     database = urlsplit(os.environ.get("DATABASE_URL", "mysql://root@127.0.0.1:3306/nudged"))
     database_url = database._replace(path=f"/{settings.DATABASES['default']['NAME']}").geturl()
-    with serving(
-        tmp_path, LOG_FORMAT="json", DATABASE_URL=database_url, EVENTS_ENABLED="false"
-    ) as (url, access, _):
+    with serving(tmp_path, LOG_FORMAT="json", DATABASE_URL=database_url) as (url, access, _):
         response = requests.post(
             f"{url}/api/orders/", json={"sku": product.sku, "quantity": 1}, timeout=10
         )
