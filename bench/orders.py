@@ -138,9 +138,26 @@ def round_orders(after_id: int, *, announced: bool) -> list[int]:
     return list(orders.values_list("id", flat=True))
 
 
+def published(order_ids: set[int]) -> float | None:
+    """Seconds until the relay had marked every order published (None: not in time)."""
+    from shop.models import Order
+
+    started = time.monotonic()
+    if not order_ids:
+        return 0.0
+    waiting = Order.objects.filter(
+        pk__gte=min(order_ids), pk__lte=max(order_ids), published_at__isnull=True
+    )
+    while waiting.exists():
+        if time.monotonic() - started > DRAIN_TIMEOUT:
+            return None
+        time.sleep(0.1)
+    return round(time.monotonic() - started, 2)
+
+
 def relay_lag(order_ids: set[int], ops: OpsReader) -> dict[str, Any]:
     """published_at − created_at of the orders (from the database), and the time until the
-    operations queue had their events (on the reader's clock)."""
+    operations queue had their events (its SentTimestamp)."""
     from shop.models import Order
 
     rows = Order.objects.filter(pk__in=order_ids).values_list("id", "created_at", "published_at")
@@ -200,15 +217,23 @@ class Bench:
         }
 
     def load(self, side: str, label: str, *, stock: int, seconds: int, sku: str = SKU) -> dict:
-        """One round: k6 on the side's path, the relay's tail, CPU per order, the books."""
+        """One round: k6 on the side's path, the relay's tail, CPU per order, the books.
+
+        The CPU counted runs from the round's start until the relay has published every
+        order of it; the operations queue is read after that, by the benchmark's reader.
+        """
         after = reset_stock(sku, stock)
+        self.ops.pause()
         before = self.stack.cpu()
         result = {"round": label, **self.k6(PATHS[side], seconds, sku)}
         orders = round_orders(after[0], announced=self.stack.events)
         if side == "api":
+            result["publish_s"] = published(set(orders))
+        spent = cpu_spent(before, self.stack.cpu())
+        self.ops.resume()
+        if side == "api":
             self.announced.update(orders)
             result["drain_s"] = self.drain(set(orders))
-        spent = cpu_spent(before, self.stack.cpu())
         per_order = {p: spent.get(p, 0.0) * 1000 / max(1, result["created"]) for p in PARTS}
         per_order["total"] = sum(per_order.values())
         result["cpu_ms_per_order"] = {k: round(v, 3) for k, v in per_order.items()}

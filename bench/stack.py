@@ -472,20 +472,27 @@ def events_in(body: str) -> list[dict[str, Any]]:
     return [message]
 
 
+# Seconds one receive of the operations queue waits for messages.
+RECEIVE_WAIT = 1
+
+
 class OpsReader:
     """Reads the operations queue as the operations team would: every event once, by its
-    event_id, and which orders the order.completed events told of."""
+    event_id, and which orders the order.completed events told of. Each event's time is
+    when the queue got it (SQS's SentTimestamp), so reading later does not add to it."""
 
     def __init__(self, *, sqs: Any, url: str, threads: int = 2) -> None:
         self.sqs = sqs
         self.url = url
-        self.seen: dict[str, tuple[float, str]] = {}  # event_id -> (first receipt, type)
+        self.seen: dict[str, tuple[float, str]] = {}  # event_id -> (queued at, type)
         self.orders: dict[int, str] = {}  # order_id -> event_id of its order.completed
         self.deliveries = 0  # events received, duplicates included
         self.unreadable = 0
         self.errors = 0
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.reading = threading.Event()
+        self.reading.set()
         self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(threads)]
 
     def start(self) -> None:
@@ -494,8 +501,17 @@ class OpsReader:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.reading.set()
         for thread in self.threads:
             thread.join(timeout=20)
+
+    def pause(self) -> None:
+        """Stop reading (a measured round: the reader is the benchmark's, not the system's)."""
+        self.reading.clear()
+        time.sleep(RECEIVE_WAIT + 0.2)  # the receives under way return
+
+    def resume(self) -> None:
+        self.reading.set()
 
     def ids(self) -> set[str]:
         with self.lock:
@@ -507,22 +523,26 @@ class OpsReader:
 
     def _loop(self) -> None:
         while not self.stopping.is_set():
+            if not self.reading.wait(0.5):
+                continue
             try:
                 messages = self.sqs.receive_message(
-                    QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+                    QueueUrl=self.url,
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=RECEIVE_WAIT,
+                    AttributeNames=["SentTimestamp"],
                 ).get("Messages", [])
             except Exception:  # unreachable for a moment: count it and try again
                 with self.lock:
                     self.errors += 1
                 time.sleep(0.5)
                 continue
-            now = time.time()
             with self.lock:
                 for message in messages:
                     try:
-                        events = events_in(message["Body"])
-                        for event in events:
-                            self._add(event, now)
+                        queued = int(message["Attributes"]["SentTimestamp"]) / 1000
+                        for event in events_in(message["Body"]):
+                            self._add(event, queued)
                     except (ValueError, KeyError, TypeError, AttributeError):
                         self.unreadable += 1
             if messages:
@@ -536,9 +556,9 @@ class OpsReader:
                     with self.lock:
                         self.errors += 1
 
-    def _add(self, event: dict[str, Any], now: float) -> None:
+    def _add(self, event: dict[str, Any], queued: float) -> None:
         event_id, kind = str(event["event_id"]), str(event["type"])
         self.deliveries += 1
-        self.seen.setdefault(event_id, (now, kind))
+        self.seen.setdefault(event_id, (queued, kind))
         if kind == "order.completed":
             self.orders.setdefault(int(event["order_id"]), event_id)

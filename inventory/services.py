@@ -37,6 +37,10 @@ STOCK_COLUMNS = (
     "FROM `inventory_product` `p` INNER JOIN `inventory_factory` `f` ON `f`.`id` = `p`.`factory_id`"
 )
 STOCK_SQL = f"SELECT {STOCK_COLUMNS} WHERE `p`.`sku` = %s"
+# Each pair goes in one round trip: the change, then the state under the row lock it took
+# (with ROW_COUNT(), whether the change matched).
+TAKE_READ_SQL = f"{TAKE_SQL}; SELECT ROW_COUNT(), {STOCK_COLUMNS} WHERE `p`.`sku` = %s"
+REFUSE_READ_SQL = f"{REFUSE_SQL}; {STOCK_SQL}"
 STATE_SQL = f"SELECT {STOCK_COLUMNS} WHERE `p`.`id` = %s"
 
 
@@ -108,19 +112,22 @@ def take_stock(*, sku: str, quantity: int) -> StockOutcome:
 
     One conditional UPDATE: its row lock makes concurrent orders queue, and its WHERE clause
     means stock never goes below zero. A refusal is counted on the product instead. The state
-    is then read under that lock, and the depletion and reorder it calls for are made here,
-    while the lock is held. Raises UnknownSku (nothing changed).
+    is read under that lock in the same round trip, and the depletion and reorder it calls
+    for are made here, while the lock is held. Raises UnknownSku (nothing changed).
     """
     with connection.cursor() as cursor:
-        cursor.execute(TAKE_SQL, [quantity, quantity, sku, quantity])
-        taken = cursor.rowcount == 1
-        if not taken:
-            cursor.execute(REFUSE_SQL, [quantity, sku])
-        cursor.execute(STOCK_SQL, [sku])
+        cursor.execute(TAKE_READ_SQL, [quantity, quantity, sku, quantity, sku])
+        cursor.nextset()
         row = cursor.fetchone()
+        taken = row is not None and row[0] == 1
+        if row is not None and not taken:
+            # Refused: read the state again under the lock the count takes.
+            cursor.execute(REFUSE_READ_SQL, [quantity, sku, sku])
+            cursor.nextset()
+            row = (None, *cursor.fetchone())
     if row is None:
         raise UnknownSku(sku)
-    state = _state(row)
+    state = _state(row[1:])
     depleted = state.remaining == 0 and not state.depleted and _open_depletion(state)
     decision = _decide(state) if policy.needs_order(state.policy()) else None
     return StockOutcome(taken=taken, state=state, depleted=depleted, decision=decision)

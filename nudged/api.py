@@ -1,10 +1,11 @@
 """One place that turns domain errors and bad input into JSON responses."""
 
+import json
 import logging
 from typing import Any
 
 from django.db import DatabaseError
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import resolve
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
@@ -64,6 +65,29 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(exc, exceptions.APIException):
         response.data = {"code": exc.default_code, "detail": str(exc.detail)}
+    return response
+
+
+def json_response(data: Any, *, status: int, allow: str) -> HttpResponse:
+    """`data` as DRF's JSONRenderer would answer it, for a request answered without DRF."""
+    response = HttpResponse(
+        json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+    )
+    response["Allow"] = allow
+    return response
+
+
+def error_response(exc: Exception, *, allow: str = "POST, OPTIONS") -> HttpResponse:
+    """The API's answer to an error of a request answered without DRF: as exception_handler."""
+    handled = exception_handler(exc, {})
+    if handled is None:
+        raise exc
+    response = json_response(handled.data, status=handled.status_code, allow=allow)
+    for name, value in handled.headers.items():
+        if name.lower() != "content-type":
+            response[name] = value
     return response
 
 

@@ -12,7 +12,7 @@ api = [
     path("products/", apis.ProductListApi.as_view(), name="product-list"),
     path("products/<str:sku>/", apis.ProductDetailApi.as_view(), name="product-detail"),
     path("products/<str:sku>/alerts/", apis.AlertCreateApi.as_view(), name="alert-create"),
-    path("orders/", apis.OrderCreateApi.as_view(), name="order-create"),
+    path("orders/", apis.order_create, name="order-create"),
     path("orders/<str:reference>/", apis.OrderDetailApi.as_view(), name="order-detail"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),

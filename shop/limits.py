@@ -30,8 +30,12 @@ class OrderRateThrottle(SimpleRateThrottle):
     scope = "orders"
 
     def get_rate(self) -> str | None:
-        rate = settings.ORDER_RATE_LIMIT.strip().lower()
-        return None if rate in ("", "off", "0") else rate
+        return None if self.off() else settings.ORDER_RATE_LIMIT.strip().lower()
+
+    @staticmethod
+    def off() -> bool:
+        """Whether ORDER_RATE_LIMIT is off: nothing to count."""
+        return settings.ORDER_RATE_LIMIT.strip().lower() in ("", "off", "0")
 
     def get_cache_key(self, request: HttpRequest, view: object) -> str:
         customer = getattr(request, "customer", None) or api_customer(request)

@@ -148,10 +148,10 @@ def json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
 
 
 @pytest.fixture(autouse=True)
-def fresh_sales_backoff() -> Iterator[None]:
-    """A failed sales publish in one test does not hold back the next test's relay."""
-    from factory_bridge.services.outbox import sales_backoff
+def fresh_sales_pace() -> Iterator[None]:
+    """Neither a failed sales publish nor the loop's interval holds back the next test."""
+    from factory_bridge.services.outbox import sales_pace
 
-    sales_backoff.reset()
+    sales_pace.reset()
     yield
-    sales_backoff.reset()
+    sales_pace.reset()

@@ -149,8 +149,11 @@ class _Claim:
     expires: float
 
 
-def relay_outbox(*, seconds: float = RELAY_BUDGET_SECONDS) -> RelayReport:
-    """Publish due events, oldest first, until none are left or `seconds` have passed."""
+def relay_outbox(*, seconds: float = RELAY_BUDGET_SECONDS, paced: bool = False) -> RelayReport:
+    """Publish due events, oldest first, until none are left or `seconds` have passed.
+
+    `paced` (the relay loop): sales go out at most every OUTBOX_SALES_INTERVAL seconds.
+    """
     report = RelayReport()
     publisher = get_publisher()
     lease = claim_lease(publisher)
@@ -160,7 +163,7 @@ def relay_outbox(*, seconds: float = RELAY_BUDGET_SECONDS) -> RelayReport:
         handed_back = _publish_claim(publisher, claim, report) if claim.events else False
         outbox_drained = len(claim.events) < CLAIM_SIZE and not handed_back
         # Sales after each claim of stock events: a depletion never waits behind a backlog.
-        sales_drained = _relay_sales(publisher, deadline, report)
+        sales_drained = _relay_sales(publisher, deadline, report, paced=paced)
         if outbox_drained and sales_drained:
             report.drained = True
             break
@@ -173,15 +176,13 @@ def relay_round(*, wait: int) -> int:
     """One round of the relay loop: publish what is due, or pause briefly when idle.
 
     Rounds are short so the loop's lease beats often: web processes read it to decide
-    whether a commit needs a relay task of its own.
+    whether a commit needs a relay task of its own. Stock events go out the round they are
+    due; sales wait for their interval, so that one message carries what sold meanwhile.
     """
-    report = relay_outbox(seconds=RELAY_ROUND_SECONDS)
+    report = relay_outbox(seconds=RELAY_ROUND_SECONDS, paced=True)
     if not (report.published or report.sales):
-        sleep(RELAY_IDLE_SECONDS)
-    elif report.drained and settings.OUTBOX_RELAY_LINGER > 0:
-        # Events committed during the pause go out together, in full PublishBatch calls,
-        # instead of one call per commit: a call costs nearly as much for one entry as for ten.
-        sleep(settings.OUTBOX_RELAY_LINGER)
+        due = sales_pace.wait(paced=True)
+        sleep(due if 0 < due < RELAY_IDLE_SECONDS else RELAY_IDLE_SECONDS)
     return report.published + report.sales
 
 
@@ -307,30 +308,48 @@ def get_ledger() -> events.SalesLedger:
     return _ledger_class(settings.SALES_LEDGER)()
 
 
-class _Backoff:
-    """This process's pause between failed sales publishes: 2, 4, 8 ... 60 seconds."""
+class _SalesPace:
+    """When this process may publish sales next.
+
+    After a failed publish: 2, 4, 8 ... 60 seconds later. In the relay loop, also not before
+    OUTBOX_SALES_INTERVAL seconds after the last drain: a sale waits at most that long, and
+    SNS carries one message per product per interval instead of one per round.
+    """
 
     def __init__(self) -> None:
         self.failures = 0
-        self.until = 0.0
+        self.retry_at = 0.0
+        self.due_at = 0.0
+
+    def wait(self, *, paced: bool) -> float:
+        """Seconds until sales may go out (0 or less: now)."""
+        return max(self.retry_at, self.due_at if paced else 0.0) - monotonic()
 
     def failed(self) -> None:
         self.failures += 1
-        self.until = monotonic() + min(2**self.failures, MAX_SALES_BACKOFF_SECONDS)
+        self.retry_at = monotonic() + min(2**self.failures, MAX_SALES_BACKOFF_SECONDS)
+
+    def published(self) -> None:
+        self.failures, self.retry_at = 0, 0.0
+
+    def drained(self) -> None:
+        self.due_at = monotonic() + settings.OUTBOX_SALES_INTERVAL
 
     def reset(self) -> None:
-        self.failures, self.until = 0, 0.0
+        self.failures, self.retry_at, self.due_at = 0, 0.0, 0.0
 
 
-sales_backoff = _Backoff()
+sales_pace = _SalesPace()
 
 
-def _relay_sales(publisher: Publisher, deadline: float, report: RelayReport) -> bool:
+def _relay_sales(
+    publisher: Publisher, deadline: float, report: RelayReport, *, paced: bool
+) -> bool:
     """Publish unpublished sales until none are left or time is up; True when none are left.
 
-    A failed publish ends the round (the sales wait for the backoff), and counts as drained.
+    Sales not yet due (a failed publish's backoff, the loop's interval) count as drained.
     """
-    if not settings.EVENTS_ENABLED or monotonic() < sales_backoff.until:
+    if not settings.EVENTS_ENABLED or sales_pace.wait(paced=paced) > 0:
         return True
     with connection.cursor() as cursor:
         cursor.execute("SELECT GET_LOCK(%s, 0)", [SALES_LOCK])
@@ -342,10 +361,11 @@ def _relay_sales(publisher: Publisher, deadline: float, report: RelayReport) -> 
             sales = ledger.unpublished(limit=SALES_CLAIM_SIZE)
             for batch in _sales_batches(sales):
                 if not _publish_sales(publisher, ledger, batch, report):
-                    sales_backoff.failed()
+                    sales_pace.failed()
                     return True
-                sales_backoff.reset()
+                sales_pace.published()
             if len(sales) < SALES_CLAIM_SIZE:
+                sales_pace.drained()
                 return True
         return False
     finally:
@@ -357,20 +377,16 @@ def _sales_batches(sales: list[events.Sale]) -> list[list[dict]]:
     """The sales' events, grouped by product, in batches that fit one SNS message each."""
     batches: list[list[dict]] = []
     for sku in dict.fromkeys(sale.sku for sale in sales):
-        batch: list[dict] = []
-        size = 0
-        for sale in sales:
-            if sale.sku != sku:
-                continue
-            event = events.sale_event(sale)
-            length = len(json.dumps(event)) + 2
-            if batch and size + length > SALES_MESSAGE_BYTES:
-                batches.append(batch)
-                batch, size = [], 0
-            batch.append(event)
-            size += length
-        batches.append(batch)
+        batches += _fit([events.sale_event(sale) for sale in sales if sale.sku == sku])
     return batches
+
+
+def _fit(batch: list[dict]) -> list[list[dict]]:
+    """`batch`, halved until each part's events take at most SALES_MESSAGE_BYTES as JSON."""
+    if len(batch) == 1 or len(json.dumps(batch)) <= SALES_MESSAGE_BYTES:
+        return [batch]
+    half = len(batch) // 2
+    return _fit(batch[:half]) + _fit(batch[half:])
 
 
 def _publish_sales(

@@ -196,9 +196,9 @@ SALES_LEDGER = "shop.sales.OrderLedger"
 EVENT_PUBLISHER = env("EVENT_PUBLISHER", default="factory_bridge.publishers.SnsPublisher")
 # Seconds the web process waits to coalesce commits into one relay task.
 OUTBOX_RELAY_DEBOUNCE = env.float("OUTBOX_RELAY_DEBOUNCE", default=0.05)
-# Seconds the relay loop pauses after draining the outbox, so that what commits meanwhile
-# goes out in full PublishBatch calls.
-OUTBOX_RELAY_LINGER = env.float("OUTBOX_RELAY_LINGER", default=0.25)
+# Seconds the relay loop lets sales gather before publishing them: a sale waits at most this
+# long, and SNS carries one message per product per interval, whatever the order rate.
+OUTBOX_SALES_INTERVAL = env.float("OUTBOX_SALES_INTERVAL", default=0.5)
 # Failed publishes after which an event SNS refuses is set aside as dead (retried from the admin).
 OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
 # Days published events are kept before the hourly purge deletes them.

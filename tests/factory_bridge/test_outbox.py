@@ -173,7 +173,7 @@ def test_a_failed_publish_records_the_error_and_backs_off(aws, product, settings
 
     settings.AWS_ENDPOINT_URL = aws
     assert relay_outbox().sales == 0  # still backing off
-    outbox.sales_backoff.reset()
+    outbox.sales_pace.reset()
     assert relay_outbox().sales == 1
     assert Order.objects.get().published_at is not None
 
@@ -192,7 +192,7 @@ def test_events_are_not_retried_before_their_next_attempt(aws, product, settings
     assert drain(aws, "nudged-ops") == []
 
     OutboxEvent.objects.update(next_attempt_at=timezone.now())
-    outbox.sales_backoff.reset()
+    outbox.sales_pace.reset()
     due = relay_outbox()
 
     assert (due.published, due.sales, due.failed) == (2, 1, 0)
@@ -325,20 +325,52 @@ def test_stock_events_go_out_before_the_sales_events_ahead_of_them(product, sett
 
 
 @pytest.mark.django_db
-def test_the_relay_loop_pauses_after_draining_so_the_next_calls_are_full(
-    product, settings, monkeypatch
-):
+def test_the_relay_loop_lets_sales_gather_for_an_interval(product, settings, monkeypatch):
     settings.EVENT_PUBLISHER = "factory_bridge.publishers.InMemoryPublisher"
+    settings.OUTBOX_SALES_INTERVAL = 0.5
     monkeypatch.setattr(InMemoryPublisher, "sent", [])
+    clock = [100.0]
+    monkeypatch.setattr(outbox, "monotonic", lambda: clock[0])
     pauses: list[float] = []
     monkeypatch.setattr(outbox, "sleep", pauses.append)
+    Product.objects.filter(pk=product.pk).update(stock=50)
     place_order(sku=SKU, quantity=1)
     place_order(sku=SKU, quantity=1)
 
     assert outbox.relay_round(wait=0) == 2
-    assert outbox.relay_round(wait=0) == 0
+    place_order(sku=SKU, quantity=1)
+    place_order(sku=SKU, quantity=1)
+    clock[0] += 0.4
+    assert outbox.relay_round(wait=0) == 0  # not due: a pause until the interval is up
+    place_order(sku=SKU, quantity=1)
+    clock[0] += 0.1
+    assert outbox.relay_round(wait=0) == 3  # the three in one message
 
-    assert pauses == [settings.OUTBOX_RELAY_LINGER, outbox.RELAY_IDLE_SECONDS]
+    assert pauses == [pytest.approx(0.1)]
+    sales = [m.body["count"] for _, m in InMemoryPublisher.sent]
+    assert sales == [2, 3]
+
+
+@pytest.mark.django_db
+def test_stock_events_do_not_wait_for_the_sales_interval(product, settings, monkeypatch):
+    settings.EVENT_PUBLISHER = "factory_bridge.publishers.InMemoryPublisher"
+    settings.OUTBOX_SALES_INTERVAL = 60
+    monkeypatch.setattr(InMemoryPublisher, "sent", [])
+    monkeypatch.setattr(outbox, "sleep", lambda seconds: None)
+    Product.objects.filter(pk=product.pk).update(stock=50)
+    place_order(sku=SKU, quantity=1)
+    outbox.relay_round(wait=0)  # a sale, then a minute of interval
+    assert [m.body["type"] for _, m in InMemoryPublisher.sent] == ["sales.batch"]
+
+    place_order(sku=SKU, quantity=49)  # the product's last units
+
+    assert outbox.relay_round(wait=0) > 0
+    types = [m.body["type"] for _, m in InMemoryPublisher.sent[1:]]
+    assert "stock.depleted" in types
+    assert "sales.batch" not in types
+    # The loop stays paced; a relay task (the fallback without the loop) is not.
+    assert outbox.relay_round(wait=0) == 0
+    assert relay_outbox().sales == 1
 
 
 @pytest.mark.django_db

@@ -83,16 +83,20 @@ def test_the_order_path_pays_no_extra_statement_when_no_decision_is_due(product)
     with CaptureQueriesContext(connection) as queries:
         take_stock(sku="CP-502101", quantity=1)
 
-    assert len(queries) == 2  # the conditional UPDATE and the state read
+    # The conditional UPDATE and the state read, in one round trip.
+    assert [q["sql"].split("; ")[1][:20] for q in queries] == ["SELECT ROW_COUNT(), "]
 
 
 def test_a_refusal_is_one_counting_update_and_the_state_read(product):
     Product.objects.filter(pk=product.pk).update(stock=0, on_order=10, depleted_at=timezone.now())
 
     with CaptureQueriesContext(connection) as queries:
-        take_stock(sku="CP-502101", quantity=2)
+        outcome = take_stock(sku="CP-502101", quantity=2)
 
-    assert len(queries) == 3
+    # The take that did not match, then the count and the state read under its lock.
+    assert len(queries) == 2
+    assert "`units_refused` = `units_refused` + 2" in queries[1]["sql"]
+    assert (outcome.taken, outcome.state.remaining, outcome.state.on_order) == (False, 0, 10)
     product.refresh_from_db()
     assert (product.orders_refused, product.units_refused) == (1, 2)
 

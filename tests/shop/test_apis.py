@@ -428,3 +428,36 @@ def test_the_answer_is_json_for_any_accept_header_that_takes_it(product, accept,
 
     assert answer.status_code == status
     assert answer["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"sku": "CP-502101", "quantity": 1},
+        {"sku": "CP-502105", "quantity": 1},  # sold out
+        {"sku": "NOPE", "quantity": 1},
+        {"sku": "CP-502101", "quantity": 0},
+        {"sku": "CP-502101", "quantity": "1"},
+        {"sku": " CP-502101", "quantity": 1},
+        {"quantity": 1},
+        [1, 2],
+    ],
+    ids=["created", "sold-out", "unknown", "zero", "string", "spaces", "no-sku", "list"],
+)
+def test_a_plain_json_order_is_answered_as_drf_answers_it(api, product, sold_out, body):
+    """A JSON order from a client that takes JSON is answered without DRF; any other Accept
+    header goes through DRF. Both answer alike."""
+    Product.objects.filter(pk=product.pk).update(stock=10)
+    plain = api.post(ORDERS, body, format="json", HTTP_ACCEPT="application/json")
+    drf = api.post(ORDERS, body, format="json", HTTP_ACCEPT="application/json; q=0.9")
+
+    assert plain.status_code == drf.status_code
+    for name in ("Content-Type", "Allow", "Vary", "Retry-After"):
+        assert plain.get(name) == drf.get(name), name
+    first, second = plain.json(), drf.json()
+    if plain.status_code == 201:
+        assert second["id"] == first["id"] + 1
+        assert second["remaining_stock"] == first["remaining_stock"] - 1
+        for varies in ("id", "remaining_stock", "reference"):
+            first.pop(varies), second.pop(varies)
+    assert first == second
