@@ -5,6 +5,7 @@ from math import ceil
 from django import forms
 from django.conf import settings
 from django.contrib import messages
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -44,8 +45,7 @@ def storefront(request: HttpRequest) -> HttpResponse:
 def order(request: HttpRequest) -> HttpResponse:
     form = OrderForm(request.POST)
     if not form.is_valid():
-        errors = " ".join(f"{form[field].label}: {' '.join(e)}" for field, e in form.errors.items())
-        messages.error(request, f"Your order could not be placed. {errors}")
+        messages.error(request, f"Your order could not be placed. {_errors(form)}")
         return redirect("shop:storefront")
     request.customer = browser_customer(request)  # type: ignore[attr-defined]
     wait = throttled(request)
@@ -90,8 +90,7 @@ def receipt(request: HttpRequest, reference: str) -> HttpResponse:
 def alert(request: HttpRequest) -> HttpResponse:
     form = AlertForm(request.POST)
     if not form.is_valid():
-        errors = "; ".join(f"{field}: {' '.join(e)}" for field, e in form.errors.items())
-        messages.error(request, f"We could not take your alert ({errors}).")
+        messages.error(request, f"We could not take your alert ({_errors(form)}).")
         return redirect("shop:storefront")
     try:
         created = subscribe_alert(**form.cleaned_data)
@@ -112,3 +111,13 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     else:
         messages.success(request, f"{ended.email} will get no more back-in-stock emails.")
     return redirect("shop:storefront")
+
+
+def _errors(form: forms.Form) -> str:
+    """A form's errors on one line: each field by its label, then what is wrong with it."""
+    return "; ".join(
+        " ".join(problems)
+        if name == NON_FIELD_ERRORS
+        else f"{form[name].label}: {' '.join(problems)}"
+        for name, problems in form.errors.items()
+    )

@@ -7,7 +7,7 @@ stands aside entirely while a redrive or discard holds the DLQ lease.
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from time import monotonic, sleep
@@ -207,6 +207,52 @@ def _release(dlq: SqsQueue, messages: list[ReceivedMessage]) -> None:
         logger.warning("could not release message=%s", message_id)
 
 
+Named = tuple[ReceivedMessage, set[str]]
+
+
+class _Sweep:
+    """One pass of a redrive or discard over a DLQ.
+
+    Each message is received once and hidden while the pass runs, with its names (its DLQ
+    message id and its fingerprint). What the pass has not taken out of the DLQ (`gone`) is
+    shown again when it ends, however it ends.
+    """
+
+    def __init__(self, dlq: SqsQueue, *, owner: str, quiet_seconds: float) -> None:
+        self.dlq, self.owner, self.quiet_seconds = dlq, owner, quiet_seconds
+        self.seen: set[str] = set()  # the names of every message received
+        self._ids: set[str] = set()
+        self._held: dict[str, ReceivedMessage] = {}
+
+    def __enter__(self) -> "_Sweep":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _release(self.dlq, list(self._held.values()))
+
+    def batches(self, done: Callable[[], bool]) -> Iterator[list[Named]]:
+        """New messages, a batch at a time, until `done()` or nothing new for quiet_seconds."""
+        quiet_since = monotonic()
+        while monotonic() - quiet_since < self.quiet_seconds and not done():
+            pollers.renew(DLQ_LEASE, self.owner)
+            received = self.dlq.receive(wait=1, visibility=REDRIVE_HOLD)
+            batch = [m for m in received if m.message_id not in self._ids]
+            if not batch:
+                continue
+            quiet_since = monotonic()
+            named = [(m, {m.message_id, fingerprint(m.body)}) for m in batch]
+            for message, names in named:
+                self._ids.add(message.message_id)
+                self._held[message.message_id] = message
+                self.seen |= names
+            yield named
+
+    def gone(self, messages: Iterable[ReceivedMessage]) -> None:
+        """These left the DLQ (sent on, or deleted): nothing to show again."""
+        for message in messages:
+            self._held.pop(message.message_id, None)
+
+
 @dataclass
 class RedriveReport:
     moved: list[str] = field(default_factory=list)
@@ -343,48 +389,31 @@ def _redrive_pair(
     report: RedriveReport,
 ) -> set[str]:
     """Redrive one DLQ into its source queue; return the names (ids, fingerprints) it showed."""
-    seen: set[str] = set()
-    found: set[str] = set()
-    held: list[ReceivedMessage] = []
-    try:
-        quiet_since = monotonic()
-        while monotonic() - quiet_since < quiet_seconds:
-            if limit is not None and len(report.moved) + len(report.listed) >= limit:
-                break
-            if wanted and wanted <= found:
-                break
-            pollers.renew(DLQ_LEASE, owner)
-            received = dlq.receive(wait=1, visibility=REDRIVE_HOLD)
-            batch = [m for m in received if m.message_id not in seen]
-            if not batch:
-                continue
-            quiet_since = monotonic()
-            seen |= {m.message_id for m in batch}
-            names = {m.message_id: {m.message_id, fingerprint(m.body)} for m in batch}
-            for aliases in names.values():
-                found |= aliases
-            chosen = [m for m in batch if not wanted or names[m.message_id] & wanted]
+
+    def done() -> bool:
+        full = limit is not None and len(report.moved) + len(report.listed) >= limit
+        return full or bool(wanted and wanted <= sweep.seen)
+
+    with _Sweep(dlq, owner=owner, quiet_seconds=quiet_seconds) as sweep:
+        for batch in sweep.batches(done):
+            chosen = [m for m, names in batch if not wanted or names & wanted]
             if limit is not None:
                 chosen = chosen[: limit - len(report.moved) - len(report.listed)]
-            held += [m for m in batch if m not in chosen]
             for message in chosen:
                 record_dead(message, source=source.name, dlq=dlq.name)
             if dry_run:
                 report.listed += list(
                     FailedMessage.objects.filter(sqs_message_id__in=[m.message_id for m in chosen])
                 )
-                held += chosen
                 continue
-            held += _move(chosen, source, dlq, report)
-    finally:
-        _release(dlq, held)
-    return found
+            sweep.gone(_move(chosen, source, dlq, report))
+    return sweep.seen
 
 
 def _move(
     messages: list[ReceivedMessage], source: SqsQueue, dlq: SqsQueue, report: RedriveReport
 ) -> list[ReceivedMessage]:
-    """Send, then delete from the DLQ; return the messages that could not be sent."""
+    """Send, then delete from the DLQ; return the messages sent."""
     if not messages:
         return []
     sent = source.send_batch([(m.message_id, m.body, m.message_attributes) for m in messages])
@@ -407,7 +436,7 @@ def _move(
     # Deleted only now: a failure from here on leaves a duplicate in the DLQ, not a loss.
     for message_id in dlq.delete_batch(moved):
         logger.warning("redrive: message=%s sent but still in the DLQ", message_id)
-    return unsent
+    return moved
 
 
 def redrive_rows(rows: list[FailedMessage]) -> RedriveReport:
@@ -503,30 +532,15 @@ def _discard_from(
 ) -> None:
     """Delete from one DLQ the messages named (each by its id and fingerprint)."""
     wanted = set().union(*names)
-    held: list[ReceivedMessage] = []
-    try:
-        quiet_since = monotonic()
-        while monotonic() - quiet_since < REDRIVE_QUIET_SECONDS:
-            if all(aliases & result.seen for aliases in names):
-                break
-            pollers.renew(DLQ_LEASE, owner)
-            received = dlq.receive(wait=1, visibility=REDRIVE_HOLD)
-            batch = [m for m in received if m.message_id not in result.seen]
-            if not batch:
-                continue
-            quiet_since = monotonic()
-            aliases = {m.message_id: {m.message_id, fingerprint(m.body)} for m in batch}
-            for both in aliases.values():
-                result.seen |= both
-            chosen = [m for m in batch if aliases[m.message_id] & wanted]
-            held += [m for m in batch if m not in chosen]
-            failed = dlq.delete_batch(chosen) if chosen else set()
-            held += [m for m in chosen if m.message_id in failed]
-            for message in chosen:
-                if message.message_id not in failed:
-                    result.deleted |= aliases[message.message_id]
-    finally:
-        _release(dlq, held)
+    with _Sweep(dlq, owner=owner, quiet_seconds=REDRIVE_QUIET_SECONDS) as sweep:
+        result.seen = sweep.seen
+        for batch in sweep.batches(lambda: all(aliases & sweep.seen for aliases in names)):
+            chosen = [(m, aliases) for m, aliases in batch if aliases & wanted]
+            failed = dlq.delete_batch([m for m, _ in chosen]) if chosen else set()
+            deleted = [(m, aliases) for m, aliases in chosen if m.message_id not in failed]
+            sweep.gone(m for m, _ in deleted)
+            for _, aliases in deleted:
+                result.deleted |= aliases
     result.in_flight = dlq.counts().get("in_flight", 0)
 
 

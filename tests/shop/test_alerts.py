@@ -37,7 +37,7 @@ def test_the_form_refuses_a_bad_address_and_an_unknown_sku(sold_out):
     bad = client.post("/alerts/", {"sku": sold_out.sku, "email": "nope"}, follow=True)
     unknown = client.post("/alerts/", {"sku": "NOPE-1", "email": "a@example.com"}, follow=True)
 
-    assert "We could not take your alert (email: Enter a valid email address.)" in (
+    assert "We could not take your alert (Email: Enter a valid email address.)" in (
         bad.content.decode()
     )
     assert "No product with SKU" in unknown.content.decode()
