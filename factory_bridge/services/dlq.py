@@ -215,11 +215,16 @@ class _Sweep:
 
     Each message is received once and hidden while the pass runs, with its names (its DLQ
     message id and its fingerprint). What the pass has not taken out of the DLQ (`gone`) is
-    shown again when it ends, however it ends.
+    shown again when it ends, however it ends. `once_per_body`: a message whose body the pass
+    already had (one it redrove that failed again at once, under a new id) is held for the
+    next pass instead; else an unreadable message would go round for as long as consumers run.
     """
 
-    def __init__(self, dlq: SqsQueue, *, owner: str, quiet_seconds: float) -> None:
+    def __init__(
+        self, dlq: SqsQueue, *, owner: str, quiet_seconds: float, once_per_body: bool = False
+    ) -> None:
         self.dlq, self.owner, self.quiet_seconds = dlq, owner, quiet_seconds
+        self.once_per_body = once_per_body
         self.seen: set[str] = set()  # the names of every message received
         self._ids: set[str] = set()
         self._held: dict[str, ReceivedMessage] = {}
@@ -235,16 +240,19 @@ class _Sweep:
         quiet_since = monotonic()
         while monotonic() - quiet_since < self.quiet_seconds and not done():
             pollers.renew(DLQ_LEASE, self.owner)
-            received = self.dlq.receive(wait=1, visibility=REDRIVE_HOLD)
-            batch = [m for m in received if m.message_id not in self._ids]
-            if not batch:
-                continue
-            quiet_since = monotonic()
-            named = [(m, {m.message_id, fingerprint(m.body)}) for m in batch]
-            for message, names in named:
+            named = []
+            for message in self.dlq.receive(wait=1, visibility=REDRIVE_HOLD):
+                if message.message_id in self._ids:
+                    continue
                 self._ids.add(message.message_id)
                 self._held[message.message_id] = message
+                names = {message.message_id, fingerprint(message.body)}
+                if not (self.once_per_body and names & self.seen):
+                    named.append((message, names))
                 self.seen |= names
+            if not named:
+                continue
+            quiet_since = monotonic()
             yield named
 
     def gone(self, messages: Iterable[ReceivedMessage]) -> None:
@@ -394,7 +402,7 @@ def _redrive_pair(
         full = limit is not None and len(report.moved) + len(report.listed) >= limit
         return full or bool(wanted and wanted <= sweep.seen)
 
-    with _Sweep(dlq, owner=owner, quiet_seconds=quiet_seconds) as sweep:
+    with _Sweep(dlq, owner=owner, quiet_seconds=quiet_seconds, once_per_body=True) as sweep:
         for batch in sweep.batches(done):
             chosen = [m for m, names in batch if not wanted or names & wanted]
             if limit is not None:

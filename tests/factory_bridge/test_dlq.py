@@ -7,6 +7,7 @@ Real MySQL, a real moto server over HTTP and the factory simulator over HTTP.
 
 import json
 import socket
+import threading
 from collections.abc import Callable
 from functools import partial
 from io import StringIO
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.db import connections
 
 from factory_bridge.management.commands import redrive_dlq as redrive_dlq_command
 from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
@@ -356,6 +358,40 @@ def test_watch_shows_what_it_recorded_again_at_once(aws, db, quick_dlq):
         "in_flight": 0,
         "delayed": 0,
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_redrive_moves_a_poison_message_once_while_the_consumer_runs(aws, quick_dlq):
+    """The consumer sends an unreadable message straight back to the DLQ under a new id; the
+    redrive moves it once, ends, and leaves it in the DLQ for the operator to discard."""
+    SqsQueue(settings.SQS_RESTOCK_DLQ).send(body="not an event")
+    stop = threading.Event()
+
+    def consumer() -> None:
+        try:
+            while not stop.is_set():
+                consume_restock(wait=1)
+        finally:
+            connections.close_all()
+
+    reports: list[dlq.RedriveReport] = []
+
+    def operator() -> None:
+        try:
+            reports.append(redrive(quiet_seconds=2))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=consumer), threading.Thread(target=operator, daemon=True)]
+    for thread in threads:
+        thread.start()
+    threads[1].join(timeout=30)
+    stop.set()
+    threads[0].join(timeout=10)
+
+    assert reports, "the redrive did not end"
+    assert len(reports[0].moved) == 1
+    wait_until(lambda: queue_total(settings.SQS_RESTOCK_DLQ) == 1)
 
 
 # --- discarding a dead depletion
