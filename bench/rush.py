@@ -190,8 +190,9 @@ def stack_config(args: argparse.Namespace, workdir: Path) -> Config:
         "FACTORY_CONNECT_TIMEOUT": "1",
         "FACTORY_READ_TIMEOUT": "2",
         "FACTORY_CALLBACK_TIMEOUT": str(max(30, round(3 * args.factory_delay))),
-        # Each customer is its own client address (X-Forwarded-For from k6's customers).
-        "NUM_PROXIES": "1",
+        # Each customer is its own client address: k6's X-Forwarded-For, sent from this
+        # machine, which stands for the load balancer.
+        "TRUSTED_PROXIES": "127.0.0.1/32",
         "PURCHASE_LIMIT": str(args.purchase_limit),
         "ORDER_RATE_LIMIT": args.rate_limit,
         "LOG_LEVEL": args.log_level,
