@@ -135,9 +135,9 @@ def _insert_order(**fields: object) -> Order:
 
 # Customers at one address who may each buy their whole limit in one window unless
 # PURCHASE_LIMIT_PER_ADDRESS says otherwise: a household, an office or a classroom behind one
-# NAT still buys (most customers buy less than their limit, so in practice more share it),
-# while one client that drops its cookies gets no more than ten customers' share.
-ADDRESS_CUSTOMERS = 10
+# NAT keeps buying (most customers buy one or two, so twenty or more fit under the default
+# ceiling of 50), while a client that drops its cookies gets five customers' share at most.
+ADDRESS_CUSTOMERS = 5
 
 
 def purchase_limit(stock: StockState) -> int:
