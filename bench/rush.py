@@ -111,7 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--purchase-window", type=int, help="PURCHASE_LIMIT_WINDOW seconds (default: the app's)"
     )
     p.add_argument(
-        "--rate-limit", default="off", help="ORDER_RATE_LIMIT per customer, e.g. 20/s (off: none)"
+        "--rate-limit",
+        default="off",
+        help="ORDER_RATE_LIMIT per client address (one per customer), e.g. 20/s (off: none)",
     )
     drills = p.add_argument_group("fault drills")
     drills.add_argument("--aws-outage", action="store_true", help="AWS endpoint down mid-rush")
