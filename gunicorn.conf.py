@@ -1,5 +1,5 @@
-"""gunicorn reads this file from the working directory: the web server's logging, checks and
-the directory where its workers keep their request metrics."""
+"""gunicorn reads this file from the working directory: the web server's logging, checks, the
+proxies it trusts and the directory where its workers keep their request metrics."""
 
 import os
 import shutil
@@ -50,6 +50,20 @@ class NudgedLogger(Logger):
 
 
 logger_class = NudgedLogger
+
+
+def trusted_proxies() -> str:
+    """The settings' TRUSTED_PROXIES for forwarded_allow_ips; none when they cannot load."""
+    if configuration_error():
+        return ""
+    from django.conf import settings
+
+    return ",".join(settings.TRUSTED_PROXIES)
+
+
+# Forwarding headers (X-Forwarded-Proto ...) only from the proxies Django trusts with
+# X-Forwarded-For: by default gunicorn would trust 127.0.0.1, whoever Nudged trusts.
+forwarded_allow_ips = trusted_proxies()
 
 
 def on_starting(server) -> None:  # type: ignore[no-untyped-def]

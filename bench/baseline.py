@@ -20,8 +20,8 @@ from django.views.decorators.http import require_POST
 TAKE_SQL = "UPDATE inventory_product SET stock = stock - %s WHERE sku = %s AND stock >= %s"
 ORDER_SQL = (
     "INSERT INTO shop_order (product_id, quantity, status, channel, unit_price, "
-    "remaining_stock, customer, reference, created_at, published_at) "
-    "SELECT id, %s, 'completed', 'api', price, stock, '', %s, %s, %s "
+    "remaining_stock, customer, address, reference, created_at, published_at) "
+    "SELECT id, %s, 'completed', 'api', price, stock, '', '', %s, %s, %s "
     "FROM inventory_product WHERE sku = %s RETURNING id, remaining_stock"
 )
 

@@ -111,7 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--purchase-window", type=int, help="PURCHASE_LIMIT_WINDOW seconds (default: the app's)"
     )
     p.add_argument(
-        "--rate-limit", default="off", help="ORDER_RATE_LIMIT per customer, e.g. 20/s (off: none)"
+        "--rate-limit",
+        default="off",
+        help="ORDER_RATE_LIMIT per client address (one per customer), e.g. 20/s (off: none)",
     )
     drills = p.add_argument_group("fault drills")
     drills.add_argument("--aws-outage", action="store_true", help="AWS endpoint down mid-rush")
@@ -190,8 +192,9 @@ def stack_config(args: argparse.Namespace, workdir: Path) -> Config:
         "FACTORY_CONNECT_TIMEOUT": "1",
         "FACTORY_READ_TIMEOUT": "2",
         "FACTORY_CALLBACK_TIMEOUT": str(max(30, round(3 * args.factory_delay))),
-        # Each customer is its own client address (X-Forwarded-For from k6's customers).
-        "NUM_PROXIES": "1",
+        # Each customer is its own client address: k6's X-Forwarded-For, sent from this
+        # machine, which stands for the load balancer.
+        "TRUSTED_PROXIES": "127.0.0.1/32",
         "PURCHASE_LIMIT": str(args.purchase_limit),
         "ORDER_RATE_LIMIT": args.rate_limit,
         "LOG_LEVEL": args.log_level,

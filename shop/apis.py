@@ -18,7 +18,7 @@ from inventory.selectors import product_get, product_list
 from nudged.api import JSON_ACCEPTED, error_response, json_response
 from nudged.exceptions import DomainError
 from nudged.parsers import MAX_BODY_BYTES, MAX_DEPTH, BodyError, parse_json
-from shop.limits import OrderRateThrottle, api_customer
+from shop.limits import OrderRateThrottle, address_key
 from shop.models import Order
 from shop.selectors import order_get
 from shop.serializers import (
@@ -92,8 +92,9 @@ class OrderCreateApi(APIView):
                     resource_type_field_name=None,
                 ),
                 description="`out_of_stock`: fewer units on hand than asked (counted as demand); "
-                "`purchase_limit`: this customer has bought as many as one window allows. "
-                "Stock untouched either way.",
+                "`purchase_limit`: this customer (`scope`: `customer`), or everyone at this "
+                "client address on every channel together (`scope`: `address`), has bought as "
+                "many as one window allows. Stock untouched either way.",
             ),
             413: OpenApiResponse(
                 ErrorSerializer,
@@ -102,7 +103,8 @@ class OrderCreateApi(APIView):
             429: OpenApiResponse(
                 ErrorSerializer,
                 description="`throttled`: more order requests than ORDER_RATE_LIMIT from this "
-                "customer; retry after the seconds in the Retry-After header.",
+                "client address (every order channel counts); retry after the seconds in the "
+                "Retry-After header.",
             ),
             **EVERY_OPERATION,
         },
@@ -112,10 +114,13 @@ class OrderCreateApi(APIView):
 
 
 def _order(data: object, request: HttpRequest) -> dict:
+    # An API client is its address: its customer limit and its address ceiling both count.
+    address = address_key(request)
     result = place_order(
         **OrderInputSerializer.clean(data),
         channel=Order.Channel.API,
-        customer=api_customer(request),
+        customer=address,
+        address=address,
     )
     order = result.order
     # The body is built from known ints and strings: OrderOutputSerializer documents it.

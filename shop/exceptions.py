@@ -26,24 +26,38 @@ class OutOfStock(DomainError):
 
 
 class PurchaseLimitReached(DomainError):
-    """The customer already bought as many of this donut as one window allows."""
+    """The customer, or everyone at their client address, already bought as many of this
+    donut as one window allows; `scope` says which of the two limits refused the order."""
 
     code = "purchase_limit"
     status = 409
+    CUSTOMER = "customer"
+    ADDRESS = "address"
 
-    def __init__(self, *, sku: str, name: str, limit: int, window: int, bought: int) -> None:
+    def __init__(
+        self, *, sku: str, name: str, limit: int, window: int, bought: int, scope: str = CUSTOMER
+    ) -> None:
+        per = describe_window(window)
         super().__init__(
-            f"One customer may buy {limit} of {sku} per {describe_window(window)}; "
-            f"you have bought {bought}."
+            f"One customer may buy {limit} of {sku} per {per}; you have bought {bought}."
+            if scope == self.CUSTOMER
+            else f"Orders from one address may buy {limit} of {sku} per {per}; "
+            f"{bought} have been bought from yours."
         )
         self.sku = sku
         self.name = name
         self.limit = limit
         self.window = window
         self.bought = bought
+        self.scope = scope
 
     def extra(self) -> dict[str, Any]:
-        return {"limit": self.limit, "window": self.window, "bought": self.bought}
+        return {
+            "scope": self.scope,
+            "limit": self.limit,
+            "window": self.window,
+            "bought": self.bought,
+        }
 
 
 class UnknownOrder(DomainError):

@@ -12,7 +12,7 @@ from inventory.exceptions import UnknownSku
 from inventory.selectors import product_get
 from nudged.parsers import BodyError, BodyTooLarge, parse_json, read_body
 from shop.exceptions import OutOfStock, PurchaseLimitReached
-from shop.limits import api_customer, throttled
+from shop.limits import address_key, throttled
 from shop.models import Order
 from shop.services import place_order
 
@@ -71,18 +71,22 @@ def checkout(request: HttpRequest) -> JsonResponse:
         return _json(
             {"message": f"구매 실패! 요청이 너무 많습니다. {ceil(wait)}초 후에 다시 시도하세요."}
         )
+    # A client of the original API is its address, as on the Sales API: the same customer.
+    address = address_key(request)
     try:
         result = place_order(
             sku=settings.LEGACY_SKU,
             quantity=1,
             channel=Order.Channel.LEGACY,
-            customer=api_customer(request),
+            customer=address,
+            address=address,
         )
     except UnknownSku:
         return _json(NO_PRODUCT, status=400)
     except OutOfStock as refused:
         return _json({"message": f"구매 실패! 남은 재고: {refused.available}"})
     except PurchaseLimitReached as limited:
-        limit = f"한 사람당 {limited.limit}개까지 구매할 수 있습니다"
+        per = "한 사람당" if limited.scope == PurchaseLimitReached.CUSTOMER else "한 주소당"
+        limit = f"{per} {limited.limit}개까지 구매할 수 있습니다"
         return _json({"message": f"구매 실패! 구매 한도 초과: {limit}."})
     return _json({"message": f"구매 완료! 남은 재고: {result.remaining_stock}"})

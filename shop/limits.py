@@ -1,31 +1,42 @@
 """Who a customer is, and how often they may order: rate limits for every order channel."""
 
-import hashlib
-
 from django.conf import settings
 from django.http import HttpRequest
+from django.utils.crypto import salted_hmac
 from rest_framework.throttling import SimpleRateThrottle
+
+from nudged.clients import client_address
+
+KEY_SALT = "shop.limits.customer"
 
 
 def browser_customer(request: HttpRequest) -> str:
     """A storefront customer is their session (created here if they have none yet)."""
     if not request.session.session_key:
         request.session.save()
-    return _hashed(f"session:{request.session.session_key}")
+    return _keyed(f"session:{request.session.session_key}")
 
 
-def api_customer(request: HttpRequest) -> str:
-    """An API client is its address; behind NUM_PROXIES proxies, from X-Forwarded-For."""
-    return _hashed(f"address:{OrderRateThrottle().get_ident(request)}")
+def address_key(request: HttpRequest) -> str:
+    """The client's address (nudged.clients) as orders and rate limits record it.
+
+    An API or /checkout client is nothing but its address, so this is its customer too.
+    """
+    return _keyed(f"address:{client_address(request)}")
 
 
-def _hashed(identity: str) -> str:
-    # Stored on orders and used as a cache key: no session key or address in the clear.
-    return hashlib.sha256(identity.encode()).hexdigest()[:32]
+def _keyed(identity: str) -> str:
+    # Stored on orders and used as a cache key: no session key or address in the clear, and
+    # keyed with the secret so that nobody can hash every IPv4 address to find one.
+    return salted_hmac(KEY_SALT, identity, algorithm="sha256").hexdigest()[:32]
 
 
 class OrderRateThrottle(SimpleRateThrottle):
-    """ORDER_RATE_LIMIT order requests per customer, counted in the shared cache."""
+    """ORDER_RATE_LIMIT order requests per client address, counted in the shared cache.
+
+    Per address on every channel, the storefront's included: a session is only a cookie,
+    and a client that drops it would start a new count with every order.
+    """
 
     scope = "orders"
 
@@ -38,8 +49,7 @@ class OrderRateThrottle(SimpleRateThrottle):
         return settings.ORDER_RATE_LIMIT.strip().lower() in ("", "off", "0")
 
     def get_cache_key(self, request: HttpRequest, view: object) -> str:
-        customer = getattr(request, "customer", None) or api_customer(request)
-        return self.cache_format % {"scope": self.scope, "ident": customer}
+        return self.cache_format % {"scope": self.scope, "ident": address_key(request)}
 
 
 def throttled(request: HttpRequest) -> float | None:

@@ -28,8 +28,14 @@ class Order(models.Model):
     customer = models.CharField(
         max_length=64,
         blank=True,
-        help_text="Who ordered, for purchase limits: a hash of the browser session or the "
-        "API client's address",
+        help_text="Who ordered, for purchase limits: a keyed hash of the browser session, or "
+        "of the client's address on the Sales API and /checkout",
+    )
+    address = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The client's address, as a keyed hash: every channel's orders from one "
+        "address count against its purchase ceiling together",
     )
     # Order ids count up; a receipt is found by a reference nobody can guess from another.
     reference = models.CharField(max_length=32, unique=True, default=new_reference, editable=False)
@@ -45,6 +51,7 @@ class Order(models.Model):
         indexes = [
             models.Index(fields=["product", "status"], name="order_product_status"),
             models.Index(fields=["customer", "product", "created_at"], name="order_customer"),
+            models.Index(fields=["address", "product", "created_at"], name="order_address"),
         ]
 
     def __str__(self) -> str:

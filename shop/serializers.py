@@ -130,9 +130,19 @@ class OutOfStockSerializer(ErrorSerializer):
 
 
 class PurchaseLimitSerializer(ErrorSerializer):
-    limit = serializers.IntegerField(min_value=1, help_text="Units one customer may buy.")
+    scope = serializers.ChoiceField(
+        choices=["customer", "address"],
+        help_text="Which limit refused the order: `customer`, this customer's own, or "
+        "`address`, the ceiling for every customer at this client address, on every order "
+        "channel together (PURCHASE_LIMIT_PER_ADDRESS).",
+    )
+    limit = serializers.IntegerField(
+        min_value=1, help_text="Units this customer, or this address, may buy."
+    )
     window = serializers.IntegerField(min_value=1, help_text="Seconds the limit counts over.")
-    bought = serializers.IntegerField(min_value=0, help_text="Units bought in the window.")
+    bought = serializers.IntegerField(
+        min_value=0, help_text="Units bought in the window (by this customer, or this address)."
+    )
 
 
 class AlertInputSerializer(serializers.Serializer):

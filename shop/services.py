@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from factory_bridge.services import outbox
@@ -28,12 +27,19 @@ class OrderResult:
 
 
 def place_order(
-    *, sku: str, quantity: int, channel: str = Order.Channel.API, customer: str = ""
+    *,
+    sku: str,
+    quantity: int,
+    channel: str = Order.Channel.API,
+    customer: str = "",
+    address: str = "",
 ) -> OrderResult:
     """Take `quantity` units of `sku`, or raise OutOfStock (counted on the product).
 
-    With a `customer`, the purchase limit applies: PurchaseLimitReached when this order
-    would take them past it (nothing is taken; the product counts the limited order).
+    With a `customer`, the purchase limit applies, and with an `address` (the client
+    address's key, shop.limits.address_key) the ceiling for everyone at that address, on
+    every channel together: PurchaseLimitReached when this order would take either past it
+    (nothing is taken; the product counts the limited order).
 
     A refusal writes no order row and no event of its own: in a rush on a sold-out donut
     it would cost both per request. The product counts it, and the ops feed hears of
@@ -49,10 +55,12 @@ def place_order(
             outcome = take_stock(sku=sku, quantity=quantity)
             stock = outcome.state
             if outcome.taken:
-                if customer:
-                    # Under the product's row lock: one customer's orders of it are counted
-                    # one at a time. Raising rolls the take back.
-                    _check_limit(stock=stock, customer=customer, quantity=quantity)
+                if customer or address:
+                    # Under the product's row lock: the orders of it from one customer, or one
+                    # address, are counted one at a time. Raising rolls the take back.
+                    _check_limits(
+                        stock=stock, customer=customer, address=address, quantity=quantity
+                    )
                 order = _insert_order(
                     product_id=stock.product_id,
                     quantity=quantity,
@@ -61,12 +69,17 @@ def place_order(
                     channel=channel,
                     remaining_stock=stock.remaining,
                     customer=customer,
+                    address=address,
                 )
                 outbox.sold()
     except PurchaseLimitReached as limited:
         count_limited(product_id=stock.product_id)
         logger.info(
-            "order limited sku=%s quantity=%s bought=%s", sku[:32], quantity, limited.bought
+            "order limited sku=%s quantity=%s scope=%s bought=%s",
+            sku[:32],
+            quantity,
+            limited.scope,
+            limited.bought,
         )
         raise
     if not outcome.taken:
@@ -91,8 +104,8 @@ def place_order(
 
 ORDER_SQL = (
     "INSERT INTO `shop_order` (`product_id`, `quantity`, `status`, `channel`, `unit_price`, "
-    "`remaining_stock`, `customer`, `reference`, `created_at`) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING `id`"
+    "`remaining_stock`, `customer`, `address`, `reference`, `created_at`) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING `id`"
 )
 
 
@@ -110,6 +123,7 @@ def _insert_order(**fields: object) -> Order:
                 order.unit_price,
                 order.remaining_stock,
                 order.customer,
+                order.address,
                 order.reference,
                 connection.ops.adapt_datetimefield_value(order.created_at),
             ],
@@ -119,24 +133,64 @@ def _insert_order(**fields: object) -> Order:
     return order
 
 
+# Customers at one address who may each buy their whole limit in one window unless
+# PURCHASE_LIMIT_PER_ADDRESS says otherwise: a household, an office or a classroom behind one
+# NAT keeps buying (most customers buy one or two, so twenty or more fit under the default
+# ceiling of 50), while a client that drops its cookies gets five customers' share at most.
+ADDRESS_CUSTOMERS = 5
+
+
 def purchase_limit(stock: StockState) -> int:
     """Units one customer may buy of this product per window; 0 means no limit."""
     return settings.PURCHASE_LIMIT if stock.purchase_limit is None else stock.purchase_limit
 
 
-def _check_limit(*, stock: StockState, customer: str, quantity: int) -> None:
-    limit = purchase_limit(stock)
-    if not limit:
+def address_limit(stock: StockState) -> int:
+    """Units everyone at one client address may buy of this product per window; 0: no limit."""
+    if settings.PURCHASE_LIMIT_PER_ADDRESS is not None:
+        return settings.PURCHASE_LIMIT_PER_ADDRESS
+    return ADDRESS_CUSTOMERS * purchase_limit(stock)
+
+
+# Both counts in one statement, each a range of its own index. It runs under the product's row
+# lock on every limited order, so the indexes are named: the product's index would read every
+# order of the product instead (the optimizer's choice while the table is small).
+BOUGHT_SQL = (
+    "SELECT "
+    "(SELECT COALESCE(SUM(`quantity`), 0) FROM `shop_order` FORCE INDEX (`order_customer`) "
+    "WHERE `customer` = %s AND `product_id` = %s AND `created_at` >= %s), "
+    "(SELECT COALESCE(SUM(`quantity`), 0) FROM `shop_order` FORCE INDEX (`order_address`) "
+    "WHERE `address` = %s AND `product_id` = %s AND `created_at` >= %s)"
+)
+
+
+def _check_limits(*, stock: StockState, customer: str, address: str, quantity: int) -> None:
+    """Raise PurchaseLimitReached when this order would pass the customer's limit or the
+    address's ceiling (the customer's is named when both would be passed)."""
+    limits = {
+        PurchaseLimitReached.CUSTOMER: purchase_limit(stock) if customer else 0,
+        PurchaseLimitReached.ADDRESS: address_limit(stock) if address else 0,
+    }
+    if not any(limits.values()):
         return
     window = settings.PURCHASE_LIMIT_WINDOW
-    since = timezone.now() - timedelta(seconds=window)
-    bought = (
-        Order.objects.filter(
-            customer=customer, product_id=stock.product_id, created_at__gte=since
-        ).aggregate(units=Sum("quantity"))["units"]
-        or 0
-    )
-    if bought + quantity > limit:
-        raise PurchaseLimitReached(
-            sku=stock.sku, name=stock.name, limit=limit, window=window, bought=bought
+    since = connection.ops.adapt_datetimefield_value(timezone.now() - timedelta(seconds=window))
+    # `= NULL` matches no row: the count of a limit that does not apply costs nothing.
+    customer_key = customer if limits[PurchaseLimitReached.CUSTOMER] else None
+    address_key = address if limits[PurchaseLimitReached.ADDRESS] else None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            BOUGHT_SQL,
+            [customer_key, stock.product_id, since, address_key, stock.product_id, since],
         )
+        bought = dict(zip(limits, (int(units) for units in cursor.fetchone()), strict=True))
+    for scope, limit in limits.items():
+        if limit and bought[scope] + quantity > limit:
+            raise PurchaseLimitReached(
+                sku=stock.sku,
+                name=stock.name,
+                limit=limit,
+                window=window,
+                bought=bought[scope],
+                scope=scope,
+            )

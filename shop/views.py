@@ -14,7 +14,7 @@ from inventory.alerts import subscribe_alert, unsubscribe_alert
 from inventory.exceptions import InventoryError
 from inventory.selectors import product_list
 from shop.exceptions import OutOfStock, PurchaseLimitReached, UnknownOrder
-from shop.limits import browser_customer, describe_window, throttled
+from shop.limits import address_key, browser_customer, describe_window, throttled
 from shop.models import Order
 from shop.selectors import order_get
 from shop.services import place_order
@@ -47,14 +47,16 @@ def order(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, f"Your order could not be placed. {_errors(form)}")
         return redirect("shop:storefront")
-    request.customer = browser_customer(request)  # type: ignore[attr-defined]
     wait = throttled(request)
     if wait is not None:
         messages.error(request, f"Too many orders at once; try again in {ceil(wait)} s.")
         return redirect("shop:storefront")
     try:
         result = place_order(
-            **form.cleaned_data, channel=Order.Channel.WEB, customer=request.customer
+            **form.cleaned_data,
+            channel=Order.Channel.WEB,
+            customer=browser_customer(request),
+            address=address_key(request),
         )
     except OutOfStock as refused:
         if refused.available:
@@ -66,11 +68,18 @@ def order(request: HttpRequest) -> HttpResponse:
             text = f"Sorry, {refused.name} is sold out."
         messages.error(request, text)
     except PurchaseLimitReached as limited:
-        messages.error(
-            request,
-            f"Sorry, one customer may buy {limited.limit} × {limited.name} at most "
-            f"(you have {limited.bought}).",
-        )
+        if limited.scope == PurchaseLimitReached.CUSTOMER:
+            text = (
+                f"Sorry, one customer may buy {limited.limit} × {limited.name} at most "
+                f"(you have {limited.bought})."
+            )
+        else:
+            text = (
+                f"Sorry, orders from one address may buy {limited.limit} × {limited.name} "
+                f"per {describe_window(limited.window)} at most ({limited.bought} bought "
+                "from yours)."
+            )
+        messages.error(request, text)
     except InventoryError as exc:
         messages.error(request, exc.detail)
     else:

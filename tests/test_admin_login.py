@@ -1,6 +1,7 @@
 """Admin login: repeated failures lock the username out from that address (django-axes)."""
 
 import pytest
+from axes.models import AccessAttempt
 from django.core.management import call_command
 
 pytestmark = pytest.mark.django_db
@@ -67,3 +68,26 @@ def test_axes_reset_unlocks(client, staff, limit):
     call_command("axes_reset")
 
     assert log_in(client, PASSWORD).status_code == 302
+
+
+def test_behind_the_balancer_a_lockout_holds_the_client_address_not_the_staff_name(
+    client, settings, staff
+):
+    settings.TRUSTED_PROXIES = ["10.0.0.0/16"]
+    settings.AXES_FAILURE_LIMIT = 5
+    balancer = "10.0.1.9"  # every request arrives from the load balancer
+
+    def through_balancer(password: str, address: str):  # type: ignore[no-untyped-def]
+        return client.post(
+            LOGIN,
+            {"username": "boss", "password": password},
+            REMOTE_ADDR=balancer,
+            HTTP_X_FORWARDED_FOR=address,
+        )
+
+    answers = [through_balancer("wrong", "203.0.113.66").status_code for _ in range(5)]
+
+    assert answers == [200] * 4 + [429]
+    assert through_balancer(PASSWORD, "203.0.113.66").status_code == 429
+    assert through_balancer(PASSWORD, "198.51.100.20").status_code == 302
+    assert AccessAttempt.objects.get().ip_address == "203.0.113.66"

@@ -251,3 +251,19 @@ def test_metrics_add_up_the_requests_of_every_worker(tmp_path: Path, settings):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.mark.parametrize(
+    ("trusted", "allowed"),
+    [("", "[]"), ("10.0.0.0/16, 2001:db8::/56", "['10.0.0.0/16', '2001:db8::/56']")],
+)
+def test_gunicorn_trusts_forwarding_headers_from_the_trusted_proxies_only(trusted, allowed):
+    result = run(
+        [GUNICORN, "--print-config", "nudged.wsgi:application"],
+        DJANGO_SETTINGS_MODULE="nudged.settings.test",
+        TRUSTED_PROXIES=trusted,
+    )
+
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("forwarded_allow_ips")]
+    assert line.split("=", 1)[1].strip() == allowed

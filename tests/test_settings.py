@@ -77,6 +77,23 @@ def test_an_http_public_base_url_is_refused_in_production():
     assert len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("proxies", "line"),
+    [
+        ("10.0.0.1/8", "TRUSTED_PROXIES: 10.0.0.1/8 has host bits set."),
+        ("10.0.0.0/8,load-balancer", "TRUSTED_PROXIES: 'load-balancer' does not appear to be"),
+    ],
+)
+def test_a_trusted_proxy_that_is_not_a_network_stops_the_process_with_one_line(
+    proxies: str, line: str
+):
+    result = manage("check", **{**COMPLETE, "TRUSTED_PROXIES": proxies})
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"nudged.settings.production: {line}")
+    assert len(result.stderr.splitlines()) == 1
+
+
 def test_no_message_prints_the_secret_key():
     result = manage("check", SECRET_KEY=SECRET, ALLOWED_HOSTS="shop.example.com")
 

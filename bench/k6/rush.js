@@ -59,7 +59,8 @@ let logged = 0;
 export default function () {
   const sku = SKUS[Math.floor(Math.random() * SKUS.length)];
   const quantity = 1 + Math.floor(Math.random() * MAX_QUANTITY);
-  // Every customer is its own client address behind one trusted proxy (NUM_PROXIES=1).
+  // Every customer is its own client address, behind one trusted proxy
+  // (TRUSTED_PROXIES=127.0.0.1/32: k6 on this machine stands for the load balancer).
   const address = `10.77.${Math.floor(__VU / 256) % 256}.${__VU % 256}`;
   const response = http.post(`${BASE_URL}/api/orders/`, JSON.stringify({ sku, quantity }), {
     headers: { "Content-Type": "application/json", "X-Forwarded-For": address },

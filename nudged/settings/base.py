@@ -1,5 +1,6 @@
 """Settings shared by every environment; values come from the environment."""
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -115,8 +116,30 @@ AUTHENTICATION_BACKENDS = [
 # lasts in hours (0: until `manage.py axes_reset`).
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(hours=env.float("AXES_COOLOFF_TIME", default=1.0)) or None
+# The username at one client address: failures from one address never lock the name out for
+# staff elsewhere, and an address alone would let anyone behind the same NAT as staff (or
+# behind the load balancer, were its address taken for the client's) lock them out.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The client's address as every limit reads it: X-Forwarded-For only through TRUSTED_PROXIES.
+AXES_CLIENT_IP_CALLABLE = "nudged.clients.client_address"
 AXES_RESET_ON_SUCCESS = True
+
+
+def trusted_proxies() -> list[str]:
+    """TRUSTED_PROXIES: the networks (CIDRs or single addresses) of the proxies in front."""
+    proxies = [proxy.strip() for proxy in env.list("TRUSTED_PROXIES", default=[]) if proxy.strip()]
+    for proxy in proxies:
+        try:
+            # Strict, as gunicorn's forwarded_allow_ips reads the same list: 10.0.0.1/8 is a typo.
+            ipaddress.ip_network(proxy)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc}.") from None
+    return proxies
+
+
+# Proxies in front of the web servers whose X-Forwarded-For entries are believed (empty: the
+# header is ignored and the client is the connection's address); gunicorn trusts the same.
+TRUSTED_PROXIES = trusted_proxies()
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -146,9 +169,6 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "nudged.api.exception_handler",
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "nudged.api.JsonFirstNegotiation",
     "UNAUTHENTICATED_USER": None,
-    # Proxies in front of the web servers whose X-Forwarded-For is trusted (0: the header is
-    # ignored and the client's address is the connection's).
-    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Nudged Sales API",
@@ -166,7 +186,11 @@ ORDER_MAX_QUANTITY = env.int("ORDER_MAX_QUANTITY", default=100)
 # Units of one donut one customer may buy per window (0: no limit); products may override it.
 PURCHASE_LIMIT = env.int("PURCHASE_LIMIT", default=10)
 PURCHASE_LIMIT_WINDOW = env.int("PURCHASE_LIMIT_WINDOW", default=3600)
-# Order requests one customer may send, as DRF writes rates ("20/s", "300/m"); "off" for none.
+# Units of one donut all customers at one client address may buy per window, on every channel
+# together (0: no ceiling); unset: ADDRESS_CUSTOMERS times the customer limit (shop.services).
+PURCHASE_LIMIT_PER_ADDRESS = env.int("PURCHASE_LIMIT_PER_ADDRESS", default=None)
+# Order requests one client address may send, on every channel together, as DRF writes rates
+# ("20/s", "300/m"); "off" for none.
 ORDER_RATE_LIMIT = env("ORDER_RATE_LIMIT", default="20/s")
 # The SKU the original Sales API (`POST /checkout`) sells, one unit per call.
 LEGACY_SKU = env("LEGACY_SKU", default="CP-502101")

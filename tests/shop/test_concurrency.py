@@ -9,7 +9,7 @@ from django.db import connection
 from django.db.models import Min, Sum
 
 from inventory.models import Product
-from shop.exceptions import OutOfStock
+from shop.exceptions import OutOfStock, PurchaseLimitReached
 from shop.models import Order
 from shop.services import place_order
 
@@ -140,3 +140,48 @@ def test_concurrent_refusals_are_all_counted(product, stock, quantity):
     product.refresh_from_db()
     assert (product.orders_refused, product.units_refused) == (BUYERS, BUYERS * quantity)
     assert product.stock == stock
+
+
+def test_one_address_through_two_channels_at_once_never_passes_its_ceiling(product, settings):
+    settings.PURCHASE_LIMIT = 3
+    settings.PURCHASE_LIMIT_PER_ADDRESS = 5
+    Product.objects.filter(pk=product.pk).update(stock=100)
+    address = "a" * 32
+    channels = [Order.Channel.API, Order.Channel.WEB] * 10
+    barrier = threading.Barrier(len(channels))
+    outcomes: list[str] = []
+
+    def buy(number: int, channel: str) -> None:
+        try:
+            connection.ensure_connection()
+            barrier.wait(timeout=30)
+            try:
+                # Each storefront order a new session (fresh cookies); the API's is the address.
+                customer = address if channel == Order.Channel.API else f"session-{number}"
+                place_order(
+                    sku=SKU, quantity=1, channel=channel, customer=customer, address=address
+                )
+            except PurchaseLimitReached as limited:
+                outcomes.append(limited.scope)
+            else:
+                outcomes.append("completed")
+        except Exception as exc:
+            outcomes.append(repr(exc))
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=buy, args=(number, channel))
+        for number, channel in enumerate(channels)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert not any(thread.is_alive() for thread in threads), "a buyer thread hung"
+    assert set(outcomes) <= {"address", "completed", "customer"}, outcomes
+    assert outcomes.count("completed") == 5
+    assert Order.objects.filter(address=address).aggregate(units=Sum("quantity"))["units"] == 5
+    assert Order.objects.filter(channel=Order.Channel.API).count() <= 3
+    assert _stock_of(product) == 95

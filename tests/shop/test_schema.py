@@ -107,6 +107,12 @@ CASES = {
     "orders-purchase-limit": Case(
         ORDERS, 409, body={"sku": "CP-502101", "quantity": 2}, settings={"PURCHASE_LIMIT": 1}
     ),
+    "orders-address-limit": Case(
+        ORDERS,
+        409,
+        body={"sku": "CP-502101", "quantity": 2},
+        settings={"PURCHASE_LIMIT": 5, "PURCHASE_LIMIT_PER_ADDRESS": 1},
+    ),
     "orders-throttled": Case(
         ORDERS, 429, body={"sku": "CP-502101", "quantity": 1}, settings={"ORDER_RATE_LIMIT": "0/m"}
     ),
