@@ -351,7 +351,9 @@ def _refused(alert: StockAlert, refused: smtplib.SMTPRecipientsRefused) -> None:
     if code >= 500:
         StockAlert.objects.filter(pk=alert.pk).update(claimed_until=None)
         suppress_mailbox(
-            mailbox=alert.mailbox, reason=SuppressedAddress.Reason.BOUNCED, detail=error
+            mailbox=alert.mailbox or normalise_email(alert.email),
+            reason=SuppressedAddress.Reason.BOUNCED,
+            detail=error,
         )
         logger.warning("alert=%s hard bounce (%s): failed, mailbox suppressed", alert.pk, code)
     else:

@@ -191,8 +191,10 @@ class StockAlert(models.Model):
 
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="alerts")
     email = models.EmailField(help_text="The address as first given; emails go to it")
-    mailbox = models.CharField(
+    # NULL only on rows a process of the release before this column wrote during a rollout.
+    mailbox = models.CharField(  # noqa: DJ001 (see above)
         max_length=254,
+        null=True,
         db_index=True,
         help_text="The address normalised (lower case, no +tag): variants are one subscription",
     )

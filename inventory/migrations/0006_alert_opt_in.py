@@ -86,8 +86,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='stockalert',
             name='mailbox',
-            field=models.CharField(db_index=True, default='', help_text='The address normalised (lower case, no +tag): variants are one subscription', max_length=254),
-            preserve_default=False,
+            field=models.CharField(db_index=True, help_text='The address normalised (lower case, no +tag): variants are one subscription', max_length=254, null=True),
         ),
         migrations.AddField(
             model_name='stockalert',
