@@ -77,6 +77,35 @@ def test_variants_of_one_mailbox_are_one_alert_with_at_most_one_confirmation_ema
     assert len(mail.outbox) == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_variants_of_one_mailbox_asked_at_once_are_one_alert(factory):
+    product = Product.objects.create(
+        sku="CP-1", name="Glazed", price=1000, stock=0, factory=factory
+    )
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def ask(n: int) -> None:
+        try:
+            barrier.wait()
+            subscribe_alert(sku=product.sku, email=f"victim+{n}@example.com")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    assert StockAlert.objects.filter(waiting=True).count() == 1
+    send_due_mail()
+    assert len(mail.outbox) == 1
+
+
 def test_bad_input_is_refused(sold_out):
     with pytest.raises(InvalidEmail):
         subscribe_alert(sku=sold_out.sku, email="nope")
