@@ -103,7 +103,7 @@ class Subscription:
 _FIND_AND_COUNT = ("sqs:GetQueueUrl", "sqs:GetQueueAttributes")
 # Consumers receive and delete; a redrive sends dead letters back to their source queue.
 _CONSUME = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage", *_FIND_AND_COUNT)
-# The restock poller and the DLQ watcher hide and show again what they hold
+# The restock and notify pollers and the DLQ watcher hide and show again what they hold
 # (ChangeMessageVisibility); an unreadable message is sent straight to its DLQ (SendMessage).
 _CONSUME_AND_HOLD = ("sqs:ChangeMessageVisibility", *_CONSUME)
 
@@ -140,7 +140,7 @@ NOTIFY_QUEUE = Queue(
     "notify",
     {"VisibilityTimeout": VISIBILITY_TIMEOUT, "MessageRetentionPeriod": RETENTION},
     dead_letter_queue=NOTIFY_DLQ,
-    actions=_CONSUME,
+    actions=_CONSUME_AND_HOLD,
 )
 OPS_QUEUE = Queue(
     "OpsQueue",

@@ -1,11 +1,19 @@
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.widgets import AdminIntegerFieldWidget
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from factory_bridge.models import RestockRequest
-from inventory.models import Factory, Product, ReorderDecision, StockAdjustment, StockAlert
+from inventory.models import (
+    Factory,
+    Product,
+    ReorderDecision,
+    StockAdjustment,
+    StockAlert,
+    SuppressedAddress,
+)
 from inventory.selectors import product_list_for_staff
 from inventory.services import set_stock
 from nudged.admin import ReadOnlyAdmin
@@ -279,21 +287,55 @@ class AlertStateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
-        return [("waiting", "Waiting"), ("notified", "Notified"), ("unsubscribed", "Unsubscribed")]
+        return [
+            ("unconfirmed", "Waiting for confirmation"),
+            ("waiting", "Confirmed, waiting"),
+            ("due", "Email due"),
+            ("notified", "Notified"),
+            ("unsubscribed", "Unsubscribed"),
+            ("failed", "Failed"),
+        ]
 
     def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
-        if self.value() == "waiting":
-            return queryset.filter(waiting=True)
-        if self.value() == "notified":
-            return queryset.filter(notified_at__isnull=False)
-        if self.value() == "unsubscribed":
-            return queryset.filter(unsubscribed_at__isnull=False)
+        value = self.value()
+        if value == "unconfirmed":
+            return queryset.filter(waiting=True, confirmed_at__isnull=True)
+        if value == "waiting":
+            return queryset.filter(waiting=True, confirmed_at__isnull=False)
+        if value == "due":
+            return queryset.filter(waiting=True, due_at__isnull=False)
+        if value in ("notified", "unsubscribed", "failed"):
+            return queryset.filter(**{f"{value}_at__isnull": False})
         return queryset
 
 
 @admin.register(StockAlert)
 class StockAlertAdmin(ReadOnlyAdmin):
-    list_display = ["email", "product", "created_at", "waiting", "notified_at", "unsubscribed_at"]
+    list_display = [
+        "email",
+        "product",
+        "created_at",
+        "confirmed_at",
+        "waiting",
+        "due_at",
+        "attempts",
+        "notified_at",
+        "unsubscribed_at",
+        "failed_at",
+        "error",
+    ]
     list_filter = [AlertStateFilter, "product"]
-    search_fields = ["email", "product__sku"]
+    search_fields = ["email", "mailbox", "product__sku"]
     list_select_related = ["product"]
+
+
+@admin.register(SuppressedAddress)
+class SuppressedAddressAdmin(ReadOnlyAdmin):
+    """Mailboxes that get no email. Deleting one (staff, on the owner's request) lifts it."""
+
+    list_display = ["mailbox", "reason", "detail", "created_at"]
+    list_filter = ["reason"]
+    search_fields = ["mailbox"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return bool(request.user.has_perm("inventory.delete_suppressedaddress"))

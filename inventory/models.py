@@ -182,16 +182,38 @@ class ReorderDecision(models.Model):
 
 
 class StockAlert(models.Model):
-    """A customer's request to hear, once, when a sold-out product is back."""
+    """A customer's request to hear, once, when a sold-out product is back.
+
+    It is confirmed (double opt-in) before any back-in-stock email goes to its address; each
+    email it is owed (the confirmation, then the alert) is due from `due_at` and sent by the
+    notify loop, with back-off while the mail server fails.
+    """
 
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="alerts")
-    email = models.EmailField()
+    email = models.EmailField(help_text="The address as first given; emails go to it")
+    # NULL only on rows a process of the release before this column wrote during a rollout.
+    mailbox = models.CharField(  # noqa: DJ001 (see above)
+        max_length=254,
+        null=True,
+        db_index=True,
+        help_text="The address normalised (lower case, no +tag): variants are one subscription",
+    )
     # True while waiting, NULL once done: MySQL has no partial unique index, but a unique
     # index lets any number of NULLs through, so only waiting requests are unique.
     waiting = models.BooleanField(null=True, default=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    due_at = models.DateTimeField(
+        null=True, blank=True, help_text="An email (confirmation or alert) is owed since then"
+    )
+    send_after = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="Next attempt at the email owed"
+    )
+    attempts = models.PositiveIntegerField(default=0, help_text="Failed attempts at it")
     notified_at = models.DateTimeField(null=True, blank=True, db_index=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=200, blank=True)
     claimed_until = models.DateTimeField(
         null=True,
         blank=True,
@@ -203,10 +225,30 @@ class StockAlert(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["product", "email", "waiting"], name="stockalert_one_waiting"
+                fields=["product", "mailbox", "waiting"], name="stockalert_one_waiting"
             )
         ]
         indexes = [models.Index(fields=["product", "waiting"], name="stockalert_waiting")]
 
     def __str__(self) -> str:
         return f"{self.email} → {self.product.sku}"
+
+
+class SuppressedAddress(models.Model):
+    """A mailbox Nudged sends no more email to: it unsubscribed, or its server refused it."""
+
+    class Reason(models.TextChoices):
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+        BOUNCED = "bounced", "Hard bounce"
+
+    mailbox = models.CharField(max_length=254, unique=True, help_text="Normalised address")
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    detail = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "suppressed addresses"
+
+    def __str__(self) -> str:
+        return self.mailbox

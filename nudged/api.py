@@ -42,7 +42,11 @@ class JsonFirstNegotiation(DefaultContentNegotiation):
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DomainError):
-        return Response({"code": exc.code, "detail": exc.detail, **exc.extra()}, status=exc.status)
+        return Response(
+            {"code": exc.code, "detail": exc.detail, **exc.extra()},
+            status=exc.status,
+            headers=exc.headers(),
+        )
     if isinstance(exc, exceptions.ValidationError):
         errors = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         fields = ", ".join(errors)

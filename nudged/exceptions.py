@@ -14,3 +14,7 @@ class DomainError(Exception):
     def extra(self) -> dict[str, Any]:
         """Fields the API response carries after `code` and `detail`."""
         return {}
+
+    def headers(self) -> dict[str, str]:
+        """Headers the API response carries (such as Retry-After)."""
+        return {}

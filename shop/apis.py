@@ -18,13 +18,14 @@ from inventory.selectors import product_get, product_list
 from nudged.api import JSON_ACCEPTED, error_response, json_response
 from nudged.exceptions import DomainError
 from nudged.parsers import MAX_BODY_BYTES, MAX_DEPTH, BodyError, parse_json
-from shop.limits import OrderRateThrottle, address_key
+from shop.limits import AlertRateThrottle, OrderRateThrottle, address_key
 from shop.models import Order
 from shop.selectors import order_get
 from shop.serializers import (
     AlertInputSerializer,
     AlertOutputSerializer,
     ErrorSerializer,
+    InStockSerializer,
     InvalidInputSerializer,
     OrderInputSerializer,
     OrderOutputSerializer,
@@ -184,13 +185,17 @@ class OrderDetailApi(APIView):
 
 
 class AlertCreateApi(APIView):
+    throttle_classes = [AlertRateThrottle]
+
     @extend_schema(
         request=AlertInputSerializer,
         responses={
             201: OpenApiResponse(
                 AlertOutputSerializer,
-                description="Waiting: one email when the product is back in stock. An address "
-                "already waiting for it gets the same answer.",
+                description="Taken: the address gets one email with a link to confirm the "
+                "alert, and, once confirmed, one email when the product is back in stock. "
+                "Variants of one mailbox (case, `+tag`) are one alert: a mailbox that already "
+                "asked for this donut gets the same answer and no second email.",
             ),
             400: OpenApiResponse(
                 InvalidInputSerializer,
@@ -198,12 +203,31 @@ class AlertCreateApi(APIView):
                 "is not JSON or is not `application/json`.",
             ),
             404: UNKNOWN_SKU,
+            409: OpenApiResponse(
+                PolymorphicProxySerializer(
+                    component_name="AlertRefused",
+                    serializers=[InStockSerializer, ErrorSerializer],
+                    resource_type_field_name=None,
+                ),
+                description="`in_stock`: the donut is in stock (alerts are for sold-out "
+                "donuts); `suppressed`: the mailbox unsubscribed from our email or its server "
+                "refused it, so it gets none.",
+            ),
+            429: OpenApiResponse(
+                ErrorSerializer,
+                description="`throttled`: more alert requests than ALERT_RATE_LIMIT from this "
+                "client address, or more new alerts than ALERT_MAILBOX_LIMIT for this mailbox; "
+                "retry after the seconds in the Retry-After header.",
+            ),
             **EVERY_OPERATION,
         },
     )
     def post(self, request: Request, sku: str) -> Response:
         data = AlertInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        alert = subscribe_alert(sku=sku, email=data.validated_data["email"])
-        body = {"sku": sku, "email": alert.email, "status": "waiting"}
+        email = data.validated_data["email"]
+        subscribe_alert(sku=sku, email=email)
+        # The address as asked, never the stored one: the answer tells nobody which variant
+        # of a mailbox asked before, or whether it confirmed.
+        body = {"sku": sku, "email": email.strip(), "status": "pending"}
         return Response(body, status=status.HTTP_201_CREATED)

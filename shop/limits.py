@@ -52,9 +52,27 @@ class OrderRateThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": address_key(request)}
 
 
-def throttled(request: HttpRequest) -> float | None:
+class AlertRateThrottle(SimpleRateThrottle):
+    """ALERT_RATE_LIMIT alert requests per client address, on the storefront and the API.
+
+    Counted per address, not per session: a new session is free, a new address is not.
+    """
+
+    scope = "alerts"
+
+    def get_rate(self) -> str | None:
+        rate = settings.ALERT_RATE_LIMIT.strip().lower()
+        return None if rate in ("", "off", "0") else rate
+
+    def get_cache_key(self, request: HttpRequest, view: object) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": address_key(request)}
+
+
+def throttled(
+    request: HttpRequest, throttle_class: type[SimpleRateThrottle] = OrderRateThrottle
+) -> float | None:
     """Seconds to wait when this request is over the rate limit, else None (views without DRF)."""
-    throttle = OrderRateThrottle()
+    throttle = throttle_class()
     if throttle.allow_request(request, None):
         return None
     return throttle.wait() or 1.0

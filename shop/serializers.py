@@ -151,7 +151,13 @@ class AlertInputSerializer(serializers.Serializer):
 
 class AlertOutputSerializer(serializers.Serializer):
     sku = serializers.CharField(max_length=SKU_MAX_LENGTH)
-    email = serializers.EmailField()
-    status = serializers.CharField(
-        help_text="Always `waiting`: one email is sent when the product is back in stock."
+    email = serializers.EmailField(help_text="The address as this request gave it.")
+    status = serializers.ChoiceField(
+        choices=["pending"],
+        help_text="Always `pending`: the alert starts once the link emailed to the address "
+        "is followed.",
     )
+
+
+class InStockSerializer(ErrorSerializer):
+    sku = serializers.CharField(max_length=SKU_MAX_LENGTH)

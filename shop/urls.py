@@ -9,5 +9,6 @@ urlpatterns = [
     path("order/", views.order, name="order"),
     path("orders/<str:reference>/", views.receipt, name="receipt"),
     path("alerts/", views.alert, name="alert"),
+    path("alerts/confirm/<str:token>/", views.confirm, name="alert-confirm"),
     path("alerts/unsubscribe/<str:token>/", views.unsubscribe, name="alert-unsubscribe"),
 ]

@@ -1,5 +1,6 @@
 """Storefront pages: a catalog with an order form that works without JavaScript."""
 
+from http import HTTPStatus
 from math import ceil
 
 from django import forms
@@ -8,13 +9,20 @@ from django.contrib import messages
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods, require_POST
 
-from inventory.alerts import subscribe_alert, unsubscribe_alert
+from inventory.alerts import (
+    alert_from_confirm_token,
+    alert_from_unsubscribe_token,
+    confirm_alert,
+    subscribe_alert,
+    unsubscribe_alert,
+)
 from inventory.exceptions import InventoryError
 from inventory.selectors import product_list
 from shop.exceptions import OutOfStock, PurchaseLimitReached, UnknownOrder
-from shop.limits import address_key, browser_customer, describe_window, throttled
+from shop.limits import AlertRateThrottle, address_key, browser_customer, describe_window, throttled
 from shop.models import Order
 from shop.selectors import order_get
 from shop.services import place_order
@@ -101,6 +109,10 @@ def alert(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, f"We could not take your alert ({_errors(form)}).")
         return redirect("shop:storefront")
+    wait = throttled(request, AlertRateThrottle)
+    if wait is not None:
+        messages.error(request, f"Too many alert requests; try again in {ceil(wait)} s.")
+        return redirect("shop:storefront")
     try:
         created = subscribe_alert(**form.cleaned_data)
     except InventoryError as exc:
@@ -108,18 +120,76 @@ def alert(request: HttpRequest) -> HttpResponse:
     else:
         messages.success(
             request,
-            f"We will email {created.email} once when {created.product.name} is back.",
+            f"Almost done: follow the link we email to {form.cleaned_data['email']}, and we "
+            f"will write once when {created.product.name} is back.",
         )
     return redirect("shop:storefront")
 
 
-def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
-    ended = unsubscribe_alert(token=token)
-    if ended is None:
-        messages.error(request, "That unsubscribe link is not valid.")
+@require_http_methods(["GET", "POST"])
+def confirm(request: HttpRequest, token: str) -> HttpResponse:
+    """GET shows what the link confirms and a button; only its POST confirms.
+
+    Mail scanners follow links: a GET that confirmed would opt in whoever was signed up.
+    """
+    try:
+        if request.method == "GET":
+            pending = alert_from_confirm_token(token=token)
+            return _link_page(
+                request,
+                heading="Confirm your alert",
+                text=f"Email {pending.email} once when {pending.product.name} is back in stock?",
+                action="Confirm",
+            )
+        confirmed = confirm_alert(token=token)
+    except InventoryError as exc:
+        messages.error(request, exc.detail)
+        return redirect("shop:storefront")
+    name = confirmed.product.name
+    if confirmed.waiting:
+        messages.success(
+            request, f"Confirmed: we will email {confirmed.email} once when {name} is back."
+        )
     else:
-        messages.success(request, f"{ended.email} will get no more back-in-stock emails.")
+        messages.success(request, f"{name} is back in stock already: order it below.")
     return redirect("shop:storefront")
+
+
+# The token is the proof: RFC 8058 one-click POSTs come from mail clients without a cookie.
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    """GET shows a page whose button POSTs; a POST (the button, or one click) unsubscribes."""
+    try:
+        if request.method == "GET":
+            named = alert_from_unsubscribe_token(token=token)
+            return _link_page(
+                request,
+                heading="Unsubscribe",
+                text=f"Send {named.email} no more email from Nudged, back-in-stock alerts "
+                "included?",
+                action="Unsubscribe",
+            )
+        ended = unsubscribe_alert(token=token)
+    except InventoryError as exc:
+        return _link_page(
+            request, heading="Unsubscribe", text=exc.detail, status=HTTPStatus.NOT_FOUND
+        )
+    return _link_page(
+        request, heading="Unsubscribed", text=f"{ended.email} will get no more email from Nudged."
+    )
+
+
+def _link_page(
+    request: HttpRequest,
+    *,
+    heading: str,
+    text: str,
+    action: str = "",
+    status: int = HTTPStatus.OK,
+) -> HttpResponse:
+    context = {"heading": heading, "text": text, "action": action}
+    return render(request, "shop/alert_link.html", context, status=status)
 
 
 def _errors(form: forms.Form) -> str:

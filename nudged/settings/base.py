@@ -266,6 +266,20 @@ EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Nudged <donuts@nudged.local>")
 
+# --- Back-in-stock alerts: who may ask, and how long their emails are tried.
+# Alert requests one client address may send, as DRF writes rates ("10/h"); "off" for none.
+ALERT_RATE_LIMIT = env("ALERT_RATE_LIMIT", default="10/h")
+# New alerts (so confirmation emails) one mailbox may get per window (0: no limit).
+ALERT_MAILBOX_LIMIT = env.int("ALERT_MAILBOX_LIMIT", default=5)
+ALERT_MAILBOX_WINDOW = env.int("ALERT_MAILBOX_WINDOW", default=86400)
+# Seconds a confirmation link stays valid.
+ALERT_CONFIRM_MAX_AGE = env.int("ALERT_CONFIRM_MAX_AGE", default=259200)
+# Seconds an email owed (confirmation or back-in-stock) is retried while the mail server
+# fails before the alert is given up as failed.
+ALERT_GIVE_UP_AFTER = env.int("ALERT_GIVE_UP_AFTER", default=86400)
+# Days an ended alert (sent, unsubscribed, failed, never confirmed) is kept before a purge.
+ALERT_RETENTION_DAYS = env.int("ALERT_RETENTION_DAYS", default=90)
+
 # --- django-q2: the ORM broker on the same MySQL database.
 Q_CLUSTER = {
     "name": "nudged",

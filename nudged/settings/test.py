@@ -18,6 +18,8 @@ SQS_WAIT_TIME = 1
 # Limits are switched on by the tests about them; the rest place orders freely.
 PURCHASE_LIMIT = 0
 ORDER_RATE_LIMIT = "off"
+ALERT_RATE_LIMIT = "off"
+ALERT_MAILBOX_LIMIT = 0
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Tests read what they just wrote.
 PRODUCT_LIST_MAX_AGE = 0

@@ -398,7 +398,7 @@ def test_template_deploys_to_moto(app_role):
                 ("RestockDeadLetterQueue", "restock-dlq", CONSUME_AND_HOLD),
                 ("RestockQueue", "restock", CONSUME_AND_HOLD),
                 ("NotifyDeadLetterQueue", "notify-dlq", CONSUME_AND_HOLD),
-                ("NotifyQueue", "notify", CONSUME),
+                ("NotifyQueue", "notify", CONSUME_AND_HOLD),
                 ("OpsQueue", "ops", FIND_AND_COUNT),
             ]
         },

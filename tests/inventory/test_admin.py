@@ -7,7 +7,7 @@ from django.test import Client
 from django.utils import timezone
 
 from factory_bridge.models import RestockRequest
-from inventory.models import Product, StockAdjustment
+from inventory.models import Product, StockAdjustment, SuppressedAddress
 from inventory.services import set_stock
 from shop.services import place_order
 
@@ -292,3 +292,19 @@ def test_replenishment_bounds_are_edited_in_admin(admin_client, product):
     product.refresh_from_db()
     assert (product.replenishment_mode, product.min_order_quantity) == ("at_zero", 5)
     assert (product.max_order_quantity, product.purchase_limit) == (50, 2)
+
+
+def test_staff_see_the_suppressed_mailboxes_and_may_lift_one(admin_client):
+    gone = SuppressedAddress.objects.create(
+        mailbox="gone@example.com", reason="bounced", detail="550 5.1.1 No such user"
+    )
+    url = "/admin/inventory/suppressedaddress/"
+
+    listed = admin_client.get(url)
+    assert listed.status_code == 200
+    assert "gone@example.com" in listed.content.decode()
+    assert "550 5.1.1 No such user" in listed.content.decode()
+    assert admin_client.get(f"{url}add/").status_code == 403
+
+    admin_client.post(f"{url}{gone.pk}/delete/", {"post": "yes"})
+    assert not SuppressedAddress.objects.exists()

@@ -1,93 +1,302 @@
-"""Back-in-stock alerts: one email per waiting address, however often or by whom sent."""
+"""Back-in-stock alerts: confirmed first, one per mailbox, and never turned on anyone."""
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.core import mail
 from django.db import connection
 from django.test import Client
+from django.utils import timezone
 
 from inventory import alerts
-from inventory.alerts import send_back_in_stock, subscribe_alert, unsubscribe_url
-from inventory.exceptions import InvalidEmail, UnknownSku
-from inventory.models import Product, StockAlert
+from inventory.alerts import (
+    confirm_alert,
+    confirm_token,
+    purge_alerts,
+    record_arrival,
+    send_due_mail,
+    subscribe_alert,
+    unsubscribe_token,
+)
+from inventory.exceptions import (
+    AddressSuppressed,
+    AlertForProductInStock,
+    AlertLimitReached,
+    InvalidAlertLink,
+    InvalidEmail,
+    UnknownSku,
+)
+from inventory.models import Product, StockAlert, SuppressedAddress
 
 pytestmark = pytest.mark.usefixtures("no_events")
 
 
-def test_an_address_already_waiting_keeps_its_one_alert(product):
-    first = subscribe_alert(sku=product.sku, email="a@example.com")
-    again = subscribe_alert(sku=product.sku, email="A@example.com")
+@pytest.fixture
+def sold_out(product: Product) -> Product:
+    Product.objects.filter(pk=product.pk).update(stock=0)
+    product.refresh_from_db()
+    return product
 
-    assert again.pk == first.pk
-    assert StockAlert.objects.count() == 1
+
+def confirmed(sku: str, email: str) -> StockAlert:
+    """An alert asked for and confirmed, its confirmation email already sent."""
+    alert = subscribe_alert(sku=sku, email=email)
+    confirm_alert(token=confirm_token(alert))
+    alert.refresh_from_db()
+    return alert
 
 
-def test_bad_input_is_refused(product):
+def back_in_stock() -> list[str]:
+    return [m.to[0] for m in mail.outbox if m.subject.endswith(" is back")]
+
+
+def confirmations() -> list[str]:
+    return [m.to[0] for m in mail.outbox if m.subject.startswith("Confirm your alert")]
+
+
+def path(url: str) -> str:
+    return url.removeprefix("http://127.0.0.1:8000")
+
+
+# --- asking
+
+
+def test_variants_of_one_mailbox_are_one_alert_with_at_most_one_confirmation_email(sold_out):
+    variants = [f"victim+{n}@example.com" for n in range(30)]
+    variants += ["Victim@Example.com", "VICTIM+x@EXAMPLE.COM", "victim@example.com"]
+    for email in variants:
+        subscribe_alert(sku=sold_out.sku, email=email)
+    send_due_mail()
+    for email in variants:
+        subscribe_alert(sku=sold_out.sku, email=email)
+    send_due_mail()
+
+    assert StockAlert.objects.get().mailbox == "victim@example.com"
+    assert confirmations() == ["victim+0@example.com"]
+    assert len(mail.outbox) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_variants_of_one_mailbox_asked_at_once_are_one_alert(factory):
+    product = Product.objects.create(
+        sku="CP-1", name="Glazed", price=1000, stock=0, factory=factory
+    )
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def ask(n: int) -> None:
+        try:
+            barrier.wait()
+            subscribe_alert(sku=product.sku, email=f"victim+{n}@example.com")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    assert StockAlert.objects.filter(waiting=True).count() == 1
+    send_due_mail()
+    assert len(mail.outbox) == 1
+
+
+def test_bad_input_is_refused(sold_out):
     with pytest.raises(InvalidEmail):
-        subscribe_alert(sku=product.sku, email="nope")
+        subscribe_alert(sku=sold_out.sku, email="nope")
     with pytest.raises(UnknownSku):
         subscribe_alert(sku="NOPE-1", email="a@example.com")
 
 
-def test_each_waiting_address_gets_one_email_and_a_second_arrival_sends_nothing(product):
-    subscribe_alert(sku=product.sku, email="a@example.com")
-    subscribe_alert(sku=product.sku, email="b@example.com")
+def test_a_donut_in_stock_takes_no_alert_and_its_arrivals_send_nothing(product):
+    with pytest.raises(AlertForProductInStock) as refused:
+        subscribe_alert(sku=product.sku, email="a@example.com")
 
-    assert send_back_in_stock(sku=product.sku) == 2
-    assert send_back_in_stock(sku=product.sku) == 0
+    assert refused.value.status == 409
+    assert record_arrival(sku=product.sku) == 0
+    assert send_due_mail() == 0
+    assert not StockAlert.objects.exists()
+    assert mail.outbox == []
 
-    assert sorted(m.to[0] for m in mail.outbox) == ["a@example.com", "b@example.com"]
-    assert "/alerts/unsubscribe/" in mail.outbox[0].body
+
+def test_a_mailbox_gets_at_most_its_limit_of_new_alerts_per_window(sold_out, settings):
+    settings.ALERT_MAILBOX_LIMIT = 2
+    others = [
+        Product.objects.create(
+            sku=f"CP-7{n}", name=f"도넛 {n}", price=1000, stock=0, factory=sold_out.factory
+        )
+        for n in range(2)
+    ]
+    subscribe_alert(sku=sold_out.sku, email="a@example.com")
+    subscribe_alert(sku=others[0].sku, email="a+1@example.com")
+    # Asking again for an alert it has is no new alert, and not refused.
+    subscribe_alert(sku=sold_out.sku, email="A@example.com")
+
+    with pytest.raises(AlertLimitReached) as limited:
+        subscribe_alert(sku=others[1].sku, email="a+2@example.com")
+
+    assert limited.value.status == 429
+    assert 0 < limited.value.wait <= settings.ALERT_MAILBOX_WINDOW + 1
+    assert limited.value.headers() == {"Retry-After": str(limited.value.wait)}
+    send_due_mail()
+    assert len(confirmations()) == 2
+
+
+# --- confirming
+
+
+def test_no_back_in_stock_email_goes_before_the_address_confirms(sold_out):
+    alert = subscribe_alert(sku=sold_out.sku, email="a@example.com")
+    send_due_mail()
+    record_arrival(sku=sold_out.sku)
+    send_due_mail()
+
+    assert confirmations() == ["a@example.com"]
+    assert back_in_stock() == []
+
+    confirm_alert(token=confirm_token(alert))
+    record_arrival(sku=sold_out.sku)
+    assert send_due_mail() == 1
+    assert back_in_stock() == ["a@example.com"]
+
+
+def test_the_confirmation_link_shows_a_page_and_only_its_post_confirms(sold_out):
+    alert = subscribe_alert(sku=sold_out.sku, email="a@example.com")
+    send_due_mail()
+    link = next(line for line in mail.outbox[0].body.split() if "/alerts/confirm/" in line)
+    client = Client()
+
+    page = client.get(path(link))
+    alert.refresh_from_db()
+    assert page.status_code == 200
+    assert "Confirm" in page.content.decode()
+    assert alert.confirmed_at is None
+
+    done = client.post(path(link), follow=True)
+    alert.refresh_from_db()
+    assert "Confirmed: we will email a@example.com once when 부산도너츠 is back." in (
+        done.content.decode()
+    )
+    assert alert.confirmed_at is not None
+
+
+def test_an_expired_or_forged_confirmation_link_confirms_nothing(sold_out, settings):
+    alert = subscribe_alert(sku=sold_out.sku, email="a@example.com")
+    settings.ALERT_CONFIRM_MAX_AGE = -1
+    with pytest.raises(InvalidAlertLink, match="expired"):
+        confirm_alert(token=confirm_token(alert))
+    with pytest.raises(InvalidAlertLink, match="not valid"):
+        confirm_alert(token="forged:token")
+
+    assert StockAlert.objects.get().confirmed_at is None
+
+
+def test_an_unconfirmed_alert_past_its_link_may_be_asked_again(sold_out, settings):
+    first = subscribe_alert(sku=sold_out.sku, email="a@example.com")
+    StockAlert.objects.filter(pk=first.pk).update(created_at=timezone.now() - timedelta(days=4))
+
+    again = subscribe_alert(sku=sold_out.sku, email="a@example.com")
+
+    assert again.pk != first.pk
+    assert StockAlert.objects.filter(waiting=True).get().pk == again.pk
+
+
+def test_confirming_once_the_donut_is_back_ends_the_alert(sold_out):
+    alert = subscribe_alert(sku=sold_out.sku, email="a@example.com")
+    Product.objects.filter(pk=sold_out.pk).update(stock=5)
+
+    assert confirm_alert(token=confirm_token(alert)).waiting is None
+    record_arrival(sku=sold_out.sku)
+    send_due_mail()
+    assert back_in_stock() == []
+
+
+# --- sending
+
+
+def test_each_confirmed_address_gets_one_email_and_a_second_arrival_sends_nothing(sold_out):
+    confirmed(sold_out.sku, "a@example.com")
+    confirmed(sold_out.sku, "b@example.com")
+
+    assert record_arrival(sku=sold_out.sku) == 2
+    assert send_due_mail() == 2
+    assert record_arrival(sku=sold_out.sku) == 0
+    assert send_due_mail() == 0
+
+    assert sorted(back_in_stock()) == ["a@example.com", "b@example.com"]
     assert StockAlert.objects.filter(waiting=True).count() == 0
     assert StockAlert.objects.filter(notified_at__isnull=False).count() == 2
 
 
-def test_a_notified_address_may_ask_again(product):
-    subscribe_alert(sku=product.sku, email="a@example.com")
-    send_back_in_stock(sku=product.sku)
+def test_every_email_carries_the_one_click_unsubscribe_headers(sold_out):
+    alert = subscribe_alert(sku=sold_out.sku, email="a@example.com")
+    send_due_mail()
+    confirm_alert(token=confirm_token(alert))
+    record_arrival(sku=sold_out.sku)
+    send_due_mail()
 
-    subscribe_alert(sku=product.sku, email="a@example.com")
+    assert len(mail.outbox) == 2
+    for message in mail.outbox:
+        assert message.extra_headers["List-Unsubscribe"] == (
+            f"<http://127.0.0.1:8000/alerts/unsubscribe/{unsubscribe_token(alert)}/>"
+        )
+        assert message.extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
-    assert StockAlert.objects.filter(waiting=True).count() == 1
-    assert send_back_in_stock(sku=product.sku) == 1
+
+def test_a_notified_address_may_ask_again(sold_out):
+    confirmed(sold_out.sku, "a@example.com")
+    record_arrival(sku=sold_out.sku)
+    send_due_mail()
+
+    again = confirmed(sold_out.sku, "a@example.com")
+
+    assert StockAlert.objects.filter(waiting=True).get().pk == again.pk
+    assert record_arrival(sku=sold_out.sku) == 1
 
 
-def test_a_thousand_addresses_go_in_batches(product, monkeypatch):
+def due_alerts(product: Product, count: int) -> None:
+    now = timezone.now()
     StockAlert.objects.bulk_create(
-        StockAlert(product=product, email=f"c{i}@example.com") for i in range(1000)
+        StockAlert(
+            product=product,
+            email=f"c{i}@example.com",
+            mailbox=f"c{i}@example.com",
+            confirmed_at=now,
+            due_at=now,
+            send_after=now,
+        )
+        for i in range(count)
     )
+
+
+def test_a_thousand_addresses_go_in_batches(sold_out, monkeypatch):
+    due_alerts(sold_out, 1000)
     claims = []
     claim = alerts._claim_batch
-    monkeypatch.setattr(alerts, "_claim_batch", lambda p: claims.append(claim(p)) or claims[-1])
+    monkeypatch.setattr(alerts, "_claim_batch", lambda: claims.append(claim()) or claims[-1])
 
-    assert send_back_in_stock(sku=product.sku) == 1000
+    assert send_due_mail() == 1000
 
     assert [len(batch) for batch in claims] == [100] * 10 + [0]
-    assert len({m.to[0] for m in mail.outbox}) == len(mail.outbox) == 1000
+    assert len(set(back_in_stock())) == len(mail.outbox) == 1000
 
 
-def test_smtp_down_leaves_the_unsent_waiting_and_a_retry_sends_only_them(product, monkeypatch):
-    for i in range(3):
-        subscribe_alert(sku=product.sku, email=f"d{i}@example.com")
-    real = alerts._message
-    calls = []
+def test_a_sender_told_to_stop_leaves_the_rest_due_for_the_next(sold_out):
+    due_alerts(sold_out, 5)
+    answers = iter([True, True, False])
 
-    def fail_second(*args):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        if len(calls) == 2:
-            raise ConnectionRefusedError("SMTP down")
-        return real(*args)
+    assert send_due_mail(keep_going=lambda: next(answers)) == 2
 
-    monkeypatch.setattr(alerts, "_message", fail_second)
-    with pytest.raises(ConnectionRefusedError):
-        send_back_in_stock(sku=product.sku)
-    assert len(mail.outbox) == 1
-    assert StockAlert.objects.filter(waiting=True, claimed_until__isnull=True).count() == 2
-
-    monkeypatch.setattr(alerts, "_message", real)
-    assert send_back_in_stock(sku=product.sku) == 2
-    assert sorted(m.to[0] for m in mail.outbox) == [f"d{i}@example.com" for i in range(3)]
+    rest = StockAlert.objects.filter(waiting=True)
+    assert rest.count() == 3
+    assert not rest.filter(claimed_until__isnull=False).exists()
+    assert send_due_mail() == 3
+    assert len(set(back_in_stock())) == 5
 
 
 @pytest.mark.django_db(transaction=True)
@@ -95,15 +304,16 @@ def test_two_senders_at_once_send_one_email_per_address(factory):
     product = Product.objects.create(
         sku="CP-1", name="Glazed", price=1000, stock=0, factory=factory
     )
-    StockAlert.objects.bulk_create(
-        StockAlert(product=product, email=f"e{i}@example.com") for i in range(300)
-    )
+    due_alerts(product, 300)
     barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
 
     def send() -> None:
         try:
             barrier.wait()
-            send_back_in_stock(sku=product.sku)
+            send_due_mail()
+        except BaseException as exc:
+            errors.append(exc)
         finally:
             connection.close()
 
@@ -113,29 +323,96 @@ def test_two_senders_at_once_send_one_email_per_address(factory):
     for thread in threads:
         thread.join(timeout=60)
 
-    recipients = [m.to[0] for m in mail.outbox]
+    assert errors == []
+    recipients = back_in_stock()
     assert len(recipients) == len(set(recipients)) == 300
 
 
-def test_the_unsubscribe_link_works_without_login_and_nothing_is_sent(product):
-    alert = subscribe_alert(sku=product.sku, email="f@example.com")
+# --- unsubscribing
+
+
+def test_an_unsubscribe_get_shows_a_page_and_changes_nothing(sold_out):
+    alert = confirmed(sold_out.sku, "f@example.com")
+
+    page = Client().get(f"/alerts/unsubscribe/{unsubscribe_token(alert)}/")
+
+    assert page.status_code == 200
+    assert 'method="post"' in page.content.decode()
+    assert StockAlert.objects.filter(waiting=True).count() == 1
+    assert not SuppressedAddress.objects.exists()
+
+
+@pytest.mark.parametrize("one_click", [False, True], ids=["button", "one-click"])
+def test_an_unsubscribe_post_ends_every_alert_of_the_mailbox_and_suppresses_it(sold_out, one_click):
+    alert = confirmed(sold_out.sku, "f+shop@example.com")
     other = Product.objects.create(
-        sku="CP-2", name="Cruller", price=1000, stock=0, factory=product.factory
+        sku="CP-2", name="Cruller", price=1000, stock=0, factory=sold_out.factory
     )
-    subscribe_alert(sku=other.sku, email="f@example.com")
+    confirmed(other.sku, "F@example.com")
+    url = f"/alerts/unsubscribe/{unsubscribe_token(alert)}/"
 
-    response = Client().get(unsubscribe_url(alert).removeprefix("http://127.0.0.1:8000"))
+    # The mail client's RFC 8058 POST carries no cookie and no CSRF token.
+    client = Client(enforce_csrf_checks=True)
+    if one_click:
+        response = client.post(
+            url, "List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded"
+        )
+    else:
+        response = client.post(url)
 
-    assert response.status_code == 302
-    assert send_back_in_stock(sku=product.sku) + send_back_in_stock(sku=other.sku) == 0
-    assert mail.outbox == []
+    assert response.status_code == 200
+    assert "will get no more email" in response.content.decode()
+    assert SuppressedAddress.objects.get().mailbox == "f@example.com"
     assert StockAlert.objects.filter(unsubscribed_at__isnull=False).count() == 2
+    assert record_arrival(sku=sold_out.sku) + record_arrival(sku=other.sku) == 0
+    assert send_due_mail() == 0
+    assert back_in_stock() == []
 
 
-def test_a_forged_unsubscribe_link_changes_nothing(product):
-    subscribe_alert(sku=product.sku, email="g@example.com")
+def test_a_suppressed_mailbox_cannot_be_signed_up_again_in_any_variant(sold_out):
+    alert = subscribe_alert(sku=sold_out.sku, email="v@example.com")
+    send_due_mail()
+    Client().post(f"/alerts/unsubscribe/{unsubscribe_token(alert)}/")
 
-    response = Client().get("/alerts/unsubscribe/forged:token/", follow=True)
+    for email in ("v@example.com", "V+again@example.com"):
+        with pytest.raises(AddressSuppressed):
+            subscribe_alert(sku=sold_out.sku, email=email)
+    send_due_mail()
 
+    assert confirmations() == ["v@example.com"]
+
+
+def test_a_forged_unsubscribe_link_changes_nothing(sold_out):
+    confirmed(sold_out.sku, "g@example.com")
+
+    response = Client().post("/alerts/unsubscribe/forged:token/")
+
+    assert response.status_code == 404
     assert "not valid" in response.content.decode()
     assert StockAlert.objects.filter(waiting=True).count() == 1
+    assert not SuppressedAddress.objects.exists()
+
+
+# --- purging
+
+
+def test_purge_deletes_old_ended_and_unconfirmed_alerts_and_keeps_the_rest(sold_out):
+    old = timezone.now() - timedelta(days=100)
+    kept_waiting = confirmed(sold_out.sku, "waiting@example.com")
+    notified = confirmed(sold_out.sku, "notified@example.com")
+    StockAlert.objects.filter(pk=notified.pk).update(waiting=None, notified_at=old)
+    unconfirmed = subscribe_alert(sku=sold_out.sku, email="unconfirmed@example.com")
+    recent_ended = confirmed(sold_out.sku, "recent@example.com")
+    StockAlert.objects.filter(pk=recent_ended.pk).update(waiting=None)
+    StockAlert.objects.filter(pk__in=[kept_waiting.pk, notified.pk, unconfirmed.pk]).update(
+        created_at=old
+    )
+    SuppressedAddress.objects.create(mailbox="gone@example.com", reason="unsubscribed")
+
+    assert purge_alerts(before=timezone.now() - timedelta(days=90)) == 2
+
+    assert set(StockAlert.objects.values_list("email", flat=True)) == {
+        "waiting@example.com",
+        "recent@example.com",
+    }
+    assert SuppressedAddress.objects.count() == 1

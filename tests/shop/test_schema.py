@@ -20,6 +20,7 @@ from django.test import override_settings
 from jsonschema import Draft7Validator
 from rest_framework.test import APIClient
 
+from inventory.models import Product, SuppressedAddress
 from nudged.parsers import MAX_BODY_BYTES, MAX_DEPTH
 
 pytestmark = pytest.mark.usefixtures("no_events")
@@ -52,10 +53,18 @@ class Case:
     settings: dict[str, Any] = field(default_factory=dict)
     # Place an order first; "{reference}" in the url is its reference.
     ordered: bool = False
+    # The product sold out first (alerts are for sold-out donuts).
+    sold_out: bool = False
+    # Mailboxes on the suppression list first.
+    suppressed: tuple[str, ...] = ()
 
     def send(self, client: APIClient) -> Any:
         path, method = self.operation
         url = self.url or path
+        if self.sold_out:
+            Product.objects.filter(sku="CP-502101").update(stock=0)
+        for mailbox in self.suppressed:
+            SuppressedAddress.objects.create(mailbox=mailbox, reason="unsubscribed")
         if self.ordered:
             placed = client.post("/api/orders/", {"sku": "CP-502101", "quantity": 1}, format="json")
             url = url.format(reference=placed.json()["reference"])
@@ -137,7 +146,25 @@ CASES = {
     "product-accept-html": Case(
         PRODUCT, 406, url="/api/products/CP-502101/", headers={"Accept": "text/html"}
     ),
-    "alert-created": Case(ALERTS, 201, url=ALERTS_URL, body={"email": "a@example.com"}),
+    "alert-created": Case(
+        ALERTS, 201, url=ALERTS_URL, body={"email": "a@example.com"}, sold_out=True
+    ),
+    "alert-in-stock": Case(ALERTS, 409, url=ALERTS_URL, body={"email": "a@example.com"}),
+    "alert-suppressed": Case(
+        ALERTS,
+        409,
+        url=ALERTS_URL,
+        body={"email": "gone+x@example.com"},
+        sold_out=True,
+        suppressed=("gone@example.com",),
+    ),
+    "alert-throttled": Case(
+        ALERTS,
+        429,
+        url=ALERTS_URL,
+        body={"email": "a@example.com"},
+        settings={"ALERT_RATE_LIMIT": "0/m"},
+    ),
     "alert-bad-email": Case(ALERTS, 400, url=ALERTS_URL, body={"email": "not-an-address"}),
     "alert-unknown-sku": Case(
         ALERTS, 404, url="/api/products/NOPE-1/alerts/", body={"email": "a@example.com"}
