@@ -51,6 +51,12 @@ QUEUE_COUNTS_MAX_AGE = 10.0
 RELAY_LAG_WINDOW = 300
 FACTORY_ERROR_KINDS = ("timeout", "connection", "status", "answer", factory_calls.ERROR)
 QUEUE_STATES = {"visible": "visible", "in_flight": "in_flight", "delayed": "delayed"}
+# Every label value of the request metrics comes from a fixed set: each value is a time
+# series Prometheus keeps, and a client must not be able to make new ones.
+HTTP_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+)
+OTHER = "other"
 
 REQUESTS = Counter(
     "nudged_http_requests",
@@ -77,12 +83,23 @@ class RequestMetricsMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = perf_counter()
         response = self.get_response(request)
-        match = getattr(request, "resolver_match", None)
-        # Unmatched paths (404s, static files) share one label: their paths are unbounded.
-        labels = (match.view_name if match else "unmatched", request.method, response.status_code)
+        labels = request_labels(request, response)
         REQUESTS.labels(*labels).inc()
         REQUEST_SECONDS.labels(*labels).observe(perf_counter() - started)
         return response
+
+
+def request_labels(request: HttpRequest, response: HttpResponse) -> tuple[str, str, str]:
+    """The view, method and status labels of an answered request, each from a fixed set.
+
+    The view is a name from the URL configuration: unmatched paths (404s, static files)
+    share one label, since their paths are unbounded. A method no server defines is `other`
+    (anyone may send `FOO /`). The status is the one the application chose (Django allows
+    only 100 to 599), never one the client named.
+    """
+    match = getattr(request, "resolver_match", None)
+    method = request.method if request.method in HTTP_METHODS else OTHER
+    return (match.view_name if match else "unmatched", method, str(response.status_code))
 
 
 class ShopCollector:

@@ -262,3 +262,19 @@ def test_database_down_still_answers_with_the_requests(client, aws):
     assert samples["nudged_database_up"][()] == 0.0
     assert "nudged_stock" not in samples
     assert "nudged_http_requests_total" in samples
+
+
+def test_made_up_methods_share_one_label(client):
+    for n in range(20):
+        client.generic(f"MADEUP{n}", "/api/products/")
+        client.generic(f"MADEUP{n}", "/no/such/path/")
+    client.generic("DELETE", "/api/products/")
+
+    requests = scrape(client)["nudged_http_requests_total"]
+
+    methods = {value for labels in requests for key, value in labels if key == "method"}
+    assert not {method for method in methods if method.startswith("MADEUP")}
+    other = (("method", "other"), ("status", "405"), ("view", "api:product-list"))
+    assert requests[other] >= 20.0
+    assert requests[(("method", "DELETE"), ("status", "405"), ("view", "api:product-list"))] >= 1
+    assert requests[(("method", "other"), ("status", "404"), ("view", "unmatched"))] >= 20.0
