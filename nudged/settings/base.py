@@ -92,6 +92,9 @@ DATABASES["default"].setdefault("OPTIONS", {}).update(
     }
 )
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+# A kept connection is checked before each request uses it: after a MySQL restart or failover
+# the first request gets a new connection instead of failing on the dead one.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
