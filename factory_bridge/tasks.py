@@ -7,10 +7,6 @@ def relay_outbox() -> str:
     return str(outbox.relay_outbox())
 
 
-def purge_outbox() -> int:
-    return outbox.purge_published()
-
-
 def run_poller(name: str) -> int:
     return pollers.run_poller(name=name)
 
