@@ -5,6 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from nudged.logs import FORMATS as LOG_FORMATS
@@ -37,6 +38,7 @@ THIRD_PARTY_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "axes",
+    "csp",
 ]
 LOCAL_APPS = [
     "inventory",
@@ -51,6 +53,8 @@ MIDDLEWARE = [
     # Next: it times and counts every request, whatever answers it (/metrics).
     "nudged.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Every answer carries the Content-Security-Policy below, whatever view answered it.
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -61,6 +65,23 @@ MIDDLEWARE = [
     # Last, as django-axes asks: it turns a lockout raised during login into its response.
     "axes.middleware.AxesMiddleware",
 ]
+
+# Pages load scripts, styles, images and fonts only from this site, and nothing inline: no
+# page has inline code (the storefront's, the admin's and Swagger UI's scripts and styles are
+# static files), so an injected <script> or style attribute does nothing. data: images are
+# the icons inside Swagger UI's stylesheet. No page may be framed, nor post a form elsewhere.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 ROOT_URLCONF = "nudged.urls"
 WSGI_APPLICATION = "nudged.wsgi.application"
@@ -135,6 +156,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The project's own static files (the admin's and Swagger UI's stylesheets); apps keep theirs.
+STATICFILES_DIRS = [BASE_DIR / "nudged" / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

@@ -321,7 +321,7 @@ def test_restock_list_shows_what_happened_and_failed_in_red(admin_client, produc
     page = admin_client.get(reverse("admin:factory_bridge_restockrequest_changelist"))
 
     html = page.content.decode()
-    assert '<strong style="color:#c62828">Failed: needs staff</strong>' in html
+    assert '<strong class="status-alert">Failed: needs staff</strong>' in html
     assert "factory unreachable" in html
 
 
