@@ -13,6 +13,8 @@ from factory_bridge.models import MessageFailure, OutboxEvent, RestockRequest
 from factory_bridge.services.schedules import install_schedules
 from inventory.models import ReorderDecision, StockAdjustment
 from nudged import purges, tasks
+from nudged.settings.base import RETENTION_SETTINGS
+from tests.test_settings import COMPLETE, manage, settings_value
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_events")]
 
@@ -196,22 +198,18 @@ def test_one_schedule_runs_every_purge_hourly_and_replaces_the_outbox_purge():
     assert not Schedule.objects.filter(name="outbox-purge").exists()
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "RESTOCK_RETENTION_DAYS",
-        "REORDER_DECISION_RETENTION_DAYS",
-        "STOCK_ADJUSTMENT_RETENTION_DAYS",
-        "MESSAGE_FAILURE_RETENTION_DAYS",
-    ],
-)
-def test_a_retention_below_one_day_is_refused(name, monkeypatch):
-    from django.core.exceptions import ImproperlyConfigured
+@pytest.mark.parametrize("name", RETENTION_SETTINGS)
+def test_a_retention_below_one_day_stops_the_process(name):
+    result = manage("check", **COMPLETE, **{name: "0"})
 
-    from nudged.settings.base import retention_days
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"nudged.settings.production: {name} must be at least 1 (days), not 0.\n"
+    )
 
-    monkeypatch.setenv(name, "0")
-    with pytest.raises(ImproperlyConfigured, match=name):
-        retention_days(name, 30)
-    monkeypatch.setenv(name, "2")
-    assert retention_days(name, 30) == 2
+
+def test_retentions_come_from_the_environment():
+    given = {name: str(n) for n, name in enumerate(RETENTION_SETTINGS, start=2)}
+    expression = "[" + ", ".join(f"settings.{name}" for name in RETENTION_SETTINGS) + "]"
+
+    assert settings_value(expression, **COMPLETE, **given) == "[2, 3, 4, 5]"

@@ -231,25 +231,27 @@ OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
 OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
 
 
-def retention_days(name: str, default: int) -> int:
-    """Days the hourly purge keeps a table's history (nudged.purges): at least one, since the
-    dashboard draws the last day from these rows."""
-    days = env.int(name, default=default)
-    if days < 1:
-        raise ImproperlyConfigured(f"{name} must be at least 1 (days), not {days}.")
-    return days
-
-
+# Days the hourly purge keeps each table's history (nudged.purges); at least one each, since
+# the dashboard draws the last day from these rows.
 # Restock requests that finished (arrived, ordered again, or failed for good); each product's
 # latest is kept whatever its age. Keep it well above FACTORY_CALLBACK_MAX_AGE: a late
 # callback needs its row.
-RESTOCK_RETENTION_DAYS = retention_days("RESTOCK_RETENTION_DAYS", 90)
+RESTOCK_RETENTION_DAYS = env.int("RESTOCK_RETENTION_DAYS", default=90)
 # Reorder decisions no restock request refers to.
-REORDER_DECISION_RETENTION_DAYS = retention_days("REORDER_DECISION_RETENTION_DAYS", 90)
+REORDER_DECISION_RETENTION_DAYS = env.int("REORDER_DECISION_RETENTION_DAYS", default=90)
 # Stock adjustments: staff's counts and the factory's arrivals, the stock's audit trail.
-STOCK_ADJUSTMENT_RETENTION_DAYS = retention_days("STOCK_ADJUSTMENT_RETENTION_DAYS", 365)
+STOCK_ADJUSTMENT_RETENTION_DAYS = env.int("STOCK_ADJUSTMENT_RETENTION_DAYS", default=365)
 # The consumers' notes on why a message failed (a dead one keeps its error in its own row).
-MESSAGE_FAILURE_RETENTION_DAYS = retention_days("MESSAGE_FAILURE_RETENTION_DAYS", 30)
+MESSAGE_FAILURE_RETENTION_DAYS = env.int("MESSAGE_FAILURE_RETENTION_DAYS", default=30)
+RETENTION_SETTINGS = (
+    "RESTOCK_RETENTION_DAYS",
+    "REORDER_DECISION_RETENTION_DAYS",
+    "STOCK_ADJUSTMENT_RETENTION_DAYS",
+    "MESSAGE_FAILURE_RETENTION_DAYS",
+)
+for _name in RETENTION_SETTINGS:
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1 (days), not {globals()[_name]}.")
 
 # --- Legacy factory.
 FACTORY_CLIENT = env("FACTORY_CLIENT", default="factory_bridge.factory.HttpFactoryClient")
