@@ -9,10 +9,10 @@ from nudged.purges import delete_in_batches
 def purge_reorder_decisions(*, before: datetime) -> int:
     """Delete reorder decisions made before `before` that no restock request refers to."""
     return delete_in_batches(
-        ReorderDecision.objects.filter(created_at__lt=before, restock__isnull=True)
+        rows=ReorderDecision.objects.filter(created_at__lt=before, restock__isnull=True)
     )
 
 
 def purge_stock_adjustments(*, before: datetime) -> int:
     """Delete stock adjustments (counts, arrivals) made before `before`."""
-    return delete_in_batches(StockAdjustment.objects.filter(created_at__lt=before))
+    return delete_in_batches(rows=StockAdjustment.objects.filter(created_at__lt=before))

@@ -89,13 +89,13 @@ class RequestMetricsMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = perf_counter()
         response = self.get_response(request)
-        labels = request_labels(request, response)
+        labels = request_labels(request=request, response=response)
         REQUESTS.labels(*labels).inc()
         REQUEST_SECONDS.labels(*labels).observe(perf_counter() - started)
         return response
 
 
-def request_labels(request: HttpRequest, response: HttpResponse) -> tuple[str, str, str]:
+def request_labels(*, request: HttpRequest, response: HttpResponse) -> tuple[str, str, str]:
     """The view, method and status labels of an answered request, each from a fixed set.
 
     The view is a name from the URL configuration: unmatched paths (404s, static files)

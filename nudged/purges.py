@@ -56,7 +56,7 @@ def purge_all(*, now: datetime | None = None) -> dict[str, int]:
     return deleted
 
 
-def delete_in_batches(rows: QuerySet, *, batch_size: int = BATCH_SIZE) -> int:
+def delete_in_batches(*, rows: QuerySet, batch_size: int = BATCH_SIZE) -> int:
     """Delete the rows a few at a time, each batch its own statement; return how many."""
     deleted = 0
     while pks := list(rows.order_by("pk").values_list("pk", flat=True)[:batch_size]):

@@ -174,7 +174,7 @@ def test_deletes_go_a_batch_at_a_time(product):
     for _ in range(5):
         adjustment(product, age=400)
 
-    assert purges.delete_in_batches(StockAdjustment.objects.all(), batch_size=2) == 5
+    assert purges.delete_in_batches(rows=StockAdjustment.objects.all(), batch_size=2) == 5
     assert not StockAdjustment.objects.exists()
 
 

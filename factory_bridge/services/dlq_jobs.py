@@ -54,9 +54,9 @@ def run_job(*, job_id: int) -> str:
     try:
         report = _operate(job, rows)
         level, outcome = (
-            redrive_outcome(report)
+            redrive_outcome(report=report)
             if isinstance(report, dlq.RedriveReport)
-            else discard_outcome(report)
+            else discard_outcome(report=report)
         )
         error = report.error
     except Exception as exc:
@@ -88,7 +88,7 @@ def _operate(job: DlqJob, rows: list[FailedMessage]) -> dlq.RedriveReport | dlq.
         sleep(1)
 
 
-def redrive_outcome(report: dlq.RedriveReport) -> tuple[str, str]:
+def redrive_outcome(*, report: dlq.RedriveReport) -> tuple[str, str]:
     """The admin message level and text of a redrive of chosen rows."""
     if report.error:
         return ERROR, f"Redrive stopped: {report.error}. {len(report.moved)} moved before that."
@@ -103,7 +103,7 @@ def redrive_outcome(report: dlq.RedriveReport) -> tuple[str, str]:
     return (ERROR if report.failed or report.missing else SUCCESS), summary
 
 
-def discard_outcome(report: dlq.DiscardReport) -> tuple[str, str]:
+def discard_outcome(*, report: dlq.DiscardReport) -> tuple[str, str]:
     """The admin message level and text of a discard of chosen rows."""
     summary = f"Discarded {report.discarded} message(s); rows kept for audit."
     if report.skipped:

@@ -28,7 +28,7 @@ def purge_restocks(*, before: datetime) -> int:
         .annotate(latest_id=Subquery(latest.values("pk")[:1]))
         .exclude(pk=F("latest_id"))
     )
-    return delete_in_batches(old)
+    return delete_in_batches(rows=old)
 
 
 def purge_message_failures(*, before: datetime) -> int:
@@ -37,4 +37,4 @@ def purge_message_failures(*, before: datetime) -> int:
     A message still being retried updates its note on every failure; one that died has its
     error copied to its failed-message row, which is kept.
     """
-    return delete_in_batches(MessageFailure.objects.filter(updated_at__lt=before))
+    return delete_in_batches(rows=MessageFailure.objects.filter(updated_at__lt=before))
