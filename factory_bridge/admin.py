@@ -6,11 +6,12 @@ from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
-from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
-from factory_bridge.services import dlq, outbox
+from factory_bridge.models import DlqJob, FailedMessage, OutboxEvent, RestockRequest
+from factory_bridge.services import dlq_jobs, outbox
 from nudged.admin import ReadOnlyAdmin
 
 # The index shows how many messages are dead, at a glance.
@@ -91,15 +92,16 @@ class RestockRequestAdmin(ReadOnlyAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: RestockRequest) -> str:
-        colors = {
-            RestockRequest.Status.PENDING: "#b26a00",
-            RestockRequest.Status.OVERDUE: "#c62828",
-            RestockRequest.Status.FAILED: "#c62828",
-            RestockRequest.Status.FULFILLED: "#2e7d32",
+        # Colours in nudged/admin.css: the Content-Security-Policy allows no inline style.
+        kinds = {
+            RestockRequest.Status.PENDING: "waiting",
+            RestockRequest.Status.OVERDUE: "alert",
+            RestockRequest.Status.FAILED: "alert",
+            RestockRequest.Status.FULFILLED: "ok",
         }
         return format_html(
-            '<strong style="color:{}">{}</strong>',
-            colors.get(obj.status, "#444"),
+            '<strong class="status-{}">{}</strong>',
+            kinds.get(obj.status, "other"),
             obj.get_status_display(),
         )
 
@@ -135,6 +137,7 @@ class FailedMessageAdmin(ReadOnlyAdmin):
         "last_seen_at",
         "redriven_at",
         "discarded_at",
+        "last_job",
         "pretty_body",
         "pretty_attributes",
     ]
@@ -172,42 +175,39 @@ class FailedMessageAdmin(ReadOnlyAdmin):
     def has_discard_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("factory_bridge.discard_failedmessage")
 
-    def _log_outcome(
-        self, request: HttpRequest, rows: list[FailedMessage], action: str, error: str = ""
-    ) -> None:
-        """Record in each message's history who acted on it and where it stands now."""
-        now = dict(
-            FailedMessage.objects.filter(pk__in=[r.pk for r in rows]).values_list("pk", "status")
+    @admin.display(description="last operation")
+    def last_job(self, obj: FailedMessage) -> str:
+        job = obj.jobs.order_by("-created_at", "-id").first()
+        if job is None:
+            return "-"
+        return format_html(
+            '<a href="{}">{}</a>, {}: {}',
+            reverse("admin:factory_bridge_dlqjob_change", args=[job.pk]),
+            job,
+            timezone.localtime(job.finished_at or job.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+            job.outcome or "not over yet",
         )
-        for row in rows:
-            outcome = FailedMessage.Status(now.get(row.pk, row.status)).label
-            message = f"{action} from the admin; now: {outcome}"
-            self.log_change(request, row, f"{message} ({error})" if error else message)
+
+    def _queue(self, request: HttpRequest, rows: QuerySet, action: str) -> None:
+        job = dlq_jobs.queue_job(action=action, rows=list(rows), user_id=request.user.pk)
+        self.message_user(
+            request,
+            format_html(
+                '{} of {} message(s) queued as <a href="{}">{}</a>: the cluster runs it in the '
+                "background; its page, and each message's page, show the outcome when it is over.",
+                job.get_action_display(),
+                rows.count(),
+                reverse("admin:factory_bridge_dlqjob_change", args=[job.pk]),
+                job,
+            ),
+            messages.INFO,
+        )
 
     @admin.action(
         description="Redrive selected messages to the source queue", permissions=["redrive"]
     )
     def redrive_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        rows = list(queryset)
-        report = dlq.redrive_rows(rows)
-        self._log_outcome(request, rows, "Redrive", report.error or "")
-        if report.error:
-            self.message_user(
-                request,
-                f"Redrive stopped: {report.error}. {len(report.moved)} moved before that.",
-                messages.ERROR,
-            )
-            return
-        summary = (
-            f"Redriven: {len(report.moved)} moved, {len(report.failed)} failed, "
-            f"{len(report.missing)} not found in the DLQ."
-        )
-        if report.skipped:
-            summary += f" {report.skipped} skipped (not dead)."
-        if report.missing and report.left.get("in_flight"):
-            summary += f" The DLQ holds {dlq.held_elsewhere(report.left)}."
-        level = messages.ERROR if report.failed or report.missing else messages.SUCCESS
-        self.message_user(request, summary, level)
+        self._queue(request, queryset, DlqJob.Action.REDRIVE)
 
     @admin.action(
         description="Discard selected messages (kept here for audit)", permissions=["discard"]
@@ -225,25 +225,54 @@ class FailedMessageAdmin(ReadOnlyAdmin):
                     "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
                 },
             )
-        rows = list(queryset)
-        report = dlq.discard(rows=rows)
-        self._log_outcome(request, rows, "Discard", report.error or "")
-        summary = f"Discarded {report.discarded} message(s); rows kept for audit."
-        if report.skipped:
-            summary += f" {report.skipped} skipped (not dead)."
-        if report.missing:
-            summary += (
-                f" {len(report.missing)} not found or not deleted: they stay dead; "
-                "try again in a minute."
-            )
-        if report.error:
-            self.message_user(
-                request, f"Discard stopped: {report.error}. {summary}", messages.ERROR
-            )
-            return None
-        level = messages.WARNING if report.missing else messages.SUCCESS
-        self.message_user(request, summary, level)
+        self._queue(request, queryset, DlqJob.Action.DISCARD)
         return None
+
+
+@admin.register(DlqJob)
+class DlqJobAdmin(ReadOnlyAdmin):
+    """Redrives and discards staff asked for: where each stands, and what came of it."""
+
+    list_display = [
+        "__str__",
+        "action",
+        "status",
+        "requested_by",
+        "outcome",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["action", "status"]
+    fields = [
+        "action",
+        "status",
+        "requested_by",
+        "outcome",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "failed_messages",
+    ]
+    readonly_fields = fields
+    list_select_related = ["requested_by"]
+
+    @admin.display(description="messages")
+    def failed_messages(self, obj: DlqJob) -> str:
+        return format_html_join(
+            ", ",
+            '<a href="{}">{}</a>',
+            (
+                (reverse("admin:factory_bridge_failedmessage_change", args=[m.pk]), m)
+                for m in obj.messages.all()
+            ),
+        )
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Whoever may see the failed messages may see what was done to them.
+        return request.user.has_perm("factory_bridge.view_failedmessage")
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
 
 
 def _pretty(body: str) -> str:

@@ -1,6 +1,7 @@
 import uuid
 from datetime import datetime
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -230,3 +231,55 @@ class FactoryCallBucket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.outcome} ≤ {self.le}s: {self.calls}"
+
+
+class DlqJob(models.Model):
+    """A redrive or discard staff asked for in the admin, run in the background by the cluster.
+
+    A DLQ operation can take longer than a web request may (it searches the DLQ until it has
+    been quiet for a while): the admin only queues it, and this row says where it stands and,
+    once done, what came of it.
+    """
+
+    class Action(models.TextChoices):
+        REDRIVE = "redrive", "Redrive"
+        DISCARD = "discard", "Discard"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    action = models.CharField(max_length=16, choices=Action.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    messages = models.ManyToManyField(FailedMessage, related_name="jobs")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    outcome = models.TextField(blank=True, help_text="What the operation did, once it is over")
+    # The admin message level of the outcome: success, warning or error.
+    level = models.CharField(max_length=16, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "DLQ job"
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} job {self.pk} ({self.status})"
+
+
+class OrderTally(models.Model):
+    """Completed orders counted once and for all, up to an order id (/metrics adds the rest).
+
+    A scrape then counts only the orders placed since, not every order ever placed.
+    """
+
+    through_id = models.BigIntegerField(default=0, help_text="Orders up to this id are counted")
+    orders = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.orders} orders through id {self.through_id}"

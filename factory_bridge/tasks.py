@@ -1,14 +1,10 @@
 """django-q2 entry points: each calls one service."""
 
-from factory_bridge.services import outbox, pollers, restock
+from factory_bridge.services import dlq_jobs, outbox, pollers, restock
 
 
 def relay_outbox() -> str:
     return str(outbox.relay_outbox())
-
-
-def purge_outbox() -> int:
-    return outbox.purge_published()
 
 
 def run_poller(name: str) -> int:
@@ -21,3 +17,7 @@ def ensure_pollers() -> list[str]:
 
 def reorder_overdue() -> str:
     return str(restock.reorder_overdue())
+
+
+def run_dlq_job(job_id: int) -> str:
+    return dlq_jobs.run_job(job_id=job_id)

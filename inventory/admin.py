@@ -244,7 +244,7 @@ class ProductAdmin(admin.ModelAdmin):
         label = RestockRequest.Status(obj.restock_status).label
         if obj.stock == 0 and obj.restock_status == RestockRequest.Status.FAILED:
             return format_html(
-                '<strong class="needs-staff" style="color:#c62828" title="{}">{}</strong>',
+                '<strong class="needs-staff" title="{}">{}</strong>',
                 NEEDS_STAFF_HINT,
                 label,
             )

@@ -5,10 +5,11 @@ written to PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess mode, whic
 gunicorn.conf.py sets up) and a scrape adds up every worker's files, whichever worker answers
 it; without that directory (runserver, tests) they live in the process.
 
-Everything else is read when scraped: orders, stock, restock requests, the factory's calls
-(which the cluster counts in the database: it may run on other hosts), the outbox and the sales
-waiting to be published, the relay's lag and dead messages from MySQL, and the queues' message
-counts from SQS, kept QUEUE_COUNTS_MAX_AGE seconds per process so that scrapes do not hammer it.
+Everything else is read when scraped: orders (a tally, plus the last few minutes'), stock,
+restock requests, the factory's calls (which the cluster counts in the database: it may run on
+other hosts), the outbox and the sales waiting to be published, the relay's lag and dead
+messages from MySQL, and the queues' message counts from SQS, kept QUEUE_COUNTS_MAX_AGE
+seconds per process so that scrapes do not hammer it.
 Every web process on every host answers the same business numbers.
 """
 
@@ -16,13 +17,15 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
 from time import monotonic, perf_counter
 
 from botocore.exceptions import ClientError
 from django.conf import settings
 from django.db import DatabaseError
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, F, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -35,7 +38,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from factory_bridge.models import FailedMessage, RestockRequest
+from factory_bridge.models import FailedMessage, OrderTally, RestockRequest
 from factory_bridge.queues import QueueError, SqsQueue
 from factory_bridge.services import factory_calls
 from factory_bridge.services.outbox import backlog
@@ -49,8 +52,17 @@ logger = logging.getLogger(__name__)
 QUEUE_COUNTS_MAX_AGE = 10.0
 # The relay lag is that of what was published within this many seconds.
 RELAY_LAG_WINDOW = 300
+# Orders older than this are added to the served tally for good (no transaction with a
+# smaller order id is still open by then).
+TALLY_SETTLE_SECONDS = 300
 FACTORY_ERROR_KINDS = ("timeout", "connection", "status", "answer", factory_calls.ERROR)
 QUEUE_STATES = {"visible": "visible", "in_flight": "in_flight", "delayed": "delayed"}
+# Every label value of the request metrics comes from a fixed set: each value is a time
+# series Prometheus keeps, and a client must not be able to make new ones.
+HTTP_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+)
+OTHER = "other"
 
 REQUESTS = Counter(
     "nudged_http_requests",
@@ -77,12 +89,23 @@ class RequestMetricsMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = perf_counter()
         response = self.get_response(request)
-        match = getattr(request, "resolver_match", None)
-        # Unmatched paths (404s, static files) share one label: their paths are unbounded.
-        labels = (match.view_name if match else "unmatched", request.method, response.status_code)
+        labels = request_labels(request=request, response=response)
         REQUESTS.labels(*labels).inc()
         REQUEST_SECONDS.labels(*labels).observe(perf_counter() - started)
         return response
+
+
+def request_labels(*, request: HttpRequest, response: HttpResponse) -> tuple[str, str, str]:
+    """The view, method and status labels of an answered request, each from a fixed set.
+
+    The view is a name from the URL configuration: unmatched paths (404s, static files)
+    share one label, since their paths are unbounded. A method no server defines is `other`
+    (anyone may send `FOO /`). The status is the one the application chose (Django allows
+    only 100 to 599), never one the client named.
+    """
+    match = getattr(request, "resolver_match", None)
+    method = request.method if request.method in HTTP_METHODS else OTHER
+    return (match.view_name if match else "unmatched", method, str(response.status_code))
 
 
 class ShopCollector:
@@ -112,7 +135,7 @@ def _database_families() -> Iterable[Metric]:
         units_sold=Sum("units_sold"),
         units_refused=Sum("units_refused"),
     )
-    orders.add_metric(["served"], Order.objects.filter(status=Order.Status.COMPLETED).count())
+    orders.add_metric(["served"], served_orders())
     orders.add_metric(["refused"], counters["refused"] or 0)
     orders.add_metric(["limited"], counters["limited"] or 0)
     yield orders
@@ -179,6 +202,32 @@ def _database_families() -> Iterable[Metric]:
     lag.add_metric(["max"], worst)
     lag.add_metric(["mean"], mean)
     yield lag
+
+
+def served_orders(*, now: datetime | None = None) -> int:
+    """Completed orders: the tally, plus the orders placed since it was last moved on.
+
+    A scrape counts only the orders of the last TALLY_SETTLE_SECONDS or so (an id range),
+    never every order ever placed. Orders older than that are added to the tally for good:
+    by then every order with a smaller id has committed. Web processes scraped at once may
+    both try to move it; only one move counts.
+    """
+    tally, _ = OrderTally.objects.get_or_create(pk=1)
+    completed = Order.objects.filter(status=Order.Status.COMPLETED)
+    settled_before = (now or timezone.now()) - timedelta(seconds=TALLY_SETTLE_SECONDS)
+    through = (
+        completed.filter(pk__gt=tally.through_id, created_at__lt=settled_before)
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if through is not None:
+        settled = completed.filter(pk__gt=tally.through_id, pk__lte=through).count()
+        if OrderTally.objects.filter(pk=1, through_id=tally.through_id).update(
+            through_id=through, orders=F("orders") + settled
+        ):
+            tally.through_id, tally.orders = through, tally.orders + settled
+    return tally.orders + completed.filter(pk__gt=tally.through_id).count()
 
 
 def _by_status(name: str, documentation: str, rows: QuerySet, statuses: list[str]) -> Metric:

@@ -70,7 +70,6 @@ class OrderInputSerializer(serializers.Serializer):
 
 
 class OrderOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField(min_value=1)
     sku = serializers.CharField(max_length=SKU_MAX_LENGTH)
     quantity = serializers.IntegerField(min_value=1, max_value=settings.ORDER_MAX_QUANTITY)
     status = serializers.CharField(help_text="Always `completed`: a refused order answers 409.")
@@ -81,9 +80,8 @@ class OrderOutputSerializer(serializers.Serializer):
 
 
 class ReceiptSerializer(serializers.ModelSerializer):
-    """An order as its customer reads it back."""
+    """An order as its customer reads it back: by its reference, never the counting id."""
 
-    id = serializers.IntegerField(min_value=1)
     reference = serializers.CharField()
     sku = serializers.CharField(source="product.sku", max_length=SKU_MAX_LENGTH)
     name = serializers.CharField(source="product.name")
@@ -96,7 +94,6 @@ class ReceiptSerializer(serializers.ModelSerializer):
     class Meta:
         model = Order
         fields = [
-            "id",
             "reference",
             "sku",
             "name",

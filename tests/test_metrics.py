@@ -1,20 +1,21 @@
 """/metrics: Prometheus's text format, for the holder of METRICS_TOKEN only (a 404 to anyone
 else), with the shop's numbers read from the database and SQS at the scrape."""
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from unittest import mock
 
 import pytest
 from django.conf import settings
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.db.models import F
 from django.utils import timezone
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from factory_bridge.factory import FactoryError
-from factory_bridge.models import FailedMessage, RestockRequest
+from factory_bridge.models import FailedMessage, OrderTally, RestockRequest
 from factory_bridge.services.outbox import relay_outbox
 from factory_bridge.services.restock import place_factory_order
 from factory_bridge.simulator import FactorySimulator
@@ -262,3 +263,87 @@ def test_database_down_still_answers_with_the_requests(client, aws):
     assert samples["nudged_database_up"][()] == 0.0
     assert "nudged_stock" not in samples
     assert "nudged_http_requests_total" in samples
+
+
+def test_made_up_methods_share_one_label(client):
+    for n in range(20):
+        client.generic(f"MADEUP{n}", "/api/products/")
+        client.generic(f"MADEUP{n}", "/no/such/path/")
+    client.generic("DELETE", "/api/products/")
+
+    requests = scrape(client)["nudged_http_requests_total"]
+
+    methods = {value for labels in requests for key, value in labels if key == "method"}
+    assert not {method for method in methods if method.startswith("MADEUP")}
+    other = (("method", "other"), ("status", "405"), ("view", "api:product-list"))
+    assert requests[other] >= 20.0
+    assert requests[(("method", "DELETE"), ("status", "405"), ("view", "api:product-list"))] >= 1
+    assert requests[(("method", "other"), ("status", "404"), ("view", "unmatched"))] >= 20.0
+
+
+def test_served_orders_come_from_a_tally_and_the_orders_placed_since(client, product):
+    def sale(minutes_ago: float = 0) -> Order:
+        order = Order.objects.create(
+            product=product,
+            quantity=1,
+            status=Order.Status.COMPLETED,
+            unit_price=1,
+            remaining_stock=1,
+        )
+        Order.objects.filter(pk=order.pk).update(
+            created_at=timezone.now() - timedelta(minutes=minutes_ago)
+        )
+        return order
+
+    settled = [sale(minutes_ago=10) for _ in range(3)]
+    for _ in range(2):
+        sale()
+
+    def served() -> float:
+        return scrape(client)["nudged_orders_total"][(("outcome", "served"),)]
+
+    assert served() == 5.0
+    tally = OrderTally.objects.get()
+    assert (tally.through_id, tally.orders) == (settled[-1].pk, 3)
+    # A scrape reads the tally and counts only the orders placed since: not every order.
+    OrderTally.objects.update(orders=F("orders") + 1000)
+    assert served() == 1005.0
+    sale()
+    assert served() == 1006.0
+    assert OrderTally.objects.get().orders == 1003
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_tally_moves_on_once_when_scrapes_move_it_at_once(product):
+    Order.objects.bulk_create(
+        Order(
+            product=product,
+            quantity=1,
+            status=Order.Status.COMPLETED,
+            unit_price=1,
+            remaining_stock=1,
+        )
+        for _ in range(4)
+    )
+    later = timezone.now() + timedelta(seconds=metrics.TALLY_SETTLE_SECONDS + 1)
+    OrderTally.objects.create(pk=1)
+    start = threading.Barrier(4)
+    answers: list[object] = [None] * 4
+
+    def scrape_at_once(n: int) -> None:
+        try:
+            start.wait()
+            answers[n] = metrics.served_orders(now=later)
+        except Exception as exc:  # handed back to the test
+            answers[n] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=scrape_at_once, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert answers == [4, 4, 4, 4]
+    assert OrderTally.objects.get().orders == 4

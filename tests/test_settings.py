@@ -157,3 +157,26 @@ def test_local_tooling_names_its_settings_explicitly():
 def test_production_always_publishes_events_whatever_the_environment_says():
     # Events off would silently stop restocking: no environment variable turns them off.
     assert settings_value("settings.EVENTS_ENABLED", **COMPLETE, EVENTS_ENABLED="0") == "True"
+
+
+@pytest.mark.django_db
+def test_a_kept_connection_the_server_dropped_is_replaced_before_the_next_request():
+    from django.db import connection, connections
+
+    kept = connections.create_connection("default")
+    try:
+        with kept.cursor() as cursor:
+            cursor.execute("SELECT CONNECTION_ID()")
+            [[connection_id]] = cursor.fetchall()
+        # What a MySQL restart does to every connection the web processes keep.
+        with connection.cursor() as cursor:
+            cursor.execute(f"KILL {int(connection_id)}")
+
+        # What Django does when the next request starts (request_started).
+        kept.close_if_unusable_or_obsolete()
+
+        with kept.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            assert cursor.fetchall() == ((1,),)
+    finally:
+        kept.close()

@@ -465,6 +465,8 @@ class DiscardReport:
     # Rows chosen that were not dead (already redriven or discarded).
     skipped: int = 0
     error: str = ""
+    # Another redrive or discard held the DLQ: nothing was tried.
+    busy: bool = False
 
 
 @dataclass
@@ -503,6 +505,7 @@ def discard(*, rows: list[FailedMessage]) -> DiscardReport:
                 )
     except DlqBusy as exc:
         report.error = str(exc)
+        report.busy = True
         return report
     except QueueError as exc:
         report.error = str(exc)

@@ -427,15 +427,14 @@ def retry_dead(*, ids: Iterable[uuid.UUID]) -> list[OutboxEvent]:
     return revived
 
 
-def purge_published(*, days: int | None = None, batch_size: int = PURGE_BATCH_SIZE) -> int:
-    """Delete events published more than `days` ago, in short batches; return how many.
+def purge_published(*, before: datetime | None = None, batch_size: int = PURGE_BATCH_SIZE) -> int:
+    """Delete events published before `before`, in short batches; return how many.
 
-    Each batch is its own statement, so the purge never holds locks the relay or orders wait
-    on for long. Unpublished and dead events are kept whatever their age.
+    Without `before`, those published more than OUTBOX_RETENTION_DAYS ago. Each batch is its
+    own statement, so the purge never holds locks the relay or orders wait on for long.
+    Unpublished and dead events are kept whatever their age.
     """
-    cutoff = timezone.now() - timedelta(
-        days=settings.OUTBOX_RETENTION_DAYS if days is None else days
-    )
+    cutoff = before or timezone.now() - timedelta(days=settings.OUTBOX_RETENTION_DAYS)
     old = OutboxEvent.objects.filter(published_at__lt=cutoff).order_by("published_at")
     deleted = 0
     while pks := list(old.values_list("pk", flat=True)[:batch_size]):

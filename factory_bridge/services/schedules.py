@@ -6,12 +6,16 @@ SCHEDULES = {
     "outbox-sweep": ("factory_bridge.tasks.relay_outbox", 1),
     "ensure-pollers": ("factory_bridge.tasks.ensure_pollers", 1),
     "reorder-overdue": ("factory_bridge.tasks.reorder_overdue", 1),
-    "outbox-purge": ("factory_bridge.tasks.purge_outbox", 60),
+    # Every app's history past its retention, expired sessions and published events included.
+    "purge": ("nudged.tasks.purge_history", 60),
 }
+# Schedules of earlier versions, folded into others: removed, or they would run twice.
+RETIRED = ("outbox-purge",)
 
 
 def install_schedules() -> list[str]:
-    """Create or update the minute schedules; return the names that changed."""
+    """Create or update the minute schedules, remove retired ones; return the names created."""
+    Schedule.objects.filter(name__in=RETIRED).delete()
     changed = []
     for name, (func, minutes) in SCHEDULES.items():
         _, created = Schedule.objects.update_or_create(

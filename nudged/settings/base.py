@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from nudged.logs import FORMATS as LOG_FORMATS
@@ -38,6 +39,7 @@ THIRD_PARTY_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "axes",
+    "csp",
 ]
 LOCAL_APPS = [
     "inventory",
@@ -52,6 +54,8 @@ MIDDLEWARE = [
     # Next: it times and counts every request, whatever answers it (/metrics).
     "nudged.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Every answer carries the Content-Security-Policy below, whatever view answered it.
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -62,6 +66,23 @@ MIDDLEWARE = [
     # Last, as django-axes asks: it turns a lockout raised during login into its response.
     "axes.middleware.AxesMiddleware",
 ]
+
+# Pages load scripts, styles, images and fonts only from this site, and nothing inline: no
+# page has inline code (the storefront's, the admin's and Swagger UI's scripts and styles are
+# static files), so an injected <script> or style attribute does nothing. data: images are
+# the icons inside Swagger UI's stylesheet. No page may be framed, nor post a form elsewhere.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 ROOT_URLCONF = "nudged.urls"
 WSGI_APPLICATION = "nudged.wsgi.application"
@@ -93,6 +114,9 @@ DATABASES["default"].setdefault("OPTIONS", {}).update(
     }
 )
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+# A kept connection is checked before each request uses it: after a MySQL restart or failover
+# the first request gets a new connection instead of failing on the dead one.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -155,6 +179,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The project's own static files (the admin's and Swagger UI's stylesheets); apps keep theirs.
+STATICFILES_DIRS = [BASE_DIR / "nudged" / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -228,6 +254,32 @@ OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
 # Days published events are kept before the hourly purge deletes them.
 OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
 
+
+# Days the hourly purge keeps each table's history (nudged.purges); at least one each, since
+# the dashboard draws the last day from these rows.
+# Restock requests that finished (arrived, ordered again, or failed for good); each product's
+# latest is kept whatever its age. Keep it well above FACTORY_CALLBACK_MAX_AGE: a late
+# callback needs its row.
+RESTOCK_RETENTION_DAYS = env.int("RESTOCK_RETENTION_DAYS", default=90)
+# Reorder decisions no restock request refers to.
+REORDER_DECISION_RETENTION_DAYS = env.int("REORDER_DECISION_RETENTION_DAYS", default=90)
+# Stock adjustments: staff's counts and the factory's arrivals, the stock's audit trail.
+STOCK_ADJUSTMENT_RETENTION_DAYS = env.int("STOCK_ADJUSTMENT_RETENTION_DAYS", default=365)
+# The consumers' notes on why a message failed (a dead one keeps its error in its own row).
+MESSAGE_FAILURE_RETENTION_DAYS = env.int("MESSAGE_FAILURE_RETENTION_DAYS", default=30)
+# Days an ended alert (sent, unsubscribed, failed, never confirmed) is kept before a purge.
+ALERT_RETENTION_DAYS = env.int("ALERT_RETENTION_DAYS", default=90)
+RETENTION_SETTINGS = (
+    "RESTOCK_RETENTION_DAYS",
+    "REORDER_DECISION_RETENTION_DAYS",
+    "STOCK_ADJUSTMENT_RETENTION_DAYS",
+    "MESSAGE_FAILURE_RETENTION_DAYS",
+    "ALERT_RETENTION_DAYS",
+)
+for _name in RETENTION_SETTINGS:
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1 (days), not {globals()[_name]}.")
+
 # --- Legacy factory.
 FACTORY_CLIENT = env("FACTORY_CLIENT", default="factory_bridge.factory.HttpFactoryClient")
 FACTORY_API_URL = env("FACTORY_API_URL", default="http://127.0.0.1:8001")
@@ -277,8 +329,6 @@ ALERT_CONFIRM_MAX_AGE = env.int("ALERT_CONFIRM_MAX_AGE", default=259200)
 # Seconds an email owed (confirmation or back-in-stock) is retried while the mail server
 # fails before the alert is given up as failed.
 ALERT_GIVE_UP_AFTER = env.int("ALERT_GIVE_UP_AFTER", default=86400)
-# Days an ended alert (sent, unsubscribed, failed, never confirmed) is kept before a purge.
-ALERT_RETENTION_DAYS = env.int("ALERT_RETENTION_DAYS", default=90)
 
 # --- django-q2: the ORM broker on the same MySQL database.
 Q_CLUSTER = {

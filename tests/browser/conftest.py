@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
 from factory_bridge.simulator import FactorySimulator
 from tests.browser import DESKTOP
@@ -41,18 +41,29 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def new_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:
-    """Make browser contexts (desktop viewport unless told) closed after the test."""
+    """Make browser contexts (desktop viewport unless told) closed after the test.
+
+    Every page must work under the Content-Security-Policy: a violation the browser reports
+    on its console (a blocked inline script or style, a resource from elsewhere) fails the test.
+    """
     contexts: list[BrowserContext] = []
+    violations: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            violations.append(f"{message.page.url if message.page else '?'}: {message.text}")
 
     def make(**options: object) -> BrowserContext:
         context = browser.new_context(**{"viewport": DESKTOP, "locale": "ko-KR", **options})
         context.set_default_timeout(TIMEOUT_MS)
+        context.on("console", on_console)
         contexts.append(context)
         return context
 
     yield make
     for context in contexts:
         context.close()
+    assert violations == []
 
 
 @pytest.fixture

@@ -182,7 +182,7 @@ def test_the_receipt_after_ordering_survives_a_reload(
     assert page.url == f"{live_server.url}/orders/{placed.reference}/"
     receipt = page.locator(".receipt")
     for reading in (1, 2):
-        expect(receipt.locator(".number")).to_have_text(f"#{placed.pk}")
+        expect(receipt.locator(".number")).to_have_text(placed.reference)
         expect(receipt.locator(".donut")).to_have_text("부산도너츠")
         expect(receipt.locator(".quantity")).to_have_text("2")
         expect(receipt.locator(".unit-price")).to_have_text("₩19,900")

@@ -12,7 +12,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
-from factory_bridge.models import FailedMessage, RestockRequest
+from factory_bridge.models import DlqJob, FailedMessage, RestockRequest
 from factory_bridge.queues import SqsQueue
 from tests.factory_bridge.test_dlq import (
     SKU_A,
@@ -52,6 +52,10 @@ def make_row(sku: str, *, status: str = "dead", hours_old: int = 2) -> FailedMes
         first_seen_at=seen,
         last_seen_at=seen,
     )
+
+
+def job_url(job: DlqJob) -> str:
+    return reverse("admin:factory_bridge_dlqjob_change", args=[job.pk])
 
 
 def listed(response) -> set[str]:  # type: ignore[no-untyped-def]
@@ -153,13 +157,32 @@ def act(admin_client, action: str, row: FailedMessage, **extra: str):  # type: i
     )
 
 
+def finished_job() -> DlqJob:
+    """The one job queued, which the tests' inline cluster has run by now."""
+    job = DlqJob.objects.get()
+    assert job.status in (DlqJob.Status.DONE, DlqJob.Status.FAILED)
+    assert job.started_at <= job.finished_at
+    return job
+
+
 def test_redrive_action_moves_the_message_back_and_marks_the_row(admin_client, dead):
     chosen = dead[SKU_A]
 
     response = act(admin_client, "redrive_selected", chosen)
 
     assert response.status_code == 200
-    assert "Redriven: 1 moved, 0 failed, 0 not found in the DLQ." in response.content.decode()
+    job = finished_job()
+    assert f'Redrive of 1 message(s) queued as <a href="{job_url(job)}">' in (
+        response.content.decode()
+    )
+    assert (job.action, job.status, job.level) == ("redrive", "done", "success")
+    assert job.outcome == "Redriven: 1 moved, 0 failed, 0 not found in the DLQ."
+    assert list(job.messages.all()) == [chosen]
+    assert job.outcome in admin_client.get(job_url(job)).content.decode()
+    detail = admin_client.get(
+        reverse("admin:factory_bridge_failedmessage_change", args=[chosen.pk])
+    )
+    assert job.outcome in detail.content.decode()
     chosen.refresh_from_db()
     assert chosen.status == FailedMessage.Status.REDRIVEN
     assert chosen.redriven_at is not None
@@ -183,10 +206,13 @@ def test_discard_action_asks_first_then_deletes_from_the_dlq_and_keeps_the_row(a
     assert chosen.status == FailedMessage.Status.DEAD
     assert queue_total(settings.SQS_RESTOCK_DLQ) == 2
 
+    assert not DlqJob.objects.exists()
+
     done = act(admin_client, "discard_selected", chosen, confirm="yes")
 
     assert done.status_code == 200
-    assert "Discarded 1 message(s); rows kept for audit." in done.content.decode()
+    assert "Discard of 1 message(s) queued as" in done.content.decode()
+    assert finished_job().outcome == "Discarded 1 message(s); rows kept for audit."
     chosen.refresh_from_db()
     assert chosen.status == FailedMessage.Status.DISCARDED
     assert chosen.discarded_at is not None
@@ -204,31 +230,34 @@ def test_redrive_action_counts_rows_that_were_not_dead_as_skipped(admin_client, 
         follow=True,
     )
 
+    assert "Redrive of 2 message(s) queued as" in response.content.decode()
     assert (
-        "Redriven: 1 moved, 0 failed, 0 not found in the DLQ. 1 skipped (not dead)."
-        in response.content.decode()
+        finished_job().outcome
+        == "Redriven: 1 moved, 0 failed, 0 not found in the DLQ. 1 skipped (not dead)."
     )
 
 
 def test_redrive_action_says_why_a_message_held_elsewhere_was_not_found(admin_client, dead):
     assert len(SqsQueue(settings.SQS_RESTOCK_DLQ).receive(visibility=60)) == 2
 
-    response = act(admin_client, "redrive_selected", dead[SKU_A])
+    act(admin_client, "redrive_selected", dead[SKU_A])
 
-    page = html.unescape(response.content.decode())
-    assert "Redriven: 0 moved, 0 failed, 1 not found in the DLQ." in page
-    assert "The DLQ holds 2 message(s), 2 of them in flight" in page
+    job = finished_job()
+    assert job.level == "error"
+    assert "Redriven: 0 moved, 0 failed, 1 not found in the DLQ." in job.outcome
+    assert "The DLQ holds 2 message(s), 2 of them in flight" in job.outcome
     assert FailedMessage.objects.get(sku=SKU_A).status == FailedMessage.Status.DEAD
 
 
 def test_discard_action_reports_a_message_it_could_not_delete(admin_client, dead):
     assert len(SqsQueue(settings.SQS_RESTOCK_DLQ).receive(visibility=60)) == 2
 
-    response = act(admin_client, "discard_selected", dead[SKU_A], confirm="yes")
+    act(admin_client, "discard_selected", dead[SKU_A], confirm="yes")
 
-    page = html.unescape(response.content.decode())
-    assert "Discarded 0 message(s); rows kept for audit." in page
-    assert "1 not found or not deleted: they stay dead; try again in a minute." in page
+    job = finished_job()
+    assert job.level == "warning"
+    assert "Discarded 0 message(s); rows kept for audit." in job.outcome
+    assert "1 not found or not deleted: they stay dead; try again in a minute." in job.outcome
     assert FailedMessage.objects.get(sku=SKU_A).status == FailedMessage.Status.DEAD
 
 
@@ -292,7 +321,7 @@ def test_restock_list_shows_what_happened_and_failed_in_red(admin_client, produc
     page = admin_client.get(reverse("admin:factory_bridge_restockrequest_changelist"))
 
     html = page.content.decode()
-    assert '<strong style="color:#c62828">Failed: needs staff</strong>' in html
+    assert '<strong class="status-alert">Failed: needs staff</strong>' in html
     assert "factory unreachable" in html
 
 
@@ -397,13 +426,17 @@ def test_a_redrive_is_recorded_in_the_message_history(client, staff_with, dead):
     assert entry.user == user
     assert entry.object_id == str(chosen.pk)
     assert chosen.sqs_message_id in entry.object_repr
-    assert entry.get_change_message() == "Redrive from the admin; now: Redriven"
+    job = DlqJob.objects.get()
+    assert job.requested_by == user
+    assert entry.get_change_message() == f"Redrive from the admin (job {job.pk}); now: Redriven"
     viewer = staff_with("view_failedmessage")
     client.force_login(viewer)
     history = client.get(reverse("admin:factory_bridge_failedmessage_history", args=[chosen.pk]))
     assert history.status_code == 200
     page = history.content.decode()
-    assert "Redrive from the admin; now: Redriven" in page
+    assert f"Redrive from the admin (job {job.pk}); now: Redriven" in page
+    # Whoever sees the messages sees the jobs run on them.
+    assert client.get(job_url(job)).status_code == 200
     assert user.username in page
 
 
@@ -417,5 +450,6 @@ def test_a_discard_is_recorded_in_the_message_history(client, staff_with, dead):
     [entry] = LogEntry.objects.all()
     assert entry.user == user
     assert entry.object_id == str(chosen.pk)
-    assert entry.get_change_message() == "Discard from the admin; now: Discarded"
+    job = DlqJob.objects.get()
+    assert entry.get_change_message() == f"Discard from the admin (job {job.pk}); now: Discarded"
     assert queue_total(settings.SQS_RESTOCK_DLQ) == 1

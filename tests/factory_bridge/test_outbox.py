@@ -710,33 +710,6 @@ def test_the_purge_deletes_only_old_published_events_in_batches(product, setting
     assert set(OutboxEvent.objects.values_list("pk", flat=True)) == {e.pk for e in kept}
 
 
-@pytest.mark.django_db
-def test_the_purge_runs_hourly_from_the_cluster_schedule(product, settings):
-    from django_q.models import Schedule
-
-    from factory_bridge import tasks
-    from factory_bridge.services.schedules import install_schedules
-
-    install_schedules()
-    schedule = Schedule.objects.get(name="outbox-purge")
-    assert (schedule.func, schedule.schedule_type, schedule.minutes) == (
-        "factory_bridge.tasks.purge_outbox",
-        Schedule.MINUTES,
-        60,
-    )
-    OutboxEvent.objects.create(
-        topic=OutboxEvent.Topic.SALES,
-        event_type="order.completed",
-        body={},
-        attributes={},
-        sku=SKU,
-        published_at=timezone.now() - timedelta(days=settings.OUTBOX_RETENTION_DAYS, hours=1),
-    )
-
-    assert tasks.purge_outbox() == 1
-    assert not OutboxEvent.objects.exists()
-
-
 @pytest.mark.parametrize("name", ["OUTBOX_MAX_ATTEMPTS", "OUTBOX_RETENTION_DAYS"])
 def test_outbox_limits_below_one_fail_the_system_check(settings, name):
     setattr(settings, name, 0)

@@ -3,11 +3,12 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from factory_bridge.models import RestockRequest
 from inventory.models import Product
-from inventory.selectors import product_get, product_list_for_staff
+from inventory.selectors import product_get, product_list, product_list_for_staff
 
 pytestmark = pytest.mark.usefixtures("no_events")
 
@@ -53,3 +54,40 @@ def test_staff_see_the_status_of_the_latest_restock(product):
     [listed] = product_list_for_staff()
 
     assert listed.restock_status == Status.FAILED
+
+
+def rows_read(query: object) -> int:
+    """Rows MySQL read (through indexes or tables) to answer the query.
+
+    The session's counters are read before and after (FLUSH STATUS would commit the test's
+    transaction).
+    """
+
+    def handler_reads() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW SESSION STATUS LIKE 'Handler_read%%'")
+            return sum(int(value) for _, value in cursor.fetchall())
+
+    before = handler_reads()
+    list(query)
+    return handler_reads() - before
+
+
+def test_the_product_list_reads_only_the_restocks_in_production(product):
+    """Every storefront view lists the products: the restocks of the past must not cost it."""
+    RestockRequest.objects.bulk_create(
+        RestockRequest(
+            product=product,
+            factory=product.factory,
+            quantity=10,
+            status=Status.FULFILLED,
+            depletion_key=f"past-{n}",
+        )
+        for n in range(500)
+    )
+    restock(product, Status.REQUESTED, quantity=4)
+
+    listed = product_list()
+
+    assert [p.incoming for p in listed] == [4]
+    assert rows_read(product_list()) < 50

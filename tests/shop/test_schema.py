@@ -302,3 +302,11 @@ def test_order_input_constraints_are_in_the_schema(schema):
         "minimum": 1,
         "maximum": settings.ORDER_MAX_QUANTITY,
     }
+
+
+def test_no_order_answer_documents_the_counting_id(schema):
+    """The counting id would tell anyone how many orders the shop takes: orders go by reference."""
+    components = schema["components"]["schemas"]
+    for name in ("OrderOutput", "Receipt"):
+        assert "reference" in components[name]["properties"], name
+        assert "id" not in components[name]["properties"], name

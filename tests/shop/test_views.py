@@ -153,7 +153,9 @@ def test_receipt_shows_the_order_and_survives_a_reload(client, product):
 
     assert first.status_code == again.status_code == 200
     html = again.content.decode()
-    assert f'<dd class="number">#{order.pk}</dd>' in html
+    assert f'<dd class="number">{order.reference}</dd>' in html
+    # The counting id would tell anyone how many orders the shop takes.
+    assert f"#{order.pk}" not in html
     assert '<dd class="donut">부산도너츠</dd>' in html
     assert '<dd class="quantity">2</dd>' in html
     assert '<dd class="unit-price">₩19,900</dd>' in html
