@@ -18,7 +18,7 @@ def main() -> None:
     except DatabaseError as exc:
         # Any command against a database it cannot use (the wrong DATABASE_URL, MySQL down, not
         # migrated) ends in one line saying what to do, as a CommandError does, not a traceback.
-        problem = unusable_database(exc)
+        problem = unusable_database(error=exc)
         if problem is None or "--traceback" in sys.argv:
             raise
         sys.exit(f"CommandError: {problem}")

@@ -10,12 +10,12 @@ NOT_MIGRATED = frozenset({1054, 1146})
 BESIDE_MAKE_RUN = "beside `make run`: `source run/env.sh` first"
 
 
-def unusable_database(exc: DatabaseError) -> str | None:
+def unusable_database(*, error: DatabaseError) -> str | None:
     """Why the database cannot be used and what to do, or None for any other database error."""
-    code = exc.args[0] if exc.args else None
+    code = error.args[0] if error.args else None
     db = settings.DATABASES["default"]
     where = f"database {db['NAME']!r} at {db['HOST'] or '127.0.0.1'}:{db['PORT'] or 3306}"
-    reason = exc.args[-1]
+    reason = error.args[-1]
     if code in UNREACHABLE:
         return (
             f"Cannot use the {where} ({reason}). Is DATABASE_URL right ({BESIDE_MAKE_RUN}), "
