@@ -18,6 +18,17 @@ from inventory.selectors import product_list_for_staff
 from inventory.services import set_stock
 from nudged.admin import ReadOnlyAdmin
 
+
+def per_second(rate: float) -> str:
+    """A demand rate as staff read it: 0.62/s, not 0.6240858063379249."""
+    return f"{rate:.2f}/s"
+
+
+def in_seconds(seconds: float) -> str:
+    """A lead time as staff read it: 12.3 s."""
+    return f"{seconds:.1f} s"
+
+
 NEEDS_STAFF_HINT = (
     "Sold out and nothing on its way: the factory refused or never answered. Check the "
     "factory, then redrive the dead depletion or set the stock; the next order that finds "
@@ -94,20 +105,34 @@ class RestockInline(admin.TabularInline):
         return False
 
 
-# What staff read of a decision: when, how much, why, and the numbers behind it.
+# What staff read of a decision: when, how much, why, and the numbers behind it (its rate
+# and lead time rounded, by DecisionNumbers).
 DECISION_FIELDS = [
     "created_at",
     "quantity",
     "reason",
     "on_hand",
     "on_order",
-    "demand_rate",
-    "lead_time",
+    "demand",
+    "decision_lead_time",
     "reorder_point",
 ]
 
 
-class ReorderDecisionInline(admin.TabularInline):
+class DecisionNumbers:
+    """A reorder decision's demand rate and lead time as staff read them (empty: none yet, as
+    in the blank row an inline renders)."""
+
+    @admin.display(description="demand rate", ordering="demand_rate", empty_value="-")
+    def demand(self, obj: ReorderDecision) -> str | None:
+        return None if obj.demand_rate is None else per_second(obj.demand_rate)
+
+    @admin.display(description="lead time", ordering="lead_time", empty_value="-")
+    def decision_lead_time(self, obj: ReorderDecision) -> str | None:
+        return None if obj.lead_time is None else in_seconds(obj.lead_time)
+
+
+class ReorderDecisionInline(DecisionNumbers, admin.TabularInline):
     model = ReorderDecision
     extra = 0
     can_delete = False
@@ -128,15 +153,39 @@ class ReorderDecisionInline(admin.TabularInline):
         return super().get_queryset(request).filter(pk__in=latest)
 
 
+class SecondsField(forms.FloatField):
+    """Seconds shown to a tenth; a value staff leave as shown is not changed."""
+
+    def prepare_value(self, value):  # type: ignore[no-untyped-def]
+        return round(value, 1) if isinstance(value, float) else value
+
+    def has_changed(self, initial, data) -> bool:  # type: ignore[no-untyped-def]
+        return super().has_changed(self.prepare_value(initial), data)
+
+
+class FactoryAdminForm(forms.ModelForm):
+    class Meta:
+        model = Factory
+        fields = ["code", "name", "manager_email", "capacity", "lead_time"]
+        field_classes = {"lead_time": SecondsField}
+
+
 @admin.register(Factory)
 class FactoryAdmin(admin.ModelAdmin):
     list_display = ["code", "name", "manager_email", "capacity", "lead_time_seconds"]
     search_fields = ["code", "name", "manager_email"]
-    fields = ["code", "name", "manager_email", "capacity", "lead_time"]
+    form = FactoryAdminForm
 
     @admin.display(description="lead time", ordering="lead_time")
     def lead_time_seconds(self, obj: Factory) -> str:
-        return f"{obj.lead_time:.1f} s"
+        return in_seconds(obj.lead_time)
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        """Save only what staff changed: the lead time callbacks measured meanwhile stays."""
+        if not change:
+            super().save_model(request, obj, form, change)
+        elif form.changed_data:
+            obj.save(update_fields=form.changed_data)
 
 
 class StockInput(AdminIntegerFieldWidget):
@@ -259,16 +308,19 @@ class ProductAdmin(admin.ModelAdmin):
 
     @admin.display(description="demand", ordering="demand_rate")
     def demand(self, obj: Product) -> str:
-        return f"{obj.demand_rate:.2f}/s"
+        return per_second(obj.demand_rate)
 
     @admin.display(description="lead time", ordering="factory__lead_time")
     def lead_time(self, obj: Product) -> str:
-        return f"{obj.factory.lead_time:.1f} s"
+        return in_seconds(obj.factory.lead_time)
 
 
 @admin.register(ReorderDecision)
-class ReorderDecisionAdmin(ReadOnlyAdmin):
+class ReorderDecisionAdmin(DecisionNumbers, ReadOnlyAdmin):
     list_display = [*DECISION_FIELDS[:1], "product", "mode", *DECISION_FIELDS[1:]]
+    # The page of one decision: the same numbers, rounded alike.
+    fields = [*DECISION_FIELDS[:1], "product", "mode", *DECISION_FIELDS[1:]]
+    readonly_fields = fields
     list_filter = ["mode", "product"]
     search_fields = ["product__sku", "reason"]
     list_select_related = ["product"]

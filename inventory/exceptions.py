@@ -23,6 +23,18 @@ class InvalidQuantity(InventoryError):
     code = "invalid"
 
 
+class InvalidNote(InventoryError):
+    code = "invalid"
+
+    def __init__(self, *, length: int, longest: int) -> None:
+        super().__init__(f"The note is {length} characters long; at most {longest} are kept.")
+        self.length = length
+        self.longest = longest
+
+    def extra(self) -> dict[str, Any]:
+        return {"length": self.length, "longest": self.longest}
+
+
 class InvalidEmail(InventoryError):
     code = "invalid"
 

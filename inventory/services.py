@@ -13,17 +13,18 @@ from django.utils import timezone
 
 from inventory import policy, signals
 from inventory.catalog import FACTORIES, PRODUCTS
-from inventory.exceptions import InvalidQuantity, UnknownSku
+from inventory.exceptions import InvalidNote, InvalidQuantity, UnknownSku
 from inventory.models import DemandSnapshot, Factory, Product, ReorderDecision, StockAdjustment
 
 logger = logging.getLogger(__name__)
 
 # The statements of every order, written out: they run on each request, and the ORM spends
 # several times the database's own time building and compiling them. Units sold and refused
-# are counted in the same statements; the demand estimate reads their growth later.
+# are counted in the same statements; the demand estimate reads their growth later. A raw
+# UPDATE skips auto_now: taking stock sets `updated_at` itself (UTC, as Django stores it).
 TAKE_SQL = (
-    "UPDATE `inventory_product` SET `stock` = `stock` - %s, `units_sold` = `units_sold` + %s "
-    "WHERE `sku` = %s AND `stock` >= %s"
+    "UPDATE `inventory_product` SET `stock` = `stock` - %s, `units_sold` = `units_sold` + %s, "
+    "`updated_at` = UTC_TIMESTAMP(6) WHERE `sku` = %s AND `stock` >= %s"
 )
 REFUSE_SQL = (
     "UPDATE `inventory_product` SET `units_refused` = `units_refused` + %s, "
@@ -215,6 +216,9 @@ def set_stock(*, sku: str, quantity: int, note: str = "") -> StockAdjustment:
         Product._meta.get_field("stock").run_validators(quantity)
     except ValidationError as exc:
         raise InvalidQuantity(f"{' '.join(exc.messages)} Got {quantity}.") from exc
+    longest = StockAdjustment._meta.get_field("note").max_length
+    if len(note) > longest:
+        raise InvalidNote(length=len(note), longest=longest)
     with transaction.atomic():
         product = Product.objects.select_for_update().filter(sku=sku).first()
         if product is None:
@@ -252,7 +256,10 @@ def receive_stock(
     product = Product.objects.select_for_update().get(pk=product_id)
     old = product.stock
     Product.objects.filter(pk=product_id).update(
-        stock=F("stock") + quantity, depleted_at=None, on_order=_less_on_order(quantity)
+        stock=F("stock") + quantity,
+        depleted_at=None,
+        on_order=_less_on_order(quantity),
+        updated_at=timezone.now(),
     )
     product.refresh_from_db(fields=["stock", "depleted_at", "on_order"])
     StockAdjustment.objects.create(

@@ -21,7 +21,6 @@ from datetime import datetime, timedelta
 from time import monotonic, perf_counter
 
 from botocore.exceptions import ClientError
-from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Count, F, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse
@@ -42,6 +41,7 @@ from factory_bridge.models import FailedMessage, OrderTally, RestockRequest
 from factory_bridge.queues import QueueError, SqsQueue
 from factory_bridge.services import factory_calls
 from factory_bridge.services.outbox import backlog
+from factory_bridge.services.provisioning import queue_names
 from inventory.models import Product
 from nudged.dashboard.selectors import recent_relay_lag
 from shop.models import Order
@@ -261,16 +261,6 @@ def _factory_families() -> Iterable[Metric]:
             buckets = histograms.get(kind, ([("+Inf", 0)], 0.0))[0]
             errors.add_metric([kind], buckets[-1][1])
     yield errors
-
-
-def queue_names() -> list[str]:
-    return [
-        settings.SQS_RESTOCK_QUEUE,
-        settings.SQS_RESTOCK_DLQ,
-        settings.SQS_NOTIFY_QUEUE,
-        settings.SQS_NOTIFY_DLQ,
-        settings.SQS_OPS_QUEUE,
-    ]
 
 
 class _QueueCounts:

@@ -4,6 +4,8 @@ import logging
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 
 from factory_bridge.services.dlq import dead_count
 from factory_bridge.services.outbox import backlog
@@ -15,6 +17,10 @@ logger = logging.getLogger(__name__)
 OK, DOWN, FAILING, STALE, UNKNOWN = "ok", "down", "failing", "stale", "unknown"
 
 
+# Load balancers send no CSRF token: a method other than GET or HEAD gets a 405, not
+# Django's CSRF page.
+@csrf_exempt
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
     """Report the database (503 when down), the queues, the outbox and the pollers.
 
@@ -61,6 +67,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
     )
 
 
+# Prometheus sends no CSRF token: the token holder's POST gets a 405, anyone's a 404, never
+# Django's CSRF page.
+@csrf_exempt
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus metrics, for `Authorization: Bearer $METRICS_TOKEN` only: a 404 to anyone else."""
     if not _bearer(request, settings.METRICS_TOKEN):

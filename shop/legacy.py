@@ -6,7 +6,6 @@ from math import ceil
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
 
 from inventory.exceptions import UnknownSku
 from inventory.selectors import product_get
@@ -29,12 +28,18 @@ def _json(body: dict, status: int = 200) -> JsonResponse:
     return JsonResponse(body, status=status, json_dumps_params={"ensure_ascii": False})
 
 
+# Without a CSRF token, as the original API's clients send none: a POST to a route that does
+# not exist is a JSON 404 like any other, not Django's CSRF page.
+@csrf_exempt
 def not_found(request: HttpRequest, path: str = "") -> JsonResponse:
     return _json({"error": "Not Found"}, status=404)
 
 
-@require_GET
+@csrf_exempt
 def product_donut(request: HttpRequest) -> JsonResponse:
+    # The original answered GET (and HEAD) here and any other method as an unknown route.
+    if request.method not in ("GET", "HEAD"):
+        return not_found(request)
     try:
         product = product_get(sku=settings.LEGACY_SKU, with_restock=False)
     except UnknownSku:

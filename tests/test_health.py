@@ -5,6 +5,7 @@ from unittest import mock
 
 import pytest
 from django.db import OperationalError, connection
+from django.test import Client
 from django.utils import timezone
 
 from factory_bridge.models import FailedMessage, WorkerLease
@@ -159,3 +160,16 @@ def test_database_works_again_after_the_patch(client):
         assert client.get("/healthz").status_code == 503
 
     assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_methods_other_than_get_and_head_get_405_not_the_csrf_page(method, pollers_alive):
+    response = Client(enforce_csrf_checks=True).generic(method, "/healthz")
+
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, HEAD"
+    assert b"CSRF" not in response.content
+
+
+def test_head_is_answered(client, pollers_alive):
+    assert client.head("/healthz").status_code == 200

@@ -10,6 +10,7 @@ import pytest
 from django.conf import settings
 from django.db import OperationalError, connection
 from django.db.models import F
+from django.test import Client
 from django.utils import timezone
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -87,6 +88,19 @@ def test_nobody_without_the_token_sees_the_metrics(client, admin_user, settings)
 def test_only_get_is_answered(client):
     assert client.post("/metrics", **bearer(TOKEN)).status_code == 405
     assert client.post("/metrics").status_code == 404
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_other_methods_get_405_or_404_not_the_csrf_page(method):
+    csrf_checking = Client(enforce_csrf_checks=True)
+
+    with_token = csrf_checking.generic(method, "/metrics", **bearer(TOKEN))
+    without = csrf_checking.generic(method, "/metrics")
+
+    assert with_token.status_code == 405
+    assert with_token["Allow"] == "GET, HEAD"
+    assert without.status_code == 404
+    assert b"CSRF" not in with_token.content + without.content
 
 
 def answered(status: str, suffix: str = "_total") -> float:

@@ -3,6 +3,7 @@ ports with a database of its own."""
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import stat
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.run
 ROOT = Path(__file__).resolve().parents[1]
 OLD_FIXED_PASSWORD = "nudged-admin"
 START_TIMEOUT = 240
-# honcho kills what has not stopped 5 s after its TERM.
+# honcho kills what has not stopped 5 s after its TERM (nothing should be left by then).
 STOP_TIMEOUT = 15
 LOCAL_PROCESSES = {"web", "cluster", "aws", "factory", "mail"}
 # Every process a run starts inherits this variable, with a value of its own per run.
@@ -278,6 +279,35 @@ def test_env_sh_gives_an_operator_shell_what_the_system_has(first_run: Run) -> N
     assert provision.returncode == 0, provision.stderr
     assert "Provisioning done: nothing to change." in provision.stdout, provision.stdout
     assert "export LOG_LEVEL=WARNING" in env_sh.read_text()
+    # The secrets too, which the settings read as they are (os.environ).
+    assert re.search(r"^(export|unset) SECRET_KEY\b", env_sh.read_text(), re.MULTILINE)
+
+
+def test_metrics_and_health_details_answer_the_tokens_in_env_sh(first_run: Run) -> None:
+    env_sh = first_run.run_dir / "env.sh"
+
+    tokens = {}
+    for name in ("METRICS_TOKEN", "HEALTHZ_TOKEN"):
+        token_file = first_run.run_dir / name.lower().replace("_", "-")
+        tokens[name] = token_file.read_text().strip()
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert len(tokens[name]) >= 20
+        assert f"export {name}={tokens[name]}\n" in env_sh.read_text()
+    metrics = requests.get(
+        f"{first_run.url}/metrics",
+        headers={"Authorization": f"Bearer {tokens['METRICS_TOKEN']}"},
+        timeout=10,
+    )
+    health = requests.get(
+        f"{first_run.url}/healthz",
+        headers={"Authorization": f"Bearer {tokens['HEALTHZ_TOKEN']}"},
+        timeout=10,
+    )
+
+    assert metrics.status_code == 200
+    assert "nudged_stock{" in metrics.text
+    assert isinstance(health.json()["database"], dict)
+    assert "Metrics      " in first_run.output
 
 
 def test_the_factory_simulator_stops_and_restarts_alone(first_run: Run) -> None:
@@ -322,8 +352,12 @@ def test_term_to_honcho_stops_everything(first_run: Run) -> None:
 
     assert left == [], f"still running {STOP_TIMEOUT}s after TERM: {left}\n{first_run.output}"
     assert "SIGTERM received" in first_run.output
+    # Every process stopped of its own accord, before honcho's KILL: make run ends cleanly.
+    assert "SIGKILL" not in first_run.output
     for name in LOCAL_PROCESSES:
-        assert f"{name}.1 stopped (rc=" in first_run.output
+        assert f"{name}.1 stopped (rc=0)" in first_run.output
+    assert first_run.proc.returncode == 0, first_run.output
+    assert "make: ***" not in first_run.output
 
 
 def test_a_second_start_reuses_the_password_refuses_a_third_and_stops_on_ctrl_c(
@@ -349,6 +383,8 @@ def test_a_second_start_reuses_the_password_refuses_a_third_and_stops_on_ctrl_c(
         left = run.stop(signal.SIGINT)
         assert left == [], f"still running {STOP_TIMEOUT}s after INT: {left}\n{run.output}"
         assert "SIGINT received" in run.output
+        assert "SIGKILL" not in run.output
+        assert "make: ***" not in run.output
     finally:
         if run.proc.poll() is None or run.processes():
             run.kill()

@@ -73,6 +73,17 @@ def resource_name(resource: Topic | Queue) -> str:
     return getattr(settings, resource.setting)
 
 
+def queue_names() -> list[str]:
+    """Every declared queue's name in this deployment, each dead-letter queue after its source."""
+    sources = [queue for queue in QUEUES if not sources_of(queue)]
+    return [
+        resource_name(queue)
+        for source in sources
+        for queue in (source, source.dead_letter_queue)
+        if queue is not None
+    ]
+
+
 def queue_attributes(queue: Queue, topic_arns: dict[str, str]) -> dict[str, str]:
     """The SQS attributes `queue` should have, as SetQueueAttributes takes them."""
     wanted = {key: str(_value(value)) for key, value in queue.attributes.items()}

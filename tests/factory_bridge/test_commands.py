@@ -304,13 +304,16 @@ def test_queue_stats_prints_a_table(aws, db, pending_event, dead_event):
     lines = run("queue_stats").splitlines()
 
     assert lines[0].split() == ["queue", "visible", "in", "flight", "delayed"]
-    rows = {line.split()[0]: line.split()[1:] for line in lines[1:4]}
-    assert rows == {
-        settings.SQS_RESTOCK_QUEUE: ["0", "0", "0"],
-        settings.SQS_RESTOCK_DLQ: ["2", "0", "0"],
-        settings.SQS_OPS_QUEUE: ["0", "0", "0"],
-    }
-    assert re.fullmatch(r"outbox: 1 pending, oldest [0-9.]+s, 1 dead", lines[4])
+    rows = [(line.split()[0], line.split()[1:]) for line in lines[1:6]]
+    # Every queue, each dead-letter queue after its source.
+    assert rows == [
+        (settings.SQS_RESTOCK_QUEUE, ["0", "0", "0"]),
+        (settings.SQS_RESTOCK_DLQ, ["2", "0", "0"]),
+        (settings.SQS_NOTIFY_QUEUE, ["0", "0", "0"]),
+        (settings.SQS_NOTIFY_DLQ, ["0", "0", "0"]),
+        (settings.SQS_OPS_QUEUE, ["0", "0", "0"]),
+    ]
+    assert re.fullmatch(r"outbox: 1 pending, oldest [0-9.]+s, 1 dead", lines[6])
 
 
 def test_queue_stats_json(aws, db, pending_event, dead_event):
@@ -321,6 +324,8 @@ def test_queue_stats_json(aws, db, pending_event, dead_event):
     assert stats["queues"] == {
         settings.SQS_RESTOCK_QUEUE: {"visible": 0, "in_flight": 0, "delayed": 0},
         settings.SQS_RESTOCK_DLQ: {"visible": 1, "in_flight": 0, "delayed": 0},
+        settings.SQS_NOTIFY_QUEUE: {"visible": 0, "in_flight": 0, "delayed": 0},
+        settings.SQS_NOTIFY_DLQ: {"visible": 0, "in_flight": 0, "delayed": 0},
         settings.SQS_OPS_QUEUE: {"visible": 0, "in_flight": 0, "delayed": 0},
     }
     assert stats["outbox"]["pending"] == 1

@@ -1,7 +1,10 @@
 """The legacy factory simulator over real HTTP, and the run_factory command's options."""
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -9,10 +12,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from factory_bridge.simulator import ControlledSimulator, FactorySimulator, SimulatorSettings
@@ -457,3 +462,30 @@ def test_a_bad_request_is_refused_and_the_simulator_keeps_serving(
     assert outcome == "error"
     assert message in text
     assert controlled.order() == 201
+
+
+def test_run_factory_stops_on_term_as_on_ctrl_c(tmp_path: Path) -> None:
+    log = tmp_path / "factory.log"
+    with log.open("w") as out:
+        factory = subprocess.Popen(
+            [sys.executable, "manage.py", "run_factory", "--port", "0", "--control", tmp_path],
+            cwd=settings.BASE_DIR,
+            env={**os.environ, "DJANGO_SETTINGS_MODULE": "nudged.settings.local"},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "Stopped and restarted through" not in log.read_text():
+            assert factory.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+
+        factory.terminate()
+
+        assert factory.wait(timeout=30) == 0, log.read_text()
+        assert "Factory simulator stopped" in log.read_text()
+    finally:
+        factory.kill()
+        factory.wait(timeout=10)

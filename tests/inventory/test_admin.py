@@ -7,7 +7,7 @@ from django.test import Client
 from django.utils import timezone
 
 from factory_bridge.models import RestockRequest
-from inventory.models import Product, StockAdjustment, SuppressedAddress
+from inventory.models import Factory, Product, ReorderDecision, StockAdjustment, SuppressedAddress
 from inventory.services import set_stock
 from shop.services import place_order
 
@@ -308,3 +308,62 @@ def test_staff_see_the_suppressed_mailboxes_and_may_lift_one(admin_client):
 
     admin_client.post(f"{url}{gone.pk}/delete/", {"post": "yes"})
     assert not SuppressedAddress.objects.exists()
+
+
+# What staff read: rates and lead times rounded, never 0.6240858063379249.
+RAW_RATE, RAW_LEAD_TIME = 0.6240858063379249, 12.345678901234
+
+
+def test_floats_read_rounded_on_products_decisions_and_factories(admin_client, product):
+    Product.objects.filter(pk=product.pk).update(demand_rate=RAW_RATE, reorder_point=45)
+    Factory.objects.filter(pk=product.factory_id).update(lead_time=RAW_LEAD_TIME)
+    set_stock(sku="CP-502101", quantity=0, note="count")  # empty: one decision
+    decision = ReorderDecision.objects.get()
+    ReorderDecision.objects.filter(pk=decision.pk).update(
+        demand_rate=RAW_RATE, lead_time=RAW_LEAD_TIME
+    )
+
+    pages = [
+        PRODUCTS,
+        f"{PRODUCTS}{product.pk}/change/",
+        "/admin/inventory/reorderdecision/",
+        f"/admin/inventory/reorderdecision/{decision.pk}/change/",
+        "/admin/inventory/factory/",
+        f"/admin/inventory/factory/{product.factory_id}/change/",
+    ]
+    for url in pages:
+        page = admin_client.get(url).content.decode()
+
+        assert "0.6240" not in page and "12.345" not in page, url
+        assert "0.62/s" in page or "12.3" in page, url
+    decisions = admin_client.get("/admin/inventory/reorderdecision/").content.decode()
+    assert "0.62/s" in decisions and "12.3 s" in decisions
+
+
+def test_saving_a_factory_keeps_its_measured_lead_time(admin_client, product):
+    Factory.objects.filter(pk=product.factory_id).update(lead_time=RAW_LEAD_TIME)
+    url = f"/admin/inventory/factory/{product.factory_id}/change/"
+    data = _change_form_data(admin_client, url)
+    # As a browser posts it: the lead time shown, and the initial value the page keeps hidden
+    # (the field's default is computed).
+    page = admin_client.get(url).content.decode()
+    data.update(
+        re.findall(r'<input type="hidden" name="(initial-lead_time)" value="([\d.]+)"', page)
+    )
+    assert (data["lead_time"], data["initial-lead_time"]) == (12.3, "12.3")
+    data["capacity"] = "50"
+
+    response = admin_client.post(url, data)
+
+    assert response.status_code == 302
+    factory = Factory.objects.get(pk=product.factory_id)
+    assert (factory.capacity, factory.lead_time) == (50, RAW_LEAD_TIME)
+
+
+def test_staff_set_a_factory_lead_time(admin_client, product):
+    url = f"/admin/inventory/factory/{product.factory_id}/change/"
+    data = _change_form_data(admin_client, url)
+    data["lead_time"] = "25.5"
+
+    assert admin_client.post(url, data).status_code == 302
+    assert Factory.objects.get(pk=product.factory_id).lead_time == 25.5

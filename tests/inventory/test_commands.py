@@ -53,6 +53,16 @@ def test_set_stock_with_note(product):
     assert adjustment.note == "dropped a tray"
 
 
+def test_set_stock_with_a_note_too_long_says_so_in_one_line(product):
+    with pytest.raises(CommandError) as error:
+        _run("set_stock", "CP-502101", "7", "--note", "x" * 201)
+
+    assert str(error.value) == "The note is 201 characters long; at most 200 are kept."
+    product.refresh_from_db()
+    assert product.stock == 3
+    assert not StockAdjustment.objects.exists()
+
+
 def test_set_stock_unknown_sku(product):
     with pytest.raises(CommandError, match="NOPE-1"):
         _run("set_stock", "NOPE-1", "7")

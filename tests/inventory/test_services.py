@@ -1,14 +1,19 @@
 """Stock writes: what orders take, the demo catalog and physical counts."""
 
+from datetime import datetime, timedelta
+
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from inventory.exceptions import InvalidQuantity, UnknownSku
+from inventory.exceptions import InvalidNote, InvalidQuantity, UnknownSku
 from inventory.models import Factory, Product, StockAdjustment
 from inventory.services import (
     StockState,
     end_depletion,
     load_catalog,
+    receive_stock,
     set_stock,
     take_stock,
 )
@@ -91,6 +96,70 @@ def test_set_stock_negative(product):
     product.refresh_from_db()
     assert product.stock == 3
     assert not StockAdjustment.objects.exists()
+
+
+def test_set_stock_refuses_a_note_longer_than_the_audit_keeps(product):
+    with pytest.raises(InvalidNote) as invalid:
+        set_stock(sku="CP-502101", quantity=7, note="x" * 201)
+
+    assert invalid.value.detail == "The note is 201 characters long; at most 200 are kept."
+    assert (invalid.value.length, invalid.value.longest) == (201, 200)
+    product.refresh_from_db()
+    assert product.stock == 3
+    assert not StockAdjustment.objects.exists()
+
+
+def test_set_stock_keeps_a_note_of_the_longest_length(product):
+    set_stock(sku="CP-502101", quantity=7, note="x" * 200)
+
+    assert StockAdjustment.objects.get().note == "x" * 200
+
+
+def _updated_long_ago(product: Product) -> datetime:
+    long_ago = timezone.now() - timedelta(days=1)
+    Product.objects.filter(pk=product.pk).update(updated_at=long_ago)
+    return long_ago
+
+
+def test_taking_stock_moves_updated_at_in_the_same_statement(db, product):
+    long_ago = _updated_long_ago(product)
+
+    with CaptureQueriesContext(connection) as queries:
+        take_stock(sku="CP-502101", quantity=1)
+
+    assert len(queries) == 1
+    product.refresh_from_db()
+    assert product.stock == 2
+    assert product.updated_at > long_ago + timedelta(hours=23)
+
+
+def test_a_refused_order_leaves_updated_at_alone(db, product):
+    Product.objects.filter(pk=product.pk).update(stock=0)
+    long_ago = _updated_long_ago(product)
+
+    take_stock(sku="CP-502101", quantity=1)
+
+    product.refresh_from_db()
+    assert product.updated_at == long_ago
+
+
+def test_an_arrival_moves_updated_at(db, product):
+    long_ago = _updated_long_ago(product)
+
+    receive_stock(product_id=product.pk, quantity=10, note="arrival")
+
+    product.refresh_from_db()
+    assert product.stock == 13
+    assert product.updated_at > long_ago + timedelta(hours=23)
+
+
+def test_a_count_moves_updated_at(db, product):
+    long_ago = _updated_long_ago(product)
+
+    set_stock(sku="CP-502101", quantity=5)
+
+    product.refresh_from_db()
+    assert product.updated_at > long_ago + timedelta(hours=23)
 
 
 def test_set_stock_above_zero_ends_the_depletion(product):

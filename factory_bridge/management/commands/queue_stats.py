@@ -1,10 +1,10 @@
 import json
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from factory_bridge.queues import QueueError, SqsQueue
 from factory_bridge.services.outbox import backlog
+from factory_bridge.services.provisioning import queue_names
 
 
 class Command(BaseCommand):
@@ -14,7 +14,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print JSON")
 
     def handle(self, *args, **options) -> None:
-        names = [settings.SQS_RESTOCK_QUEUE, settings.SQS_RESTOCK_DLQ, settings.SQS_OPS_QUEUE]
+        names = queue_names()
         try:
             queues = {name: SqsQueue(name).counts() for name in names}
         except QueueError as exc:

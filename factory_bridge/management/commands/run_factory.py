@@ -1,6 +1,7 @@
 """Serve the legacy factory simulator (`POST /api/manufactures`) in the foreground."""
 
 import errno
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -82,14 +83,23 @@ class Command(BaseCommand):
             seed=options["seed"],
         )
 
+        # TERM (honcho stopping make run) stops it as Ctrl-C does, with the same last line.
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            self._serve(initial, control)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _serve(self, initial: SimulatorSettings, control: Path | None) -> None:
+        host, port = initial.host, initial.port
         try:
             if control is None:
                 simulator = initial.create()
-                self._describe(simulator.url, delay, failure_rate, latency)
+                self._describe(simulator.url, initial)
                 simulator.serve_forever()
             else:
                 controlled = ControlledSimulator(control=control, initial=initial)
-                self._describe(f"http://{host}:{port}", delay, failure_rate, latency)
+                self._describe(f"http://{host}:{port}", initial)
                 self.stdout.write(f"  Stopped and restarted through {control} (bin/factory).")
                 controlled.serve(threading.Event())
         except OSError as exc:
@@ -102,7 +112,8 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             self.stdout.write("Factory simulator stopped; callbacks not yet sent are dropped.")
 
-    def _describe(self, url: str, delay: float, failure_rate: float, latency: float) -> None:
+    def _describe(self, url: str, initial: SimulatorSettings) -> None:
+        delay, failure_rate, latency = initial.delay, initial.failure_rate, initial.latency
         self.stdout.write(
             self.style.SUCCESS(f"Legacy factory simulator on {url}")
             + f"\n  POST {url}{MANUFACTURES_PATH}  orders production "
