@@ -28,12 +28,20 @@ class OrderResult:
 
 
 def place_order(
-    *, sku: str, quantity: int, channel: str = Order.Channel.API, customer: str = ""
+    *,
+    sku: str,
+    quantity: int,
+    channel: str = Order.Channel.API,
+    customer: str = "",
+    address: str = "",
 ) -> OrderResult:
     """Take `quantity` units of `sku`, or raise OutOfStock (counted on the product).
 
     With a `customer`, the purchase limit applies: PurchaseLimitReached when this order
     would take them past it (nothing is taken; the product counts the limited order).
+    `address` is the hashed client address: a refusal counts as demand per address (or per
+    customer without one) only up to what that client could buy, so a flood of refused
+    orders cannot buy factory production.
 
     A refusal writes no order row and no event of its own: in a rush on a sold-out donut
     it would cost both per request. The product counts it, and the ops feed hears of
@@ -46,7 +54,7 @@ def place_order(
         )
     try:
         with transaction.atomic():
-            outcome = take_stock(sku=sku, quantity=quantity)
+            outcome = take_stock(sku=sku, quantity=quantity, client=address or customer)
             stock = outcome.state
             if outcome.taken:
                 if customer:

@@ -264,7 +264,7 @@ def test_admin_needs_a_login(client, product):
 
 def test_product_page_shows_the_replenishment_numbers_and_last_decisions(admin_client, product):
     Product.objects.filter(pk=product.pk).update(demand_rate=2.5, reorder_point=45)
-    set_stock(sku="CP-502101", quantity=0, note="count")  # empty: one decision
+    place_order(sku="CP-502101", quantity=3)  # empty: one decision
 
     page = admin_client.get(f"{PRODUCTS}{product.pk}/change/").content.decode()
 
