@@ -1,5 +1,5 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminIntegerFieldWidget
 from django.urls import reverse
 from django.utils.html import format_html
@@ -7,7 +7,7 @@ from django.utils.html import format_html
 from factory_bridge.models import RestockRequest
 from inventory.models import Factory, Product, ReorderDecision, StockAdjustment, StockAlert
 from inventory.selectors import product_list_for_staff
-from inventory.services import set_stock
+from inventory.services import count_outcome, set_stock
 from nudged.admin import ReadOnlyAdmin
 
 NEEDS_STAFF_HINT = (
@@ -122,13 +122,34 @@ class ReorderDecisionInline(admin.TabularInline):
 
 @admin.register(Factory)
 class FactoryAdmin(admin.ModelAdmin):
-    list_display = ["code", "name", "manager_email", "capacity", "lead_time_seconds"]
+    list_display = [
+        "code",
+        "name",
+        "manager_email",
+        "capacity",
+        "reorder_ceiling",
+        "lead_time_seconds",
+    ]
     search_fields = ["code", "name", "manager_email"]
-    fields = ["code", "name", "manager_email", "capacity", "lead_time"]
+    fields = [
+        "code",
+        "name",
+        "manager_email",
+        "capacity",
+        "reorder_ceiling",
+        "lead_time",
+        "measured_lead_times",
+    ]
+    readonly_fields = ["measured_lead_times"]
 
     @admin.display(description="lead time", ordering="lead_time")
     def lead_time_seconds(self, obj: Factory) -> str:
         return f"{obj.lead_time:.1f} s"
+
+    @admin.display(description="last measured lead times")
+    def measured_lead_times(self, obj: Factory) -> str:
+        """The callbacks' measures the estimate is the median of, oldest first."""
+        return ", ".join(f"{seconds:.1f} s" for seconds in obj.lead_time_samples) or "-"
 
 
 class StockInput(AdminIntegerFieldWidget):
@@ -155,6 +176,7 @@ class ProductAdminForm(forms.ModelForm):
             "restock_quantity",
             "min_order_quantity",
             "max_order_quantity",
+            "reorder_ceiling",
             "purchase_limit",
         ]
         widgets = {"stock": StockInput}
@@ -177,6 +199,7 @@ class ProductAdmin(admin.ModelAdmin):
         "replenishment_mode",
         "demand",
         "reorder_point",
+        "ceiling",
         "lead_time",
         "restock",
         "alerts",
@@ -221,8 +244,12 @@ class ProductAdmin(admin.ModelAdmin):
         if fields:
             obj.save(update_fields=[*fields, "updated_at"])
         if "stock" in form.changed_data and form.stock_edited():
-            set_stock(
+            adjustment = set_stock(
                 sku=obj.sku, quantity=form.cleaned_data["stock"], note=f"admin: {request.user}"
+            )
+            messages.info(
+                request,
+                f"{obj.sku} counted at {adjustment.new_quantity}. {count_outcome()}",
             )
 
     @admin.display(description="incoming", ordering="incoming")
@@ -256,6 +283,12 @@ class ProductAdmin(admin.ModelAdmin):
     @admin.display(description="lead time", ordering="factory__lead_time")
     def lead_time(self, obj: Product) -> str:
         return f"{obj.factory.lead_time:.1f} s"
+
+    @admin.display(description="ceiling")
+    def ceiling(self, obj: Product) -> str:
+        if obj.reorder_ceiling is None:
+            return f"{obj.factory.reorder_ceiling} (factory)"
+        return str(obj.reorder_ceiling)
 
 
 @admin.register(ReorderDecision)

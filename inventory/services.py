@@ -283,6 +283,14 @@ def set_stock(*, sku: str, quantity: int, note: str = "") -> StockAdjustment:
     return adjustment
 
 
+def count_outcome() -> str:
+    """What a count sets off, in words for staff: nothing yet, and when the loop looks."""
+    return (
+        "No reorder decided now: if the stock still calls for one in "
+        f"{settings.STOCK_COUNT_SETTLE:g} s, the estimates loop orders it."
+    )
+
+
 def settling_products(now: datetime) -> set[int]:
     """Products whose stock staff counted less than STOCK_COUNT_SETTLE seconds ago."""
     since = now - timedelta(seconds=settings.STOCK_COUNT_SETTLE)

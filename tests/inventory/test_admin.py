@@ -7,7 +7,7 @@ from django.test import Client
 from django.utils import timezone
 
 from factory_bridge.models import RestockRequest
-from inventory.models import Product, StockAdjustment
+from inventory.models import Factory, Product, StockAdjustment
 from inventory.services import set_stock
 from shop.services import place_order
 
@@ -283,6 +283,7 @@ def test_replenishment_bounds_are_edited_in_admin(admin_client, product):
         replenishment_mode="at_zero",
         min_order_quantity="5",
         max_order_quantity="50",
+        reorder_ceiling="400",
         purchase_limit="2",
     )
 
@@ -292,3 +293,37 @@ def test_replenishment_bounds_are_edited_in_admin(admin_client, product):
     product.refresh_from_db()
     assert (product.replenishment_mode, product.min_order_quantity) == ("at_zero", 5)
     assert (product.max_order_quantity, product.purchase_limit) == (50, 2)
+    assert product.reorder_ceiling == 400
+    assert '<td class="field-ceiling">400</td>' in admin_client.get(PRODUCTS).content.decode()
+
+
+def test_the_ceiling_shown_is_the_factorys_until_the_product_sets_one(admin_client, product):
+    listing = admin_client.get(PRODUCTS).content.decode()
+
+    assert '<td class="field-ceiling">2000 (factory)</td>' in listing
+
+
+def test_a_factorys_ceiling_is_edited_and_its_measured_lead_times_shown(admin_client, factory):
+    Factory.objects.filter(pk=factory.pk).update(lead_time_samples=[10.25, 11.0])
+    url = f"/admin/inventory/factory/{factory.pk}/change/"
+    page = admin_client.get(url).content.decode()
+    assert "10.2 s, 11.0 s" in page
+    data = _change_form_data(admin_client, url)
+    data.update(reorder_ceiling="800")
+
+    assert admin_client.post(url, data).status_code == 302
+
+    factory.refresh_from_db()
+    assert factory.reorder_ceiling == 800
+
+
+def test_a_stock_typed_in_admin_says_no_reorder_is_decided_yet(admin_client, product, settings):
+    settings.STOCK_COUNT_SETTLE = 30
+    url = f"{PRODUCTS}{product.pk}/change/"
+    data = _change_form_data(admin_client, url)
+    data.update(stock="0")
+
+    page = admin_client.post(url, data, follow=True).content.decode()
+
+    assert "CP-502101 counted at 0. No reorder decided now: if the stock still calls" in page
+    assert not product.decisions.exists()
