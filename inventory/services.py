@@ -59,7 +59,9 @@ STOCK_SQL = f"SELECT {STOCK_COLUMNS} WHERE `p`.`sku` = %s"
 # Each pair goes in one round trip: the change, then the state under the row lock it took
 # (with ROW_COUNT(), whether the change matched).
 TAKE_READ_SQL = f"{TAKE_SQL}; SELECT ROW_COUNT(), {STOCK_COLUMNS} WHERE `p`.`sku` = %s"
-REFUSE_READ_SQL = f"{REFUSED_DEMAND_SQL}; {REFUSE_SQL}; {STOCK_SQL}"
+# The product's row first: the upsert's foreign key check then needs no lock of its own on it
+# (two refusals each holding a shared lock and waiting to update the row would deadlock).
+REFUSE_READ_SQL = f"{REFUSE_SQL}; {REFUSED_DEMAND_SQL}; {STOCK_SQL}"
 STATE_SQL = f"SELECT {STOCK_COLUMNS} WHERE `p`.`id` = %s"
 
 
@@ -151,7 +153,7 @@ def take_stock(*, sku: str, quantity: int, client: str = "") -> StockOutcome:
             cap = refused_demand_cap(state, client=client)
             window = connection.ops.adapt_datetimefield_value(refused_demand_window(timezone.now()))
             counted = [state.product_id, client, window, *[quantity, cap] * 4]
-            cursor.execute(REFUSE_READ_SQL, [*counted, quantity, sku, sku])
+            cursor.execute(REFUSE_READ_SQL, [quantity, sku, *counted, sku])
             cursor.nextset()
             cursor.nextset()
             state = _state(cursor.fetchone())
@@ -360,7 +362,8 @@ def refresh_estimates() -> list[ReorderDecision]:
     due: list[int] = []
     with transaction.atomic():
         snapshots = {s.product_id: s for s in DemandSnapshot.objects.select_for_update()}
-        # Before the products' rows, as a refusal locks its client's row before the product.
+        # The products' rows before the clients' refused demand, as a refusal locks them.
+        list(Product.objects.select_for_update().order_by("pk").values_list("pk", flat=True))
         refused = _fold_refused_demand(now)
         settling = settling_products(now)
         for product in Product.objects.select_related("factory"):

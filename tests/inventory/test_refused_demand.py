@@ -238,3 +238,52 @@ def test_refusals_counted_while_the_loop_folds_them_are_folded_once(product):
     assert errors == []
     assert sum(folded) == 160
     assert RefusedDemand.objects.aggregate(units=Sum("units"))["units"] == 160
+
+
+@pytest.mark.usefixtures("limits")
+@pytest.mark.django_db(transaction=True)
+def test_refusals_and_the_estimates_loop_at_once_wait_for_each_other_without_deadlock(product):
+    Product.objects.filter(pk=product.pk).update(stock=0, on_order=10)
+    refresh_estimates()
+    barrier = threading.Barrier(5)
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def customers(n: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            for i in range(40):
+                refused(5, address=f"customer-{n}-{i % 4}")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def loop() -> None:
+        try:
+            barrier.wait(timeout=10)
+            while not done.is_set():
+                refresh_after(0.1)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=customers, args=(n,)) for n in range(4)]
+    refresher = threading.Thread(target=loop)
+    for thread in [*threads, refresher]:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    done.set()
+    refresher.join(timeout=30)
+    refresh_after(0.1)
+
+    assert errors == []
+    # 16 clients, each capped at 10 units; all of it folded into demand by now.
+    assert RefusedDemand.objects.aggregate(units=Sum("units"), pending=Sum("pending")) == {
+        "units": 160,
+        "pending": 0,
+    }
+    product.refresh_from_db()
+    assert product.orders_refused == 160
