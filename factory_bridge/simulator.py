@@ -3,6 +3,8 @@
 `POST /api/manufactures` takes any JSON body (it validates nothing, like the real factory),
 answers 201 `{"data": {"id": <uuid1>, "reqestor": <requester>, "data": <body>}}` (sic) and,
 `delay` seconds later, POSTs the same body once to its `CallbackUrl`: no signature, no retry.
+With `answer_delay` it holds its 201 that long after accepting the order, while production
+runs: a slow legacy answer that may come after the callback.
 `GET /api/manufactures` lists what it received and what became of each callback.
 
 Standard library only (plus `requests` for the callback) so it runs without Django.
@@ -68,6 +70,7 @@ class FactorySimulator:
         failure_rate: float = 0.0,
         latency: float = 0.0,
         seed: int | None = None,
+        answer_delay: float = 0.0,
     ) -> None:
         if not math.isfinite(delay) or delay < 0:
             raise ValueError(f"delay must be >= 0 seconds, got {delay}")
@@ -75,7 +78,10 @@ class FactorySimulator:
             raise ValueError(f"latency must be >= 0 seconds, got {latency}")
         if not 0 <= failure_rate <= 1:
             raise ValueError(f"failure_rate must be between 0 and 1, got {failure_rate}")
+        if not math.isfinite(answer_delay) or answer_delay < 0:
+            raise ValueError(f"answer_delay must be >= 0 seconds, got {answer_delay}")
         self.delay = delay
+        self.answer_delay = answer_delay
         self.failure_rate = failure_rate
         self.latency = latency
         self._random = random.Random(seed)
@@ -118,11 +124,12 @@ class FactorySimulator:
 
     def _serve(self) -> None:
         logger.info(
-            "factory simulator serving %s (delay=%ss failure_rate=%s latency=%ss)",
+            "factory simulator serving %s (delay=%ss failure_rate=%s latency=%ss answer_delay=%ss)",
             self.url,
             self.delay,
             self.failure_rate,
             self.latency,
+            self.answer_delay,
         )
         try:
             self._server.serve_forever(poll_interval=0.1)
@@ -227,6 +234,9 @@ class FactorySimulator:
         else:
             self._record(record)
             self._schedule_callback(job_id, callback_url, raw)
+        if self.answer_delay:
+            # Production (and the callback) runs meanwhile: the 201 may come after it.
+            time.sleep(self.answer_delay)
         answer = {"id": job_id, "reqestor": fields.get("MessageAttributeRequester"), "data": body}
         return HTTPStatus.CREATED, {"data": answer}
 
@@ -381,6 +391,7 @@ class SimulatorSettings:
     failure_rate: float = 0.0
     latency: float = 0.0
     seed: int | None = None
+    answer_delay: float = 0.0
 
     def create(self) -> FactorySimulator:
         """A simulator with these settings, its port bound, not serving yet."""
@@ -391,6 +402,7 @@ class SimulatorSettings:
             failure_rate=self.failure_rate,
             latency=self.latency,
             seed=self.seed,
+            answer_delay=self.answer_delay,
         )
 
     def start(self) -> FactorySimulator:
@@ -400,9 +412,10 @@ class SimulatorSettings:
         return simulator
 
     def describe(self) -> str:
+        answer = f", 201 after {self.answer_delay:g}s" if self.answer_delay else ""
         return (
             f"Factory simulator: http://{self.host}:{self.port} (callback after {self.delay:g}s,"
-            f" failure rate {self.failure_rate:g})"
+            f" failure rate {self.failure_rate:g}{answer})"
         )
 
 
@@ -412,12 +425,12 @@ class ControlledSimulator:
     `make run`'s process manager stops every process when one ends, so the factory drills
     (the factory down, failing, back: bin/factory) act on the simulator inside its process.
     A request is a file `request` in the `control` folder, renamed into place whole, of
-    `name=value` lines: `id` (new for each request), `running` (`yes` or `no`), `delay` and
-    `failure_rate` (empty: the value the process started with). Each request stops the
-    simulator, which forgets the orders it has not called back yet (as a real factory that
-    restarts), and unless `running=no` starts it again with the request's values. The outcome
-    goes to `state`: three lines, the request's id, `ok` or `error`, and a message. A request
-    already there when the process starts is an old one and is left alone.
+    `name=value` lines: `id` (new for each request), `running` (`yes` or `no`), `delay`,
+    `failure_rate` and `answer_delay` (empty: the value the process started with). Each
+    request stops the simulator, which forgets the orders it has not called back yet (as a
+    real factory that restarts), and unless `running=no` starts it again with the request's
+    values. The outcome goes to `state`: three lines, the request's id, `ok` or `error`, and a
+    message. A request already there when the process starts is an old one and is left alone.
     """
 
     def __init__(self, *, control: Path, initial: SimulatorSettings) -> None:
@@ -497,9 +510,15 @@ class ControlledSimulator:
         failure_rate = _number(
             request, "failure_rate", "FACTORY_FAILURE_RATE", self.initial.failure_rate
         )
+        answer_delay = _number(
+            request, "answer_delay", "FACTORY_ANSWER_DELAY", self.initial.answer_delay
+        )
         check_seconds("FACTORY_DELAY", delay)
         check_rate("FACTORY_FAILURE_RATE", failure_rate)
-        return replace(self.initial, delay=delay, failure_rate=failure_rate)
+        check_seconds("FACTORY_ANSWER_DELAY", answer_delay)
+        return replace(
+            self.initial, delay=delay, failure_rate=failure_rate, answer_delay=answer_delay
+        )
 
     def _write_state(self, request_id: str, outcome: str, message: str) -> None:
         partial = self.control / "state.partial"

@@ -1,5 +1,5 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminIntegerFieldWidget
 from django.http import HttpRequest
 from django.urls import reverse
@@ -15,7 +15,7 @@ from inventory.models import (
     SuppressedAddress,
 )
 from inventory.selectors import product_list_for_staff
-from inventory.services import set_stock
+from inventory.services import count_outcome, set_stock
 from nudged.admin import ReadOnlyAdmin
 
 
@@ -166,15 +166,32 @@ class SecondsField(forms.FloatField):
 class FactoryAdminForm(forms.ModelForm):
     class Meta:
         model = Factory
-        fields = ["code", "name", "manager_email", "capacity", "lead_time"]
+        fields = ["code", "name", "manager_email", "capacity", "reorder_ceiling", "lead_time"]
         field_classes = {"lead_time": SecondsField}
 
 
 @admin.register(Factory)
 class FactoryAdmin(admin.ModelAdmin):
-    list_display = ["code", "name", "manager_email", "capacity", "lead_time_seconds"]
+    list_display = [
+        "code",
+        "name",
+        "manager_email",
+        "capacity",
+        "reorder_ceiling",
+        "lead_time_seconds",
+    ]
     search_fields = ["code", "name", "manager_email"]
     form = FactoryAdminForm
+    fields = [
+        "code",
+        "name",
+        "manager_email",
+        "capacity",
+        "reorder_ceiling",
+        "lead_time",
+        "measured_lead_times",
+    ]
+    readonly_fields = ["measured_lead_times"]
 
     @admin.display(description="lead time", ordering="lead_time")
     def lead_time_seconds(self, obj: Factory) -> str:
@@ -186,6 +203,11 @@ class FactoryAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
         elif form.changed_data:
             obj.save(update_fields=form.changed_data)
+
+    @admin.display(description="last measured lead times")
+    def measured_lead_times(self, obj: Factory) -> str:
+        """The callbacks' measures the estimate is the median of, oldest first."""
+        return ", ".join(f"{seconds:.1f} s" for seconds in obj.lead_time_samples) or "-"
 
 
 class StockInput(AdminIntegerFieldWidget):
@@ -212,6 +234,7 @@ class ProductAdminForm(forms.ModelForm):
             "restock_quantity",
             "min_order_quantity",
             "max_order_quantity",
+            "reorder_ceiling",
             "purchase_limit",
         ]
         widgets = {"stock": StockInput}
@@ -234,6 +257,7 @@ class ProductAdmin(admin.ModelAdmin):
         "replenishment_mode",
         "demand",
         "reorder_point",
+        "ceiling",
         "lead_time",
         "restock",
         "alerts",
@@ -278,8 +302,12 @@ class ProductAdmin(admin.ModelAdmin):
         if fields:
             obj.save(update_fields=[*fields, "updated_at"])
         if "stock" in form.changed_data and form.stock_edited():
-            set_stock(
+            adjustment = set_stock(
                 sku=obj.sku, quantity=form.cleaned_data["stock"], note=f"admin: {request.user}"
+            )
+            messages.info(
+                request,
+                f"{obj.sku} counted at {adjustment.new_quantity}. {count_outcome()}",
             )
 
     @admin.display(description="incoming", ordering="incoming")
@@ -313,6 +341,12 @@ class ProductAdmin(admin.ModelAdmin):
     @admin.display(description="lead time", ordering="factory__lead_time")
     def lead_time(self, obj: Product) -> str:
         return in_seconds(obj.factory.lead_time)
+
+    @admin.display(description="ceiling")
+    def ceiling(self, obj: Product) -> str:
+        if obj.reorder_ceiling is None:
+            return f"{obj.factory.reorder_ceiling} (factory)"
+        return str(obj.reorder_ceiling)
 
 
 @admin.register(ReorderDecision)

@@ -8,6 +8,10 @@ def default_lead_time() -> float:
     return settings.FACTORY_LEAD_TIME
 
 
+def default_reorder_ceiling() -> int:
+    return settings.REORDER_CEILING
+
+
 class Factory(models.Model):
     code = models.CharField(
         max_length=32, unique=True, help_text="Factory identifier, e.g. FF-500293"
@@ -21,8 +25,20 @@ class Factory(models.Model):
     lead_time = models.FloatField(
         default=default_lead_time,
         validators=[MinValueValidator(0)],
-        help_text="Seconds from a reorder decision to the stock's arrival, measured from "
-        "the factory's callbacks (starts at FACTORY_LEAD_TIME)",
+        help_text="Seconds from the factory accepting an order to its callback: the median "
+        "of the last measured ones (starts at FACTORY_LEAD_TIME)",
+    )
+    lead_time_samples = models.JSONField(
+        default=list,
+        blank=True,
+        editable=False,
+        help_text="The last lead times measured from callbacks, in seconds, oldest first",
+    )
+    reorder_ceiling = models.PositiveIntegerField(
+        default=default_reorder_ceiling,
+        validators=[MinValueValidator(1)],
+        help_text="Most units a product of this factory may have on order, and highest "
+        "reorder point, unless the product sets its own (starts at REORDER_CEILING)",
     )
 
     class Meta:
@@ -72,6 +88,13 @@ class Product(models.Model):
         blank=True,
         help_text="Units one customer may buy per purchase-limit window; empty: the "
         "shop's PURCHASE_LIMIT, 0: no limit",
+    )
+    reorder_ceiling = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Most units on order at once, and highest reorder point, whatever demand "
+        "says; empty: the factory's",
     )
     on_order = models.PositiveIntegerField(
         default=0,
@@ -150,7 +173,7 @@ class DemandSnapshot(models.Model):
     product = models.OneToOneField(
         Product, on_delete=models.CASCADE, primary_key=True, related_name="snapshot"
     )
-    units_asked = models.PositiveBigIntegerField(default=0)
+    units_sold = models.PositiveBigIntegerField(default=0)
     orders_refused = models.PositiveBigIntegerField(default=0)
     units_refused = models.PositiveBigIntegerField(default=0)
     orders_limited = models.PositiveBigIntegerField(default=0)
@@ -158,6 +181,34 @@ class DemandSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.product_id} at {self.taken_at:%H:%M:%S}"
+
+
+class RefusedDemand(models.Model):
+    """Units one client was refused for lack of stock in one purchase-limit window.
+
+    Counted as demand only up to what that client could have bought in the window, so a
+    flood of refused orders weighs no more than one customer. `pending` is what the
+    estimates loop has not folded into the demand rate yet.
+    """
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+")
+    client = models.CharField(
+        max_length=64, blank=True, help_text="Address or customer key; empty for internal callers"
+    )
+    window_start = models.DateTimeField()
+    units = models.PositiveBigIntegerField(default=0, help_text="Units counted as demand")
+    pending = models.PositiveBigIntegerField(default=0, help_text="Counted, not yet folded")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["product", "client", "window_start"], name="refuseddemand_one_per_window"
+            )
+        ]
+        indexes = [models.Index(fields=["window_start"], name="refuseddemand_window")]
+
+    def __str__(self) -> str:
+        return f"{self.product_id} {self.client[:8]} {self.units}"
 
 
 class ReorderDecision(models.Model):

@@ -6,6 +6,7 @@ feed them the product's state under its row lock.
 
 from dataclasses import dataclass
 from math import ceil, exp
+from statistics import median
 
 from inventory.models import Product
 
@@ -24,9 +25,30 @@ def demand_rate(*, previous: float, units: int, seconds: float, horizon: float) 
     return previous + weight * (units / seconds - previous)
 
 
-def lead_time(*, previous: float, measured: float, weight: float = 0.3) -> float:
-    """Blend one measured factory lead time (seconds) into the estimate."""
-    return previous + weight * (measured - previous)
+# Lead times measured from callbacks that the estimate is the median of, and how many of them
+# it takes before the estimate follows them alone.
+LEAD_TIME_SAMPLES = 5
+LEAD_TIME_QUORUM = 3
+
+
+def lead_time(*, samples: list[float], previous: float) -> float:
+    """The factory's lead time: the median of the last measured ones (`samples`, seconds).
+
+    A median, so one outlier (a slow callback, a factory restart) moves nothing once three
+    are measured. Until then `previous`, the estimate so far, fills the missing places: one
+    first measurement alone does not replace it.
+    """
+    recent = samples[-LEAD_TIME_SAMPLES:]
+    return float(median([*recent, *[previous] * (LEAD_TIME_QUORUM - len(recent))]))
+
+
+def refused_demand_cap(*, purchase_limit: int, order_max: int) -> int:
+    """Refused units one client may add to demand per purchase-limit window.
+
+    What that client could have bought in the window: the purchase limit, or one order's
+    worth without one. Beyond that a refusal is the same customer asking again.
+    """
+    return purchase_limit or order_max
 
 
 def reorder_point(*, rate: float, lead_time: float, review: float, safety: float) -> int:
@@ -50,6 +72,7 @@ class Stock:
     restock_quantity: int
     min_quantity: int
     max_quantity: int
+    ceiling: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +110,12 @@ def order(stock: Stock, *, capacity_left: int | None) -> Order | None:
                 f"{position} on hand and on order < reorder point {stock.reorder_point} "
                 f"({stock.rate:.2f}/s): up to {target}"
             )
+    if stock.ceiling is not None and stock.on_order + quantity > stock.ceiling:
+        room = stock.ceiling - stock.on_order
+        if room <= 0:
+            return None
+        reason += f"; capped by the ceiling of {stock.ceiling} on order"
+        quantity = room
     if capacity_left is not None and quantity > capacity_left:
         if capacity_left <= 0:
             return None

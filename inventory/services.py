@@ -1,8 +1,9 @@
 """Writes to stock and every decision about it: orders, counts, arrivals and reorders."""
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from time import monotonic, sleep
 
 from django.conf import settings
@@ -14,14 +15,24 @@ from django.utils import timezone
 from inventory import policy, signals
 from inventory.catalog import FACTORIES, PRODUCTS
 from inventory.exceptions import InvalidNote, InvalidQuantity, UnknownSku
-from inventory.models import DemandSnapshot, Factory, Product, ReorderDecision, StockAdjustment
+from inventory.models import (
+    DemandSnapshot,
+    Factory,
+    Product,
+    RefusedDemand,
+    ReorderDecision,
+    StockAdjustment,
+)
 
 logger = logging.getLogger(__name__)
 
 # The statements of every order, written out: they run on each request, and the ORM spends
 # several times the database's own time building and compiling them. Units sold and refused
 # are counted in the same statements; the demand estimate reads their growth later. A raw
-# UPDATE skips auto_now: taking stock sets `updated_at` itself (UTC, as Django stores it).
+# UPDATE skips auto_now: taking stock sets `updated_at` itself (UTC, as Django stores it). A
+# refusal also counts its units as the client's demand in the purchase-limit window, at most
+# `cap` of them (REFUSED_DEMAND_SQL's parameters: product, client, window, then units and cap
+# 4 times).
 TAKE_SQL = (
     "UPDATE `inventory_product` SET `stock` = `stock` - %s, `units_sold` = `units_sold` + %s, "
     "`updated_at` = UTC_TIMESTAMP(6) WHERE `sku` = %s AND `stock` >= %s"
@@ -30,18 +41,29 @@ REFUSE_SQL = (
     "UPDATE `inventory_product` SET `units_refused` = `units_refused` + %s, "
     "`orders_refused` = `orders_refused` + 1 WHERE `sku` = %s"
 )
+# GREATEST keeps the room at zero when staff lowered the limit below what was counted.
+_ROOM = "LEAST(%s, GREATEST(%s, `units`) - `units`)"
+REFUSED_DEMAND_SQL = (
+    "INSERT INTO `inventory_refuseddemand` "
+    "(`product_id`, `client`, `window_start`, `units`, `pending`) "
+    "VALUES (%s, %s, %s, LEAST(%s, %s), LEAST(%s, %s)) ON DUPLICATE KEY UPDATE "
+    f"`pending` = `pending` + {_ROOM}, `units` = `units` + {_ROOM}"
+)
 STOCK_COLUMNS = (
     "`p`.`id`, `p`.`sku`, `p`.`name`, `p`.`stock`, `p`.`depleted_at` IS NOT NULL, "
     "`p`.`restock_quantity`, `f`.`code`, `p`.`factory_id`, `p`.`replenishment_mode`, "
     "`p`.`on_order`, `p`.`demand_rate`, `p`.`reorder_point`, `p`.`min_order_quantity`, "
-    "`p`.`max_order_quantity`, `p`.`purchase_limit`, `p`.`price` "
+    "`p`.`max_order_quantity`, `p`.`purchase_limit`, `p`.`price`, "
+    "COALESCE(`p`.`reorder_ceiling`, `f`.`reorder_ceiling`) "
     "FROM `inventory_product` `p` INNER JOIN `inventory_factory` `f` ON `f`.`id` = `p`.`factory_id`"
 )
 STOCK_SQL = f"SELECT {STOCK_COLUMNS} WHERE `p`.`sku` = %s"
 # Each pair goes in one round trip: the change, then the state under the row lock it took
 # (with ROW_COUNT(), whether the change matched).
 TAKE_READ_SQL = f"{TAKE_SQL}; SELECT ROW_COUNT(), {STOCK_COLUMNS} WHERE `p`.`sku` = %s"
-REFUSE_READ_SQL = f"{REFUSE_SQL}; {STOCK_SQL}"
+# The product's row first: the upsert's foreign key check then needs no lock of its own on it
+# (two refusals each holding a shared lock and waiting to update the row would deadlock).
+REFUSE_READ_SQL = f"{REFUSE_SQL}; {REFUSED_DEMAND_SQL}; {STOCK_SQL}"
 STATE_SQL = f"SELECT {STOCK_COLUMNS} WHERE `p`.`id` = %s"
 
 
@@ -65,6 +87,7 @@ class StockState:
     max_order_quantity: int = 1
     purchase_limit: int | None = None
     price: int = 0
+    ceiling: int | None = None
 
     def policy(self) -> policy.Stock:
         return policy.Stock(
@@ -77,6 +100,7 @@ class StockState:
             restock_quantity=self.restock_quantity,
             min_quantity=self.min_order_quantity,
             max_quantity=self.max_order_quantity,
+            ceiling=self.ceiling,
         )
 
 
@@ -108,30 +132,51 @@ def _state(row: tuple) -> StockState:
     return StockState(pk, sku, name, stock, bool(depleted), *rest)
 
 
-def take_stock(*, sku: str, quantity: int) -> StockOutcome:
+def take_stock(*, sku: str, quantity: int, client: str = "") -> StockOutcome:
     """Take `quantity` units of `sku` if that many are on hand; call inside a transaction.
 
     One conditional UPDATE: its row lock makes concurrent orders queue, and its WHERE clause
-    means stock never goes below zero. A refusal is counted on the product instead. The state
-    is read under that lock in the same round trip, and the depletion and reorder it calls
-    for are made here, while the lock is held. Raises UnknownSku (nothing changed).
+    means stock never goes below zero. A refusal is counted on the product instead, and as
+    `client`'s demand up to what they could buy in the purchase-limit window (all callers
+    without a client together: one order's worth). The state is read under that lock in the
+    same round trip, and the depletion and reorder it calls for are made here, while the
+    lock is held. Raises UnknownSku (nothing changed).
     """
     with connection.cursor() as cursor:
         cursor.execute(TAKE_READ_SQL, [quantity, quantity, sku, quantity, sku])
         cursor.nextset()
         row = cursor.fetchone()
-        taken = row is not None and row[0] == 1
-        if row is not None and not taken:
-            # Refused: read the state again under the lock the count takes.
-            cursor.execute(REFUSE_READ_SQL, [quantity, sku, sku])
+        if row is None:
+            raise UnknownSku(sku)
+        taken = row[0] == 1
+        state = _state(row[1:])
+        if not taken:
+            # Refused: counted, and the state read again under the lock the count takes.
+            cap = refused_demand_cap(state, client=client)
+            window = connection.ops.adapt_datetimefield_value(refused_demand_window(timezone.now()))
+            counted = [state.product_id, client, window, *[quantity, cap] * 4]
+            cursor.execute(REFUSE_READ_SQL, [quantity, sku, *counted, sku])
             cursor.nextset()
-            row = (None, *cursor.fetchone())
-    if row is None:
-        raise UnknownSku(sku)
-    state = _state(row[1:])
+            cursor.nextset()
+            state = _state(cursor.fetchone())
     depleted = state.remaining == 0 and not state.depleted and _open_depletion(state)
     decision = _decide(state) if policy.needs_order(state.policy()) else None
     return StockOutcome(taken=taken, state=state, depleted=depleted, decision=decision)
+
+
+def refused_demand_cap(state: StockState, *, client: str) -> int:
+    """Refused units of this product `client` may count as demand per window."""
+    if not client:
+        return settings.ORDER_MAX_QUANTITY
+    limit = settings.PURCHASE_LIMIT if state.purchase_limit is None else state.purchase_limit
+    return policy.refused_demand_cap(purchase_limit=limit, order_max=settings.ORDER_MAX_QUANTITY)
+
+
+def refused_demand_window(now: datetime) -> datetime:
+    """Start of the purchase-limit window `now` falls in (fixed windows from the epoch)."""
+    seconds = max(settings.PURCHASE_LIMIT_WINDOW, 1)
+    start = int(now.timestamp()) // seconds * seconds
+    return datetime.fromtimestamp(start, tz=UTC)
 
 
 def _open_depletion(state: StockState) -> bool:
@@ -211,7 +256,12 @@ def count_limited(*, product_id: int) -> None:
 
 
 def set_stock(*, sku: str, quantity: int, note: str = "") -> StockAdjustment:
-    """Set on-hand stock after a physical count, record the adjustment, reorder if needed."""
+    """Set on-hand stock after a physical count and record the adjustment.
+
+    Decides nothing itself: the estimates loop reviews the product once the count has
+    settled (STOCK_COUNT_SETTLE), if its stock then still calls for an order, so a count
+    typed and corrected at once orders nothing.
+    """
     try:
         Product._meta.get_field("stock").run_validators(quantity)
     except ValidationError as exc:
@@ -236,9 +286,26 @@ def set_stock(*, sku: str, quantity: int, note: str = "") -> StockAdjustment:
             product.depleted_at = None
             fields.append("depleted_at")
         product.save(update_fields=fields)
-        review(product_id=product.pk)
     logger.info("stock set sku=%s old=%s new=%s", sku, adjustment.old_quantity, quantity)
     return adjustment
+
+
+def count_outcome() -> str:
+    """What a count sets off, in words for staff: nothing yet, and when the loop looks."""
+    return (
+        "No reorder decided now: if the stock still calls for one in "
+        f"{settings.STOCK_COUNT_SETTLE:g} s, the estimates loop orders it."
+    )
+
+
+def settling_products(now: datetime) -> set[int]:
+    """Products whose stock staff counted less than STOCK_COUNT_SETTLE seconds ago."""
+    since = now - timedelta(seconds=settings.STOCK_COUNT_SETTLE)
+    return set(
+        StockAdjustment.objects.filter(
+            reason=StockAdjustment.Reason.COUNT, created_at__gt=since
+        ).values_list("product_id", flat=True)
+    )
 
 
 def _less_on_order(quantity: int) -> Case:
@@ -251,7 +318,8 @@ def receive_stock(
 ) -> Product:
     """Add arrived units to stock and end the product's depletion; call inside a transaction.
 
-    `lead_time`, seconds from the decision to this arrival, refines the factory's estimate.
+    `lead_time`, seconds from the factory's acceptance to this arrival, is one more measure
+    of the factory's lead time.
     """
     product = Product.objects.select_for_update().get(pk=product_id)
     old = product.stock
@@ -270,10 +338,16 @@ def receive_stock(
         note=note,
     )
     if lead_time is not None and lead_time >= 0:
-        Factory.objects.filter(pk=product.factory_id).update(
-            lead_time=F("lead_time") + 0.3 * (Value(lead_time) - F("lead_time"))
-        )
+        _measure_lead_time(factory_id=product.factory_id, seconds=lead_time)
     return product
+
+
+def _measure_lead_time(*, factory_id: int, seconds: float) -> None:
+    # The factory's row after the product's, as deciders lock them.
+    factory = Factory.objects.select_for_update().get(pk=factory_id)
+    samples = [*factory.lead_time_samples, round(seconds, 3)][-policy.LEAD_TIME_SAMPLES :]
+    estimate = policy.lead_time(samples=samples, previous=factory.lead_time)
+    Factory.objects.filter(pk=factory_id).update(lead_time=estimate, lead_time_samples=samples)
 
 
 def hold_on_order(*, product_id: int, quantity: int) -> None:
@@ -296,16 +370,21 @@ def refresh_estimates() -> list[ReorderDecision]:
     due: list[int] = []
     with transaction.atomic():
         snapshots = {s.product_id: s for s in DemandSnapshot.objects.select_for_update()}
+        # The products' rows before the clients' refused demand, as a refusal locks them.
+        list(Product.objects.select_for_update().order_by("pk").values_list("pk", flat=True))
+        refused = _fold_refused_demand(now)
+        settling = settling_products(now)
         for product in Product.objects.select_related("factory"):
             snapshot = snapshots.get(product.pk)
             if snapshot is None:
                 # First look: no rate yet, but every refusal counted so far is announced.
-                asked = product.units_sold + product.units_refused
-                snapshot = DemandSnapshot(product=product, units_asked=asked, taken_at=now)
-            count = _refresh(product, snapshot, now)
+                snapshot = DemandSnapshot(
+                    product=product, units_sold=product.units_sold, taken_at=now
+                )
+            count = _refresh(product, snapshot, now, refused=refused.get(product.pk, 0))
             if count is not None:
                 counts.append(count)
-            if policy.needs_order(_state_of(product).policy()):
+            if product.pk not in settling and policy.needs_order(_state_of(product).policy()):
                 due.append(product.pk)
         if counts:
             signals.refusals_counted.send(sender=Product, counts=counts)
@@ -321,21 +400,52 @@ def estimates_round() -> int:
     return len(decisions)
 
 
-def _refresh(product: Product, snapshot: DemandSnapshot, now: datetime) -> RefusalCount | None:
-    """Fold the counters' growth since `snapshot` into the product's estimates."""
-    asked = product.units_sold + product.units_refused
+def _fold_refused_demand(now: datetime) -> dict[int, int]:
+    """Take the refused units counted as demand since the last refresh, per product.
+
+    The rows read are locked until the refresh commits, and only they are reset: a refusal
+    counted meanwhile waits for the next refresh. Windows gone by are forgotten.
+    """
+    rows = list(
+        RefusedDemand.objects.select_for_update()
+        .filter(pending__gt=0)
+        .values_list("pk", "product_id", "pending")
+    )
+    refused: dict[int, int] = defaultdict(int)
+    for _, product_id, pending in rows:
+        refused[product_id] += pending
+    if rows:
+        RefusedDemand.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(pending=0)
+    RefusedDemand.objects.filter(window_start__lt=refused_demand_window(now), pending=0).delete()
+    return refused
+
+
+def _refresh(
+    product: Product, snapshot: DemandSnapshot, now: datetime, *, refused: int
+) -> RefusalCount | None:
+    """Fold the growth since `snapshot` (sales, and `refused` units counted) into estimates."""
     product.demand_rate = policy.demand_rate(
         previous=product.demand_rate,
-        units=asked - snapshot.units_asked,
+        units=product.units_sold - snapshot.units_sold + refused,
         seconds=(now - snapshot.taken_at).total_seconds(),
         horizon=settings.DEMAND_HORIZON,
     )
-    product.reorder_point = policy.reorder_point(
+    wanted = policy.reorder_point(
         rate=product.demand_rate,
         lead_time=product.factory.lead_time,
         review=settings.ESTIMATE_REFRESH_SECONDS,
         safety=settings.REORDER_SAFETY,
     )
+    ceiling = _ceiling(product)
+    if wanted > ceiling and product.reorder_point < ceiling:
+        logger.warning(
+            "demand above the ceiling sku=%s rate=%.2f/s reorder_point=%s ceiling=%s",
+            product.sku,
+            product.demand_rate,
+            wanted,
+            ceiling,
+        )
+    product.reorder_point = min(wanted, ceiling)
     Product.objects.filter(pk=product.pk).update(
         demand_rate=product.demand_rate, reorder_point=product.reorder_point
     )
@@ -353,8 +463,14 @@ def _refresh(product: Product, snapshot: DemandSnapshot, now: datetime) -> Refus
     return count if count.orders_refused or count.orders_limited else None
 
 
+def _ceiling(product: Product) -> int:
+    if product.reorder_ceiling is not None:
+        return product.reorder_ceiling
+    return product.factory.reorder_ceiling
+
+
 def _advance(snapshot: DemandSnapshot, product: Product, now: datetime) -> None:
-    snapshot.units_asked = product.units_sold + product.units_refused
+    snapshot.units_sold = product.units_sold
     snapshot.orders_refused = product.orders_refused
     snapshot.units_refused = product.units_refused
     snapshot.orders_limited = product.orders_limited
@@ -379,6 +495,7 @@ def _state_of(product: Product) -> StockState:
         min_order_quantity=product.min_order_quantity,
         max_order_quantity=product.max_order_quantity,
         purchase_limit=product.purchase_limit,
+        ceiling=_ceiling(product),
     )
 
 

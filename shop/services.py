@@ -40,6 +40,8 @@ def place_order(
     address's key, shop.limits.address_key) the ceiling for everyone at that address, on
     every channel together: PurchaseLimitReached when this order would take either past it
     (nothing is taken; the product counts the limited order).
+    A refusal counts as demand per address (or per customer without one) only up to what
+    that client could buy, so a flood of refused orders cannot buy factory production.
 
     A refusal writes no order row and no event of its own: in a rush on a sold-out donut
     it would cost both per request. The product counts it, and the ops feed hears of
@@ -52,7 +54,7 @@ def place_order(
         )
     try:
         with transaction.atomic():
-            outcome = take_stock(sku=sku, quantity=quantity)
+            outcome = take_stock(sku=sku, quantity=quantity, client=address or customer)
             stock = outcome.state
             if outcome.taken:
                 if customer or address:

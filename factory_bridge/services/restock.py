@@ -266,7 +266,8 @@ def _place_factory_order(request: RestockRequest) -> None:
     except FactoryError as exc:
         factory_calls.record_call(outcome=exc.kind, seconds=monotonic() - started)
         now = timezone.now()
-        RestockRequest.objects.filter(pk=request.pk).update(
+        # Only while not accepted: a timed-out call the factory did take may have called back.
+        RestockRequest.objects.filter(pk=request.pk, status__in=RestockRequest.NOT_ACCEPTED).update(
             attempts=F("attempts") + 1,
             last_error=exc.summary,
             next_attempt_at=now + _backoff(request.reorders),
@@ -280,16 +281,29 @@ def _place_factory_order(request: RestockRequest) -> None:
         raise
     factory_calls.record_call(outcome=factory_calls.OK, seconds=monotonic() - started)
     now = timezone.now()
-    RestockRequest.objects.filter(pk=request.pk).update(
-        status=RestockRequest.Status.REQUESTED,
-        factory_job_id=job_id,
-        requested_at=now,
-        attempts=F("attempts") + 1,
-        last_error="",
-        next_attempt_at=None,
-        claimed_until=None,
-        updated_at=now,
-    )
+    accepted = {
+        "factory_job_id": job_id,
+        "requested_at": now,
+        "attempts": F("attempts") + 1,
+        "last_error": "",
+        "next_attempt_at": None,
+        "claimed_until": None,
+        "updated_at": now,
+    }
+    rows = RestockRequest.objects.filter(pk=request.pk)
+    if not rows.filter(status__in=RestockRequest.NOT_ACCEPTED).update(
+        status=RestockRequest.Status.REQUESTED, **accepted
+    ):
+        # The callback came before this answer (a slow factory) and fulfilled the request:
+        # it stays fulfilled, so the sweep never takes it for overdue and orders it again.
+        rows.update(**accepted)
+        logger.info(
+            "factory answered after its callback restock=%s sku=%s job=%s: already fulfilled",
+            request.pk,
+            order.product_id,
+            job_id,
+        )
+        return
     logger.info(
         "factory order placed restock=%s sku=%s quantity=%s job=%s",
         request.pk,
@@ -383,9 +397,14 @@ def receive_callback(*, restock_id: int, body: Any) -> tuple[RestockRequest, boo
         )
         if request.status == RestockRequest.Status.OVERDUE:
             logger.warning("late callback for overdue restock=%s: stock added", request.pk)
-        request.status = RestockRequest.Status.FULFILLED
         request.fulfilled_at = timezone.now()
-        request.save(update_fields=["status", "fulfilled_at", "updated_at"])
+        RestockRequest.objects.filter(pk=request.pk, status=request.status).update(
+            status=RestockRequest.Status.FULFILLED,
+            fulfilled_at=request.fulfilled_at,
+            next_attempt_at=None,
+            updated_at=request.fulfilled_at,
+        )
+        request.status = RestockRequest.Status.FULFILLED
         outbox.record(
             [events.replenished(product=product, quantity=request.quantity, restock_id=request.pk)]
         )
@@ -401,14 +420,15 @@ def receive_callback(*, restock_id: int, body: Any) -> tuple[RestockRequest, boo
 
 
 def _lead_time(request: RestockRequest) -> float | None:
-    """Seconds from the decision (or, for a re-order, the order) to this arrival.
+    """Seconds the factory took: from its accepting answer (201) to this callback.
 
-    None for an overdue request: one late callback says little about the usual lead time.
+    Failed attempts, their back-off and the wait before a re-order are not production time.
+    None for an overdue request (one late callback says little about the usual lead time)
+    and for a callback before the answer (nothing to measure from).
     """
-    if request.status == RestockRequest.Status.OVERDUE:
+    if request.status != RestockRequest.Status.REQUESTED or request.requested_at is None:
         return None
-    start = request.decision.created_at if request.decision_id else request.requested_at
-    return (timezone.now() - start).total_seconds() if start else None
+    return (timezone.now() - request.requested_at).total_seconds()
 
 
 def _check_echo(request: RestockRequest, body: Any) -> None:
@@ -483,8 +503,9 @@ def _reorder(pk: int) -> RestockRequest | None:
         )
         if request is None:
             return None
-        request.status = RestockRequest.Status.OVERDUE
-        request.save(update_fields=["status", "updated_at"])
+        RestockRequest.objects.filter(pk=pk, status=RestockRequest.Status.REQUESTED).update(
+            status=RestockRequest.Status.OVERDUE, updated_at=timezone.now()
+        )
         # Keyed on the original depletion, so the key stays short however often it repeats.
         root = request.depletion_key.split(REORDER_SEPARATOR)[0]
         # Due at once: the retry pass of this sweep places it, and counts it as a re-order.

@@ -36,7 +36,7 @@ def normalise_alerts(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inventory', '0004_stock_alerts'),
+        ('inventory', '0005_abuse_resistant_estimates'),
     ]
 
     operations = [

@@ -296,6 +296,13 @@ DEMAND_HORIZON = env.float("DEMAND_HORIZON", default=15.0)
 ESTIMATE_REFRESH_SECONDS = env.float("ESTIMATE_REFRESH_SECONDS", default=2.0)
 # Extra share of the demand expected over the lead time kept on hand and on order.
 REORDER_SAFETY = env.float("REORDER_SAFETY", default=0.5)
+# Most units a product may have on order, and highest reorder point, unless its factory or
+# the product says otherwise: about 1.5 times what a 200-customer rush on a 40 s factory
+# reaches, and a bound on what any estimate can order.
+REORDER_CEILING = env.int("REORDER_CEILING", default=2000)
+# Seconds a stock count typed by staff settles before the estimates loop reorders for it: a
+# count corrected at once decides nothing.
+STOCK_COUNT_SETTLE = env.float("STOCK_COUNT_SETTLE", default=30.0)
 # Seconds a callback URL stays valid: far longer than the factory takes, and than the
 # overdue sweep waits before ordering again, so a late callback still adds its stock.
 FACTORY_CALLBACK_MAX_AGE = env.int("FACTORY_CALLBACK_MAX_AGE", default=86400)

@@ -217,6 +217,16 @@ def test_latency_delays_the_answer(make_simulator) -> None:
     assert time.monotonic() - started >= 0.3
 
 
+def test_an_answer_delay_lets_the_callback_come_before_the_201(make_simulator, receiver) -> None:
+    simulator = make_simulator(delay=0.1, answer_delay=0.6)
+
+    response = post(simulator, order_body(receiver.url))
+
+    assert response.status_code == 201
+    assert receiver.hits, "the callback came after the answer"
+    assert wait_for_record(simulator, lambda r: True)["callback_status"] == "delivered"
+
+
 def test_body_that_is_not_json_is_400(make_simulator, receiver) -> None:
     simulator = make_simulator(delay=0.0)
 
@@ -296,6 +306,7 @@ def test_stop_drops_callbacks_not_yet_sent(receiver) -> None:
         ("--delay", "inf", "--delay must be 0 or more seconds, at most 86400"),
         ("--latency", "-0.5", "--latency must be 0 or more"),
         ("--latency", "86401", "--latency must be 0 or more seconds, at most 86400"),
+        ("--answer-delay", "-1", "--answer-delay must be 0 or more"),
         ("--failure-rate", "nan", "--failure-rate must be between 0 and 1"),
         ("--port", "70000", "--port must be between 0 and 65535"),
     ],
@@ -430,6 +441,27 @@ def test_a_controlled_simulator_restarts_with_new_values_and_forgets_its_orders(
     listing = requests.get(f"{controlled.url}/api/manufactures", timeout=5).json()
     assert len(listing["requests"]) == 1  # the 500 just now: a restart forgets
     assert not receiver.arrived.wait(DELAY * 2)  # the order before the restart is never called back
+
+
+def test_a_controlled_simulator_restarts_answering_after_its_callback(
+    controlled: Controlled, receiver
+) -> None:
+    outcome = controlled.request(running="yes", delay="0.1", answer_delay="0.6")
+
+    assert outcome == (
+        "ok",
+        f"Factory simulator: {controlled.url} (callback after 0.1s, failure rate 0, "
+        "201 after 0.6s)",
+    )
+    response = requests.post(
+        f"{controlled.url}/api/manufactures", json=order_body(receiver.url), timeout=5
+    )
+    assert response.status_code == 201
+    assert receiver.hits
+    assert controlled.request(answer_delay="-1") == (
+        "error",
+        "FACTORY_ANSWER_DELAY must be 0 or more seconds, at most 86400, got -1.0.",
+    )
 
 
 def test_a_controlled_simulator_stops_and_comes_back(controlled: Controlled) -> None:

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from factory_bridge.models import RestockRequest
 from inventory.models import Factory, Product, ReorderDecision, StockAdjustment, SuppressedAddress
-from inventory.services import set_stock
+from inventory.services import review, set_stock
 from shop.services import place_order
 
 pytestmark = pytest.mark.usefixtures("no_events")
@@ -264,7 +264,7 @@ def test_admin_needs_a_login(client, product):
 
 def test_product_page_shows_the_replenishment_numbers_and_last_decisions(admin_client, product):
     Product.objects.filter(pk=product.pk).update(demand_rate=2.5, reorder_point=45)
-    set_stock(sku="CP-502101", quantity=0, note="count")  # empty: one decision
+    place_order(sku="CP-502101", quantity=3)  # empty: one decision
 
     page = admin_client.get(f"{PRODUCTS}{product.pk}/change/").content.decode()
 
@@ -283,6 +283,7 @@ def test_replenishment_bounds_are_edited_in_admin(admin_client, product):
         replenishment_mode="at_zero",
         min_order_quantity="5",
         max_order_quantity="50",
+        reorder_ceiling="400",
         purchase_limit="2",
     )
 
@@ -292,6 +293,8 @@ def test_replenishment_bounds_are_edited_in_admin(admin_client, product):
     product.refresh_from_db()
     assert (product.replenishment_mode, product.min_order_quantity) == ("at_zero", 5)
     assert (product.max_order_quantity, product.purchase_limit) == (50, 2)
+    assert product.reorder_ceiling == 400
+    assert '<td class="field-ceiling">400</td>' in admin_client.get(PRODUCTS).content.decode()
 
 
 def test_staff_see_the_suppressed_mailboxes_and_may_lift_one(admin_client):
@@ -317,8 +320,8 @@ RAW_RATE, RAW_LEAD_TIME = 0.6240858063379249, 12.345678901234
 def test_floats_read_rounded_on_products_decisions_and_factories(admin_client, product):
     Product.objects.filter(pk=product.pk).update(demand_rate=RAW_RATE, reorder_point=45)
     Factory.objects.filter(pk=product.factory_id).update(lead_time=RAW_LEAD_TIME)
-    set_stock(sku="CP-502101", quantity=0, note="count")  # empty: one decision
-    decision = ReorderDecision.objects.get()
+    set_stock(sku="CP-502101", quantity=0, note="count")
+    decision = review(product_id=product.pk)  # empty: one decision, as the loop decides it
     ReorderDecision.objects.filter(pk=decision.pk).update(
         demand_rate=RAW_RATE, lead_time=RAW_LEAD_TIME
     )
@@ -367,3 +370,35 @@ def test_staff_set_a_factory_lead_time(admin_client, product):
 
     assert admin_client.post(url, data).status_code == 302
     assert Factory.objects.get(pk=product.factory_id).lead_time == 25.5
+
+
+def test_the_ceiling_shown_is_the_factorys_until_the_product_sets_one(admin_client, product):
+    listing = admin_client.get(PRODUCTS).content.decode()
+
+    assert '<td class="field-ceiling">2000 (factory)</td>' in listing
+
+
+def test_a_factorys_ceiling_is_edited_and_its_measured_lead_times_shown(admin_client, factory):
+    Factory.objects.filter(pk=factory.pk).update(lead_time_samples=[10.25, 11.0])
+    url = f"/admin/inventory/factory/{factory.pk}/change/"
+    page = admin_client.get(url).content.decode()
+    assert "10.2 s, 11.0 s" in page
+    data = _change_form_data(admin_client, url)
+    data.update(reorder_ceiling="800")
+
+    assert admin_client.post(url, data).status_code == 302
+
+    factory.refresh_from_db()
+    assert factory.reorder_ceiling == 800
+
+
+def test_a_stock_typed_in_admin_says_no_reorder_is_decided_yet(admin_client, product, settings):
+    settings.STOCK_COUNT_SETTLE = 30
+    url = f"{PRODUCTS}{product.pk}/change/"
+    data = _change_form_data(admin_client, url)
+    data.update(stock="0")
+
+    page = admin_client.post(url, data, follow=True).content.decode()
+
+    assert "CP-502101 counted at 0. No reorder decided now: if the stock still calls" in page
+    assert not product.decisions.exists()

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-BEFORE = [("inventory", "0004_stock_alerts")]
+BEFORE = [("inventory", "0005_abuse_resistant_estimates")]
 OPT_IN = [("inventory", "0006_alert_opt_in")]
 
 

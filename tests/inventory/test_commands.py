@@ -63,6 +63,15 @@ def test_set_stock_with_a_note_too_long_says_so_in_one_line(product):
     assert not StockAdjustment.objects.exists()
 
 
+def test_set_stock_says_it_decides_no_reorder_itself(product, settings):
+    settings.STOCK_COUNT_SETTLE = 30
+
+    out = _run("set_stock", "CP-502101", "0")
+
+    assert "No reorder decided now: if the stock still calls for one in 30 s" in out
+    assert not product.decisions.exists()
+
+
 def test_set_stock_unknown_sku(product):
     with pytest.raises(CommandError, match="NOPE-1"):
         _run("set_stock", "NOPE-1", "7")

@@ -53,8 +53,47 @@ def test_demand_rate_decays_without_orders():
     )
 
 
-def test_lead_time_blends_one_measurement():
-    assert policy.lead_time(previous=40.0, measured=10.0) == pytest.approx(31.0)
+def test_lead_time_is_the_median_of_the_last_five_measured():
+    samples = [9.0, 11.0, 10.0, 12.0, 10.5, 10.2]
+
+    assert policy.lead_time(samples=samples, previous=40.0) == 10.5  # of the last five
+
+
+def test_one_outlier_does_not_move_the_lead_time():
+    assert policy.lead_time(samples=[10.0, 10.4, 131.0], previous=10.2) == 10.4
+    assert policy.lead_time(samples=[10.0, 10.4, 9.8, 10.1, 131.0], previous=10.2) == 10.1
+
+
+def test_until_three_are_measured_the_estimate_so_far_fills_in():
+    assert policy.lead_time(samples=[131.0], previous=10.0) == 10.0
+    assert policy.lead_time(samples=[10.0], previous=40.0) == 40.0
+    assert policy.lead_time(samples=[10.0, 11.0], previous=40.0) == 11.0
+
+
+def test_a_lasting_change_of_lead_time_is_followed_once_it_is_the_majority():
+    assert policy.lead_time(samples=[10, 10, 10, 40, 40], previous=10.0) == 10.0
+    assert policy.lead_time(samples=[10, 10, 40, 40, 40], previous=10.0) == 40.0
+
+
+def test_refused_demand_counts_up_to_the_purchase_limit_or_one_order():
+    assert policy.refused_demand_cap(purchase_limit=10, order_max=100) == 10
+    assert policy.refused_demand_cap(purchase_limit=0, order_max=100) == 100
+
+
+def test_the_ceiling_caps_units_on_order():
+    wanted = policy.order(
+        stock(on_hand=0, on_order=1900, reorder_point=3000, rate=100.0, ceiling=2000),
+        capacity_left=None,
+    )
+
+    assert wanted.quantity == 100
+    assert "capped by the ceiling of 2000 on order" in wanted.reason
+
+
+def test_nothing_is_ordered_at_the_ceiling():
+    full = stock(on_hand=0, on_order=2000, reorder_point=3000, rate=100.0, ceiling=2000)
+
+    assert policy.order(full, capacity_left=None) is None
 
 
 def test_reorder_point_covers_lead_time_and_review_with_a_margin():

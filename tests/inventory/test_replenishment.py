@@ -9,7 +9,14 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from inventory import signals
-from inventory.models import DemandSnapshot, Factory, Product, ReorderDecision
+from inventory.models import (
+    DemandSnapshot,
+    Factory,
+    Product,
+    RefusedDemand,
+    ReorderDecision,
+    StockAdjustment,
+)
 from inventory.services import (
     receive_stock,
     refresh_estimates,
@@ -93,9 +100,11 @@ def test_a_refusal_is_one_counting_update_and_the_state_read(product):
     with CaptureQueriesContext(connection) as queries:
         outcome = take_stock(sku="CP-502101", quantity=2)
 
-    # The take that did not match, then the count and the state read under its lock.
+    # The take that did not match, then the counts and the state read under its lock, in
+    # one round trip: the product's raw counts, and the client's demand up to its cap.
     assert len(queries) == 2
     assert "`units_refused` = `units_refused` + 2" in queries[1]["sql"]
+    assert "INSERT INTO `inventory_refuseddemand`" in queries[1]["sql"]
     assert (outcome.taken, outcome.state.remaining, outcome.state.on_order) == (False, 0, 10)
     product.refresh_from_db()
     assert (product.orders_refused, product.units_refused) == (1, 2)
@@ -141,22 +150,60 @@ def test_two_deciders_at_once_make_one_decision(product):
     assert product.on_order == 10
 
 
-def test_set_stock_to_zero_reorders(product):
+def settle(product: Product, settings) -> None:  # type: ignore[no-untyped-def]
+    """Age the product's counts past the settle delay, as if staff had typed them then."""
+    StockAdjustment.objects.filter(product=product).update(
+        created_at=timezone.now() - timedelta(seconds=settings.STOCK_COUNT_SETTLE + 1)
+    )
+
+
+def test_a_count_to_zero_reorders_once_it_has_settled(product, settings):
     set_stock(sku="CP-502101", quantity=0, note="count")
 
-    assert ReorderDecision.objects.get().quantity == 10
+    assert not ReorderDecision.objects.exists()
+    assert refresh_estimates() == []  # still settling
+    settle(product, settings)
+    [decision] = refresh_estimates()
+
+    assert decision.quantity == 10
 
 
-def test_an_arrival_takes_its_units_off_order_and_refines_the_lead_time(factory, product):
+def test_a_count_typed_and_reverted_within_the_settle_delay_decides_nothing(product, settings):
+    set_stock(sku="CP-502101", quantity=0, note="typo")
+    refresh_estimates()
+    set_stock(sku="CP-502101", quantity=20, note="typo corrected")
+    settle(product, settings)
+
+    assert refresh_estimates() == []
+    assert not ReorderDecision.objects.exists()
+    product.refresh_from_db()
+    assert (product.stock, product.on_order) == (20, 0)
+
+
+def test_an_arrival_takes_its_units_off_order_and_measures_the_lead_time(factory, product):
+    Factory.objects.filter(pk=factory.pk).update(lead_time=40.0)
     Product.objects.filter(pk=product.pk).update(on_order=25)
-    lead = factory.lead_time
 
     receive_stock(product_id=product.pk, quantity=10, note="restock 1", lead_time=10.0)
 
     product.refresh_from_db()
     factory.refresh_from_db()
     assert (product.stock, product.on_order) == (13, 15)
-    assert factory.lead_time == pytest.approx(lead + 0.3 * (10.0 - lead))
+    assert factory.lead_time_samples == [10.0]
+    assert factory.lead_time == 40.0  # one measure alone does not replace the estimate
+    receive_stock(product_id=product.pk, quantity=10, note="restock 2", lead_time=11.0)
+    factory.refresh_from_db()
+    assert factory.lead_time == 11.0
+
+
+def test_one_slow_callback_moves_the_lead_time_little(factory, product):
+    Factory.objects.filter(pk=factory.pk).update(lead_time=10.0)
+    for seconds in (10.2, 9.9, 10.1, 131.0):
+        receive_stock(product_id=product.pk, quantity=1, note="restock", lead_time=seconds)
+
+    factory.refresh_from_db()
+    assert factory.lead_time == pytest.approx(10.15)  # the median of the four
+    assert factory.lead_time_samples == [10.2, 9.9, 10.1, 131.0]
 
 
 def test_on_order_never_goes_below_zero(product):
@@ -177,7 +224,11 @@ def test_refresh_estimates_measures_demand_and_moves_the_reorder_point(factory, 
     DemandSnapshot.objects.filter(pk=snapshot.pk).update(
         taken_at=snapshot.taken_at - timedelta(seconds=4)
     )
-    Product.objects.filter(pk=product.pk).update(units_sold=30, units_refused=10)
+    # Units sold, and refused units counted as some client's demand (the raw count is not).
+    Product.objects.filter(pk=product.pk).update(units_sold=30, units_refused=500)
+    RefusedDemand.objects.create(
+        product=product, client="c", window_start=timezone.now(), units=10, pending=10
+    )
 
     refresh_estimates()
 

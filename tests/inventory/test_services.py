@@ -203,6 +203,7 @@ def test_take_stock_takes_units_and_reads_the_state_back(db, product):
         min_order_quantity=10,
         max_order_quantity=500,
         price=19900,
+        ceiling=2000,
     )
     product.refresh_from_db()
     assert (product.stock, product.units_sold, product.orders_refused) == (1, 2, 0)

@@ -49,6 +49,13 @@ class Command(BaseCommand):
             help="Seconds to wait before answering each request (a slow factory).",
         )
         parser.add_argument(
+            "--answer-delay",
+            type=float,
+            default=0.0,
+            help="Seconds to hold each 201 after accepting the order while production runs "
+            "(a factory that may call back before it answers).",
+        )
+        parser.add_argument(
             "--seed", type=int, default=None, help="Random seed for repeatable failures."
         )
         parser.add_argument(
@@ -65,12 +72,14 @@ class Command(BaseCommand):
         delay: float = options["delay"]
         failure_rate: float = options["failure_rate"]
         latency: float = options["latency"]
+        answer_delay: float = options["answer_delay"]
         control: Path | None = options["control"]
         if not 0 <= port <= 65535:
             raise CommandError(f"--port must be between 0 and 65535, got {port}.")
         try:
             check_seconds("--delay", delay)
             check_seconds("--latency", latency)
+            check_seconds("--answer-delay", answer_delay)
             check_rate("--failure-rate", failure_rate)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
@@ -81,6 +90,7 @@ class Command(BaseCommand):
             failure_rate=failure_rate,
             latency=latency,
             seed=options["seed"],
+            answer_delay=answer_delay,
         )
 
         # TERM (honcho stopping make run) stops it as Ctrl-C does, with the same last line.

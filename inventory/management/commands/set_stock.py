@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from inventory.exceptions import InventoryError
-from inventory.services import set_stock
+from inventory.services import count_outcome, set_stock
 
 
 class Command(BaseCommand):
@@ -20,3 +20,4 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(f"{sku}: {adjustment.old_quantity} → {adjustment.new_quantity}")
         )
+        self.stdout.write(count_outcome())
