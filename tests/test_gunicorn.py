@@ -20,6 +20,7 @@ import requests
 from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from shop.models import Order
 from tests.test_settings import ROOT, run
 
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
@@ -166,7 +167,7 @@ def test_the_access_line_of_an_order_carries_its_request_and_order_ids(product, 
     assert response.status_code == 201
     [line] = [json.loads(line) for line in access.read_text().splitlines() if "POST" in line]
     assert line["request_id"] == response.headers["X-Request-ID"]
-    assert line["order_id"] == response.json()["id"]
+    assert line["order_id"] == Order.objects.get(reference=response.json()["reference"]).pk
 
 
 def workers(master: int) -> list[int]:

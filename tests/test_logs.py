@@ -16,6 +16,7 @@ from nudged.logs import (
     RedactCallbackTokens,
     log_context,
 )
+from shop.models import Order
 from tests.test_settings import COMPLETE, manage, run, settings_value
 
 # What a signed callback token looks like: payload, timestamp, signature.
@@ -247,7 +248,7 @@ def test_an_order_placed_logs_its_order_id_and_the_context_ends_with_the_request
     logging.getLogger("shop").warning("after the request")
 
     assert response.status_code == 201
-    order_id = response.json()["id"]
+    order_id = Order.objects.get(reference=response.json()["reference"]).pk
     completed, after = json_logs()
     assert completed["message"].startswith(f"order completed order={order_id} ")
     assert completed["order_id"] == order_id

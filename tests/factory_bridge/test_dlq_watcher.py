@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from factory_bridge.messages import fingerprint
-from factory_bridge.models import FailedMessage
+from factory_bridge.models import DlqJob, FailedMessage
 from factory_bridge.queues import SqsQueue
 from factory_bridge.services import dlq
 from factory_bridge.services.notify import consume_notify
@@ -80,6 +80,11 @@ def test_redrive_limit_and_message_id_move_while_the_watcher_runs(watcher):
     assert queue_total(settings.SQS_RESTOCK_QUEUE) == 2
 
 
+def last_outcome() -> str:
+    """The outcome of the job the admin queued last, which the tests' inline cluster ran."""
+    return DlqJob.objects.latest("pk").outcome
+
+
 def test_the_admin_redrive_action_moves_the_message_while_the_watcher_runs(watcher, admin_client):
     for _ in range(2):
         [row] = recorded(bury(SKU_A))
@@ -90,7 +95,8 @@ def test_the_admin_redrive_action_moves_the_message_while_the_watcher_runs(watch
             follow=True,
         )
 
-        assert "Redriven: 1 moved, 0 failed, 0 not found in the DLQ." in response.content.decode()
+        assert "Redrive of 1 message(s) queued as" in response.content.decode()
+        assert last_outcome() == "Redriven: 1 moved, 0 failed, 0 not found in the DLQ."
         row.refresh_from_db()
         assert row.status == FailedMessage.Status.REDRIVEN
         assert queue_total(settings.SQS_RESTOCK_DLQ) == 0
@@ -157,7 +163,8 @@ def test_the_admin_redrive_action_moves_a_dead_notify_message_back(watcher, admi
         follow=True,
     )
 
-    assert "Redriven: 2 moved, 0 failed, 0 not found in the DLQ." in response.content.decode()
+    assert "Redrive of 2 message(s) queued as" in response.content.decode()
+    assert last_outcome() == "Redriven: 2 moved, 0 failed, 0 not found in the DLQ."
     assert queue_total(settings.SQS_NOTIFY_DLQ) == queue_total(settings.SQS_RESTOCK_DLQ) == 0
     assert queue_total(settings.SQS_NOTIFY_QUEUE) == queue_total(settings.SQS_RESTOCK_QUEUE) == 1
     arrival.refresh_from_db()
