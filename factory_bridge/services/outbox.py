@@ -56,8 +56,6 @@ SALES_CLAIM_SIZE = 2000
 # A sales batch's events stay under this many bytes: SNS takes 256 KiB per message
 # (attributes included) and per PublishBatch call, so each batch is published on its own.
 SALES_MESSAGE_BYTES = 200_000
-# One relay at a time publishes sales (a MariaDB lock of the connection, freed if it dies).
-SALES_LOCK = "nudged.sales-relay"
 MAX_SALES_BACKOFF_SECONDS = 60
 
 # Every stock event and refusal count is written with this one statement (a row per event):
@@ -342,6 +340,15 @@ class _SalesPace:
 sales_pace = _SalesPace()
 
 
+def sales_lock(database: str) -> str:
+    """The lock one relay at a time holds to publish sales of `database`.
+
+    A MariaDB lock of the connection, freed if it dies. Lock names are server-wide: naming
+    the database keeps the shops of two databases on one server from waiting on each other.
+    """
+    return f"nudged.sales-relay:{database}"[:64]
+
+
 def _relay_sales(
     publisher: Publisher, deadline: float, report: RelayReport, *, paced: bool
 ) -> bool:
@@ -351,8 +358,9 @@ def _relay_sales(
     """
     if not settings.EVENTS_ENABLED or sales_pace.wait(paced=paced) > 0:
         return True
+    lock = sales_lock(connection.settings_dict["NAME"])
     with connection.cursor() as cursor:
-        cursor.execute("SELECT GET_LOCK(%s, 0)", [SALES_LOCK])
+        cursor.execute("SELECT GET_LOCK(%s, 0)", [lock])
         if cursor.fetchone()[0] != 1:
             return True  # another relay is publishing them
     try:
@@ -370,7 +378,7 @@ def _relay_sales(
         return False
     finally:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT RELEASE_LOCK(%s)", [SALES_LOCK])
+            cursor.execute("SELECT RELEASE_LOCK(%s)", [lock])
 
 
 def _sales_batches(sales: list[events.Sale]) -> list[list[dict]]:

@@ -14,7 +14,7 @@ import pytest
 from botocore.stub import Stubber
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.db import connection
+from django.db import connection, connections
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -252,6 +252,22 @@ def test_sales_go_out_many_to_a_message_one_product_each(aws, product, sns_calls
     ids = [e["event_id"] for b in bodies(ops) for e in b["events"]]
     assert len(set(ids)) == 12
     assert not Order.objects.filter(published_at__isnull=True).exists()
+
+
+@pytest.mark.django_db
+def test_a_relay_of_another_database_on_the_server_does_not_hold_ours_up(aws, product):
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT GET_LOCK(%s, 0)", [outbox.sales_lock("nudged_elsewhere")])
+            assert cursor.fetchone()[0] == 1
+        place_order(sku=SKU, quantity=1)
+
+        report = relay_outbox()
+
+        assert report.sales == 1
+    finally:
+        other.close()
 
 
 @pytest.mark.django_db
