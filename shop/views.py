@@ -33,6 +33,15 @@ class OrderForm(forms.Form):
     quantity = forms.IntegerField(
         min_value=1, max_value=settings.ORDER_MAX_QUANTITY, initial=1, label="Quantity"
     )
+    # A sold-out card's pre-order: one from the next batch, with an optional email.
+    backorder = forms.BooleanField(required=False)
+    email = forms.EmailField(max_length=254, required=False, label="Email")
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("email") and not cleaned.get("backorder"):
+            self.add_error("email", "Only a pre-order takes an email address.")
+        return cleaned
 
 
 class AlertForm(forms.Form):
