@@ -52,7 +52,8 @@ class OrderInputSerializer(serializers.Serializer):
     email = serializers.EmailField(
         max_length=254,
         required=False,
-        help_text="With `backorder`: where to say that the pre-order is ready, or cancelled.",
+        help_text="Where to say that a pre-order is ready, or cancelled; kept only when the "
+        "order is one (`backorder`, shelf short).",
     )
 
     @classmethod
@@ -81,13 +82,6 @@ class OrderInputSerializer(serializers.Serializer):
         serializer = cls(data=data)
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if attrs.get("email") and not attrs["backorder"]:
-            raise serializers.ValidationError(
-                {"email": ["Only a pre-order (backorder) takes one."]}
-            )
-        return attrs
 
 
 STATUS_HELP = (

@@ -37,12 +37,6 @@ class OrderForm(forms.Form):
     backorder = forms.BooleanField(required=False)
     email = forms.EmailField(max_length=254, required=False, label="Email")
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
-        if cleaned.get("email") and not cleaned.get("backorder"):
-            self.add_error("email", "Only a pre-order takes an email address.")
-        return cleaned
-
 
 class AlertForm(forms.Form):
     sku = forms.CharField(max_length=32)

@@ -305,13 +305,22 @@ class TestReceipt:
         assert response.status_code == 409
         assert not Promise.objects.exists()
 
-    def test_an_email_without_backorder_is_refused(self, api, empty):
-        body = {"sku": SKU, "quantity": 1, "email": "a@example.com"}
+    def test_a_pre_order_with_a_bad_email_is_refused(self, api, empty):
+        body = {"sku": SKU, "quantity": 1, "backorder": True, "email": "not-an-address"}
 
         response = api.post("/api/orders/", body, format="json")
 
         assert response.status_code == 400
         assert "email" in response.json()["errors"]
+        assert not Promise.objects.exists()
+
+    def test_an_email_is_kept_only_with_a_pre_order(self, api, product):
+        body = {"sku": SKU, "quantity": 1, "backorder": True, "email": "a@example.com"}
+
+        response = api.post("/api/orders/", body, format="json")
+
+        assert response.json()["status"] == "completed"
+        assert Order.objects.get().email == ""
 
     def test_the_receipt_reads_waiting_then_ready(self, api, empty):
         order = backorder(2)
