@@ -291,12 +291,22 @@ class Promise(models.Model):
     reason = models.CharField(max_length=200, blank=True, help_text="Why it was cancelled")
     created_at = models.DateTimeField(auto_now_add=True)
     settled_at = models.DateTimeField(null=True, blank=True)
+    # The customer's notice, by the back-in-stock alerts' mail path (inventory.alerts).
+    email = models.EmailField(
+        max_length=254, blank=True, help_text="Where to say that it is ready, or cancelled"
+    )
+    notice_after = models.DateTimeField(
+        null=True, blank=True, help_text="An email is owed: next attempt at it"
+    )
+    notice_attempts = models.PositiveIntegerField(default=0)
+    notified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
         indexes = [
             models.Index(fields=["product", "state"], name="promise_product_state"),
             models.Index(fields=["state", "ready_by"], name="promise_state_ready_by"),
+            models.Index(fields=["notice_after"], name="promise_notice_after"),
         ]
 
     def __str__(self) -> str:

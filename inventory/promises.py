@@ -51,7 +51,7 @@ def open_batch(
     return batches.order_by("due_at", "pk").first()
 
 
-def promise_from(*, batch: ReorderDecision, quantity: int) -> Promise:
+def promise_from(*, batch: ReorderDecision, quantity: int, email: str = "") -> Promise:
     """Promise `quantity` units of `batch` (chosen under the product's lock)."""
     ReorderDecision.objects.filter(pk=batch.pk).update(promised=F("promised") + quantity)
     # A pre-order is a sale made now and served later: demand the estimates count.
@@ -59,7 +59,11 @@ def promise_from(*, batch: ReorderDecision, quantity: int) -> Promise:
         promised=F("promised") + quantity, units_sold=F("units_sold") + quantity
     )
     return Promise.objects.create(
-        product_id=batch.product_id, batch=batch, quantity=quantity, ready_by=ready_by(batch)
+        product_id=batch.product_id,
+        batch=batch,
+        quantity=quantity,
+        ready_by=ready_by(batch),
+        email=email,
     )
 
 
@@ -110,6 +114,7 @@ def serve_arrival(*, product_id: int, batch_id: int | None, quantity: int) -> Ar
         Promise.objects.filter(pk__in=[p.pk for p in kept]).update(
             state=Promise.State.KEPT, settled_at=now, **served_by
         )
+        _owe_notices(kept, now)
         for waiter in kept:
             waiter.state, waiter.settled_at = Promise.State.KEPT, now
         signals.promises_kept.send(sender=Promise, promises=kept)
@@ -182,7 +187,14 @@ def rehome(promises: list[Promise], *, reason: str, now: datetime | None = None)
             "promises moved (%s) promises=%s", reason, ",".join(str(p.pk) for p in moved)
         )
     if cancelled:
+        _owe_notices(cancelled, now)
         signals.promises_cancelled.send(sender=Promise, promises=cancelled)
         logger.warning(
             "promises cancelled (%s) promises=%s", reason, ",".join(str(p.pk) for p in cancelled)
         )
+
+
+def _owe_notices(settled: list[Promise], now: datetime) -> None:
+    """The promises that carry an address owe it an email (the notify loop sends it)."""
+    if any(p.email for p in settled):
+        Promise.objects.filter(pk__in=[p.pk for p in settled if p.email]).update(notice_after=now)

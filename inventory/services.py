@@ -205,13 +205,14 @@ def _open_depletion(state: StockState) -> bool:
     return opened == 1
 
 
-def promise(*, sku: str, quantity: int) -> tuple[StockState, Promise | None]:
+def promise(*, sku: str, quantity: int, email: str = "") -> tuple[StockState, Promise | None]:
     """Promise `quantity` units of `sku` from production; call inside a transaction.
 
     From the batch due first with that many units nobody was promised, else from a new
     batch decided now (within the factory's capacity, the product's bounds and its reorder
-    ceiling). Returns the product's state under its row lock, and the promise, or None when
-    production cannot serve it either (nothing changed then).
+    ceiling). `email` hears when it is kept or cancelled. Returns the product's state under
+    its row lock, and the promise, or None when production cannot serve it either (nothing
+    changed then).
     """
     locked = Product.objects.select_for_update().filter(sku=sku).values_list("pk", flat=True)
     product_id = locked.first()
@@ -225,7 +226,7 @@ def promise(*, sku: str, quantity: int) -> tuple[StockState, Promise | None]:
         batch = _decide(state, promising=quantity)
     if batch is None:
         return state, None
-    made = promises.promise_from(batch=batch, quantity=quantity)
+    made = promises.promise_from(batch=batch, quantity=quantity, email=email)
     logger.info(
         "units promised promise=%s batch=%s sku=%s quantity=%s ready_by=%s",
         made.pk,

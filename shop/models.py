@@ -56,13 +56,6 @@ class Order(models.Model):
         related_name="order",
         help_text="A pre-order's promise of units from production",
     )
-    # A database default: the order path's own INSERT names only the columns it sets.
-    email = models.EmailField(
-        max_length=254,
-        db_default="",
-        blank=True,
-        help_text="A pre-order's address for its ready and cancelled notices",
-    )
     fulfilled_at = models.DateTimeField(
         null=True, blank=True, help_text="When a pre-order was served from its batch"
     )

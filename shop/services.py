@@ -129,7 +129,7 @@ def _backorder(
     *, sku: str, quantity: int, channel: str, customer: str, address: str, email: str
 ) -> tuple[StockState, Order | None]:
     """Promise the units from production and write the pre-order, or count the refusal."""
-    stock, promised = promise(sku=sku, quantity=quantity)
+    stock, promised = promise(sku=sku, quantity=quantity, email=email)
     if promised is None:
         return count_refused(state=stock, quantity=quantity, client=address or customer), None
     if customer or address:
@@ -145,7 +145,6 @@ def _backorder(
         customer=customer,
         address=address,
         promise=promised,
-        email=email,
     )
     outbox.record(
         [

@@ -9,7 +9,8 @@ from rest_framework.test import APIClient
 
 from factory_bridge.models import OutboxEvent
 from inventory import promises
-from inventory.models import Product, Promise, ReorderDecision
+from inventory.alerts import send_due_mail
+from inventory.models import Product, Promise, ReorderDecision, SuppressedAddress
 from inventory.services import give_up_batch, receive_stock
 from shop.exceptions import OutOfStock, PurchaseLimitReached
 from shop.models import Order
@@ -297,7 +298,7 @@ class TestReceipt:
         order = Order.objects.get()
         assert body["status"] == "backordered"
         assert body["ready_by"] == order.promise.ready_by.isoformat().replace("+00:00", "Z")
-        assert order.email == "a@example.com"
+        assert order.promise.email == "a@example.com"
 
     def test_without_the_flag_a_sold_out_donut_answers_409(self, api, empty):
         response = api.post("/api/orders/", {"sku": SKU, "quantity": 2}, format="json")
@@ -320,7 +321,7 @@ class TestReceipt:
         response = api.post("/api/orders/", body, format="json")
 
         assert response.json()["status"] == "completed"
-        assert Order.objects.get().email == ""
+        assert Order.objects.get().promise is None
 
     def test_the_receipt_reads_waiting_then_ready(self, api, empty):
         order = backorder(2)
@@ -355,3 +356,41 @@ class TestReceipt:
         assert page.status_code == 200
         assert b"Ready by" in page.content
         assert b"receipt.js" in page.content
+
+
+@pytest.mark.usefixtures("no_events")
+def test_a_pre_order_with_an_email_hears_once_that_it_is_ready(empty, mailoutbox):
+    order = backorder(2, email="a@example.com")
+    backorder(1)  # no address: no email
+    assert send_due_mail() == 0
+
+    arrive(batch_of(order))
+
+    assert send_due_mail() == 1
+    assert send_due_mail() == 0
+    [sent] = mailoutbox
+    assert sent.to == ["a@example.com"]
+    assert sent.subject == "Your 부산도너츠 is ready"
+
+
+@pytest.mark.usefixtures("no_events")
+def test_a_cancelled_pre_order_hears_why(empty, mailoutbox):
+    backorder(2, email="a@example.com")
+    Promise.objects.update(ready_by=timezone.now() - timedelta(seconds=1))
+    promises.settle_late()
+
+    assert send_due_mail() == 1
+
+    [sent] = mailoutbox
+    assert sent.subject == "Your pre-order of 부산도너츠 was cancelled"
+    assert promises.LATE in sent.body
+
+
+@pytest.mark.usefixtures("no_events")
+def test_a_suppressed_mailbox_gets_no_pre_order_notice(empty, mailoutbox):
+    SuppressedAddress.objects.create(mailbox="a@example.com", reason="unsubscribed")
+    order = backorder(2, email="A+shop@example.com")
+    arrive(batch_of(order))
+
+    assert send_due_mail() == 0
+    assert mailoutbox == []
