@@ -39,11 +39,16 @@ def ready_by(batch: ReorderDecision) -> datetime:
 def open_batch(
     *, product_id: int, quantity: int, exclude: int | None = None
 ) -> ReorderDecision | None:
-    """The batch due first with `quantity` units nobody was promised; lock the product first."""
+    """The batch due first with `quantity` units nobody was promised; lock the product first.
+
+    Only batches still due in the future: one already late (a factory call being retried, a
+    lost callback) would make a promise broken from the start. Its units still serve the
+    waiting orders if it lands.
+    """
     batches = ReorderDecision.objects.filter(
         product_id=product_id,
         settled_at__isnull=True,
-        due_at__isnull=False,
+        due_at__gt=timezone.now(),
         quantity__gte=F("promised") + quantity,
     )
     if exclude is not None:

@@ -394,3 +394,17 @@ def test_a_suppressed_mailbox_gets_no_pre_order_notice(empty, mailoutbox):
 
     assert send_due_mail() == 0
     assert mailoutbox == []
+
+
+@pytest.mark.usefixtures("no_events")
+def test_a_batch_already_late_promises_nothing_more_and_a_new_one_is_decided(empty):
+    first = backorder(2)
+    late = batch_of(first)
+    ReorderDecision.objects.filter(pk=late.pk).update(due_at=timezone.now() - timedelta(seconds=1))
+
+    second = backorder(2)
+
+    assert batch_of(second) != late
+    late.refresh_from_db()
+    assert late.promised == 2
+    assert Promise.objects.get(order=second).ready_by > timezone.now()
