@@ -102,6 +102,9 @@ def serve_arrival(*, product_id: int, batch_id: int | None, quantity: int) -> Ar
     kept: list[Promise] = []
     freed: dict[int, int] = defaultdict(int)
     waiting = Promise.objects.filter(product_id=product_id, state=Promise.State.WAITING)
+    if own is not None and spare <= 0:
+        # Nothing left over for other batches' orders: only this batch's are read.
+        waiting = waiting.filter(batch_id=own.pk)
     for waiter in waiting.order_by("pk"):
         if own is not None and waiter.batch_id == own.pk:
             kept.append(waiter)
