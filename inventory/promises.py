@@ -59,10 +59,9 @@ def open_batch(
 def promise_from(*, batch: ReorderDecision, quantity: int, email: str = "") -> Promise:
     """Promise `quantity` units of `batch` (chosen under the product's lock)."""
     ReorderDecision.objects.filter(pk=batch.pk).update(promised=F("promised") + quantity)
-    # A pre-order is a sale made now and served later: demand the estimates count.
-    Product.objects.filter(pk=batch.product_id).update(
-        promised=F("promised") + quantity, units_sold=F("units_sold") + quantity
-    )
+    # Promised units are known demand, ordered one for one: counting them in the guessed
+    # demand rate too would order them twice, and what guesses order is what is left over.
+    Product.objects.filter(pk=batch.product_id).update(promised=F("promised") + quantity)
     return Promise.objects.create(
         product_id=batch.product_id,
         batch=batch,
