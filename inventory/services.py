@@ -429,7 +429,16 @@ def release_on_order(*, product_id: int, quantity: int) -> None:
 
 def batch_accepted(*, batch_id: int | None, at: datetime, lead_time: float) -> None:
     """The factory accepted a batch at `at`: it is due one lead time later."""
-    if batch_id is not None:
+    if batch_id is None:
+        return
+    with transaction.atomic():
+        # The product's row first, as a pre-order locks it before promising from the batch.
+        # MariaDB's foreign-key check on the batch's update takes a shared lock on the
+        # product's row: updating the batch first deadlocked with pre-orders (seen in a rush).
+        product_id = (
+            ReorderDecision.objects.filter(pk=batch_id).values_list("product_id", flat=True).first()
+        )
+        list(Product.objects.select_for_update().filter(pk=product_id).values_list("pk"))
         ReorderDecision.objects.filter(pk=batch_id, settled_at__isnull=True).update(
             due_at=at + timedelta(seconds=lead_time)
         )
