@@ -23,15 +23,23 @@ from bench.rush_verify import (
 from bench.stack import connect
 
 SQL_PRODUCTS = "SELECT sku, stock, on_order, promised FROM inventory_product WHERE sku IN %s"
-# Per product: the units its waiting orders wait for, and those of them tied to no batch.
+# Per product: the units its waiting orders wait for, and those of them tied to no open batch.
 SQL_WAITING = (
-    "SELECT p.sku, COALESCE(SUM(o.quantity), 0), "
-    "COALESCE(SUM(CASE WHEN o.batch_id IS NULL THEN o.quantity ELSE 0 END), 0) "
+    "SELECT p.sku, COALESCE(SUM(o.quantity), 0), COALESCE(SUM(CASE WHEN d.id IS NULL OR "
+    "d.settled_at IS NOT NULL THEN o.quantity ELSE 0 END), 0) "
     "FROM shop_order o JOIN inventory_product p ON p.id = o.product_id "
+    "LEFT JOIN inventory_promise pr ON pr.id = o.promise_id "
+    "LEFT JOIN inventory_reorderdecision d ON d.id = pr.batch_id "
     "WHERE o.status = 'backordered' AND p.sku IN %s GROUP BY p.sku"
 )
-# Events written and not yet published: outbox rows, and the orders after the newest one the
-# relay marked published (it publishes sales from the order rows, oldest first).
+# Batches whose waiting orders wait for more units than the batch brings: a unit promised twice.
+SQL_OVERFULL = (
+    "SELECT COUNT(*) FROM inventory_reorderdecision d JOIN ("
+    "SELECT pr.batch_id, SUM(o.quantity) AS units FROM shop_order o "
+    "JOIN inventory_promise pr ON pr.id = o.promise_id "
+    "WHERE o.status = 'backordered' GROUP BY pr.batch_id) w ON w.batch_id = d.id "
+    "WHERE w.units > d.quantity"
+)
 SQL_BACKLOG = (
     "SELECT (SELECT COUNT(*) FROM factory_bridge_outboxevent WHERE published_at IS NULL) + "
     "(SELECT COUNT(*) FROM shop_order WHERE id > "
@@ -84,6 +92,8 @@ class Sampler(threading.Thread):
             products = cur.fetchall()
             cur.execute(SQL_WAITING, (self.skus,))
             waiting = {sku: (int(units), int(untied)) for sku, units, untied in cur.fetchall()}
+            cur.execute(SQL_OVERFULL)
+            overfull = int(cur.fetchone()[0])
             cur.execute("COMMIT")
             counts = {}
             for name, sql in (
@@ -106,6 +116,7 @@ class Sampler(threading.Thread):
             "promised": {sku: int(promised) for sku, _, _, promised in products},
             "waiting": {sku: waiting.get(sku, (0, 0))[0] for sku, *_ in products},
             "untied": {sku: waiting.get(sku, (0, 0))[1] for sku, *_ in products},
+            "overfull_batches": overfull,
             "restocks": restocks,
             **counts,
         }

@@ -85,10 +85,12 @@ def read_snapshot(database_url: str, skus: tuple[str, ...]) -> Snapshot:
         products = {
             r["sku"]: r for r in rows("SELECT * FROM inventory_product WHERE sku IN %s", skus)
         }
-        # Every column: a pre-order's promise (ready_by, fulfilled_at, its batch, the reason
-        # it was cancelled, the address it is told at) with the sale's own.
+        # Every column of the order, and a pre-order's promise: the time promised, its batch
+        # and why it was cancelled.
         orders = rows(
-            "SELECT o.*, p.sku FROM shop_order o JOIN inventory_product p ON p.id = o.product_id"
+            "SELECT o.*, p.sku, pr.ready_by, pr.batch_id, pr.reason AS cancel_reason "
+            "FROM shop_order o JOIN inventory_product p ON p.id = o.product_id "
+            "LEFT JOIN inventory_promise pr ON pr.id = o.promise_id"
         )
         adjustments = rows(
             "SELECT p.sku, a.reason, a.old_quantity, a.new_quantity, a.note, a.created_at "
@@ -404,7 +406,7 @@ def _promises(
     promises = [o for o in snap.orders if is_preorder(o)]
 
     # --- no promise without production behind it ----------------------------------------
-    over, untied, unbalanced, seconds = [], [], [], 0
+    over, untied, unbalanced, overfull, seconds = [], [], [], [], 0
     for sample in samples:
         if "promised" not in sample:
             continue
@@ -417,15 +419,18 @@ def _promises(
                 untied.append((at, sku, sample["untied"][sku]))
             if promised != sample["waiting"].get(sku, 0):
                 unbalanced.append((at, sku, promised, sample["waiting"].get(sku, 0)))
+        if sample.get("overfull_batches"):
+            overfull.append((round(sample["t"], 1), sample["overfull_batches"]))
     final_over = [
         sku for sku, p in snap.products.items() if int(p.get("promised") or 0) > p["on_order"]
     ]
-    unbacked = len(over) + len(untied) + len(unbalanced) + len(final_over)
+    unbacked = len(over) + len(untied) + len(unbalanced) + len(overfull) + len(final_over)
     facts["promises_backed"] = {
         "seconds_sampled": seconds,
         "promised_over_on_order": over[:10],
         "waiting_without_batch": untied[:10],
         "promised_not_waiting_units": unbalanced[:10],
+        "batches_promised_beyond_their_units": overfull[:10],
         "promised_peak": max(
             (sum(s["promised"].values()) for s in samples if "promised" in s), default=0
         ),
@@ -437,7 +442,8 @@ def _promises(
             unbacked,
             f"every second of {seconds} sampled: promised <= on_order per product "
             f"({len(over)} not), every waiting order tied to a batch ({len(untied)} not), "
-            f"promised == units of the waiting orders ({len(unbalanced)} not); after the "
+            f"promised == units of the waiting orders ({len(unbalanced)} not), no batch "
+            f"promised beyond its units ({len(overfull)} seconds with one); after the "
             f"drain {len(final_over)} products with promised > on_order",
         )
     )

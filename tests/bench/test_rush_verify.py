@@ -348,6 +348,8 @@ def test_promised_beyond_production_or_a_waiting_order_without_batch_is_unbacked
     assert not check_pre(snap, samples=untied)["verdicts"]["promises backed"]
     unbalanced = [sample(5, promised=2, on_order=10, waiting=4)]
     assert not check_pre(snap, samples=unbalanced)["verdicts"]["promises backed"]
+    twice = [{**sample(5, promised=2, on_order=10, waiting=2), "overfull_batches": 1}]
+    assert not check_pre(snap, samples=twice)["verdicts"]["promises backed"]
 
 
 def cancelled(snap: Snapshot, *, email: str = "") -> Snapshot:
