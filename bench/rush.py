@@ -72,6 +72,7 @@ from bench.stack import (  # noqa: E402
     mysql_cpu,
     port_open,
     sqs_client,
+    wait_for,
 )
 
 K6_SCRIPT = ROOT / "bench" / "k6" / "rush.js"
@@ -651,6 +652,8 @@ def run_mode(
             sink = ["manage.py", "run_mail_sink", "--port", str(args.mail_port)]
             stack.spawn("mail", [PY, *sink, "--dir", str(mail_dir)])
         try:
+            if args.emails:
+                wait_for(lambda: port_open(args.mail_port), timeout=30, what="mail sink")
             say("starting moto, proxy, database, factory, qcluster and gunicorn")
             stack.start(setup=lambda: setup_products(stack, args, mode, skus))
         except Exception as exc:  # any failure to start is reported the same way
