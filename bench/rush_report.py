@@ -142,6 +142,7 @@ def read_k6_csv(path: Path, *, t0: float, db_window: tuple[float, float] | None)
     latencies: dict[int, list[float]] = defaultdict(list)
     samples: list[str] = []
     references: dict[str, str] = {}  # reference of every order taken -> its answer
+    told: dict[str, str] = {}  # reference of every pre-order -> the ready_by it was told
     with gzip.open(path, "rt", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader)
@@ -157,6 +158,8 @@ def read_k6_csv(path: Path, *, t0: float, db_window: tuple[float, float] | None)
             kind = tags["outcome"]
             if tags.get("reference"):
                 references[tags["reference"]] = kind
+            if tags.get("ready_by"):
+                told[tags["reference"]] = tags["ready_by"]
             second = int(at - t0)
             in_db = db_window is not None and db_window[0] <= at <= db_window[1]
             if in_db and kind in ("server_errors", "no_answer"):
@@ -197,6 +200,7 @@ def read_k6_csv(path: Path, *, t0: float, db_window: tuple[float, float] | None)
         },
         "failure_samples": samples,
         "references": references,
+        "ready_by_told": told,
         "timeline": timeline,
     }
 
@@ -312,11 +316,11 @@ def preorders(*, http: dict[str, Any], snap: Snapshot, end: float) -> dict[str, 
     broken = outcomes["late"] + outcomes["cancelled"] + outcomes["overdue"]
     asked = http["requests"]
     served = http["served"] + outcomes["kept"]
-    promised_s = [ts(o["ready_by"]) - ts(o["created_at"]) for o in promises]
+    promised_s = [ts(_told(o)) - ts(o["created_at"]) for o in promises]
     delivered = [o for o in promises if o["status"] == "completed" and o["fulfilled_at"]]
     waited_s = [ts(o["fulfilled_at"]) - ts(o["created_at"]) for o in delivered]
     # How long before its promised time each delivered order was ready (negative: late).
-    slack_s = [ts(o["ready_by"]) - ts(o["fulfilled_at"]) for o in delivered]
+    slack_s = [ts(_told(o)) - ts(o["fulfilled_at"]) for o in delivered]
     reasons: dict[str, int] = defaultdict(int)
     for o in promises:
         if o["status"] == "cancelled":
@@ -329,6 +333,7 @@ def preorders(*, http: dict[str, Any], snap: Snapshot, end: float) -> dict[str, 
         "promised_units": sum(o["quantity"] for o in promises),
         **outcomes,
         "cancel_reasons": dict(reasons),
+        "moved": sum(1 for o in promises if o.get("moved")),
         "served": served,
         "served_share": round(served / asked, 3) if asked else None,
         "broken": broken,
@@ -337,6 +342,11 @@ def preorders(*, http: dict[str, Any], snap: Snapshot, end: float) -> dict[str, 
         "waited_s": _spread(waited_s),
         "slack_s": {"min": _r(min(slack_s, default=None)), **_spread(slack_s)},
     }
+
+
+def _told(order: dict[str, Any]) -> Any:
+    """The time a pre-order was promised: as its 201 told, else its ready_by."""
+    return order.get("ready_by_told") or order["ready_by"]
 
 
 def read_mails(directory: Path) -> list[dict[str, Any]]:

@@ -43,9 +43,10 @@ def is_preorder(order: dict[str, Any]) -> bool:
 
 
 def promise_outcome(order: dict[str, Any], *, end: float) -> str:
-    """kept: completed by its promised time; late: completed after it; cancelled; waiting:
-    not served yet and not due at `end`; overdue: not served and past its time at `end`."""
-    ready_by = ts(order["ready_by"]) or 0
+    """kept: completed by the time it was promised (as its 201 told, else its ready_by);
+    late: completed after it; cancelled; waiting: not served yet and not due at `end`;
+    overdue: not served and past its time at `end`."""
+    ready_by = ts(order.get("ready_by_told") or order["ready_by"]) or 0
     if order["status"] == "completed":
         return "kept" if (ts(order["fulfilled_at"]) or float("inf")) <= ready_by else "late"
     if order["status"] == "cancelled":
@@ -122,6 +123,17 @@ def read_snapshot(database_url: str, skus: tuple[str, ...]) -> Snapshot:
         restocks=restocks,
         failed=failed,
     )
+
+
+def hold_to_told(snap: Snapshot, told: dict[str, str]) -> None:
+    """Give each pre-order the time its 201 promised (ISO 8601), as `ready_by_told`: a
+    promise moved to a later batch gets a new ready_by, and is still held to the first."""
+    for order in snap.orders:
+        answered = told.get(order.get("reference") or "")
+        if answered:
+            at = datetime.fromisoformat(answered).astimezone(UTC).replace(tzinfo=None)
+            order["ready_by_told"] = at
+            order["moved"] = order["ready_by"] is not None and order["ready_by"] != at
 
 
 def _event_id_of(envelope_body: str) -> str | None:

@@ -96,6 +96,8 @@ export default function () {
   // An order taken carries its reference: afterwards every one must have its row.
   const tags = { outcome: kind };
   if (response.status === 201) tags.reference = response.json("reference") || "";
+  // The time promised, as the customer was told: a promise moved later is still held to it.
+  if (kind === "backordered") tags.ready_by = response.json("ready_by") || "";
   orders.add(response.timings.duration, tags);
   // A few samples per customer are enough to tell what went wrong; the CSV has them all.
   if (["server_errors", "no_answer", "unexpected"].includes(kind) && logged < 3) {

@@ -9,7 +9,7 @@ import pytest
 from django.core.mail import EmailMessage
 
 from bench.rush_report import preorders, read_k6_csv, read_mails, replenishment
-from bench.rush_verify import Snapshot, verify
+from bench.rush_verify import Snapshot, hold_to_told, verify
 
 START = datetime(2026, 1, 1)
 T0 = START.replace(tzinfo=UTC).timestamp()
@@ -458,7 +458,8 @@ def test_k6_answers_keep_the_reference_of_every_order_taken(tmp_path) -> None:
     rows = [
         "metric_name,timestamp,metric_value,extra_tags",
         f"order_ms,{int(T0 * 1000) + 500},3.1,outcome=served&reference=ref-1",
-        f"order_ms,{int(T0 * 1000) + 900},4.0,outcome=backordered&reference=ref-2",
+        f"order_ms,{int(T0 * 1000) + 900},4.0,outcome=backordered&reference=ref-2"
+        "&ready_by=2026-01-01T00:00:41.5+00:00",
         f"order_ms,{int(T0 * 1000) + 1200},2.0,outcome=out_of_stock",
     ]
     path = tmp_path / "k6.csv.gz"
@@ -466,6 +467,7 @@ def test_k6_answers_keep_the_reference_of_every_order_taken(tmp_path) -> None:
         handle.write("\n".join(rows) + "\n")
     http = read_k6_csv(path, t0=T0, db_window=None)
     assert http["references"] == {"ref-1": "served", "ref-2": "backordered"}
+    assert http["ready_by_told"] == {"ref-2": "2026-01-01T00:00:41.5+00:00"}
     assert (http["served"], http["backordered"], http["out_of_stock"]) == (1, 1, 1)
 
 
@@ -480,3 +482,13 @@ def test_mails_saved_by_the_sink_are_read_with_their_recipients_and_text(tmp_pat
     [mail] = read_mails(tmp_path)
     assert mail["to"] == ["Ann@Example.com"]
     assert "ref-2" in mail["text"]
+
+
+def test_a_promise_moved_to_a_later_batch_is_held_to_the_time_its_201_told() -> None:
+    snap = waiting_list()
+    snap.orders[1].update(ready_by=at(20), fulfilled_at=at(18))  # moved: due 20, served 18
+    hold_to_told(snap, {"ref-2": (START + timedelta(seconds=17)).isoformat() + "Z"})
+    assert snap.orders[1]["moved"]
+    assert check_pre(snap)["facts"]["promises"]["outcomes"] == {"late": 1}
+    numbers = preorders(http={"requests": 2, "served": 1}, snap=snap, end=T0 + 30)
+    assert (numbers["moved"], numbers["late"], numbers["slack_s"]["min"]) == (1, 1, -1.0)
