@@ -18,6 +18,8 @@ STOCK_DEPLETED = "stock.depleted"
 STOCK_REPLENISHED = "stock.replenished"
 STOCK_LOW = "stock.low"
 ORDER_COMPLETED = "order.completed"
+ORDER_BACKORDERED = "order.backordered"
+ORDER_CANCELLED = "order.cancelled"
 ORDERS_REFUSED = "orders.refused"
 SALES_BATCH = "sales.batch"
 SALES_NAMESPACE = uuid.UUID("6f1c2a0e-5b7d-4c1e-9a63-0d5e8f4b2c71")
@@ -96,6 +98,33 @@ def refused(*, count: RefusalCount) -> Event:
             "since": count.since.isoformat(),
             "until": count.until.isoformat(),
         },
+    )
+
+
+def backordered(
+    *, order_id: int, sku: str, factory_code: str, quantity: int, ready_by: datetime
+) -> Event:
+    """A pre-order was accepted: production serves it by `ready_by`. Its sale goes out as
+    order.completed when its batch serves it."""
+    return Event(
+        topic=OutboxEvent.Topic.SALES,
+        event_type=ORDER_BACKORDERED,
+        sku=sku,
+        factory_id=factory_code,
+        quantity=quantity,
+        body={"order_id": order_id, "ready_by": ready_by.isoformat()},
+    )
+
+
+def cancelled(*, order_id: int, sku: str, factory_code: str, quantity: int, reason: str) -> Event:
+    """A pre-order production could not serve in time was cancelled: no sale."""
+    return Event(
+        topic=OutboxEvent.Topic.SALES,
+        event_type=ORDER_CANCELLED,
+        sku=sku,
+        factory_id=factory_code,
+        quantity=quantity,
+        body={"order_id": order_id, "reason": reason},
     )
 
 

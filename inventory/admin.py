@@ -9,6 +9,7 @@ from factory_bridge.models import RestockRequest
 from inventory.models import (
     Factory,
     Product,
+    Promise,
     ReorderDecision,
     StockAdjustment,
     StockAlert,
@@ -253,6 +254,7 @@ class ProductAdmin(admin.ModelAdmin):
         "price",
         "stock",
         "on_order",
+        "promised",
         "incoming",
         "replenishment_mode",
         "demand",
@@ -271,6 +273,7 @@ class ProductAdmin(admin.ModelAdmin):
     list_select_related = ["factory"]
     readonly_fields = [
         "on_order",
+        "promised",
         "demand",
         "reorder_point",
         "lead_time",
@@ -349,15 +352,38 @@ class ProductAdmin(admin.ModelAdmin):
         return str(obj.reorder_ceiling)
 
 
+# A decision is a batch: what of it is promised to pre-orders, when it is due, and when it
+# arrived or was given up.
+BATCH_FIELDS = ["promised", "due_at", "settled_at"]
+
+
 @admin.register(ReorderDecision)
 class ReorderDecisionAdmin(DecisionNumbers, ReadOnlyAdmin):
-    list_display = [*DECISION_FIELDS[:1], "product", "mode", *DECISION_FIELDS[1:]]
+    list_display = [*DECISION_FIELDS[:1], "product", "mode", *DECISION_FIELDS[1:], *BATCH_FIELDS]
     # The page of one decision: the same numbers, rounded alike.
-    fields = [*DECISION_FIELDS[:1], "product", "mode", *DECISION_FIELDS[1:]]
+    fields = [*DECISION_FIELDS[:1], "product", "mode", *DECISION_FIELDS[1:], *BATCH_FIELDS]
     readonly_fields = fields
     list_filter = ["mode", "product"]
     search_fields = ["product__sku", "reason"]
     list_select_related = ["product"]
+
+
+@admin.register(Promise)
+class PromiseAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "created_at",
+        "product",
+        "quantity",
+        "state",
+        "batch",
+        "ready_by",
+        "settled_at",
+        "reason",
+    ]
+    list_filter = ["state", "product"]
+    search_fields = ["=id", "product__sku"]
+    list_select_related = ["product", "batch__product"]
 
 
 @admin.register(StockAdjustment)

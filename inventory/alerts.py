@@ -8,6 +8,9 @@ that is down leaves everything due, tried again with back-off for ALERT_GIVE_UP_
 
 Variants of one mailbox (case, `+tag`) are one subscription, and a suppressed mailbox (it
 unsubscribed or bounced) gets no email at all, so the shop cannot be turned on anyone.
+
+The same loop sends a pre-order's notice (ready, or cancelled) to the address the order gave,
+once, with the same back-off and the same suppression list.
 """
 
 import logging
@@ -33,7 +36,7 @@ from inventory.exceptions import (
     InvalidEmail,
     UnknownSku,
 )
-from inventory.models import Product, StockAlert, SuppressedAddress
+from inventory.models import Product, Promise, StockAlert, SuppressedAddress
 
 logger = logging.getLogger(__name__)
 
@@ -243,11 +246,14 @@ def send_due_mail(*, keep_going: Callable[[], bool] = lambda: True) -> int:
     """
     _give_up_overdue()
     sent = 0
+    finished = True
     while batch := _claim_batch():
         batch_sent, finished = _send_batch(batch, keep_going)
         sent += batch_sent
         if not finished:
             break
+    if finished:
+        sent += _send_promise_notices(keep_going)
     return sent
 
 
@@ -408,6 +414,83 @@ def _message(alert: StockAlert, connection: object) -> mail.EmailMessage:
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         },
     )
+
+
+def _send_promise_notices(keep_going: Callable[[], bool]) -> int:
+    """Send the pre-order notices due, each claimed by one conditional UPDATE; return how many.
+
+    A notice the mail server did not take within ALERT_GIVE_UP_AFTER is given up.
+    """
+    now = timezone.now()
+    due = list(
+        Promise.objects.select_related("product")
+        .filter(notice_after__lte=now, notified_at__isnull=True)
+        .order_by("notice_after", "pk")[:ALERT_BATCH]
+    )
+    if not due:
+        return 0
+    suppressed = set(
+        SuppressedAddress.objects.filter(
+            mailbox__in={normalise_email(p.email) for p in due}
+        ).values_list("mailbox", flat=True)
+    )
+    connection = mail.get_connection()
+    sent = 0
+    try:
+        connection.open()
+        for notice in due:
+            if not keep_going():
+                break
+            mine = Promise.objects.filter(pk=notice.pk, notice_after=notice.notice_after)
+            if not mine.update(notice_after=now + timedelta(seconds=CLAIM_SECONDS)):
+                continue  # another sender took it
+            gone = now - (notice.settled_at or now) > timedelta(
+                seconds=settings.ALERT_GIVE_UP_AFTER
+            )
+            if normalise_email(notice.email) in suppressed or gone:
+                Promise.objects.filter(pk=notice.pk).update(notice_after=None)
+                continue
+            try:
+                _notice(notice, connection).send()
+            except smtplib.SMTPRecipientsRefused:
+                logger.warning("promise=%s notice refused by the mail server", notice.pk)
+                Promise.objects.filter(pk=notice.pk).update(notice_after=None)
+                continue
+            Promise.objects.filter(pk=notice.pk).update(notice_after=None, notified_at=now)
+            logger.info("promise=%s %s notice emailed", notice.pk, notice.state)
+            sent += 1
+    except Exception as exc:
+        logger.warning("mail server failed at pre-order notices: %s: %s", type(exc).__name__, exc)
+        pending = Promise.objects.filter(
+            pk__in=[p.pk for p in due], notified_at__isnull=True, notice_after__isnull=False
+        )
+        for notice in pending:
+            delay = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2**notice.notice_attempts)
+            Promise.objects.filter(pk=notice.pk).update(
+                notice_after=now + timedelta(seconds=delay),
+                notice_attempts=F("notice_attempts") + 1,
+            )
+    finally:
+        connection.close()
+    return sent
+
+
+def _notice(promise: Promise, connection: object) -> mail.EmailMessage:
+    name = promise.product.name
+    if promise.state == Promise.State.KEPT:
+        subject = f"Your {name} is ready"
+        body = (
+            f"Your pre-order of {promise.quantity} × {name} came with its batch and is ready.\n\n"
+            "Your receipt page shows it too.\n"
+        )
+    else:
+        subject = f"Your pre-order of {name} was cancelled"
+        body = (
+            f"Sorry: your pre-order of {promise.quantity} × {name} was cancelled "
+            f"({promise.reason}). Nothing is owed.\n\n"
+            f"Today's donuts: {settings.PUBLIC_BASE_URL}/\n"
+        )
+    return mail.EmailMessage(subject=subject, body=body, to=[promise.email], connection=connection)
 
 
 def purge_alerts(*, before: datetime) -> int:

@@ -101,6 +101,12 @@ class Product(models.Model):
         editable=False,
         help_text="Units ordered from the factory (decided) and not arrived yet",
     )
+    promised = models.PositiveIntegerField(
+        default=0,
+        editable=False,
+        help_text="Units on order promised to waiting pre-orders: known demand, never more "
+        "than on order",
+    )
     demand_rate = models.FloatField(
         default=0.0, editable=False, help_text="Units asked per second, sold or refused"
     )
@@ -135,6 +141,9 @@ class Product(models.Model):
                 condition=Q(min_order_quantity__gte=1)
                 & Q(max_order_quantity__gte=F("min_order_quantity")),
                 name="product_order_quantity_bounds",
+            ),
+            models.CheckConstraint(
+                condition=Q(promised__lte=F("on_order")), name="product_promised_on_order"
             ),
         ]
 
@@ -212,7 +221,11 @@ class RefusedDemand(models.Model):
 
 
 class ReorderDecision(models.Model):
-    """One decision to order more of a product, with the numbers behind it."""
+    """One decision to order more of a product, with the numbers behind it: a batch.
+
+    Pre-orders are promised units of open batches (neither arrived nor given up), at most
+    the batch's quantity.
+    """
 
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="decisions")
     quantity = models.PositiveIntegerField()
@@ -224,12 +237,80 @@ class ReorderDecision(models.Model):
     lead_time = models.FloatField(help_text="Seconds")
     reorder_point = models.PositiveIntegerField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    promised = models.PositiveIntegerField(
+        default=0, help_text="Units of this batch promised to waiting pre-orders"
+    )
+    due_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the batch is expected: decided, then accepted by the factory, plus "
+        "the factory's lead time",
+    )
+    settled_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the batch arrived or production gave it up"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(promised__lte=F("quantity")), name="decision_promised_quantity"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["product", "settled_at", "due_at"], name="decision_open_batch")
+        ]
 
     def __str__(self) -> str:
         return f"Decision {self.pk} {self.product.sku} +{self.quantity}"
+
+
+class Promise(models.Model):
+    """Units of a batch promised to one pre-order, until the batch serves it or it is cancelled.
+
+    The order it serves is the shop's: inventory knows the promise, and announces what
+    becomes of it (inventory.signals).
+    """
+
+    class State(models.TextChoices):
+        WAITING = "waiting", "Waiting for its batch"
+        KEPT = "kept", "Kept: served from an arrival"
+        CANCELLED = "cancelled", "Cancelled"
+
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="promises")
+    batch = models.ForeignKey(
+        ReorderDecision,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="promises",
+        help_text="The batch whose units are promised (the one that served it, once kept)",
+    )
+    quantity = models.PositiveIntegerField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.WAITING)
+    ready_by = models.DateTimeField(help_text="The time promised: the batch due, plus a margin")
+    reason = models.CharField(max_length=200, blank=True, help_text="Why it was cancelled")
+    created_at = models.DateTimeField(auto_now_add=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+    # The customer's notice, by the back-in-stock alerts' mail path (inventory.alerts).
+    email = models.EmailField(
+        max_length=254, blank=True, help_text="Where to say that it is ready, or cancelled"
+    )
+    notice_after = models.DateTimeField(
+        null=True, blank=True, help_text="An email is owed: next attempt at it"
+    )
+    notice_attempts = models.PositiveIntegerField(default=0)
+    notified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["product", "state"], name="promise_product_state"),
+            models.Index(fields=["state", "ready_by"], name="promise_state_ready_by"),
+            models.Index(fields=["notice_after"], name="promise_notice_after"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Promise {self.pk} {self.product_id} x{self.quantity} {self.state}"
 
 
 class StockAlert(models.Model):

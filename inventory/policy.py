@@ -73,6 +73,17 @@ class Stock:
     min_quantity: int
     max_quantity: int
     ceiling: int | None = None
+    # Units on order promised to waiting pre-orders: demand already known.
+    promised: int = 0
+
+    @property
+    def position(self) -> int:
+        """Units on hand and on order that are nobody's yet: what guessed demand can draw on.
+
+        Promised units are known demand, ordered one for one: they count against what is on
+        order, so the safety margin (in the reorder point) covers only demand still guessed.
+        """
+        return self.on_hand + self.on_order - self.promised
 
 
 @dataclass(frozen=True)
@@ -85,24 +96,30 @@ def needs_order(stock: Stock) -> bool:
     """The comparison the order path pays for: does this state call for a decision?"""
     if stock.on_hand <= 0 and stock.on_order == 0:
         return True
-    return stock.mode == ADAPTIVE and stock.on_hand + stock.on_order < stock.reorder_point
+    return stock.mode == ADAPTIVE and stock.position < stock.reorder_point
 
 
-def order(stock: Stock, *, capacity_left: int | None) -> Order | None:
-    """How much to order now and why, or None; `capacity_left` None means no cap."""
-    if not needs_order(stock):
+def order(stock: Stock, *, capacity_left: int | None, promising: int = 0) -> Order | None:
+    """How much to order now and why, or None; `capacity_left` None means no cap.
+
+    `promising`: units a pre-order being placed needs from a new batch. They are known
+    demand like the promised ones: the order holds them one for one, on top of what guessed
+    demand calls for, or it is not made (None) when the bounds leave less room than that.
+    """
+    if not promising and not needs_order(stock):
         return None
     empty = stock.on_hand <= 0 and stock.on_order == 0
+    # Free units: on hand and on order, less every unit promised (this pre-order's too).
+    position = stock.position - promising
     if stock.mode == AT_ZERO:
-        quantity = stock.restock_quantity
+        quantity = max(stock.restock_quantity, promising)
         reason = f"at zero: restock quantity {stock.restock_quantity}"
     else:
-        position = stock.on_hand + stock.on_order
         # Up to the reorder point plus one review period of demand, so that the next
         # decision is not due right after this one.
         target = stock.reorder_point + ceil(stock.rate * stock.review)
         wanted = max(target - position, 0)
-        quantity = min(max(wanted, stock.min_quantity), stock.max_quantity)
+        quantity = min(max(wanted, stock.min_quantity, promising), stock.max_quantity)
         if empty and wanted == 0:
             reason = f"empty with nothing on order: minimum order {quantity}"
         else:
@@ -110,6 +127,8 @@ def order(stock: Stock, *, capacity_left: int | None) -> Order | None:
                 f"{position} on hand and on order < reorder point {stock.reorder_point} "
                 f"({stock.rate:.2f}/s): up to {target}"
             )
+    if stock.promised or promising:
+        reason += f" (net of {stock.promised + promising} promised)"
     if stock.ceiling is not None and stock.on_order + quantity > stock.ceiling:
         room = stock.ceiling - stock.on_order
         if room <= 0:
@@ -121,4 +140,6 @@ def order(stock: Stock, *, capacity_left: int | None) -> Order | None:
             return None
         reason += f"; capped by factory capacity ({capacity_left} left)"
         quantity = capacity_left
+    if quantity < promising:
+        return None
     return Order(quantity=quantity, reason=reason[:200])

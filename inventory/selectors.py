@@ -19,6 +19,7 @@ from django.utils import timezone
 from factory_bridge.models import RestockRequest
 from inventory.exceptions import UnknownSku
 from inventory.models import Product, StockAlert
+from inventory.promises import margin
 
 
 def product_list() -> QuerySet[Product]:
@@ -89,3 +90,15 @@ def ready_in_seconds(product: Product, *, now: datetime | None = None) -> int | 
         return None
     waited = ((now or timezone.now()) - product.restock_requested_at).total_seconds()
     return max(0, ceil(product.factory.lead_time - waited))
+
+
+def preorder_ready_in_seconds(product: Product, *, now: datetime | None = None) -> int:
+    """About how many seconds a pre-order placed now would wait: a `product_list` row.
+
+    Units on order nobody was promised come with the restock on its way; otherwise a new
+    batch takes the factory's lead time. The margin promised on top is included.
+    """
+    lead_time = product.factory.lead_time
+    due = ready_in_seconds(product, now=now) if product.on_order > product.promised else None
+    wait = lead_time if due is None else due
+    return ceil(wait + margin(lead_time).total_seconds())

@@ -10,15 +10,17 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Case, F, Value, When
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from inventory import policy, signals
+from inventory import policy, promises, signals
 from inventory.catalog import FACTORIES, PRODUCTS
 from inventory.exceptions import InvalidNote, InvalidQuantity, UnknownSku
 from inventory.models import (
     DemandSnapshot,
     Factory,
     Product,
+    Promise,
     RefusedDemand,
     ReorderDecision,
     StockAdjustment,
@@ -54,7 +56,7 @@ STOCK_COLUMNS = (
     "`p`.`restock_quantity`, `f`.`code`, `p`.`factory_id`, `p`.`replenishment_mode`, "
     "`p`.`on_order`, `p`.`demand_rate`, `p`.`reorder_point`, `p`.`min_order_quantity`, "
     "`p`.`max_order_quantity`, `p`.`purchase_limit`, `p`.`price`, "
-    "COALESCE(`p`.`reorder_ceiling`, `f`.`reorder_ceiling`) "
+    "COALESCE(`p`.`reorder_ceiling`, `f`.`reorder_ceiling`), `p`.`promised` "
     "FROM `inventory_product` `p` INNER JOIN `inventory_factory` `f` ON `f`.`id` = `p`.`factory_id`"
 )
 STOCK_SQL = f"SELECT {STOCK_COLUMNS} WHERE `p`.`sku` = %s"
@@ -88,6 +90,7 @@ class StockState:
     purchase_limit: int | None = None
     price: int = 0
     ceiling: int | None = None
+    promised: int = 0
 
     def policy(self) -> policy.Stock:
         return policy.Stock(
@@ -101,6 +104,7 @@ class StockState:
             min_quantity=self.min_order_quantity,
             max_quantity=self.max_order_quantity,
             ceiling=self.ceiling,
+            promised=self.promised,
         )
 
 
@@ -132,15 +136,18 @@ def _state(row: tuple) -> StockState:
     return StockState(pk, sku, name, stock, bool(depleted), *rest)
 
 
-def take_stock(*, sku: str, quantity: int, client: str = "") -> StockOutcome:
+def take_stock(
+    *, sku: str, quantity: int, client: str = "", count_refusal: bool = True
+) -> StockOutcome:
     """Take `quantity` units of `sku` if that many are on hand; call inside a transaction.
 
     One conditional UPDATE: its row lock makes concurrent orders queue, and its WHERE clause
     means stock never goes below zero. A refusal is counted on the product instead, and as
     `client`'s demand up to what they could buy in the purchase-limit window (all callers
-    without a client together: one order's worth). The state is read under that lock in the
-    same round trip, and the depletion and reorder it calls for are made here, while the
-    lock is held. Raises UnknownSku (nothing changed).
+    without a client together: one order's worth), unless `count_refusal` is False (a
+    pre-order, which production may still serve: see promise). The state is read under that
+    lock in the same round trip, and the depletion and reorder it calls for are made here,
+    while the lock is held. Raises UnknownSku (nothing changed).
     """
     with connection.cursor() as cursor:
         cursor.execute(TAKE_READ_SQL, [quantity, quantity, sku, quantity, sku])
@@ -150,18 +157,26 @@ def take_stock(*, sku: str, quantity: int, client: str = "") -> StockOutcome:
             raise UnknownSku(sku)
         taken = row[0] == 1
         state = _state(row[1:])
-        if not taken:
-            # Refused: counted, and the state read again under the lock the count takes.
-            cap = refused_demand_cap(state, client=client)
-            window = connection.ops.adapt_datetimefield_value(refused_demand_window(timezone.now()))
-            counted = [state.product_id, client, window, *[quantity, cap] * 4]
-            cursor.execute(REFUSE_READ_SQL, [quantity, sku, *counted, sku])
-            cursor.nextset()
-            cursor.nextset()
-            state = _state(cursor.fetchone())
+    if not taken and count_refusal:
+        state = count_refused(state=state, quantity=quantity, client=client)
     depleted = state.remaining == 0 and not state.depleted and _open_depletion(state)
     decision = _decide(state) if policy.needs_order(state.policy()) else None
     return StockOutcome(taken=taken, state=state, depleted=depleted, decision=decision)
+
+
+def count_refused(*, state: StockState, quantity: int, client: str = "") -> StockState:
+    """Count a refused order of `quantity` units (see take_stock); call inside a transaction.
+
+    Returns the state read again under the lock the count takes.
+    """
+    cap = refused_demand_cap(state, client=client)
+    window = connection.ops.adapt_datetimefield_value(refused_demand_window(timezone.now()))
+    counted = [state.product_id, client, window, *[quantity, cap] * 4]
+    with connection.cursor() as cursor:
+        cursor.execute(REFUSE_READ_SQL, [quantity, state.sku, *counted, state.sku])
+        cursor.nextset()
+        cursor.nextset()
+        return _state(cursor.fetchone())
 
 
 def refused_demand_cap(state: StockState, *, client: str) -> int:
@@ -190,8 +205,42 @@ def _open_depletion(state: StockState) -> bool:
     return opened == 1
 
 
-def _decide(state: StockState) -> ReorderDecision | None:
-    """Order what the policy asks for; the product's row lock must be held."""
+def promise(*, sku: str, quantity: int, email: str = "") -> tuple[StockState, Promise | None]:
+    """Promise `quantity` units of `sku` from production; call inside a transaction.
+
+    From the batch due first with that many units nobody was promised, else from a new
+    batch decided now (within the factory's capacity, the product's bounds and its reorder
+    ceiling). `email` hears when it is kept or cancelled. Returns the product's state under
+    its row lock, and the promise, or None when production cannot serve it either (nothing
+    changed then).
+    """
+    locked = Product.objects.select_for_update().filter(sku=sku).values_list("pk", flat=True)
+    product_id = locked.first()
+    if product_id is None:
+        raise UnknownSku(sku)
+    with connection.cursor() as cursor:
+        cursor.execute(STATE_SQL, [product_id])
+        state = _state(cursor.fetchone())
+    batch = promises.open_batch(product_id=product_id, quantity=quantity)
+    if batch is None:
+        batch = _decide(state, promising=quantity)
+    if batch is None:
+        return state, None
+    made = promises.promise_from(batch=batch, quantity=quantity, email=email)
+    logger.info(
+        "units promised promise=%s batch=%s sku=%s quantity=%s ready_by=%s",
+        made.pk,
+        batch.pk,
+        sku,
+        quantity,
+        made.ready_by.isoformat(),
+    )
+    return state, made
+
+
+def _decide(state: StockState, *, promising: int = 0) -> ReorderDecision | None:
+    """Order what the policy asks for (and `promising` units for a pre-order, see
+    policy.order); the product's row lock must be held."""
     with connection.cursor() as cursor:
         # The factory's row serialises deciders of its products, so its capacity holds.
         cursor.execute(
@@ -207,10 +256,11 @@ def _decide(state: StockState) -> ReorderDecision | None:
                 [state.factory_id],
             )
             capacity_left = capacity - int(cursor.fetchone()[0])
-    wanted = policy.order(state.policy(), capacity_left=capacity_left)
+    wanted = policy.order(state.policy(), capacity_left=capacity_left, promising=promising)
     if wanted is None:
         return None
     decision = ReorderDecision.objects.create(
+        due_at=timezone.now() + timedelta(seconds=lead_time),
         product_id=state.product_id,
         quantity=wanted.quantity,
         mode=state.mode,
@@ -314,22 +364,34 @@ def _less_on_order(quantity: int) -> Case:
 
 
 def receive_stock(
-    *, product_id: int, quantity: int, note: str, lead_time: float | None = None
+    *,
+    product_id: int,
+    quantity: int,
+    note: str,
+    lead_time: float | None = None,
+    batch_id: int | None = None,
 ) -> Product:
-    """Add arrived units to stock and end the product's depletion; call inside a transaction.
+    """Serve waiting pre-orders from arrived units, shelve the rest, and end the product's
+    depletion when any reach the shelf; call inside a transaction.
 
+    `batch_id`: the reorder decision the units were ordered for (promises.serve_arrival).
     `lead_time`, seconds from the factory's acceptance to this arrival, is one more measure
     of the factory's lead time.
     """
     product = Product.objects.select_for_update().get(pk=product_id)
     old = product.stock
+    arrival = promises.serve_arrival(product_id=product_id, batch_id=batch_id, quantity=quantity)
+    promised = product.promised - arrival.served
+    changes = {"depleted_at": None} if arrival.shelf else {}
+    # Computed under the row lock: on order never drops below what is still promised.
     Product.objects.filter(pk=product_id).update(
-        stock=F("stock") + quantity,
-        depleted_at=None,
-        on_order=_less_on_order(quantity),
+        stock=F("stock") + arrival.shelf,
+        promised=promised,
+        on_order=max(product.on_order - quantity, promised),
         updated_at=timezone.now(),
+        **changes,
     )
-    product.refresh_from_db(fields=["stock", "depleted_at", "on_order"])
+    product.refresh_from_db(fields=["stock", "depleted_at", "on_order", "promised"])
     StockAdjustment.objects.create(
         product=product,
         reason=StockAdjustment.Reason.ARRIVAL,
@@ -356,8 +418,31 @@ def hold_on_order(*, product_id: int, quantity: int) -> None:
 
 
 def release_on_order(*, product_id: int, quantity: int) -> None:
-    """Units that will not arrive (a restock given up) no longer count as on order."""
-    Product.objects.filter(pk=product_id).update(on_order=_less_on_order(quantity))
+    """Units that will not arrive (a restock given up) no longer count as on order.
+
+    Never below what is still promised: a late arrival may have taken them off already.
+    """
+    Product.objects.filter(pk=product_id).update(
+        on_order=Greatest(_less_on_order(quantity), F("promised"))
+    )
+
+
+def batch_accepted(*, batch_id: int | None, at: datetime, lead_time: float) -> None:
+    """The factory accepted a batch at `at`: it is due one lead time later."""
+    if batch_id is not None:
+        ReorderDecision.objects.filter(pk=batch_id, settled_at__isnull=True).update(
+            due_at=at + timedelta(seconds=lead_time)
+        )
+
+
+def give_up_batch(*, product_id: int, batch_id: int | None, quantity: int) -> None:
+    """Production gave up on a batch: its promises move to another batch due in time or are
+    cancelled, and its units leave on order; the product's row lock must be held."""
+    if batch_id is not None:
+        waiting = Promise.objects.filter(batch_id=batch_id, state=Promise.State.WAITING)
+        promises.rehome(list(waiting.order_by("pk")), reason=promises.GIVEN_UP)
+        ReorderDecision.objects.filter(pk=batch_id).update(settled_at=timezone.now())
+    release_on_order(product_id=product_id, quantity=quantity)
 
 
 def refresh_estimates() -> list[ReorderDecision]:
@@ -396,6 +481,7 @@ def estimates_round() -> int:
     """One round of the estimates loop: refresh, then pause until the next one is due."""
     started = monotonic()
     decisions = refresh_estimates()
+    promises.settle_late()
     sleep(max(0.0, settings.ESTIMATE_REFRESH_SECONDS - (monotonic() - started)))
     return len(decisions)
 
@@ -496,6 +582,7 @@ def _state_of(product: Product) -> StockState:
         max_order_quantity=product.max_order_quantity,
         purchase_limit=product.purchase_limit,
         ceiling=_ceiling(product),
+        promised=product.promised,
     )
 
 

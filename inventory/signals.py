@@ -12,3 +12,8 @@ depleted = Signal()
 reorder_decided = Signal()
 # Refused and limited orders since the last refresh: `counts` (list of RefusalCount).
 refusals_counted = Signal()
+# Pre-orders' promises (`promises`, list of Promise): served from an arrival, moved to
+# another batch (its `batch` and `ready_by` are the new ones), or cancelled (its `reason`).
+promises_kept = Signal()
+promises_moved = Signal()
+promises_cancelled = Signal()

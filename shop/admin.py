@@ -1,3 +1,5 @@
+from datetime import datetime
+
 from django.contrib import admin
 
 from nudged.admin import ReadOnlyAdmin
@@ -12,10 +14,17 @@ class OrderAdmin(ReadOnlyAdmin):
         "product",
         "quantity",
         "status",
+        "ready_by",
+        "fulfilled_at",
         "channel",
         "remaining_stock",
         "published_at",
     ]
+    # Status "Waiting for the next batch": the pre-orders waiting now.
     list_filter = ["status", "channel", "product", ("published_at", admin.EmptyFieldListFilter)]
-    search_fields = ["=id", "product__sku"]
-    list_select_related = ["product"]
+    search_fields = ["=id", "=reference", "product__sku"]
+    list_select_related = ["product", "promise"]
+
+    @admin.display(description="ready by", ordering="promise__ready_by", empty_value="-")
+    def ready_by(self, obj: Order) -> datetime | None:
+        return obj.promise.ready_by if obj.promise else None

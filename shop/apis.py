@@ -79,7 +79,11 @@ class OrderCreateApi(APIView):
     @extend_schema(
         request=OrderInputSerializer,
         responses={
-            201: OpenApiResponse(OrderOutputSerializer, description="Ordered; stock taken."),
+            201: OpenApiResponse(
+                OrderOutputSerializer,
+                description="Ordered: stock taken (`completed`), or, with `backorder`, units "
+                "promised from production (`backordered`, with `ready_by`).",
+            ),
             400: OpenApiResponse(
                 InvalidInputSerializer,
                 description="`invalid`: the body breaks this schema, is not JSON, is not "
@@ -92,7 +96,8 @@ class OrderCreateApi(APIView):
                     serializers=[OutOfStockSerializer, PurchaseLimitSerializer],
                     resource_type_field_name=None,
                 ),
-                description="`out_of_stock`: fewer units on hand than asked (counted as demand); "
+                description="`out_of_stock`: fewer units on hand than asked (counted as demand), "
+                "and with `backorder` production cannot serve them either; "
                 "`purchase_limit`: this customer (`scope`: `customer`), or everyone at this "
                 "client address on every channel together (`scope`: `address`), has bought as "
                 "many as one window allows. Stock untouched either way.",
@@ -126,13 +131,16 @@ def _order(data: object, request: HttpRequest) -> dict:
     order = result.order
     # The body is built from known ints and strings: OrderOutputSerializer documents it. The
     # counting id stays inside: it would tell anyone how many orders the shop takes.
-    return {
+    body = {
         "sku": result.sku,
         "quantity": order.quantity,
         "status": order.status,
         "remaining_stock": result.remaining_stock,
         "reference": order.reference,
     }
+    if order.promise is not None:
+        body["ready_by"] = order.promise.ready_by.isoformat().replace("+00:00", "Z")
+    return body
 
 
 _order_create_api = OrderCreateApi.as_view()

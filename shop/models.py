@@ -2,7 +2,7 @@ import secrets
 
 from django.db import models
 
-from inventory.models import Product
+from inventory.models import Product, Promise
 
 
 def new_reference() -> str:
@@ -12,6 +12,8 @@ def new_reference() -> str:
 class Order(models.Model):
     class Status(models.TextChoices):
         COMPLETED = "completed", "Completed"
+        BACKORDERED = "backordered", "Waiting for the next batch"
+        CANCELLED = "cancelled", "Cancelled"
         REJECTED = "rejected", "Rejected (out of stock)"
 
     class Channel(models.TextChoices):
@@ -44,6 +46,18 @@ class Order(models.Model):
     # for the orders still without this, many per SNS message, and then sets it.
     published_at = models.DateTimeField(
         null=True, blank=True, db_index=True, help_text="When the sale went out to the ops feed"
+    )
+
+    promise = models.OneToOneField(
+        Promise,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="order",
+        help_text="A pre-order's promise of units from production",
+    )
+    fulfilled_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a pre-order was served from its batch"
     )
 
     class Meta:

@@ -15,13 +15,18 @@ UNPUBLISHED_SQL = (
     "`o`.`remaining_stock`, `o`.`created_at` FROM `shop_order` `o` "
     "INNER JOIN `inventory_product` `p` ON `p`.`id` = `o`.`product_id` "
     "INNER JOIN `inventory_factory` `f` ON `f`.`id` = `p`.`factory_id` "
-    "WHERE `o`.`published_at` IS NULL ORDER BY `o`.`id` LIMIT %s"
+    "WHERE `o`.`published_at` IS NULL AND `o`.`status` <> 'backordered' "
+    "ORDER BY `o`.`id` LIMIT %s"
 )
 MARK_SQL = "UPDATE `shop_order` SET `published_at` = %s WHERE `id` IN ({})"
 
 
 class OrderLedger:
-    """Sales are the orders without `published_at`, oldest first (SALES_LEDGER)."""
+    """Sales are the orders without `published_at`, oldest first (SALES_LEDGER).
+
+    A pre-order is a sale once its batch served it: it waits until then, and one cancelled
+    is marked published when it is (its order.cancelled event is an outbox row).
+    """
 
     def unpublished(self, *, limit: int) -> list[Sale]:
         with connection.cursor() as cursor:
@@ -39,6 +44,8 @@ class OrderLedger:
             cursor.execute(MARK_SQL.format(", ".join(["%s"] * len(order_ids))), [now, *order_ids])
 
     def backlog(self) -> tuple[int, datetime | None]:
-        waiting = Order.objects.filter(published_at__isnull=True)
+        waiting = Order.objects.filter(published_at__isnull=True).exclude(
+            status=Order.Status.BACKORDERED
+        )
         oldest = waiting.order_by("pk").values_list("created_at", flat=True).first()
         return (waiting.count() if oldest else 0), oldest

@@ -1,3 +1,4 @@
+from datetime import UTC
 from typing import Any
 
 from django.conf import settings
@@ -43,10 +44,22 @@ class OrderInputSerializer(serializers.Serializer):
         min_length=1, max_length=SKU_MAX_LENGTH, validators=[RegexValidator(r"\S")]
     )
     quantity = serializers.IntegerField(min_value=1, max_value=settings.ORDER_MAX_QUANTITY)
+    backorder = serializers.BooleanField(
+        default=False,
+        help_text="Take the units from production when the shelf cannot serve the order: "
+        "201 with `status` `backordered` and `ready_by` instead of 409, when production can.",
+    )
+    email = serializers.EmailField(
+        max_length=254,
+        required=False,
+        help_text="Where to say that a pre-order is ready, or cancelled; kept only when the "
+        "order is one (`backorder`, shelf short).",
+    )
 
     @classmethod
     def clean(cls, data: object) -> dict[str, Any]:
-        """The order's `sku` and `quantity`, or ValidationError naming every bad field.
+        """The order's `sku` and `quantity` (and `backorder`, `email`), or ValidationError
+        naming every bad field.
 
         A body already in its final form (a printable ASCII SKU without surrounding spaces, an
         int quantity in range) is taken as it is: building a serializer costs more than the
@@ -62,20 +75,38 @@ class OrderInputSerializer(serializers.Serializer):
                 and sku.strip() == sku
                 and type(quantity) is int
                 and 1 <= quantity <= cls._declared_fields["quantity"].max_value
+                and "backorder" not in data
+                and "email" not in data
             ):
-                return {"sku": sku, "quantity": quantity}
+                return {"sku": sku, "quantity": quantity, "backorder": False}
         serializer = cls(data=data)
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
 
 
+STATUS_HELP = (
+    "`completed`: served (from the shelf, or a pre-order from its batch); `backordered`: a "
+    "pre-order waiting for its batch, ready by `ready_by`; `cancelled`: a pre-order "
+    "production could not serve in time (`cancel_reason`)."
+)
+
+
 class OrderOutputSerializer(serializers.Serializer):
     sku = serializers.CharField(max_length=SKU_MAX_LENGTH)
     quantity = serializers.IntegerField(min_value=1, max_value=settings.ORDER_MAX_QUANTITY)
-    status = serializers.CharField(help_text="Always `completed`: a refused order answers 409.")
+    status = serializers.ChoiceField(
+        choices=[Order.Status.COMPLETED, Order.Status.BACKORDERED],
+        help_text="`completed`: stock taken; `backordered`: a pre-order (`backorder` asked, "
+        "shelf short) that production serves by `ready_by`. A refused order answers 409.",
+    )
     remaining_stock = serializers.IntegerField(min_value=0)
     reference = serializers.CharField(
         help_text="The order's unguessable reference: `GET /api/orders/{reference}/`."
+    )
+    ready_by = serializers.DateTimeField(
+        required=False,
+        help_text="A pre-order's promised time (ISO 8601, UTC): when its batch is due, plus "
+        "a margin. Only with `status` `backordered`.",
     )
 
 
@@ -88,8 +119,27 @@ class ReceiptSerializer(serializers.ModelSerializer):
     quantity = serializers.IntegerField(min_value=1)
     unit_price = serializers.IntegerField(min_value=0, help_text="KRW, as ordered.")
     total_price = serializers.IntegerField(min_value=0, help_text="KRW.")
-    status = serializers.CharField()
+    status = serializers.ChoiceField(
+        choices=[Order.Status.COMPLETED, Order.Status.BACKORDERED, Order.Status.CANCELLED],
+        help_text=STATUS_HELP,
+    )
     created_at = serializers.DateTimeField()
+    ready_by = serializers.DateTimeField(
+        source="promise.ready_by",
+        allow_null=True,
+        default_timezone=UTC,
+        help_text="A pre-order's promised time (UTC); null for an order served at once.",
+    )
+    fulfilled_at = serializers.DateTimeField(
+        allow_null=True,
+        default_timezone=UTC,
+        help_text="When a pre-order was served; null otherwise.",
+    )
+    cancel_reason = serializers.CharField(
+        source="promise.reason",
+        allow_null=True,
+        help_text="Why a pre-order was cancelled; empty or null otherwise.",
+    )
 
     class Meta:
         model = Order
@@ -102,6 +152,9 @@ class ReceiptSerializer(serializers.ModelSerializer):
             "total_price",
             "status",
             "created_at",
+            "ready_by",
+            "fulfilled_at",
+            "cancel_reason",
         ]
 
 

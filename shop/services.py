@@ -8,9 +8,10 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from factory_bridge import events
 from factory_bridge.services import outbox
 from inventory.exceptions import InvalidQuantity
-from inventory.services import StockState, count_limited, take_stock
+from inventory.services import StockState, count_limited, count_refused, promise, take_stock
 from nudged.logs import add_to_log_context
 from shop.exceptions import OutOfStock, PurchaseLimitReached
 from shop.models import Order
@@ -33,8 +34,16 @@ def place_order(
     channel: str = Order.Channel.API,
     customer: str = "",
     address: str = "",
+    backorder: bool = False,
+    email: str = "",
 ) -> OrderResult:
     """Take `quantity` units of `sku`, or raise OutOfStock (counted on the product).
+
+    With `backorder`, an order the shelf cannot serve is a pre-order instead when production
+    can serve it (inventory.services.promise): its row is `backordered` with the promise's
+    time, `order.backordered` goes out, and its batch serves it when it lands (or it is
+    moved, or cancelled: shop.receivers). `email`, a pre-order's, gets its notices. A
+    pre-order is no refusal: only when production cannot serve it either is it counted as one.
 
     With a `customer`, the purchase limit applies, and with an `address` (the client
     address's key, shop.limits.address_key) the ceiling for everyone at that address, on
@@ -52,11 +61,23 @@ def place_order(
         raise InvalidQuantity(
             f"Quantity must be between 1 and {settings.ORDER_MAX_QUANTITY} (got {quantity})."
         )
+    order = None
     try:
         with transaction.atomic():
-            outcome = take_stock(sku=sku, quantity=quantity, client=address or customer)
+            outcome = take_stock(
+                sku=sku, quantity=quantity, client=address or customer, count_refusal=not backorder
+            )
             stock = outcome.state
-            if outcome.taken:
+            if not outcome.taken and backorder:
+                stock, order = _backorder(
+                    sku=sku,
+                    quantity=quantity,
+                    channel=channel,
+                    customer=customer,
+                    address=address,
+                    email=email,
+                )
+            elif outcome.taken:
                 if customer or address:
                     # Under the product's row lock: the orders of it from one customer, or one
                     # address, are counted one at a time. Raising rolls the take back.
@@ -84,7 +105,7 @@ def place_order(
             limited.bought,
         )
         raise
-    if not outcome.taken:
+    if order is None:
         logger.info(
             "order refused sku=%s quantity=%s stock=%s", stock.sku, quantity, stock.remaining
         )
@@ -102,6 +123,48 @@ def place_order(
         stock.remaining,
     )
     return OrderResult(order=order, sku=stock.sku, name=stock.name, remaining_stock=stock.remaining)
+
+
+def _backorder(
+    *, sku: str, quantity: int, channel: str, customer: str, address: str, email: str
+) -> tuple[StockState, Order | None]:
+    """Promise the units from production and write the pre-order, or count the refusal."""
+    stock, promised = promise(sku=sku, quantity=quantity, email=email)
+    if promised is None:
+        return count_refused(state=stock, quantity=quantity, client=address or customer), None
+    if customer or address:
+        # Under the product's row lock, which promise took; raising rolls the promise back.
+        _check_limits(stock=stock, customer=customer, address=address, quantity=quantity)
+    order = Order.objects.create(
+        product_id=stock.product_id,
+        quantity=quantity,
+        unit_price=stock.price,
+        status=Order.Status.BACKORDERED,
+        channel=channel,
+        remaining_stock=stock.remaining,
+        customer=customer,
+        address=address,
+        promise=promised,
+    )
+    outbox.record(
+        [
+            events.backordered(
+                order_id=order.pk,
+                sku=stock.sku,
+                factory_code=stock.factory_code,
+                quantity=quantity,
+                ready_by=promised.ready_by,
+            )
+        ]
+    )
+    logger.info(
+        "order backordered order=%s sku=%s quantity=%s ready_by=%s",
+        order.pk,
+        stock.sku,
+        quantity,
+        promised.ready_by.isoformat(),
+    )
+    return stock, order
 
 
 ORDER_SQL = (
@@ -154,15 +217,18 @@ def address_limit(stock: StockState) -> int:
     return ADDRESS_CUSTOMERS * purchase_limit(stock)
 
 
-# Both counts in one statement, each a range of its own index. It runs under the product's row
-# lock on every limited order, so the indexes are named: the product's index would read every
-# order of the product instead (the optimizer's choice while the table is small).
+# Both counts in one statement, each a range of its own index (waiting pre-orders count,
+# cancelled ones do not). It runs under the product's row lock on every limited order, so the
+# indexes are named: the product's index would read every order of the product instead (the
+# optimizer's choice while the table is small).
 BOUGHT_SQL = (
     "SELECT "
     "(SELECT COALESCE(SUM(`quantity`), 0) FROM `shop_order` FORCE INDEX (`order_customer`) "
-    "WHERE `customer` = %s AND `product_id` = %s AND `created_at` >= %s), "
+    "WHERE `customer` = %s AND `product_id` = %s AND `created_at` >= %s "
+    "AND `status` <> 'cancelled'), "
     "(SELECT COALESCE(SUM(`quantity`), 0) FROM `shop_order` FORCE INDEX (`order_address`) "
-    "WHERE `address` = %s AND `product_id` = %s AND `created_at` >= %s)"
+    "WHERE `address` = %s AND `product_id` = %s AND `created_at` >= %s "
+    "AND `status` <> 'cancelled')"
 )
 
 

@@ -33,6 +33,9 @@ class OrderForm(forms.Form):
     quantity = forms.IntegerField(
         min_value=1, max_value=settings.ORDER_MAX_QUANTITY, initial=1, label="Quantity"
     )
+    # A sold-out card's pre-order: one from the next batch, with an optional email.
+    backorder = forms.BooleanField(required=False)
+    email = forms.EmailField(max_length=254, required=False, label="Email")
 
 
 class AlertForm(forms.Form):

@@ -11,6 +11,7 @@ from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
 from inventory.models import Product, ReorderDecision, StockAdjustment
 from nudged.dashboard import selectors
 from shop.models import Order
+from shop.services import place_order
 
 pytestmark = pytest.mark.django_db
 
@@ -222,3 +223,18 @@ def test_the_admin_index_links_to_the_dashboard(client, admin_user):
 
     assert 'href="/admin/dashboard/"' in page
     assert 'id="dead-letter-summary"' in page  # the app's own index still shows
+
+
+def test_staff_see_the_pre_orders_waiting_and_promised(client, admin_user, product, settings):
+    settings.EVENTS_ENABLED = False
+    Product.objects.filter(pk=product.pk).update(stock=0)
+    place_order(sku=product.sku, quantity=2, backorder=True)
+    place_order(sku=product.sku, quantity=1, backorder=True)
+    client.force_login(admin_user)
+
+    page = client.get("/admin/dashboard/").content.decode()
+
+    assert selectors.pre_orders(selectors.window("hour")) == selectors.PreOrders(
+        waiting=2, promised=3, late=0, cancelled=0
+    )
+    assert '?status__exact=backordered">2</a></strong>pre-orders waiting (3 units promised)' in page

@@ -28,12 +28,13 @@ from factory_bridge.models import RestockRequest
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
 from factory_bridge.services import factory_calls, outbox, pollers
 from factory_bridge.services.dlq import dead_letter, record_failure
-from inventory.models import Product, ReorderDecision
+from inventory.models import Factory, Product, ReorderDecision
 from inventory.services import (
+    batch_accepted,
     end_depletion,
+    give_up_batch,
     hold_on_order,
     receive_stock,
-    release_on_order,
     review,
 )
 from nudged.logs import add_to_log_context, log_context
@@ -304,6 +305,7 @@ def _place_factory_order(request: RestockRequest) -> None:
             job_id,
         )
         return
+    batch_accepted(batch_id=batch_of(request), at=now, lead_time=request.factory.lead_time)
     logger.info(
         "factory order placed restock=%s sku=%s quantity=%s job=%s",
         request.pk,
@@ -394,6 +396,7 @@ def receive_callback(*, restock_id: int, body: Any) -> tuple[RestockRequest, boo
             quantity=request.quantity,
             note=f"restock {request.pk} (factory job {request.factory_job_id or '?'})",
             lead_time=_lead_time(request),
+            batch_id=batch_of(request),
         )
         if request.status == RestockRequest.Status.OVERDUE:
             logger.warning("late callback for overdue restock=%s: stock added", request.pk)
@@ -417,6 +420,15 @@ def receive_callback(*, restock_id: int, body: Any) -> tuple[RestockRequest, boo
     )
     request.product = product
     return request, True
+
+
+def batch_of(request: RestockRequest) -> int | None:
+    """The reorder decision (the batch) a request orders: a re-order's is its original's."""
+    while request.decision_id is None and request.replaces_id is not None:
+        request = RestockRequest.objects.only("decision_id", "replaces_id").get(
+            pk=request.replaces_id
+        )
+    return request.decision_id
 
 
 def _lead_time(request: RestockRequest) -> float | None:
@@ -485,13 +497,30 @@ def reorder_overdue() -> SweepReport:
     return report
 
 
+# Fewest seconds the sweep waits for a callback, however fast the factory measured.
+CALLBACK_WAIT_FLOOR = 60.0
+
+
+def callback_wait(lead_time: float) -> float:
+    """Seconds after the factory accepted an order before its callback counts as lost.
+
+    FACTORY_CALLBACK_LEAD_TIMES measured lead times, at least CALLBACK_WAIT_FLOOR and at most
+    FACTORY_CALLBACK_TIMEOUT: a lost callback is noticed while its pre-orders can be moved.
+    """
+    wait = max(settings.FACTORY_CALLBACK_LEAD_TIMES * lead_time, CALLBACK_WAIT_FLOOR)
+    return min(wait, settings.FACTORY_CALLBACK_TIMEOUT)
+
+
 def _overdue_ids() -> list[int]:
-    cutoff = timezone.now() - timedelta(seconds=settings.FACTORY_CALLBACK_TIMEOUT)
-    return list(
-        RestockRequest.objects.filter(
-            status=RestockRequest.Status.REQUESTED, requested_at__lt=cutoff
-        ).values_list("pk", flat=True)
-    )
+    now = timezone.now()
+    requested = RestockRequest.objects.filter(status=RestockRequest.Status.REQUESTED)
+    overdue: list[int] = []
+    for factory_id, lead_time in Factory.objects.values_list("pk", "lead_time"):
+        cutoff = now - timedelta(seconds=callback_wait(lead_time))
+        overdue += requested.filter(factory_id=factory_id, requested_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    return sorted(overdue)
 
 
 def _reorder(pk: int) -> RestockRequest | None:
@@ -518,9 +547,9 @@ def _reorder(pk: int) -> RestockRequest | None:
             reorders=request.reorders,
         )
     logger.warning(
-        "restock=%s overdue (no callback after %ss): reordering as restock=%s",
+        "restock=%s overdue (no callback after %.0fs): reordering as restock=%s",
         request.pk,
-        settings.FACTORY_CALLBACK_TIMEOUT,
+        (timezone.now() - request.requested_at).total_seconds(),
         reorder.pk,
     )
     return reorder
@@ -592,8 +621,11 @@ def _give_up(requests: QuerySet[RestockRequest], *, pk: int, error: str | None) 
         if requests.filter(pk=pk).update(**changes) != 1:
             return False
         request = RestockRequest.objects.select_related("product").get(pk=pk)
-        # Its units will not come: the policy may order them again.
-        release_on_order(product_id=request.product_id, quantity=request.quantity)
+        # Its units will not come: its pre-orders move or are cancelled, and the policy may
+        # order the units again.
+        give_up_batch(
+            product_id=request.product_id, batch_id=batch_of(request), quantity=request.quantity
+        )
         others = RestockRequest.objects.filter(product_id=request.product_id).in_progress()
         ended = not others.exists() and end_depletion(product_id=request.product_id)
     logger.error(

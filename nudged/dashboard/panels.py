@@ -26,6 +26,7 @@ class Dashboard:
     served: int
     refused: int
     sold_out_now: list[str]
+    pre_orders: selectors.PreOrders
 
 
 def dashboard(window: Window) -> Dashboard:
@@ -128,4 +129,5 @@ def dashboard(window: Window) -> Dashboard:
         served=round(sum(rates.served) * minutes),
         refused=round((sum(rates.refused) + sum(rates.limited)) * minutes),
         sold_out_now=[p.sku for p in stock if p.values and p.values[-1] == 0],
+        pre_orders=selectors.pre_orders(window),
     )

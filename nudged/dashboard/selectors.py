@@ -41,7 +41,7 @@ from django.utils import timezone
 
 from factory_bridge import events
 from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
-from inventory.models import Product, StockAdjustment
+from inventory.models import Product, Promise, StockAdjustment
 from shop.models import Order
 
 # Name: (span, bucket width), in seconds.
@@ -381,3 +381,30 @@ def dlq_depth(window: Window) -> dict[str, list[int]]:
             values.append(level)
         depth[queue] = values
     return depth
+
+
+@dataclass(frozen=True)
+class PreOrders:
+    """Pre-orders now: waiting, units promised, and the waiting ones already past their time;
+    and, over the window, those cancelled."""
+
+    waiting: int
+    promised: int
+    late: int
+    cancelled: int
+
+
+def pre_orders(window: Window) -> PreOrders:
+    """What production owes customers now, and what it failed to deliver in the window."""
+    now = timezone.now()
+    waiting = Promise.objects.filter(state=Promise.State.WAITING).aggregate(
+        n=Count("id"),
+        units=Coalesce(Sum("quantity"), 0),
+        late=Count("id", filter=Q(ready_by__lt=now)),
+    )
+    cancelled = Promise.objects.filter(
+        _in("settled_at", window), state=Promise.State.CANCELLED
+    ).count()
+    return PreOrders(
+        waiting=waiting["n"], promised=waiting["units"], late=waiting["late"], cancelled=cancelled
+    )

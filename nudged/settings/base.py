@@ -288,6 +288,16 @@ FACTORY_READ_TIMEOUT = env.float("FACTORY_READ_TIMEOUT", default=10.0)
 FACTORY_CALLBACK_TIMEOUT = env.int("FACTORY_CALLBACK_TIMEOUT", default=600)
 # Seconds from a reorder decision to the arrival, until callbacks have measured it.
 FACTORY_LEAD_TIME = env.float("FACTORY_LEAD_TIME", default=40.0)
+# A restock without its callback after this many of the factory's measured lead times is
+# overdue and ordered again (never sooner than a minute, never later than
+# FACTORY_CALLBACK_TIMEOUT): a lost callback is noticed while its pre-orders can still be moved.
+FACTORY_CALLBACK_LEAD_TIMES = env.float("FACTORY_CALLBACK_LEAD_TIMES", default=3.0)
+
+# --- Pre-orders: the time promised is the batch's expected arrival plus a margin of this
+# share of the factory's lead time and these seconds (the relay, the queue and the factory
+# call before production starts, and its jitter).
+PROMISE_MARGIN = env.float("PROMISE_MARGIN", default=0.25)
+PROMISE_MARGIN_SECONDS = env.float("PROMISE_MARGIN_SECONDS", default=5.0)
 
 # --- Replenishment (inventory.policy).
 # Seconds over which the demand estimate forgets: shorter follows a rush sooner, longer is steadier.

@@ -1,7 +1,7 @@
 from django import template
 
 from inventory.models import Product
-from inventory.selectors import ready_in_seconds
+from inventory.selectors import preorder_ready_in_seconds, ready_in_seconds
 
 register = template.Library()
 
@@ -22,3 +22,9 @@ def eta(seconds: int | None) -> str:
 def ready_in(product: Product) -> int | None:
     """Seconds until a `product_list` row's restock arrives (None: nothing on its way)."""
     return ready_in_seconds(product)
+
+
+@register.filter
+def preorder_ready_in(product: Product) -> int:
+    """Seconds a pre-order of a `product_list` row placed now would wait, about."""
+    return preorder_ready_in_seconds(product)

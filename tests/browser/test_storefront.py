@@ -233,3 +233,51 @@ def test_the_open_page_shows_stock_changes_without_a_reload(
     with page.expect_navigation():
         matcha.get_by_role("button", name="Order").click()
     expect(page.locator(".receipt .donut")).to_have_text("제주 말차 도넛")
+
+
+def _batch_lands() -> None:
+    """The sold-out donut's batch arrives, as the factory's callback would bring it."""
+    from django.db import transaction
+
+    from inventory.models import ReorderDecision
+    from inventory.services import receive_stock
+
+    batch = ReorderDecision.objects.get()
+    with transaction.atomic():
+        receive_stock(
+            product_id=batch.product_id, quantity=batch.quantity, note="", batch_id=batch.pk
+        )
+
+
+def pre_order(page: Page, sku: str) -> None:
+    card = page.locator(f"#product-{sku}")
+    button = card.get_by_role("button", name=re.compile(r"^Take one from the next batch"))
+    expect(button).to_have_text(re.compile(r"ready in about \d+ s$"))
+    with page.expect_navigation():
+        button.click()
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["javascript", "no-javascript"])
+def test_a_sold_out_card_takes_a_pre_order_and_its_receipt_turns_ready(
+    live_server, no_events, shelf, new_context: Callable[..., BrowserContext], javascript: bool
+) -> None:
+    page = new_context(java_script_enabled=javascript).new_page()
+    page.goto(live_server.url)
+
+    pre_order(page, "CP-502105")
+
+    placed = Order.objects.get()
+    assert placed.status == Order.Status.BACKORDERED
+    assert page.url == f"{live_server.url}/orders/{placed.reference}/"
+    expect(page.locator(".receipt h1")).to_have_text("Your pre-order is confirmed")
+    expect(page.locator(".receipt .state")).to_contain_text("Ready by")
+    url = page.url
+
+    _batch_lands()
+
+    if not javascript:
+        page.goto(url)
+    # With JavaScript the receipt changes in place: the page was not loaded again.
+    expect(page.locator(".receipt h1")).to_have_text("Thank you, your order is confirmed")
+    expect(page.locator(".receipt .state.ready")).to_contain_text("Ready: served")
+    assert page.url == url

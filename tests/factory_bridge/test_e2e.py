@@ -174,3 +174,45 @@ def test_a_burst_keeps_several_factory_orders_in_flight_and_stock_is_conserved(
     assert product.stock == 20 + arrived - sold >= 0
     assert product.on_order == 0
     assert product.units_sold == sold
+
+
+def test_a_pre_order_of_a_sold_out_donut_is_served_when_its_batch_lands(
+    live_server, aws, product: Product, simulator, restock_poller, settings
+):
+    settings.PUBLIC_BASE_URL = live_server.url
+    Product.objects.filter(pk=product.pk).update(stock=0)
+    refused = requests.post(
+        f"{live_server.url}/api/orders/", json={"sku": SKU, "quantity": 2}, timeout=10
+    )
+    assert refused.status_code == 409
+
+    response = requests.post(
+        f"{live_server.url}/api/orders/",
+        json={"sku": SKU, "quantity": 2, "backorder": True},
+        timeout=10,
+    )
+
+    assert response.status_code == 201, response.text
+    order = response.json()
+    assert order["status"] == "backordered"
+    receipt_url = f"{live_server.url}/api/orders/{order['reference']}/"
+    assert requests.get(receipt_url, timeout=10).json()["ready_by"] == order["ready_by"]
+    wait_until(
+        lambda: requests.get(receipt_url, timeout=10).json()["status"] != "backordered",
+        deadline=time.monotonic() + 15,
+        what="the batch to serve the pre-order",
+    )
+    receipt = requests.get(receipt_url, timeout=10).json()
+    assert receipt["status"] == "completed"
+    assert receipt["fulfilled_at"] <= receipt["ready_by"]
+    restock_poller()
+    product.refresh_from_db()
+    [restock] = RestockRequest.objects.all()
+    assert product.stock == restock.quantity - 2
+    assert (product.on_order, product.promised) == (0, 0)
+    events = ops_events(drain(aws, "nudged-ops"))
+    kinds = Counter(e["type"] for e in events)
+    assert kinds["order.backordered"] == 1
+    assert kinds["order.completed"] == 1
+    [sale] = [e for e in events if e["type"] == "order.completed"]
+    assert sale["status"] == "completed"

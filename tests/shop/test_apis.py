@@ -184,6 +184,9 @@ def test_an_order_reads_back_by_its_reference(api, product):
             "total_price": 39800,
             "status": "completed",
             "created_at": timezone.localtime(order.created_at).isoformat(),
+            "ready_by": None,
+            "fulfilled_at": None,
+            "cancel_reason": None,
         }
     )
 

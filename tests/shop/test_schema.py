@@ -66,7 +66,9 @@ class Case:
         for mailbox in self.suppressed:
             SuppressedAddress.objects.create(mailbox=mailbox, reason="unsubscribed")
         if self.ordered:
-            placed = client.post("/api/orders/", {"sku": "CP-502101", "quantity": 1}, format="json")
+            # A pre-order when the donut is sold out.
+            body = {"sku": "CP-502101", "quantity": 1, "backorder": self.sold_out}
+            placed = client.post("/api/orders/", body, format="json")
             url = url.format(reference=placed.json()["reference"])
         send: Callable[..., Any] = getattr(client, self.method or method)
         if self.raw is not None:
@@ -111,6 +113,18 @@ CASES = {
     ),
     "orders-text-body": order_raw(b"hello", 400, "text/plain"),
     "orders-too-large": order_raw(b" " * (MAX_BODY_BYTES + 1), 413),
+    "orders-backordered": Case(
+        ORDERS,
+        201,
+        body={"sku": "CP-502101", "quantity": 2, "backorder": True, "email": "a@example.com"},
+        sold_out=True,
+    ),
+    "orders-backorder-from-the-shelf": order(
+        {"sku": "CP-502101", "quantity": 1, "backorder": True}, 201
+    ),
+    "orders-backorder-not-bool": order(
+        {"sku": "CP-502101", "quantity": 1, "backorder": "maybe"}, 400
+    ),
     "orders-unknown-sku": order({"sku": "NOPE-1", "quantity": 1}, 404),
     "orders-out-of-stock": order({"sku": "CP-502101", "quantity": 5}, 409),
     "orders-purchase-limit": Case(
@@ -188,6 +202,7 @@ CASES = {
         PRODUCT, 503, url="/api/products/CP-502101/", down="shop.apis.product_get"
     ),
     "order-found": Case(ORDER, 200, url="/api/orders/{reference}/", ordered=True),
+    "order-waiting": Case(ORDER, 200, url="/api/orders/{reference}/", ordered=True, sold_out=True),
     "order-unknown-reference": Case(ORDER, 404, url="/api/orders/nope/"),
     "order-post": Case(ORDER, 405, method="post", url="/api/orders/nope/"),
     "order-accept-html": Case(ORDER, 406, url="/api/orders/nope/", headers={"Accept": "text/html"}),

@@ -67,4 +67,5 @@ def test_the_fast_path_is_taken_for_an_ordinary_order(monkeypatch):
     assert OrderInputSerializer.clean({"sku": "CP-502101", "quantity": 2}) == {
         "sku": "CP-502101",
         "quantity": 2,
+        "backorder": False,
     }

@@ -38,11 +38,17 @@ def test_storefront_has_an_order_form_only_for_products_in_stock(client, product
     html = client.get("/").content.decode()
 
     forms = [form.split("</form>", 1)[0] for form in html.split("<form ")[1:]]
-    [order_form] = [form for form in forms if 'action="/order/"' in form.split(">", 1)[0]]
+    order_forms = [form for form in forms if 'action="/order/"' in form.split(">", 1)[0]]
+    [order_form, preorder_form] = order_forms
+    assert 'class="order"' in order_form
     assert 'value="CP-502101"' in order_form
     assert 'value="CP-502105"' not in order_form
     assert 'name="csrfmiddlewaretoken"' in order_form
-    # The sold-out donut offers the back-in-stock form instead.
+    # The sold-out donut offers a pre-order from the next batch and the back-in-stock form.
+    assert 'class="preorder"' in preorder_form
+    assert 'value="CP-502105"' in preorder_form
+    assert 'name="backorder"' in preorder_form
+    assert "Take one from the next batch — ready in about 55 s" in preorder_form
     [alert_form] = [form for form in forms if 'action="/alerts/"' in form.split(">", 1)[0]]
     assert 'value="CP-502105"' in alert_form
 
@@ -237,3 +243,17 @@ def test_unknown_sku_shows_an_error(client, product):
 
 def test_get_on_order_is_not_allowed(client, db):
     assert client.get("/order/").status_code == 405
+
+
+def test_the_sold_out_card_takes_a_pre_order_without_javascript(client, sold_out):
+    response = client.post(
+        "/order/", {"sku": "CP-502105", "quantity": 1, "backorder": "on", "email": ""}
+    )
+
+    order = Order.objects.get()
+    assert order.status == Order.Status.BACKORDERED
+    assert response.status_code == 302
+    assert response["Location"] == f"/orders/{order.reference}/"
+    page = client.get(response["Location"]).content.decode()
+    assert "Your pre-order is confirmed" in page
+    assert "Ready by" in page
