@@ -354,7 +354,8 @@ def read_mails(directory: Path) -> list[dict[str, Any]]:
     mails = []
     for path in sorted(directory.glob("*.eml")):
         message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        text = "".join(
+        text = str(message["Subject"] or "") + "\n"
+        text += "".join(
             part.get_content() for part in message.walk() if part.get_content_maintype() == "text"
         )
         mails.append({"to": [str(a.addr_spec) for a in message["To"].addresses], "text": text})

@@ -86,10 +86,11 @@ def read_snapshot(database_url: str, skus: tuple[str, ...]) -> Snapshot:
         products = {
             r["sku"]: r for r in rows("SELECT * FROM inventory_product WHERE sku IN %s", skus)
         }
-        # Every column of the order, and a pre-order's promise: the time promised, its batch
-        # and why it was cancelled.
+        # Every column of the order, and a pre-order's promise: the time promised, its batch,
+        # why it was cancelled and the address its notices go to.
         orders = rows(
-            "SELECT o.*, p.sku, pr.ready_by, pr.batch_id, pr.reason AS cancel_reason "
+            "SELECT o.*, p.sku, pr.ready_by, pr.batch_id, pr.reason AS cancel_reason, "
+            "pr.email "
             "FROM shop_order o JOIN inventory_product p ON p.id = o.product_id "
             "LEFT JOIN inventory_promise pr ON pr.id = o.promise_id"
         )
@@ -191,11 +192,15 @@ def verify(
     sold: Counter[str] = Counter()
     # Units a batch handed to its waiting orders on arrival: they never reach the shelf.
     to_waiting: Counter[str] = Counter()
+    # The product counts a pre-order's units as sold (demand) when it promises them.
+    counted_sold: Counter[str] = Counter()
     for order in snap.orders:
         if order["status"] == "completed":
             sold[order["sku"]] += order["quantity"]
             if is_preorder(order):
                 to_waiting[order["sku"]] += order["quantity"]
+        if order["status"] == "completed" or is_preorder(order):
+            counted_sold[order["sku"]] += order["quantity"]
     arrived: Counter[str] = Counter()
     for arrival in snap.arrivals:
         arrived[arrival["sku"]] += arrival["new_quantity"] - arrival["old_quantity"]
@@ -221,8 +226,11 @@ def verify(
                 f"{sku} (arrivals {arrived[sku]} + {to_waiting[sku]} to waiting orders != "
                 f"restocked {fulfilled_units[sku]})"
             )
-        if product["units_sold"] != sold[sku]:
-            books_wrong.append(f"{sku} (units_sold {product['units_sold']} != sold {sold[sku]})")
+        if product["units_sold"] != counted_sold[sku]:
+            books_wrong.append(
+                f"{sku} (units_sold {product['units_sold']} != sold and promised "
+                f"{counted_sold[sku]})"
+            )
         per_product[sku] = {
             "initial": initial_stock[sku],
             "sold": sold[sku],
@@ -402,6 +410,23 @@ def _ops_events(ops_by_order: dict[str, dict[str, set[str]]], order: dict[str, A
     return found
 
 
+def _unmailed(cancelled: dict[str, list[dict[str, Any]]], mails: list[dict[str, Any]]) -> list[int]:
+    """The cancelled orders whose address got no mail about it: a mail naming the order's
+    reference, or else one cancellation mail (one that says "cancel") per cancelled order
+    of the address."""
+    texts: dict[str, list[str]] = defaultdict(list)
+    for mail in mails:
+        for address in mail["to"]:
+            texts[address.lower()].append(mail["text"])
+    unmailed = []
+    for address, orders in cancelled.items():
+        named = [o for o in orders if any(o.get("reference", "") in t for t in texts[address])]
+        cancellations = sum(1 for t in texts[address] if "cancel" in t.lower())
+        rest = [o for o in orders if o not in named]
+        unmailed += [o["id"] for o in rest[max(0, cancellations - len(named)) :]]
+    return unmailed
+
+
 def _promises(
     result: Verification,
     snap: Snapshot,
@@ -462,17 +487,15 @@ def _promises(
 
     # --- every promise kept, or cancelled with notice ------------------------------------
     outcomes: Counter[str] = Counter(promise_outcome(o, end=end) for o in promises)
-    mailed: dict[str, str] = defaultdict(str)
-    for mail in mails or []:
-        for address in mail["to"]:
-            mailed[address.lower()] += mail["text"]
     unnoticed_feed, unnoticed_mail = [], []
+    cancelled_by_address: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for order in (o for o in promises if o["status"] == "cancelled"):
         if ops_by_order is not None and not _ops_events(ops_by_order, order).get(CANCELLED):
             unnoticed_feed.append(order["id"])
-        email = (order.get("email") or "").lower()
-        if mails is not None and email and order.get("reference", "") not in mailed.get(email, ""):
-            unnoticed_mail.append(order["id"])
+        if order.get("email"):
+            cancelled_by_address[order["email"].lower()].append(order)
+    if mails is not None:
+        unnoticed_mail = _unmailed(cancelled_by_address, mails)
     broken = outcomes["late"] + outcomes["overdue"] + outcomes["waiting"]
     silent = len(unnoticed_feed) + len(unnoticed_mail)
     facts["promises"] = {

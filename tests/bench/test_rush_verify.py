@@ -194,6 +194,7 @@ def test_restock_answering_no_event_is_a_duplicate() -> None:
 
 
 def test_units_sold_counter_must_match_the_orders() -> None:
+    """Units sold from the shelf, and every pre-order's units once promised."""
     snap = adaptive()
     snap.products["A"]["units_sold"] = 4
     assert not check(snap)["verdicts"]["oversell"]
@@ -355,7 +356,7 @@ def test_promised_beyond_production_or_a_waiting_order_without_batch_is_unbacked
 def cancelled(snap: Snapshot, *, email: str = "") -> Snapshot:
     """The pre-order cancelled instead (its batch failed): the 10 units never came."""
     snap.orders[1].update(status="cancelled", fulfilled_at=None, published_at=None, email=email)
-    snap.products["A"].update(stock=0, units_sold=3)
+    snap.products["A"].update(stock=0, units_sold=5)  # promised units count as sold
     snap.arrivals, snap.restocks = [], []
     snap.outbox = [e for e in snap.outbox if e["event_type"] != "stock.replenished"]
     snap.failed.append(
@@ -373,11 +374,15 @@ def test_a_cancelled_promise_needs_its_event_in_the_ops_feed_and_a_mail_when_it_
     assert check_pre(snap, by_order=feed(snap, **told))["verdicts"]["promises kept"]
 
     snap = cancelled(waiting_list(), email="Ann@example.com")
-    other = [{"to": ["ann@example.com"], "text": "Your order ref-9 is cancelled"}]
+    other = [
+        {"to": ["ann@example.com"], "text": "Your 부산도너츠 is ready"},
+        {"to": ["bob@example.com"], "text": "Your pre-order was cancelled"},
+    ]
     result = check_pre(snap, by_order=feed(snap, **told), mails=other)
     assert result["facts"]["promises"]["cancelled_without_mail"] == [2]
-    mail = [{"to": ["ann@example.com"], "text": "Your order ref-2 is cancelled"}]
-    assert check_pre(snap, by_order=feed(snap, **told), mails=mail)["verdicts"]["promises kept"]
+    for text in ("Your order ref-2 is ready", "Your pre-order of 부산도너츠 was cancelled"):
+        mail = [{"to": ["ann@example.com"], "text": text}]
+        assert check_pre(snap, by_order=feed(snap, **told), mails=mail)["verdicts"]["promises kept"]
 
 
 def test_a_promise_served_late_or_still_waiting_is_not_kept() -> None:
