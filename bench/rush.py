@@ -926,7 +926,7 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, Any]]:
             f"{h['server_errors']} / {h['no_answer']} / {h['unexpected']}",
         ),
         (
-            "fill rate (served / asked)",
+            "fill rate (shelf / asked)",
             f">= {t['fill_rate']:g}",
             f"{rep['fill_rate']}{_mark(rep['fill_rate'], t['fill_rate'])}",
         ),
