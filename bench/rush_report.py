@@ -22,7 +22,10 @@ from bench.rush_verify import (
 )
 from bench.stack import connect
 
-SQL_PRODUCTS = "SELECT sku, stock, on_order, promised FROM inventory_product WHERE sku IN %s"
+SQL_PRODUCTS = (
+    "SELECT sku, stock, on_order, promised, reorder_point, demand_rate "
+    "FROM inventory_product WHERE sku IN %s"
+)
 # Per product: the units its waiting orders wait for, and those of them tied to no open batch.
 SQL_WAITING = (
     "SELECT p.sku, COALESCE(SUM(o.quantity), 0), COALESCE(SUM(CASE WHEN d.id IS NULL OR "
@@ -111,9 +114,12 @@ class Sampler(threading.Thread):
             self._conn = None
             return {"db_error": str(exc)[:200]}
         return {
-            "stock": {sku: int(stock) for sku, stock, _, _ in products},
-            "in_production": {sku: int(on_order) for sku, _, on_order, _ in products},
-            "promised": {sku: int(promised) for sku, _, _, promised in products},
+            "stock": {r[0]: int(r[1]) for r in products},
+            "in_production": {r[0]: int(r[2]) for r in products},
+            "promised": {r[0]: int(r[3]) for r in products},
+            # The policy's guess: what it keeps on hand and on order, and the demand behind it.
+            "reorder_point": {r[0]: int(r[4]) for r in products},
+            "demand_rate": {r[0]: round(float(r[5]), 2) for r in products},
             "waiting": {sku: waiting.get(sku, (0, 0))[0] for sku, *_ in products},
             "untied": {sku: waiting.get(sku, (0, 0))[1] for sku, *_ in products},
             "overfull_batches": overfull,
@@ -298,6 +304,12 @@ def replenishment(
             {sku: int(p["on_order"]) for sku, p in snap.products.items()},
             {sku: int(p.get("promised") or 0) for sku, p in snap.products.items()},
         ),
+        # The policy's reorder points and demand estimates as the crowd left: what it kept
+        # on hand and on order for the demand it guessed.
+        "policy_at_load_end": {
+            "reorder_point": at_load_end.get("reorder_point", {}),
+            "demand_rate": at_load_end.get("demand_rate", {}),
+        },
         # What the products counted of the demand they refused (their own counters).
         "counted": {name: sum(c[name] for c in counted.values()) for name in REFUSAL_COUNTERS}
         if counted
