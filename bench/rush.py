@@ -955,7 +955,8 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, Any]]:
             f"{_pct(pre['broken_share'], 1)}"
             f"{_mark(pre['broken_share'], pt['promises_broken'], at_most=True)} "
             f"({pre['late']} late, {pre['cancelled']} cancelled, "
-            f"{pre['overdue'] + pre['waiting']} waiting of {pre['promised']})",
+            f"{pre['overdue'] + pre['waiting']} waiting of {pre['promised']}; "
+            f"{pre['moved']} moved)",
         ),
         (
             "promise / wait p50, s",
