@@ -238,7 +238,8 @@ def event_rates(snap: Snapshot, *, t0: float) -> dict[str, Any]:
     the sales the relay published from the order rows."""
     created: dict[int, int] = defaultdict(int)
     published: dict[int, int] = defaultdict(int)
-    for e in (*snap.outbox, *(o for o in snap.orders if o["published_at"])):
+    sales = (o for o in snap.orders if o["published_at"] and o["status"] == "completed")
+    for e in (*snap.outbox, *sales):
         created[int((ts(e["created_at"]) or t0) - t0)] += 1
         if e["published_at"] is not None:
             published[int((ts(e["published_at"]) or t0) - t0)] += 1

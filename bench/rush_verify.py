@@ -663,6 +663,11 @@ def _refusals(snap: Snapshot) -> dict[str, Any]:
     return {"counted": counted, "reported": {sku: dict(reported[sku]) for sku in counted}}
 
 
+def _published_sales(snap: Snapshot) -> list[dict[str, Any]]:
+    """The orders the relay published as sales (order.completed)."""
+    return [o for o in snap.orders if o["published_at"] and o["status"] == "completed"]
+
+
 def _in_windows(t: float, windows: list[tuple[str, float, float]]) -> bool:
     return any(start <= t <= end for _, start, end in windows)
 
@@ -676,7 +681,8 @@ def _relay(
     """published_at − created_at of every event: outbox rows, and orders the relay published."""
     lag, lag_calm, e2e = [], [], []
     events = [(e, e["body"]["event_id"]) for e in snap.outbox]
-    events += [(o, ops_orders.get(o["id"])) for o in snap.orders if o["published_at"]]
+    # A cancelled order is marked published without being a sale: order.cancelled tells of it.
+    events += [(o, ops_orders.get(o["id"])) for o in _published_sales(snap)]
     for e, event_id in events:
         created, published = ts(e["created_at"]), ts(e["published_at"])
         if created is None or published is None:

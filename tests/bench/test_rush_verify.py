@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.core.mail import EmailMessage
 
-from bench.rush_report import preorders, read_k6_csv, read_mails, replenishment
+from bench.rush_report import event_rates, preorders, read_k6_csv, read_mails, replenishment
 from bench.rush_verify import Snapshot, hold_to_told, verify
 
 START = datetime(2026, 1, 1)
@@ -497,3 +497,11 @@ def test_a_promise_moved_to_a_later_batch_is_held_to_the_time_its_201_told() -> 
     assert check_pre(snap)["facts"]["promises"]["outcomes"] == {"late": 1}
     numbers = preorders(http={"requests": 2, "served": 1}, snap=snap, end=T0 + 30)
     assert (numbers["moved"], numbers["late"], numbers["slack_s"]["min"]) == (1, 1, -1.0)
+
+
+def test_a_cancelled_order_marked_published_is_no_sale_in_the_relay_lag() -> None:
+    snap = cancelled(waiting_list())
+    snap.orders[1]["published_at"] = at(40)  # marked when cancelled, 38 s after it was placed
+    told = feed(snap, o2={"order.cancelled": {"cancelled-2"}})
+    assert check_pre(snap, by_order=told)["facts"]["relay"]["lag_s"]["max"] == 0.3
+    assert event_rates(snap, t0=T0)["published"] == {1: 3, 5: 1}  # no 40: not a sale
