@@ -39,11 +39,16 @@ def ready_by(batch: ReorderDecision) -> datetime:
 def open_batch(
     *, product_id: int, quantity: int, exclude: int | None = None
 ) -> ReorderDecision | None:
-    """The batch due first with `quantity` units nobody was promised; lock the product first."""
+    """The batch due first with `quantity` units nobody was promised; lock the product first.
+
+    Only batches still due in the future: one already late (a factory call being retried, a
+    lost callback) would make a promise broken from the start. Its units still serve the
+    waiting orders if it lands.
+    """
     batches = ReorderDecision.objects.filter(
         product_id=product_id,
         settled_at__isnull=True,
-        due_at__isnull=False,
+        due_at__gt=timezone.now(),
         quantity__gte=F("promised") + quantity,
     )
     if exclude is not None:
@@ -54,10 +59,9 @@ def open_batch(
 def promise_from(*, batch: ReorderDecision, quantity: int, email: str = "") -> Promise:
     """Promise `quantity` units of `batch` (chosen under the product's lock)."""
     ReorderDecision.objects.filter(pk=batch.pk).update(promised=F("promised") + quantity)
-    # A pre-order is a sale made now and served later: demand the estimates count.
-    Product.objects.filter(pk=batch.product_id).update(
-        promised=F("promised") + quantity, units_sold=F("units_sold") + quantity
-    )
+    # Promised units are known demand, ordered one for one: counting them in the guessed
+    # demand rate too would order them twice, and what guesses order is what is left over.
+    Product.objects.filter(pk=batch.product_id).update(promised=F("promised") + quantity)
     return Promise.objects.create(
         product_id=batch.product_id,
         batch=batch,
@@ -97,6 +101,9 @@ def serve_arrival(*, product_id: int, batch_id: int | None, quantity: int) -> Ar
     kept: list[Promise] = []
     freed: dict[int, int] = defaultdict(int)
     waiting = Promise.objects.filter(product_id=product_id, state=Promise.State.WAITING)
+    if own is not None and spare <= 0:
+        # Nothing left over for other batches' orders: only this batch's are read.
+        waiting = waiting.filter(batch_id=own.pk)
     for waiter in waiting.order_by("pk"):
         if own is not None and waiter.batch_id == own.pk:
             kept.append(waiter)

@@ -167,6 +167,41 @@ def _backorder(
     return stock, order
 
 
+def complete_pre_orders(*, promise_ids: list[int]) -> int:
+    """Their batch served these promises: their orders are completed, their sales published
+    with the others. Call in the transaction that kept them; returns how many."""
+    completed = Order.objects.filter(
+        promise_id__in=promise_ids, status=Order.Status.BACKORDERED
+    ).update(status=Order.Status.COMPLETED, fulfilled_at=timezone.now())
+    outbox.sold()
+    return completed
+
+
+def cancel_pre_orders(*, reasons: dict[int, str]) -> int:
+    """These promises (id: reason) were cancelled: so are their orders, which are no sales
+    (marked published), and order.cancelled tells the ops feed. Call in the transaction that
+    cancelled them; returns how many."""
+    waiting = Order.objects.filter(promise_id__in=reasons, status=Order.Status.BACKORDERED)
+    orders = list(waiting.select_related("product__factory"))
+    if not orders:
+        return 0
+    waiting.update(status=Order.Status.CANCELLED, published_at=timezone.now())
+    outbox.record(
+        [
+            events.cancelled(
+                order_id=order.pk,
+                sku=order.product.sku,
+                factory_code=order.product.factory.code,
+                quantity=order.quantity,
+                reason=reasons[order.promise_id],
+            )
+            for order in orders
+        ]
+    )
+    logger.info("pre-orders cancelled orders=%s", ",".join(str(o.pk) for o in orders))
+    return len(orders)
+
+
 ORDER_SQL = (
     "INSERT INTO `shop_order` (`product_id`, `quantity`, `status`, `channel`, `unit_price`, "
     "`remaining_stock`, `customer`, `address`, `reference`, `created_at`) "

@@ -162,3 +162,44 @@ def test_factory_capacity_caps_the_order():
 
 def test_a_full_factory_means_no_order_now():
     assert policy.order(stock(on_hand=0, reorder_point=100), capacity_left=0) is None
+
+
+def _promised_stock(**changes: object) -> policy.Stock:
+    numbers = {
+        "mode": Product.Mode.ADAPTIVE,
+        "on_hand": 5,
+        "on_order": 20,
+        "promised": 12,
+        "rate": 1.0,
+        "reorder_point": 18,
+        "review": 2.0,
+        "restock_quantity": 10,
+        "min_quantity": 1,
+        "max_quantity": 500,
+    }
+    return policy.Stock(**{**numbers, **changes})  # type: ignore[arg-type]
+
+
+def test_promised_units_are_known_demand_ordered_one_for_one():
+    stock = _promised_stock()
+
+    # 5 on hand + 20 on order - 12 promised = 13 free units, below the point of 18 (its
+    # safety margin is on the guessed rate only): up to 18 + 1/s × 2 s = 20, so 7 more.
+    assert stock.position == 13
+    assert policy.needs_order(stock)
+    assert policy.order(stock, capacity_left=None).quantity == 7
+    # Without the promises the same shelf and pipeline would look covered.
+    assert not policy.needs_order(_promised_stock(promised=0))
+
+
+def test_a_pre_order_needing_a_new_batch_adds_its_units_or_orders_nothing():
+    stock = _promised_stock()
+
+    # 4 more promised: 9 free, up to 20: 11, which holds the 4.
+    assert policy.order(stock, capacity_left=None, promising=4).quantity == 11
+    # Bounds that leave less room than the pre-order needs make no order at all.
+    assert policy.order(_promised_stock(max_quantity=3), capacity_left=None, promising=4) is None
+    assert policy.order(stock, capacity_left=3, promising=4) is None
+    # A covered product still orders what a pre-order needs, at least the minimum.
+    covered = _promised_stock(promised=0, min_quantity=10)
+    assert policy.order(covered, capacity_left=None, promising=4).quantity == 10

@@ -10,8 +10,8 @@ from rest_framework.test import APIClient
 from factory_bridge.models import OutboxEvent
 from inventory import promises
 from inventory.alerts import send_due_mail
-from inventory.models import Product, Promise, ReorderDecision, SuppressedAddress
-from inventory.services import give_up_batch, receive_stock
+from inventory.models import DemandSnapshot, Product, Promise, ReorderDecision, SuppressedAddress
+from inventory.services import give_up_batch, receive_stock, refresh_estimates
 from shop.exceptions import OutOfStock, PurchaseLimitReached
 from shop.models import Order
 from shop.services import place_order
@@ -260,6 +260,23 @@ def test_the_policy_orders_promised_units_one_for_one(empty, settings):
     assert (batch.quantity, empty.on_order, empty.promised) == (10, 10, 3)
 
 
+@pytest.mark.usefixtures("no_events")
+def test_promised_units_are_not_guessed_demand_too(empty):
+    refresh_estimates()  # the first look: counters from here on
+    for _ in range(5):
+        backorder(2)
+    Product.objects.filter(pk=empty.pk).update(stock=3)
+    place_order(sku=SKU, quantity=1)
+
+    refresh_estimates()
+
+    empty.refresh_from_db()
+    # 10 units promised are ordered one for one; only the shelf's one unit is a guess.
+    assert (empty.promised, empty.units_sold) == (10, 1)
+    snapshot = DemandSnapshot.objects.get(product=empty)
+    assert snapshot.units_sold == 1
+
+
 def test_the_ops_feed_hears_of_the_pre_order_once_and_of_its_sale_when_served(empty):
     order = backorder(2)
     ledger_orders = _unpublished_order_ids()
@@ -394,3 +411,17 @@ def test_a_suppressed_mailbox_gets_no_pre_order_notice(empty, mailoutbox):
 
     assert send_due_mail() == 0
     assert mailoutbox == []
+
+
+@pytest.mark.usefixtures("no_events")
+def test_a_batch_already_late_promises_nothing_more_and_a_new_one_is_decided(empty):
+    first = backorder(2)
+    late = batch_of(first)
+    ReorderDecision.objects.filter(pk=late.pk).update(due_at=timezone.now() - timedelta(seconds=1))
+
+    second = backorder(2)
+
+    assert batch_of(second) != late
+    late.refresh_from_db()
+    assert late.promised == 2
+    assert Promise.objects.get(order=second).ready_by > timezone.now()

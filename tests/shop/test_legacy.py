@@ -172,3 +172,15 @@ def test_unknown_legacy_routes(product, method, path):
     assert _body(response) == {"error": "Not Found"}
     product.refresh_from_db()
     assert product.stock == 3
+
+
+def test_checkout_takes_no_pre_order_whatever_its_body_says(client, product):
+    Product.objects.filter(pk=product.pk).update(stock=0)
+
+    response = client.post(
+        "/checkout", json.dumps({"backorder": True}), content_type="application/json"
+    )
+
+    assert response.status_code == 200
+    assert _body(response) == {"message": "구매 실패! 남은 재고: 0"}
+    assert not Order.objects.exists()
