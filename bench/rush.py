@@ -16,9 +16,15 @@ log:
 
   oversell == 0, 5xx == 0 (outside a MySQL restart), lost events == 0, duplicate restocks == 0
 
-It does all this once per replenishment mode (`--modes`), each on a fresh stack, and prints
-one table with the modes side by side. It exits 1 if an invariant fails (2 if the stack
-could not be started). Everything it starts is stopped on exit, Ctrl-C included.
+With `--backorder-share` some customers (all: 1, half: 0.5) take a donut from the next batch
+when the shelf is empty; after the batches have landed the bench reads from the database which
+promises were kept, late or cancelled, and checks that none was made without production behind
+it, cancelled without notice, lost or served twice.
+
+It does all this once per replenishment mode (`--modes`) and share (`--backorder-share`), each
+on a fresh stack, and prints one table with the runs side by side. It exits 1 if an invariant
+fails (2 if the stack could not be started). Everything it starts is stopped on exit, Ctrl-C
+included.
 """
 
 import argparse
@@ -40,16 +46,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.rush_report import (  # noqa: E402
+    PREORDER_TARGETS,
     TARGETS,
     Sampler,
     event_rates,
     ops_unread,
     plot,
+    preorders,
     rates,
     read_k6_csv,
+    read_mails,
     replenishment,
 )
-from bench.rush_verify import read_snapshot, verify  # noqa: E402
+from bench.rush_verify import hold_to_told, read_snapshot, verify  # noqa: E402
 from bench.stack import (  # noqa: E402
     BIN,
     PY,
@@ -63,12 +72,15 @@ from bench.stack import (  # noqa: E402
     mysql_cpu,
     port_open,
     sqs_client,
+    wait_for,
 )
 
 K6_SCRIPT = ROOT / "bench" / "k6" / "rush.js"
 PAGES_SCRIPT = ROOT / "bench" / "k6" / "pages.js"
 DEFAULT_SKUS = "CP-502101,CP-502102,CP-502103"
 MODES = ("adaptive", "at_zero")
+# k6's answers per order: kept for the checks, left out of the JSON.
+PER_ORDER = ("timeline", "references", "ready_by_told")
 MYSQL_GRACE = 2.0  # seconds after MySQL answers again that in-flight requests may still fail
 
 
@@ -109,6 +121,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--purchase-window", type=int, help="PURCHASE_LIMIT_WINDOW seconds (default: the app's)"
+    )
+    p.add_argument(
+        "--backorder-share",
+        default="0",
+        help="share of customers who take one from the next batch when the shelf is empty "
+        "(1: every one, 0.5: half, 0: none); several, comma-separated, run one after the other",
+    )
+    p.add_argument(
+        "--emails",
+        action="store_true",
+        help="customers who take the next batch leave an email address; a mail sink keeps "
+        "what the shop sends, and every cancellation must have its mail",
     )
     p.add_argument(
         "--rate-limit",
@@ -156,6 +180,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--factory-port", type=int, default=8301)
     p.add_argument("--moto-port", type=int, default=4800)
     p.add_argument("--proxy-port", type=int, default=4801)
+    p.add_argument("--mail-port", type=int, default=4802, help="the mail sink's (with --emails)")
     p.add_argument("--drain-timeout", type=int, default=600, help="seconds to wait after load")
     p.add_argument("--pytest-wait", type=int, default=600, help="seconds to wait for test runs")
     p.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the app's processes")
@@ -173,6 +198,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--modes: one or more of {', '.join(MODES)}, each once")
     if args.purchase_limit < 0:
         p.error("--purchase-limit must be 0 (no limit) or more")
+    try:
+        args.backorder_shares = [float(x) for x in args.backorder_share.split(",") if x.strip()]
+    except ValueError:
+        p.error("--backorder-share: numbers from 0 to 1, comma-separated")
+    shares = args.backorder_shares
+    if not shares or any(not 0 <= x <= 1 for x in shares) or len(set(shares)) < len(shares):
+        p.error("--backorder-share: numbers from 0 to 1, comma-separated, each once")
     return args
 
 
@@ -201,6 +233,13 @@ def stack_config(args: argparse.Namespace, workdir: Path) -> Config:
     }
     if args.purchase_window is not None:
         settings["PURCHASE_LIMIT_WINDOW"] = str(args.purchase_window)
+    if args.emails:
+        # Mail goes to the bench's own sink (stack's default: nowhere).
+        settings.update(
+            EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+            EMAIL_HOST="127.0.0.1",
+            EMAIL_PORT=str(args.mail_port),
+        )
     return Config(
         workdir=workdir,
         database_url=args.database_url,
@@ -384,7 +423,9 @@ class Drills:
 # --- the run --------------------------------------------------------------------------------
 
 
-def start_k6(args: argparse.Namespace, stack: Stack, csv_path: Path, summary: Path) -> None:
+def start_k6(
+    args: argparse.Namespace, stack: Stack, csv_path: Path, summary: Path, *, share: float
+) -> None:
     env = {
         "PATH": stack.env["PATH"],
         "BASE_URL": stack.base_url,
@@ -395,6 +436,8 @@ def start_k6(args: argparse.Namespace, stack: Stack, csv_path: Path, summary: Pa
         "DOWN_SECONDS": "10",
         "THINK_SECONDS": str(args.think),
         "MAX_QUANTITY": str(args.max_quantity),
+        "BACKORDER_SHARE": f"{share:g}",
+        "EMAILS": "1" if args.emails else "0",
         "SUMMARY_PATH": str(summary),
         "K6_CSV_TIME_FORMAT": "unix_milli",
         "K6_NO_USAGE_REPORT": "true",
@@ -435,6 +478,8 @@ def unannounced(conn: Any, ops: OpsReader) -> dict[str, int]:
     outbox = {row[0] for row in cur.fetchall()}
     cur.execute("SELECT id FROM shop_order WHERE status = 'completed'")
     orders = {row[0] for row in cur.fetchall()}
+    cur.execute("SELECT COUNT(*) FROM shop_order WHERE status = 'backordered'")
+    waiting = int(cur.fetchone()[0])
     cur.execute("SELECT SUM(orders_refused + orders_limited) FROM inventory_product")
     counted = int(cur.fetchone()[0] or 0)
     cur.execute("SELECT body FROM factory_bridge_outboxevent WHERE event_type = 'orders.refused'")
@@ -445,11 +490,13 @@ def unannounced(conn: Any, ops: OpsReader) -> dict[str, int]:
     return {
         "events_not_in_ops": len(outbox - ops.ids()) + len(ops.missing(orders)),
         "refusals_not_reported": counted - reported,
+        "orders_waiting": waiting,
     }
 
 
 def drain(args: argparse.Namespace, sampler: Sampler, ops: OpsReader) -> dict[str, Any]:
-    """Wait until every event is published and read, and every depletion is settled."""
+    """Wait until every event is published and read, every depletion is settled and every
+    waiting order served or cancelled (the batches in production have landed)."""
     started = time.time()
     stable = 0
     state: dict[str, Any] = {}
@@ -587,8 +634,11 @@ def setup_products(stack: Stack, args: argparse.Namespace, mode: str, skus: tupl
     )
 
 
-def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> dict[str, Any] | None:
-    """One rush on a fresh stack with the products in `mode`; None if it could not start."""
+def run_mode(
+    args: argparse.Namespace, mode: str, workdir: Path, *, share: float = 0.0
+) -> dict[str, Any] | None:
+    """One rush on a fresh stack with the products in `mode` and `share` of the customers
+    taking the next batch; None if it could not start."""
     args = copy.copy(args)  # a drill may switch itself off for this run only
     skus = tuple(s.strip() for s in args.skus.split(",") if s.strip())
     stack = Stack(stack_config(args, workdir))
@@ -599,7 +649,13 @@ def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> dict[str, An
         if args.mysql_restart and not wait_for_no_pytest(args.pytest_wait):
             say("MySQL drill skipped: a test run has used MySQL for too long")
             args.mysql_restart = False
+        mail_dir = workdir / "mail"
+        if args.emails:
+            sink = ["manage.py", "run_mail_sink", "--port", str(args.mail_port)]
+            stack.spawn("mail", [PY, *sink, "--dir", str(mail_dir)])
         try:
+            if args.emails:
+                wait_for(lambda: port_open(args.mail_port), timeout=30, what="mail sink")
             say("starting moto, proxy, database, factory, qcluster and gunicorn")
             stack.start(setup=lambda: setup_products(stack, args, mode, skus))
         except Exception as exc:  # any failure to start is reported the same way
@@ -630,10 +686,11 @@ def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> dict[str, An
         cpu_before = stack.cpu()
         load_before = os.getloadavg()[0]
         t0 = time.time()
-        start_k6(args, stack, csv_path, summary_path)
+        start_k6(args, stack, csv_path, summary_path, share=share)
         say(
             f"rush ({mode}): {args.vus} customers for {args.duration} s on {', '.join(skus)} "
-            f"(stock {args.stock}, factory {args.factory_delay:g} s)"
+            f"(stock {args.stock}, factory {args.factory_delay:g} s, "
+            f"{share:.0%} take the next batch)"
         )
         drills = Drills(args, stack, t0, sampler)
         k6 = stack.procs["k6"]
@@ -663,9 +720,12 @@ def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> dict[str, An
         dlq = sampler.latest().get("queues", {}).get("dlq")
         snap = read_snapshot(args.database_url, skus)
         http = read_k6_csv(csv_path, t0=t0, db_window=drills.mysql_window())
+        hold_to_told(snap, http["ready_by_told"])
         with ops.lock:
             seen, ops_orders = dict(ops.seen), dict(ops.orders)
+            by_order = {key: dict(kinds) for key, kinds in ops.by_order.items()}
             duplicates = ops.deliveries - len(ops.seen)
+        read_at = time.time()
         events = event_rates(snap, t0=t0)
         hold = (args.ramp, args.duration - 10)
         written = sum(v for s, v in events["created"].items() if hold[0] <= s < hold[1])
@@ -692,6 +752,10 @@ def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> dict[str, An
             factory_jobs=factory_jobs(stack),
             http=http,
             drill_windows=extended,
+            ops_by_order=by_order,
+            samples=sampler.samples,
+            mails=read_mails(mail_dir) if args.emails else None,
+            end=read_at,
         )
         if not drained["settled"]:
             for verdict in verification.verdicts:
@@ -703,6 +767,7 @@ def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> dict[str, An
                     )
         result = {
             "mode": mode,
+            "backorder_share": share,
             "settings": {
                 "vus": args.vus,
                 "duration_s": args.duration,
@@ -718,12 +783,15 @@ def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> dict[str, An
                 "purchase_limit": args.purchase_limit,
                 "purchase_window_s": args.purchase_window,
                 "rate_limit": args.rate_limit,
+                "backorder_share": share,
+                "emails": args.emails,
             },
             "load_average_1m": {"before": load_before, "after": load_after},
             "replenishment": replenishment(
                 http=http, facts=verification.facts, snap=snap, at_load_end=at_load_end
             ),
-            "http": {k: v for k, v in http.items() if k != "timeline"},
+            "preorders": preorders(http=http, snap=snap, end=read_at),
+            "http": {k: v for k, v in http.items() if k not in PER_ORDER},
             "open_pages": open_pages(args.open_pages, summary_path),
             "rates": rates(http, hold=hold),
             "events_written_per_s": events_per_s,
@@ -752,7 +820,9 @@ def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> dict[str, An
             "ops_unread": ops_unread(events["published"], [at - t0 for at, _ in seen.values()]),
         }
         say(
-            f"{mode}: fill rate {result['replenishment']['fill_rate']}, invariants "
+            f"{mode}, {share:.0%} take the next batch: fill rate "
+            f"{result['replenishment']['fill_rate']}, served "
+            f"{result['preorders']['served_share']}, invariants "
             + ("hold" if verification.ok else "FAILED")
         )
         return result
@@ -775,10 +845,12 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, dict[str, Any]] = {}
     try:
         for mode in args.modes:
-            result = run_mode(args, mode, workdir / mode)
-            if result is None:
-                return 2
-            runs[mode] = result
+            for share in args.backorder_shares:
+                label = run_label(mode, share, several=len(args.backorder_shares) > 1)
+                result = run_mode(args, mode, workdir / label.replace(" ", "-"), share=share)
+                if result is None:
+                    return 2
+                runs[label] = result
     except KeyboardInterrupt:
         say("interrupted")
         return 130
@@ -793,11 +865,20 @@ def main(argv: list[str] | None = None) -> int:
             "command": " ".join([".venv/bin/python", "bench/rush.py", *(argv or sys.argv[1:])]),
             "machine": f"{os.cpu_count()} cores",
             "targets": TARGETS,
+            "preorder_targets": PREORDER_TARGETS,
             "modes": runs,
         }
         args.json.write_text(json.dumps(report, default=str))
         say(f"results written to {args.json}")
     return 0 if all(r["ok"] for r in runs.values()) else 1
+
+
+def run_label(mode: str, share: float, *, several: bool) -> str:
+    """A run's column: its mode, and its share of customers taking the next batch unless
+    every run has none."""
+    if share == 0 and not several:
+        return mode
+    return f"{mode} {share:.0%} wait"
 
 
 def _title(args: argparse.Namespace) -> str:
@@ -816,8 +897,8 @@ def _title(args: argparse.Namespace) -> str:
     )
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
+def _pct(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}%}"
 
 
 def _mark(value: float | None, target: float, *, at_most: bool = False) -> str:
@@ -831,9 +912,11 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, Any]]:
     h, rep, f, t, pages = r["http"], r["replenishment"], r["facts"], TARGETS, r["open_pages"]
     left = f"<= {t['leftover_ratio']:.0%}"
     counted, restocks = rep["counted"], f["restocks"]
+    pre, pt = r["preorders"], PREORDER_TARGETS
     rows = [
         ("orders asked", "", h["requests"]),
         ("  served (201)", "", h["served"]),
+        ("  promised from production (201)", "", h["backordered"]),
         ("  out of stock (409)", "", h["out_of_stock"]),
         ("  purchase limit", "", h["purchase_limit"]),
         ("  throttled (429)", "", h["throttled"]),
@@ -843,7 +926,7 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, Any]]:
             f"{h['server_errors']} / {h['no_answer']} / {h['unexpected']}",
         ),
         (
-            "fill rate (served / asked)",
+            "fill rate (shelf / asked)",
             f">= {t['fill_rate']:g}",
             f"{rep['fill_rate']}{_mark(rep['fill_rate'], t['fill_rate'])}",
         ),
@@ -861,9 +944,36 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, Any]]:
             )
             for sku, o in f["sold_out"].items()
         ),
+        (
+            "served (shelf + kept) / asked",
+            f">= {pt['served']:g}",
+            f"{pre['served_share']}{_mark(pre['served_share'], pt['served'])}",
+        ),
+        (
+            "promises broken / promises",
+            f"<= {pt['promises_broken']:.0%}",
+            f"{_pct(pre['broken_share'], 1)}"
+            f"{_mark(pre['broken_share'], pt['promises_broken'], at_most=True)} "
+            f"({pre['late']} late, {pre['cancelled']} cancelled, "
+            f"{pre['overdue'] + pre['waiting']} waiting of {pre['promised']}; "
+            f"{pre['moved']} moved)",
+        ),
+        (
+            "promise / wait p50, s",
+            "",
+            f"{pre['promise_s']['p50']} / {pre['waited_s']['p50']} "
+            f"(slack min {pre['slack_s']['min']})",
+        ),
         ("units sold", "", rep["units_sold"]),
         ("left at load end / sold", left, _leftover(rep["left_at_load_end"])),
         ("left after drain / sold", left, _leftover(rep["left_after_drain"])),
+        (
+            "  with pre-orders",
+            f"<= {pt['leftover_ratio']:.0%}",
+            _pct(rep["left_at_load_end"]["ratio"])
+            + _mark(rep["left_at_load_end"]["ratio"], pt["leftover_ratio"], at_most=True)
+            + f" ({rep['left_at_load_end']['promised']} promised at load end)",
+        ),
         (
             "refusals counted on products",
             "",
@@ -909,14 +1019,14 @@ def print_summary(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
     widths = [
         max(len(m), *(len(str(v)) for _, _, v in c)) + 2 for m, c in zip(runs, columns, strict=True)
     ]
-    header = f"{'':<30}{'target':<9}" + "".join(
+    header = f"{'':<34}{'target':<9}" + "".join(
         f"{m:<{w}}" for m, w in zip(runs, widths, strict=True)
     )
     rule = "=" * max(78, len(header))
     lines = ["", rule, _title(args), rule, header, "-" * len(rule)]
     for i, (label, target, _) in enumerate(columns[0]):
         values = "".join(f"{c[i][2]!s:<{w}}" for c, w in zip(columns, widths, strict=True))
-        lines.append(f"{label:<30}{target:<9}{values}")
+        lines.append(f"{label:<34}{target:<9}{values}")
     for mode, r in runs.items():
         lines += ["-" * len(rule), f"{mode}: {r['workdir']}", f"  limited by    {r['limit']}"]
         lines.append(

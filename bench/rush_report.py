@@ -3,6 +3,8 @@ timelines, the summary and the plot."""
 
 import contextlib
 import csv
+import email
+import email.policy
 import gzip
 import threading
 import time
@@ -10,12 +12,37 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.rush_verify import REFUSAL_COUNTERS, Snapshot, percentile, ts
+from bench.rush_verify import (
+    REFUSAL_COUNTERS,
+    Snapshot,
+    is_preorder,
+    percentile,
+    promise_outcome,
+    ts,
+)
 from bench.stack import connect
 
-SQL_PRODUCTS = "SELECT sku, stock, on_order FROM inventory_product WHERE sku IN %s"
-# Events written and not yet published: outbox rows, and the orders after the newest one the
-# relay marked published (it publishes sales from the order rows, oldest first).
+SQL_PRODUCTS = (
+    "SELECT sku, stock, on_order, promised, reorder_point, demand_rate "
+    "FROM inventory_product WHERE sku IN %s"
+)
+# Per product: the units its waiting orders wait for, and those of them tied to no open batch.
+SQL_WAITING = (
+    "SELECT p.sku, COALESCE(SUM(o.quantity), 0), COALESCE(SUM(CASE WHEN d.id IS NULL OR "
+    "d.settled_at IS NOT NULL THEN o.quantity ELSE 0 END), 0) "
+    "FROM shop_order o JOIN inventory_product p ON p.id = o.product_id "
+    "LEFT JOIN inventory_promise pr ON pr.id = o.promise_id "
+    "LEFT JOIN inventory_reorderdecision d ON d.id = pr.batch_id "
+    "WHERE o.status = 'backordered' AND p.sku IN %s GROUP BY p.sku"
+)
+# Batches whose waiting orders wait for more units than the batch brings: a unit promised twice.
+SQL_OVERFULL = (
+    "SELECT COUNT(*) FROM inventory_reorderdecision d JOIN ("
+    "SELECT pr.batch_id, SUM(o.quantity) AS units FROM shop_order o "
+    "JOIN inventory_promise pr ON pr.id = o.promise_id "
+    "WHERE o.status = 'backordered' GROUP BY pr.batch_id) w ON w.batch_id = d.id "
+    "WHERE w.units > d.quantity"
+)
 SQL_BACKLOG = (
     "SELECT (SELECT COUNT(*) FROM factory_bridge_outboxevent WHERE published_at IS NULL) + "
     "(SELECT COUNT(*) FROM shop_order WHERE id > "
@@ -61,8 +88,16 @@ class Sampler(threading.Thread):
         try:
             self._conn = self._conn or connect(self.database_url)
             cur = self._conn.cursor()
+            # One snapshot for the products and their waiting orders, so that promised units
+            # and the orders that hold them are compared at one moment.
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
             cur.execute(SQL_PRODUCTS, (self.skus,))
             products = cur.fetchall()
+            cur.execute(SQL_WAITING, (self.skus,))
+            waiting = {sku: (int(units), int(untied)) for sku, units, untied in cur.fetchall()}
+            cur.execute(SQL_OVERFULL)
+            overfull = int(cur.fetchone()[0])
+            cur.execute("COMMIT")
             counts = {}
             for name, sql in (
                 ("backlog", SQL_BACKLOG),
@@ -79,8 +114,15 @@ class Sampler(threading.Thread):
             self._conn = None
             return {"db_error": str(exc)[:200]}
         return {
-            "stock": {sku: int(stock) for sku, stock, _ in products},
-            "in_production": {sku: int(on_order) for sku, _, on_order in products},
+            "stock": {r[0]: int(r[1]) for r in products},
+            "in_production": {r[0]: int(r[2]) for r in products},
+            "promised": {r[0]: int(r[3]) for r in products},
+            # The policy's guess: what it keeps on hand and on order, and the demand behind it.
+            "reorder_point": {r[0]: int(r[4]) for r in products},
+            "demand_rate": {r[0]: round(float(r[5]), 2) for r in products},
+            "waiting": {sku: waiting.get(sku, (0, 0))[0] for sku, *_ in products},
+            "untied": {sku: waiting.get(sku, (0, 0))[1] for sku, *_ in products},
+            "overfull_batches": overfull,
             "restocks": restocks,
             **counts,
         }
@@ -105,6 +147,8 @@ def read_k6_csv(path: Path, *, t0: float, db_window: tuple[float, float] | None)
     bins: dict[int, dict[str, Any]] = defaultdict(lambda: defaultdict(int))
     latencies: dict[int, list[float]] = defaultdict(list)
     samples: list[str] = []
+    references: dict[str, str] = {}  # reference of every order taken -> its answer
+    told: dict[str, str] = {}  # reference of every pre-order -> the ready_by it was told
     with gzip.open(path, "rt", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader)
@@ -116,7 +160,12 @@ def read_k6_csv(path: Path, *, t0: float, db_window: tuple[float, float] | None)
                 continue
             at = int(row[time_i]) / 1000
             value = float(row[value_i])
-            kind = dict(tag.split("=", 1) for tag in row[tags_i].split("&") if tag)["outcome"]
+            tags = dict(tag.split("=", 1) for tag in row[tags_i].split("&") if tag)
+            kind = tags["outcome"]
+            if tags.get("reference"):
+                references[tags["reference"]] = kind
+            if tags.get("ready_by"):
+                told[tags["reference"]] = tags["ready_by"]
             second = int(at - t0)
             in_db = db_window is not None and db_window[0] <= at <= db_window[1]
             if in_db and kind in ("server_errors", "no_answer"):
@@ -156,13 +205,15 @@ def read_k6_csv(path: Path, *, t0: float, db_window: tuple[float, float] | None)
             "max": _r(max(durations) if durations else None),
         },
         "failure_samples": samples,
+        "references": references,
+        "ready_by_told": told,
         "timeline": timeline,
     }
 
 
-# What bench/k6/rush.js tags each order request with; the first four are answers the shop
-# means to give (served, or asked and not served).
-ANSWERS = ("served", "out_of_stock", "purchase_limit", "throttled")
+# What bench/k6/rush.js tags each order request with; the first five are answers the shop
+# means to give (served from the shelf, promised from production, or asked and not served).
+ANSWERS = ("served", "backordered", "out_of_stock", "purchase_limit", "throttled")
 KINDS = (*ANSWERS, "server_errors", "no_answer", "unexpected")
 
 
@@ -187,7 +238,8 @@ def event_rates(snap: Snapshot, *, t0: float) -> dict[str, Any]:
     the sales the relay published from the order rows."""
     created: dict[int, int] = defaultdict(int)
     published: dict[int, int] = defaultdict(int)
-    for e in (*snap.outbox, *(o for o in snap.orders if o["published_at"])):
+    sales = (o for o in snap.orders if o["published_at"] and o["status"] == "completed")
+    for e in (*snap.outbox, *sales):
         created[int((ts(e["created_at"]) or t0) - t0)] += 1
         if e["published_at"] is not None:
             published[int((ts(e["published_at"]) or t0) - t0)] += 1
@@ -209,22 +261,29 @@ def ops_unread(published: dict[int, int], read_at: list[float]) -> list[int]:
 
 # Issue 11's targets for the rush with make run's factory.
 TARGETS = {"fill_rate": 0.9, "sold_out_share": 0.10, "leftover_ratio": 0.25}
+# Issue 20's, at the seed factory's 40 s with every customer taking the next batch.
+PREORDER_TARGETS = {"served": 0.95, "promises_broken": 0.01, "leftover_ratio": 0.20}
 
 
 def replenishment(
     *, http: dict[str, Any], facts: dict[str, Any], snap: Snapshot, at_load_end: dict[str, Any]
 ) -> dict[str, Any]:
     """Fill rate, time sold out and what is left on hand and in production once the crowd
-    has gone, as a share of the units sold."""
+    has gone, as a share of the units sold. Units in production already promised to waiting
+    orders are sold, not left over: only the rest of on_order counts."""
     sold = sum(p["sold"] for p in facts["products"].values())
 
-    def left(on_hand: dict[str, int], production: dict[str, int]) -> dict[str, Any]:
-        units = sum(on_hand.values()) + sum(production.values())
+    def left(
+        on_hand: dict[str, int], production: dict[str, int], promised: dict[str, int]
+    ) -> dict[str, Any]:
+        free = {sku: units - promised.get(sku, 0) for sku, units in production.items()}
+        units = sum(on_hand.values()) + sum(free.values())
         return {
             "on_hand": sum(on_hand.values()),
-            "in_production": sum(production.values()),
+            "in_production": sum(free.values()),
+            "promised": sum(promised.values()),
             "ratio": round(units / sold, 3) if sold else None,
-            "per_product": {sku: [on_hand.get(sku), production.get(sku)] for sku in on_hand},
+            "per_product": {sku: [on_hand.get(sku), free.get(sku)] for sku in on_hand},
         }
 
     shares = {sku: s["sold_out_share"] for sku, s in facts["sold_out"].items()}
@@ -237,16 +296,90 @@ def replenishment(
         "sold_out_worst": max(shares.values(), default=None),
         "units_sold": sold,
         "left_at_load_end": left(
-            at_load_end.get("stock", {}), at_load_end.get("in_production", {})
+            at_load_end.get("stock", {}),
+            at_load_end.get("in_production", {}),
+            at_load_end.get("promised", {}),
         ),
         "left_after_drain": left(
             {sku: p["stock"] for sku, p in snap.products.items()},
             {sku: int(p["on_order"]) for sku, p in snap.products.items()},
+            {sku: int(p.get("promised") or 0) for sku, p in snap.products.items()},
         ),
+        # The policy's reorder points and demand estimates as the crowd left: what it kept
+        # on hand and on order for the demand it guessed.
+        "policy_at_load_end": {
+            "reorder_point": at_load_end.get("reorder_point", {}),
+            "demand_rate": at_load_end.get("demand_rate", {}),
+        },
         # What the products counted of the demand they refused (their own counters).
         "counted": {name: sum(c[name] for c in counted.values()) for name in REFUSAL_COUNTERS}
         if counted
         else {},
+    }
+
+
+def preorders(*, http: dict[str, Any], snap: Snapshot, end: float) -> dict[str, Any]:
+    """Served (from the shelf, or from production by the promised time) as a share of the
+    orders asked, and the promises broken (late, cancelled, or still waiting past their
+    time at `end`) as a share of the promises, from the orders' rows after the run."""
+    promises = [o for o in snap.orders if is_preorder(o)]
+    outcomes = {"kept": 0, "late": 0, "cancelled": 0, "waiting": 0, "overdue": 0}
+    for o in promises:
+        outcomes[promise_outcome(o, end=end)] += 1
+    broken = outcomes["late"] + outcomes["cancelled"] + outcomes["overdue"]
+    asked = http["requests"]
+    served = http["served"] + outcomes["kept"]
+    promised_s = [ts(_told(o)) - ts(o["created_at"]) for o in promises]
+    delivered = [o for o in promises if o["status"] == "completed" and o["fulfilled_at"]]
+    waited_s = [ts(o["fulfilled_at"]) - ts(o["created_at"]) for o in delivered]
+    # How long before its promised time each delivered order was ready (negative: late).
+    slack_s = [ts(_told(o)) - ts(o["fulfilled_at"]) for o in delivered]
+    reasons: dict[str, int] = defaultdict(int)
+    for o in promises:
+        if o["status"] == "cancelled":
+            reasons[o.get("cancel_reason") or "?"] += 1
+    return {
+        "asked": asked,
+        "from_shelf": http["served"],
+        "promised": len(promises),
+        "promised_answers": http.get("backordered", 0),
+        "promised_units": sum(o["quantity"] for o in promises),
+        **outcomes,
+        "cancel_reasons": dict(reasons),
+        "moved": sum(1 for o in promises if o.get("moved")),
+        "served": served,
+        "served_share": round(served / asked, 3) if asked else None,
+        "broken": broken,
+        "broken_share": round(broken / len(promises), 4) if promises else None,
+        "promise_s": _spread(promised_s),
+        "waited_s": _spread(waited_s),
+        "slack_s": {"min": _r(min(slack_s, default=None)), **_spread(slack_s)},
+    }
+
+
+def _told(order: dict[str, Any]) -> Any:
+    """The time a pre-order was promised: as its 201 told, else its ready_by."""
+    return order.get("ready_by_told") or order["ready_by"]
+
+
+def read_mails(directory: Path) -> list[dict[str, Any]]:
+    """The messages the mail sink saved: their recipients and their text parts."""
+    mails = []
+    for path in sorted(directory.glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        text = str(message["Subject"] or "") + "\n"
+        text += "".join(
+            part.get_content() for part in message.walk() if part.get_content_maintype() == "text"
+        )
+        mails.append({"to": [str(a.addr_spec) for a in message["To"].addresses], "text": text})
+    return mails
+
+
+def _spread(values: list[float]) -> dict[str, float | None]:
+    return {
+        "p1": _r(percentile(values, 1)),
+        "p50": _r(percentile(values, 50)),
+        "p99": _r(percentile(values, 99)),
     }
 
 
@@ -282,6 +415,8 @@ def _plot_run(axes: Any, mode: str, run: dict[str, Any], plt: Any) -> None:
     skus = sorted(sold_out)
     colors = dict(zip(skus, plt.cm.tab10.colors, strict=False))
     end_x = run["load_seconds"]
+    pre = run.get("preorders") or {}
+    preordered = bool(pre.get("promised"))
 
     rows = [s for s in samples if "stock" in s]
     for sku in skus:
@@ -295,15 +430,33 @@ def _plot_run(axes: Any, mode: str, run: dict[str, Any], plt: Any) -> None:
             linestyle="--",
             alpha=0.6,
         )
+        if preordered:
+            stock_ax.step(
+                xs,
+                [s.get("promised", {}).get(sku) for s in rows],
+                where="post",
+                color=colors[sku],
+                linestyle=":",
+            )
     stock_ax.plot([], [], color="gray", label="on hand")
     stock_ax.plot([], [], color="gray", linestyle="--", label="in production")
+    if preordered:
+        stock_ax.plot([], [], color="gray", linestyle=":", label="promised to waiting orders")
     for sku in skus:
         stock_ax.plot([], [], color=colors[sku], label=sku)
-    stock_ax.set_title(
-        f"{mode}: fill rate {run['replenishment']['fill_rate']}, sold out up to "
-        f"{run['replenishment']['sold_out_worst']:.0%}, left after drain "
-        f"{run['replenishment']['left_after_drain']['ratio']} of sold"
-    )
+    left = run["replenishment"]["left_at_load_end"]["ratio"]
+    if preordered:
+        stock_ax.set_title(
+            f"{mode}: served {pre['served_share']} (shelf + promises kept), promises broken "
+            f"{pre['broken_share']:.1%}, left at load end {left} of sold",
+            fontsize=10,
+        )
+    else:
+        stock_ax.set_title(
+            f"{mode}: fill rate {run['replenishment']['fill_rate']}, sold out up to "
+            f"{run['replenishment']['sold_out_worst']:.0%}, left at load end {left} of sold",
+            fontsize=10,
+        )
     stock_ax.set_ylabel("units")
     stock_ax.legend(loc="upper right", fontsize=8)
 
@@ -317,6 +470,7 @@ def _plot_run(axes: Any, mode: str, run: dict[str, Any], plt: Any) -> None:
     secs = [b["s"] for b in tl]
     for kind, color in (
         ("served", "tab:green"),
+        ("backordered", "tab:blue"),
         ("out_of_stock", "tab:orange"),
         ("purchase_limit", "tab:pink"),
         ("throttled", "tab:cyan"),

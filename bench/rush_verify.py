@@ -14,11 +14,16 @@ from typing import Any
 from bench.stack import connect
 
 REORDER_SEPARATOR = "/reorder-"
+ORDER_COMPLETED = "order.completed"
+# An order's states that nothing changes any more.
+FINAL = ("completed", "cancelled", "rejected")
 # The events a restock answers: a depletion, or a reorder decision.
 TRIGGERS = ("stock.depleted", "stock.low")
 # A decision written in the same transaction as the depletion it answers may carry a
 # timestamp a moment later than it.
 SAME_DECISION_S = 1.0
+# The events that tell the ops feed of a pre-order: accepted, and cancelled.
+BACKORDERED, CANCELLED = "order.backordered", "order.cancelled"
 # The product's refusal counters and their fields in the orders.refused events.
 REFUSAL_COUNTERS = {
     "orders_refused": "refused_orders",
@@ -30,6 +35,23 @@ REFUSAL_COUNTERS = {
 def ts(value: datetime | None) -> float | None:
     """A naive UTC datetime from MySQL as a Unix timestamp."""
     return value.replace(tzinfo=UTC).timestamp() if value else None
+
+
+def is_preorder(order: dict[str, Any]) -> bool:
+    """An order promised from production: it carries the time it was promised for."""
+    return order.get("ready_by") is not None
+
+
+def promise_outcome(order: dict[str, Any], *, end: float) -> str:
+    """kept: completed by the time it was promised (as its 201 told, else its ready_by);
+    late: completed after it; cancelled; waiting: not served yet and not due at `end`;
+    overdue: not served and past its time at `end`."""
+    ready_by = ts(order.get("ready_by_told") or order["ready_by"]) or 0
+    if order["status"] == "completed":
+        return "kept" if (ts(order["fulfilled_at"]) or float("inf")) <= ready_by else "late"
+    if order["status"] == "cancelled":
+        return "cancelled"
+    return "overdue" if end > ready_by else "waiting"
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -64,10 +86,13 @@ def read_snapshot(database_url: str, skus: tuple[str, ...]) -> Snapshot:
         products = {
             r["sku"]: r for r in rows("SELECT * FROM inventory_product WHERE sku IN %s", skus)
         }
+        # Every column of the order, and a pre-order's promise: the time promised, its batch,
+        # why it was cancelled and the address its notices go to.
         orders = rows(
-            "SELECT o.id, p.sku, o.quantity, o.status, o.remaining_stock, o.created_at, "
-            "o.published_at "
-            "FROM shop_order o JOIN inventory_product p ON p.id = o.product_id"
+            "SELECT o.*, p.sku, pr.ready_by, pr.batch_id, pr.reason AS cancel_reason, "
+            "pr.email "
+            "FROM shop_order o JOIN inventory_product p ON p.id = o.product_id "
+            "LEFT JOIN inventory_promise pr ON pr.id = o.promise_id"
         )
         adjustments = rows(
             "SELECT p.sku, a.reason, a.old_quantity, a.new_quantity, a.note, a.created_at "
@@ -99,6 +124,17 @@ def read_snapshot(database_url: str, skus: tuple[str, ...]) -> Snapshot:
         restocks=restocks,
         failed=failed,
     )
+
+
+def hold_to_told(snap: Snapshot, told: dict[str, str]) -> None:
+    """Give each pre-order the time its 201 promised (ISO 8601), as `ready_by_told`: a
+    promise moved to a later batch gets a new ready_by, and is still held to the first."""
+    for order in snap.orders:
+        answered = told.get(order.get("reference") or "")
+        if answered:
+            at = datetime.fromisoformat(answered).astimezone(UTC).replace(tzinfo=None)
+            order["ready_by_told"] = at
+            order["moved"] = order["ready_by"] is not None and order["ready_by"] != at
 
 
 def _event_id_of(envelope_body: str) -> str | None:
@@ -139,16 +175,28 @@ def verify(
     factory_jobs: list[dict[str, Any]] | None,
     http: dict[str, Any],
     drill_windows: list[tuple[str, float, float]],
+    ops_by_order: dict[str, dict[str, set[str]]] | None = None,
+    samples: list[dict[str, Any]] | None = None,
+    mails: list[dict[str, Any]] | None = None,
+    end: float | None = None,
 ) -> Verification:
+    """The invariants of a rush. `ops_by_order`: the event ids the ops queue had per order
+    (by order id and by reference) and type; `samples`: the sampler's seconds; `mails`: the
+    messages the mail sink saved ({"to": [...], "text": ...}), None when no mail was kept;
+    `end`: when the outcome was read (after the drain)."""
     result = Verification()
     facts = result.facts
 
     # --- oversell: stock never below zero, and every unit accounted for -------------------
     recounts = [c for c in snap.counts if (ts(c["created_at"]) or 0) >= t0]
     sold: Counter[str] = Counter()
+    # Units a batch handed to its waiting orders on arrival: they never reach the shelf.
+    to_waiting: Counter[str] = Counter()
     for order in snap.orders:
         if order["status"] == "completed":
             sold[order["sku"]] += order["quantity"]
+            if is_preorder(order):
+                to_waiting[order["sku"]] += order["quantity"]
     arrived: Counter[str] = Counter()
     for arrival in snap.arrivals:
         arrived[arrival["sku"]] += arrival["new_quantity"] - arrival["old_quantity"]
@@ -160,22 +208,29 @@ def verify(
     oversold = 0
     books_wrong = []
     for sku, product in snap.products.items():
-        expected = initial_stock[sku] + arrived[sku] - sold[sku]
-        oversold += max(0, sold[sku] - initial_stock[sku] - arrived[sku])
+        shelf_sold = sold[sku] - to_waiting[sku]
+        expected = initial_stock[sku] + arrived[sku] - shelf_sold
+        oversold += max(0, sold[sku] - initial_stock[sku] - fulfilled_units[sku])
         min_remaining = min(
-            (o["remaining_stock"] for o in snap.orders if o["sku"] == sku), default=0
+            (o["remaining_stock"] for o in snap.orders if o["sku"] == sku and not is_preorder(o)),
+            default=0,
         )
         if expected != product["stock"] or product["stock"] < 0 or min_remaining < 0:
             books_wrong.append(sku)
-        if arrived[sku] != fulfilled_units[sku]:
+        if arrived[sku] + to_waiting[sku] != fulfilled_units[sku]:
             books_wrong.append(
-                f"{sku} (arrivals {arrived[sku]} != restocked {fulfilled_units[sku]})"
+                f"{sku} (arrivals {arrived[sku]} + {to_waiting[sku]} to waiting orders != "
+                f"restocked {fulfilled_units[sku]})"
             )
-        if product["units_sold"] != sold[sku]:
-            books_wrong.append(f"{sku} (units_sold {product['units_sold']} != sold {sold[sku]})")
+        # The product's counter is of the shelf's sales: promised units are known demand.
+        if product["units_sold"] != shelf_sold:
+            books_wrong.append(
+                f"{sku} (units_sold {product['units_sold']} != sold from the shelf {shelf_sold})"
+            )
         per_product[sku] = {
             "initial": initial_stock[sku],
             "sold": sold[sku],
+            "to_waiting_orders": to_waiting[sku],
             "arrived": arrived[sku],
             "final": product["stock"],
             "expected_final": expected,
@@ -187,7 +242,8 @@ def verify(
             "oversell",
             oversold == 0 and not books_wrong and not recounts,
             oversold,
-            "stock never < 0; initial + arrivals - sold == final for every product"
+            "stock never < 0; initial + arrivals - sold from the shelf == final, and arrivals "
+            "+ units handed to waiting orders == units restocked, for every product"
             + (f"; books wrong: {', '.join(books_wrong)}" if books_wrong else "")
             + (f"; {len(recounts)} stock counts during the run" if recounts else ""),
         )
@@ -213,7 +269,9 @@ def verify(
     # --- lost events: every committed fact reached the operations queue ------------------
     # A sale's event is the order row's (published from it, many per message) or an outbox
     # row's: either way the ops queue must have had an order.completed for every order.
-    orders_without_event = [o["id"] for o in snap.orders if o["id"] not in ops_orders]
+    orders_without_event = [
+        o["id"] for o in snap.orders if o["status"] == "completed" and o["id"] not in ops_orders
+    ]
     unpublished = [e for e in snap.outbox if e["published_at"] is None]
     outbox_ids = {e["body"]["event_id"] for e in snap.outbox}
     not_in_ops = outbox_ids - set(ops_seen)
@@ -327,7 +385,195 @@ def verify(
     # --- relay and endpoint --------------------------------------------------------------
     facts["relay"] = _relay(snap, ops_seen, ops_orders, drill_windows)
     facts["sold_out"] = sold_out_windows(snap, t0=t0, load_end=load_end)
+    _promises(
+        result,
+        snap,
+        references=http.get("references"),
+        ops_by_order=ops_by_order,
+        samples=samples or [],
+        mails=mails,
+        end=end if end is not None else load_end,
+    )
     return result
+
+
+def _ops_events(ops_by_order: dict[str, dict[str, set[str]]], order: dict[str, Any]) -> dict:
+    """The event ids of each type the ops queue had for `order`, by its id or reference."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for key in (str(order["id"]), str(order.get("reference") or "")):
+        for kind, ids in ops_by_order.get(key, {}).items():
+            found[kind] |= ids
+    return found
+
+
+def _unmailed(cancelled: dict[str, list[dict[str, Any]]], mails: list[dict[str, Any]]) -> list[int]:
+    """The cancelled orders whose address got no mail about it: a mail naming the order's
+    reference, or else one cancellation mail (one that says "cancel") per cancelled order
+    of the address."""
+    texts: dict[str, list[str]] = defaultdict(list)
+    for mail in mails:
+        for address in mail["to"]:
+            texts[address.lower()].append(mail["text"])
+    unmailed = []
+    for address, orders in cancelled.items():
+        named = [o for o in orders if any(o.get("reference", "") in t for t in texts[address])]
+        cancellations = sum(1 for t in texts[address] if "cancel" in t.lower())
+        rest = [o for o in orders if o not in named]
+        unmailed += [o["id"] for o in rest[max(0, cancellations - len(named)) :]]
+    return unmailed
+
+
+def _promises(
+    result: Verification,
+    snap: Snapshot,
+    *,
+    references: dict[str, str] | None,
+    ops_by_order: dict[str, dict[str, set[str]]] | None,
+    samples: list[dict[str, Any]],
+    mails: list[dict[str, Any]] | None,
+    end: float,
+) -> None:
+    """The pre-orders' invariants: promises backed by production, kept or cancelled with
+    notice, no order lost, none served twice."""
+    facts = result.facts
+    promises = [o for o in snap.orders if is_preorder(o)]
+
+    # --- no promise without production behind it ----------------------------------------
+    over, untied, unbalanced, overfull, seconds = [], [], [], [], 0
+    for sample in samples:
+        if "promised" not in sample:
+            continue
+        seconds += 1
+        for sku, promised in sample["promised"].items():
+            at = round(sample["t"], 1)
+            if promised > sample["in_production"].get(sku, 0):
+                over.append((at, sku, promised, sample["in_production"].get(sku, 0)))
+            if sample["untied"].get(sku):
+                untied.append((at, sku, sample["untied"][sku]))
+            if promised != sample["waiting"].get(sku, 0):
+                unbalanced.append((at, sku, promised, sample["waiting"].get(sku, 0)))
+        if sample.get("overfull_batches"):
+            overfull.append((round(sample["t"], 1), sample["overfull_batches"]))
+    final_over = [
+        sku for sku, p in snap.products.items() if int(p.get("promised") or 0) > p["on_order"]
+    ]
+    unbacked = len(over) + len(untied) + len(unbalanced) + len(overfull) + len(final_over)
+    facts["promises_backed"] = {
+        "seconds_sampled": seconds,
+        "promised_over_on_order": over[:10],
+        "waiting_without_batch": untied[:10],
+        "promised_not_waiting_units": unbalanced[:10],
+        "batches_promised_beyond_their_units": overfull[:10],
+        "promised_peak": max(
+            (sum(s["promised"].values()) for s in samples if "promised" in s), default=0
+        ),
+    }
+    result.verdicts.append(
+        Verdict(
+            "promises backed",
+            unbacked == 0,
+            unbacked,
+            f"every second of {seconds} sampled: promised <= on_order per product "
+            f"({len(over)} not), every waiting order tied to a batch ({len(untied)} not), "
+            f"promised == units of the waiting orders ({len(unbalanced)} not), no batch "
+            f"promised beyond its units ({len(overfull)} seconds with one); after the "
+            f"drain {len(final_over)} products with promised > on_order",
+        )
+    )
+
+    # --- every promise kept, or cancelled with notice ------------------------------------
+    outcomes: Counter[str] = Counter(promise_outcome(o, end=end) for o in promises)
+    unnoticed_feed, unnoticed_mail = [], []
+    cancelled_by_address: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for order in (o for o in promises if o["status"] == "cancelled"):
+        if ops_by_order is not None and not _ops_events(ops_by_order, order).get(CANCELLED):
+            unnoticed_feed.append(order["id"])
+        if order.get("email"):
+            cancelled_by_address[order["email"].lower()].append(order)
+    if mails is not None:
+        unnoticed_mail = _unmailed(cancelled_by_address, mails)
+    broken = outcomes["late"] + outcomes["overdue"] + outcomes["waiting"]
+    silent = len(unnoticed_feed) + len(unnoticed_mail)
+    facts["promises"] = {
+        "outcomes": dict(outcomes),
+        "cancelled_without_feed_event": unnoticed_feed[:10],
+        "cancelled_without_mail": unnoticed_mail[:10],
+        "mails_checked": mails is not None,
+        "with_email": sum(1 for o in promises if o.get("email")),
+    }
+    result.verdicts.append(
+        Verdict(
+            "promises kept",
+            broken + silent == 0,
+            broken + silent,
+            f"{len(promises)} pre-orders: {outcomes['kept']} completed by their time, "
+            f"{outcomes['cancelled']} cancelled ({len(unnoticed_feed)} without order.cancelled "
+            f"in the ops feed"
+            + (
+                f", {len(unnoticed_mail)} without a mail to their address"
+                if mails is not None
+                else ", mail not checked"
+            )
+            + f"), {outcomes['late']} completed late, "
+            f"{outcomes['overdue'] + outcomes['waiting']} still waiting",
+        )
+    )
+
+    # --- no order lost ------------------------------------------------------------------
+    rows = {o.get("reference"): o for o in snap.orders}
+    missing, wrong = [], []
+    for reference, kind in (references or {}).items():
+        order = rows.get(reference)
+        if order is None:
+            missing.append(reference)
+        elif (kind == "backordered") != is_preorder(order):
+            wrong.append(reference)
+    unannounced = (
+        [o["id"] for o in promises if not _ops_events(ops_by_order, o).get(BACKORDERED)]
+        if ops_by_order is not None
+        else []
+    )
+    not_final = [o["id"] for o in snap.orders if o["status"] not in FINAL]
+    lost = len(missing) + len(wrong) + len(unannounced) + len(not_final)
+    facts["orders_taken"] = {
+        "answers_201": len(references or {}),
+        "without_row": missing[:10],
+        "row_of_another_kind": wrong[:10],
+        "preorders_without_backordered_event": unannounced[:10],
+        "not_final": not_final[:10],
+    }
+    result.verdicts.append(
+        Verdict(
+            "orders lost",
+            lost == 0,
+            lost,
+            f"{len(references or {})} orders answered 201: {len(missing)} without their row, "
+            f"{len(wrong)} whose row is of another kind (shelf/pre-order); {len(unannounced)} "
+            f"pre-orders whose order.backordered the ops queue never had; {len(not_final)} "
+            "orders neither completed nor cancelled after the drain",
+        )
+    )
+
+    # --- none served twice --------------------------------------------------------------
+    twice, cancelled_sold = [], []
+    if ops_by_order is not None:
+        for order in snap.orders:
+            sales = _ops_events(ops_by_order, order).get(ORDER_COMPLETED, set())
+            if len(sales) > 1:
+                twice.append(order["id"])
+            if sales and order["status"] == "cancelled":
+                cancelled_sold.append(order["id"])
+    doubled = len(twice) + len(cancelled_sold)
+    facts["served_twice"] = {"orders": twice[:10], "cancelled_and_sold": cancelled_sold[:10]}
+    result.verdicts.append(
+        Verdict(
+            "served twice",
+            doubled == 0,
+            doubled,
+            f"{len(twice)} orders with more than one order.completed in the ops queue, "
+            f"{len(cancelled_sold)} cancelled orders with one",
+        )
+    )
 
 
 def _root(restock: dict[str, Any]) -> str:
@@ -413,6 +659,11 @@ def _refusals(snap: Snapshot) -> dict[str, Any]:
     return {"counted": counted, "reported": {sku: dict(reported[sku]) for sku in counted}}
 
 
+def _published_sales(snap: Snapshot) -> list[dict[str, Any]]:
+    """The orders the relay published as sales (order.completed)."""
+    return [o for o in snap.orders if o["published_at"] and o["status"] == "completed"]
+
+
 def _in_windows(t: float, windows: list[tuple[str, float, float]]) -> bool:
     return any(start <= t <= end for _, start, end in windows)
 
@@ -426,7 +677,8 @@ def _relay(
     """published_at − created_at of every event: outbox rows, and orders the relay published."""
     lag, lag_calm, e2e = [], [], []
     events = [(e, e["body"]["event_id"]) for e in snap.outbox]
-    events += [(o, ops_orders.get(o["id"])) for o in snap.orders if o["published_at"]]
+    # A cancelled order is marked published without being a sale: order.cancelled tells of it.
+    events += [(o, ops_orders.get(o["id"])) for o in _published_sales(snap)]
     for e, event_id in events:
         created, published = ts(e["created_at"]), ts(e["published_at"])
         if created is None or published is None:
@@ -460,7 +712,7 @@ def sold_out_windows(snap: Snapshot, *, t0: float, load_end: float) -> dict[str,
     """When each product had zero stock during the rush, from orders and arrivals."""
     changes: dict[str, list[tuple[float, int]]] = defaultdict(list)
     for order in snap.orders:
-        if order["status"] == "completed":
+        if order["status"] == "completed" and not is_preorder(order):
             changes[order["sku"]].append((ts(order["created_at"]) or 0, order["remaining_stock"]))
     for arrival in snap.arrivals:
         changes[arrival["sku"]].append((ts(arrival["created_at"]) or 0, arrival["new_quantity"]))

@@ -486,6 +486,8 @@ class OpsReader:
         self.url = url
         self.seen: dict[str, tuple[float, str]] = {}  # event_id -> (queued at, type)
         self.orders: dict[int, str] = {}  # order_id -> event_id of its order.completed
+        # Per order (by order_id and by reference), the event ids of each type that told of it.
+        self.by_order: dict[str, dict[str, set[str]]] = {}
         self.deliveries = 0  # events received, duplicates included
         self.unreadable = 0
         self.errors = 0
@@ -562,3 +564,7 @@ class OpsReader:
         self.seen.setdefault(event_id, (queued, kind))
         if kind == "order.completed":
             self.orders.setdefault(int(event["order_id"]), event_id)
+        for key in ("order_id", "reference"):
+            if event.get(key) is not None:
+                kinds = self.by_order.setdefault(str(event[key]), {})
+                kinds.setdefault(kind, set()).add(event_id)

@@ -13,6 +13,10 @@ const HOLD = parseInt(__ENV.HOLD_SECONDS || "120", 10);
 const DOWN = parseInt(__ENV.DOWN_SECONDS || "10", 10);
 const THINK = parseFloat(__ENV.THINK_SECONDS || "5");
 const MAX_QUANTITY = parseInt(__ENV.MAX_QUANTITY || "2", 10);
+// The share of customers who, finding a donut sold out, take one from the next batch; with
+// EMAILS=1 they leave an address for the ready and cancelled notices.
+const BACKORDER_SHARE = parseFloat(__ENV.BACKORDER_SHARE || "0");
+const EMAILS = __ENV.EMAILS === "1";
 
 // One sample per order request, tagged with what the shop answered (bench/rush.py reads it).
 const orders = new Trend("order_ms", true);
@@ -39,7 +43,17 @@ export const options = {
 http.setResponseCallback(http.expectedStatuses(201, 409, 429));
 
 function outcome(response) {
-  if (response.status === 201) return "served";
+  if (response.status === 201) {
+    let status = "";
+    try {
+      status = response.json("status") || "";
+    } catch (e) {
+      // not JSON: unexpected below
+    }
+    if (status === "completed") return "served";
+    if (status === "backordered") return "backordered";
+    return "unexpected";
+  }
   if (response.status === 0) return "no_answer";
   if (response.status >= 500) return "server_errors";
   let code = "";
@@ -56,18 +70,35 @@ function outcome(response) {
 
 let logged = 0;
 
+// Whether this customer accepts the next batch: the same answer for all its orders, and
+// spread evenly over the customers (golden-ratio steps) so that a share holds at every size
+// of the crowd, the ramp included.
+function accepts(vu) {
+  return ((vu * 0.6180339887498949) % 1) < BACKORDER_SHARE;
+}
+
 export default function () {
   const sku = SKUS[Math.floor(Math.random() * SKUS.length)];
   const quantity = 1 + Math.floor(Math.random() * MAX_QUANTITY);
   // Every customer is its own client address, behind one trusted proxy
   // (TRUSTED_PROXIES=127.0.0.1/32: k6 on this machine stands for the load balancer).
   const address = `10.77.${Math.floor(__VU / 256) % 256}.${__VU % 256}`;
-  const response = http.post(`${BASE_URL}/api/orders/`, JSON.stringify({ sku, quantity }), {
+  const order = { sku, quantity };
+  if (accepts(__VU)) {
+    order.backorder = true;
+    if (EMAILS) order.email = `customer-${__VU}@rush.example`;
+  }
+  const response = http.post(`${BASE_URL}/api/orders/`, JSON.stringify(order), {
     headers: { "Content-Type": "application/json", "X-Forwarded-For": address },
     timeout: "30s",
   });
   const kind = outcome(response);
-  orders.add(response.timings.duration, { outcome: kind });
+  // An order taken carries its reference: afterwards every one must have its row.
+  const tags = { outcome: kind };
+  if (response.status === 201) tags.reference = response.json("reference") || "";
+  // The time promised, as the customer was told: a promise moved later is still held to it.
+  if (kind === "backordered") tags.ready_by = response.json("ready_by") || "";
+  orders.add(response.timings.duration, tags);
   // A few samples per customer are enough to tell what went wrong; the CSV has them all.
   if (["server_errors", "no_answer", "unexpected"].includes(kind) && logged < 3) {
     logged += 1;
