@@ -439,9 +439,17 @@ def batch_accepted(*, batch_id: int | None, at: datetime, lead_time: float) -> N
             ReorderDecision.objects.filter(pk=batch_id).values_list("product_id", flat=True).first()
         )
         list(Product.objects.select_for_update().filter(pk=product_id).values_list("pk"))
-        ReorderDecision.objects.filter(pk=batch_id, settled_at__isnull=True).update(
-            due_at=at + timedelta(seconds=lead_time)
+        due_at = at + timedelta(seconds=lead_time)
+        ReorderDecision.objects.filter(pk=batch_id, settled_at__isnull=True).update(due_at=due_at)
+        # Accepted after retries, the batch may now be due after what it promised: those
+        # promises move to a batch due in time, or are cancelled with notice, now rather than
+        # once they are already broken.
+        late = Promise.objects.filter(
+            batch_id=batch_id, state=Promise.State.WAITING, ready_by__lt=due_at
         )
+        waiting = list(late.order_by("pk"))
+        if waiting:
+            promises.rehome(waiting, reason=promises.LATE)
 
 
 def give_up_batch(*, product_id: int, batch_id: int | None, quantity: int) -> None:

@@ -11,7 +11,7 @@ from factory_bridge.models import OutboxEvent
 from inventory import promises
 from inventory.alerts import send_due_mail
 from inventory.models import DemandSnapshot, Product, Promise, ReorderDecision, SuppressedAddress
-from inventory.services import give_up_batch, receive_stock, refresh_estimates
+from inventory.services import batch_accepted, give_up_batch, receive_stock, refresh_estimates
 from shop.exceptions import OutOfStock, PurchaseLimitReached
 from shop.models import Order
 from shop.services import place_order
@@ -425,3 +425,27 @@ def test_a_batch_already_late_promises_nothing_more_and_a_new_one_is_decided(emp
     late.refresh_from_db()
     assert late.promised == 2
     assert Promise.objects.get(order=second).ready_by > timezone.now()
+
+
+@pytest.mark.usefixtures("no_events")
+def test_a_batch_accepted_too_late_for_its_promises_moves_or_cancels_them_at_once(empty):
+    order = backorder(2)
+    batch = batch_of(order)
+    # The factory refused it a few times: accepted now, it is due after the time promised.
+    late = Promise.objects.get(order=order).ready_by + timedelta(seconds=30)
+
+    batch_accepted(batch_id=batch.pk, at=late, lead_time=40.0)
+
+    assert state(order) == Order.Status.CANCELLED
+    empty.refresh_from_db()
+    batch.refresh_from_db()
+    assert (empty.promised, batch.promised) == (0, 0)
+
+
+@pytest.mark.usefixtures("no_events")
+def test_a_batch_accepted_in_time_keeps_its_promises(empty):
+    order = backorder(2)
+
+    batch_accepted(batch_id=batch_of(order).pk, at=timezone.now(), lead_time=1.0)
+
+    assert state(order) == Order.Status.BACKORDERED
