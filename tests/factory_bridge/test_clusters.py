@@ -164,7 +164,7 @@ def test_two_clusters_run_each_loop_once_and_double_nothing(
         seconds=120,
         what="a loop run in each cluster",
     )
-    completed = extra_copies = 0
+    completed = 0
     ordering_until = time.monotonic() + ORDERING_SECONDS
     next_copies = time.monotonic()
     while time.monotonic() < ordering_until:
@@ -174,7 +174,6 @@ def test_two_clusters_run_each_loop_once_and_double_nothing(
             # successor's claim: the lease must make one of the two copies exit.
             for loop in LOOPS:
                 pollers.enqueue(loop)
-            extra_copies += len(LOOPS)
             next_copies += RUN_SECONDS * 1.7
         answer = requests.post(
             f"{live_server.url}/api/orders/", json={"sku": SKU, "quantity": 1}, timeout=10
@@ -225,7 +224,9 @@ def test_two_clusters_run_each_loop_once_and_double_nothing(
             )
     assert {run.cluster for run in runs} == {1, 2}
     logs = "".join(cluster.log.read_text() for cluster in clusters)
-    assert 0 < logs.count("already running elsewhere; exiting") <= extra_copies
+    # The copies made here exited; on a slow machine the clusters' own minute schedule may
+    # queue a copy too (it reads a lease between two runs), which exits the same way.
+    assert logs.count("already running elsewhere; exiting") > 0
     assert any(len({run.cluster for run in runs if run.loop == loop}) == 2 for loop in LOOPS)
 
     # No event twice: every published outbox event and every sale once.
