@@ -58,3 +58,13 @@ def empty_moto(moto_server: str) -> Iterator[str]:
     aws_clients.reset()
     yield moto_server
     aws_clients.reset()
+
+
+@pytest.fixture
+def simulator(settings) -> Iterator[FactorySimulator]:
+    """The factory, far too slow to call back during a test: tests post the callback."""
+    factory = FactorySimulator(port=0, delay=60)
+    factory.start()
+    settings.FACTORY_API_URL = factory.url
+    yield factory
+    factory.stop()

@@ -2,7 +2,6 @@
 gives up, and a lost callback noticed within a few lead times."""
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -18,22 +17,11 @@ from factory_bridge.services.restock import (
     consume_restock,
     reorder_overdue,
 )
-from factory_bridge.simulator import FactorySimulator
 from inventory.models import Factory, Product, Promise, ReorderDecision
 from shop.models import Order
 from shop.services import place_order
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def simulator(settings) -> Iterator[FactorySimulator]:
-    """The factory, far too slow to call back during a test: tests post the callback."""
-    factory = FactorySimulator(port=0, delay=60)
-    factory.start()
-    settings.FACTORY_API_URL = factory.url
-    yield factory
-    factory.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -91,16 +91,6 @@ def consume_all() -> Counter[str]:
 def placed(simulator: FactorySimulator) -> list[str]:
     """The SKUs the factory was asked to make, in order."""
     return [r["body"]["MessageAttributeProductId"] for r in simulator.received]
-
-
-@pytest.fixture
-def simulator(settings) -> Iterator[FactorySimulator]:
-    """The factory, far too slow to call back during a test: tests post the callback."""
-    factory = FactorySimulator(port=0, delay=60)
-    factory.start()
-    settings.FACTORY_API_URL = factory.url
-    yield factory
-    factory.stop()
 
 
 @pytest.fixture
