@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 import pytest
 import requests
 from django.conf import settings
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
 from nudged.logs import AddLogContext, JsonLineFormatter
 
@@ -155,3 +157,18 @@ def fresh_sales_pace() -> Iterator[None]:
     sales_pace.reset()
     yield
     sales_pace.reset()
+
+
+@pytest.fixture
+def migrate_to() -> Iterator[Callable[[list[tuple[str, str]], str], Any]]:
+    """Migrate to some targets and get a model as it is there ("shop.Order"); the schema is
+    the latest again afterwards."""
+
+    def migrate(targets: list[tuple[str, str]], model: str) -> Any:
+        executor = MigrationExecutor(connection)
+        executor.migrate(targets)
+        return executor.loader.project_state(targets).apps.get_model(model)
+
+    yield migrate
+    latest = MigrationExecutor(connection)
+    latest.migrate(latest.loader.graph.leaf_nodes())

@@ -1,40 +1,21 @@
 """Orders placed before a migration get what it adds: a reference, their price, a publication."""
 
-from collections.abc import Iterator
-
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 BEFORE_REFERENCE = [("shop", "0002_order_customer")]
 REFERENCE = [("shop", "0003_order_reference")]
 PUBLISHED = [("shop", "0004_order_published_at")]
 
 
-@pytest.fixture
-def executor() -> Iterator[MigrationExecutor]:
-    """Migrations run backwards and forwards; the schema is the latest again afterwards."""
-    yield MigrationExecutor(connection)
-    latest = MigrationExecutor(connection)
-    latest.migrate(latest.loader.graph.leaf_nodes())
-
-
-def migrate(targets: list[tuple[str, str]]) -> object:
-    """Migrate to `targets`; return the Order model as it is there."""
-    executor = MigrationExecutor(connection)
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps.get_model("shop", "Order")
-
-
 @pytest.mark.django_db(transaction=True)
-def test_existing_orders_get_a_reference_and_a_unit_price(product, executor):
-    old = migrate(BEFORE_REFERENCE)
+def test_existing_orders_get_a_reference_and_a_unit_price(product, migrate_to):
+    old = migrate_to(BEFORE_REFERENCE, "shop.Order")
     for quantity in (1, 2):
         old.objects.create(
             product_id=product.pk, quantity=quantity, status="completed", remaining_stock=0
         )
 
-    new = migrate(REFERENCE)
+    new = migrate_to(REFERENCE, "shop.Order")
 
     rows = list(new.objects.values_list("reference", "unit_price"))
     assert len(rows) == 2
@@ -44,13 +25,13 @@ def test_existing_orders_get_a_reference_and_a_unit_price(product, executor):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_orders_from_before_sales_batches_count_as_published(product, executor):
-    old = migrate(REFERENCE)
+def test_orders_from_before_sales_batches_count_as_published(product, migrate_to):
+    old = migrate_to(REFERENCE, "shop.Order")
     placed = old.objects.create(
         product_id=product.pk, quantity=1, status="completed", remaining_stock=0, unit_price=1
     )
 
-    new = migrate(PUBLISHED)
+    new = migrate_to(PUBLISHED, "shop.Order")
 
     # Their events went out through the outbox: the relay must not send them again.
     order = new.objects.get(pk=placed.pk)
