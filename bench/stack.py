@@ -58,6 +58,8 @@ class Config:
     # None: start a moto server; "aws": real AWS (the caller's AWS_* variables); else a URL.
     aws_endpoint: str | None = None
     prefix: str = "nudged"
+    # The limit store (a Redis of the benchmark's own); None: none, limits count per process.
+    redis_port: int | None = None
     # Settings of this benchmark (environment variables the settings read).
     settings: dict[str, str] = field(default_factory=dict)
 
@@ -116,6 +118,7 @@ class Stack:
     def __init__(self, config: Config, *, events: bool = True) -> None:
         self.config = config
         self.events = events
+        self.limits = False
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, IO[bytes]] = {}
         # CPU seconds of services already stopped (restarts, a killed worker), per name.
@@ -178,6 +181,8 @@ class Stack:
             DEBUG="0",
             DATABASE_URL=c.database_url,
             BENCH_EVENTS_ENABLED="1" if self.events else "0",
+            BENCH_LIMITS="production" if self.limits else "off",
+            CACHE_URL=f"redis://127.0.0.1:{c.redis_port}/0" if c.redis_port else "locmemcache://",
             AWS_ENDPOINT_URL=self.app_endpoint,
             PUBLIC_BASE_URL=self.base_url,
             FACTORY_API_URL=self.factory_url,
@@ -261,7 +266,7 @@ class Stack:
     # --- bring-up -------------------------------------------------------------------------
     def check_ports(self) -> None:
         c = self.config
-        ports = [c.web_port, c.factory_port, c.proxy_port]
+        ports = [c.web_port, c.factory_port, c.proxy_port, c.redis_port]
         if c.aws_endpoint is None:
             ports.append(c.moto_port)
         taken = [str(p) for p in ports if p and port_open(p)]
@@ -284,6 +289,13 @@ class Stack:
             proxy = [PY, str(ROOT / "bench" / "rush_proxy.py"), "--listen", str(c.proxy_port)]
             self.spawn("proxy", [*proxy, "--target", f"{target.hostname}:{target.port or 80}"])
             wait_for(lambda: port_open(c.proxy_port), timeout=15, what="AWS endpoint proxy")
+
+    def start_redis(self) -> None:
+        port = self.config.redis_port
+        if port:
+            redis = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+            self.spawn("redis", redis)
+            wait_for(lambda: port_open(port), timeout=15, what="Redis")
 
     def prepare(self, setup: Callable[[], None] | None = None) -> None:
         """A fresh database with the catalog, then `setup` (before any loop runs), then the
@@ -343,16 +355,19 @@ class Stack:
     def start(self, setup: Callable[[], None] | None = None) -> None:
         self.check_ports()
         self.start_aws()
+        self.start_redis()
         self.prepare(setup)
         self.start_factory()
         self.start_worker()
         self.start_web()
 
-    def restart(self, *, events: bool) -> None:
-        """Web and cluster again, with the event pipeline on or off."""
+    def restart(self, *, events: bool, limits: bool = False) -> None:
+        """Web and cluster again, with the event pipeline on or off, and the purchase and
+        rate limits off or at production's defaults."""
         self.stop("web")
         self.stop("cluster")
         self.events = events
+        self.limits = limits
         self.start_worker()
         self.start_web()
 

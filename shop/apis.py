@@ -1,25 +1,50 @@
 """The Sales API: thin views over the shop services and inventory selectors."""
 
-from functools import wraps
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
-from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import (
+    Direction,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
 from rest_framework import status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import (
+    APIException,
+    MethodNotAllowed,
+    NotAcceptable,
+    ParseError,
+    UnsupportedMediaType,
+)
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
 from inventory.alerts import subscribe_alert
 from inventory.selectors import product_get, product_list
+from nudged import ratelimits
 from nudged.api import JSON_ACCEPTED, error_response, json_response
 from nudged.exceptions import DomainError
-from nudged.parsers import MAX_BODY_BYTES, MAX_DEPTH, BodyError, parse_json
-from shop.limits import AlertRateThrottle, OrderRateThrottle, address_key
+from nudged.parsers import (
+    MAX_BODY_BYTES,
+    MAX_DEPTH,
+    BodyError,
+    BodyTooLarge,
+    RequestTooLarge,
+    parse_json,
+    read_body,
+)
+from shop.limits import address_key
 from shop.models import Order
+from shop.orders import order_input_schema, take_order
 from shop.selectors import order_get
 from shop.serializers import (
     AlertInputSerializer,
@@ -27,7 +52,6 @@ from shop.serializers import (
     ErrorSerializer,
     InStockSerializer,
     InvalidInputSerializer,
-    OrderInputSerializer,
     OrderOutputSerializer,
     OutOfStockSerializer,
     ProductSerializer,
@@ -35,7 +59,6 @@ from shop.serializers import (
     ReceiptSerializer,
     UnknownSkuSerializer,
 )
-from shop.services import place_order
 
 # What any operation can answer besides its own outcomes.
 EVERY_OPERATION = {
@@ -73,11 +96,28 @@ class ProductDetailApi(APIView):
         return Response(ProductSerializer(product_get(sku=sku)).data)
 
 
-class OrderCreateApi(APIView):
-    throttle_classes = [OrderRateThrottle]
+class OrderInputSchema(Serializer):
+    """The order body in the OpenAPI schema: shop.orders.order_input_schema(), the bounds
+    clean_order applies (OrderInputExtension)."""
+
+
+class OrderInputExtension(OpenApiSerializerExtension):
+    target_class = OrderInputSchema
+
+    def get_name(self, auto_schema: AutoSchema, direction: Direction) -> str:
+        return "OrderInput"
+
+    def map_serializer(self, auto_schema: AutoSchema, direction: Direction) -> dict[str, Any]:
+        return order_input_schema()
+
+
+class OrderCreateSchema(APIView):
+    """The OpenAPI operation of POST /api/orders/, for drf-spectacular: `order_create`
+    answers the requests, without DRF (docs/performance.md)."""
 
     @extend_schema(
-        request=OrderInputSerializer,
+        operation_id="orders_create",
+        request=OrderInputSchema,
         responses={
             201: OpenApiResponse(
                 OrderOutputSerializer,
@@ -116,18 +156,23 @@ class OrderCreateApi(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        return Response(_order(request.data, request), status=status.HTTP_201_CREATED)
+        raise NotImplementedError("order_create answers POST /api/orders/")
 
 
-def _order(data: object, request: HttpRequest) -> dict:
-    # An API client is its address: its customer limit and its address ceiling both count.
-    address = address_key(request)
-    result = place_order(
-        **OrderInputSerializer.clean(data),
-        channel=Order.Channel.API,
-        customer=address,
-        address=address,
-    )
+ALLOW = "POST, OPTIONS"
+OPTIONS_BODY = {"renders": ["application/json"], "parses": ["application/json"]}
+
+
+@csrf_exempt
+def order_create(request: HttpRequest) -> HttpResponse:
+    """POST /api/orders/: the Sales API's channel of the order path (shop.orders)."""
+    if request.method == "OPTIONS":
+        return json_response(OPTIONS_BODY, status=status.HTTP_200_OK, allow=ALLOW)
+    try:
+        data = _order_body(request)
+        result = take_order(data=data, channel=Order.Channel.API, address=address_key(request))
+    except (DomainError, APIException, DatabaseError) as exc:
+        return error_response(exc, allow=ALLOW)
     order = result.order
     # The body is built from known ints and strings: OrderOutputSerializer documents it. The
     # counting id stays inside: it would tell anyone how many orders the shop takes.
@@ -140,42 +185,29 @@ def _order(data: object, request: HttpRequest) -> dict:
     }
     if order.promise is not None:
         body["ready_by"] = order.promise.ready_by.isoformat().replace("+00:00", "Z")
-    return body
+    return json_response(body, status=status.HTTP_201_CREATED, allow=ALLOW)
 
 
-_order_create_api = OrderCreateApi.as_view()
+# drf-spectacular documents a view by its class.
+order_create.cls = OrderCreateSchema  # type: ignore[attr-defined]
+order_create.initkwargs = {}  # type: ignore[attr-defined]
 
 
-# Dressed as OrderCreateApi's view (its class for the schema, its csrf_exempt).
-@wraps(_order_create_api)
-def order_create(request: HttpRequest) -> HttpResponse:
-    """POST /api/orders/: OrderCreateApi, with the common request answered without DRF.
-
-    A JSON order from a client that takes JSON, with no rate limit to count, is most of what
-    a rush sends; DRF's request and response handling cost it a tenth of its CPU
-    (docs/performance.md). Every other request, and any body the service's fast check does
-    not take as it is, goes to OrderCreateApi, which answers it as before.
-    """
-    length = request.META.get("CONTENT_LENGTH", "")
-    if not (
-        request.method == "POST"
-        and request.content_type == "application/json"
-        and request.META.get("HTTP_ACCEPT", "") in JSON_ACCEPTED
-        and not request.GET
-        and OrderRateThrottle.off()
-        and length.isdigit()
-        and 0 < int(length) <= MAX_BODY_BYTES
-    ):
-        return _order_create_api(request)
+def _order_body(request: HttpRequest) -> object:
+    """The JSON body of an order request, or the APIException that answers it."""
+    if request.method != "POST":
+        raise MethodNotAllowed(request.method or "")
+    accept = request.META.get("HTTP_ACCEPT", "")
+    if accept not in JSON_ACCEPTED and not request.accepts("application/json"):
+        raise NotAcceptable()
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(request.content_type)
     try:
-        data = parse_json(request.body, encoding=request.encoding or "utf-8")
-    except BodyError:
-        return _order_create_api(request)  # it answers 400 with the parser's reason
-    try:
-        body = _order(data, request)
-    except (DomainError, ValidationError, DatabaseError) as exc:
-        return error_response(exc)
-    return json_response(body, status=status.HTTP_201_CREATED, allow="POST, OPTIONS")
+        return parse_json(read_body(request), encoding=request.encoding or "utf-8")
+    except BodyTooLarge as exc:
+        raise RequestTooLarge() from exc
+    except BodyError as exc:
+        raise ParseError(str(exc)) from exc
 
 
 class OrderDetailApi(APIView):
@@ -193,8 +225,6 @@ class OrderDetailApi(APIView):
 
 
 class AlertCreateApi(APIView):
-    throttle_classes = [AlertRateThrottle]
-
     @extend_schema(
         request=AlertInputSerializer,
         responses={
@@ -231,6 +261,7 @@ class AlertCreateApi(APIView):
         },
     )
     def post(self, request: Request, sku: str) -> Response:
+        ratelimits.check(scope="alert", setting="ALERT_RATE_LIMIT", key=address_key(request))
         data = AlertInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         email = data.validated_data["email"]

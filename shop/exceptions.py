@@ -68,3 +68,17 @@ class UnknownOrder(DomainError):
 
     def __init__(self) -> None:
         super().__init__("No order with that reference.")
+
+
+class InvalidOrder(DomainError):
+    """The order's body breaks its rules (shop.orders.clean_order); `errors` by field."""
+
+    code = "invalid"
+    status = 400
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(f"Invalid input: {', '.join(errors)}.")
+        self.errors = errors
+
+    def extra(self) -> dict[str, Any]:
+        return {"errors": self.errors}

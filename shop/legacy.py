@@ -1,7 +1,6 @@
 """The original Sales API, kept byte-compatible for existing clients."""
 
 import logging
-from math import ceil
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
@@ -10,10 +9,11 @@ from django.views.decorators.csrf import csrf_exempt
 from inventory.exceptions import UnknownSku
 from inventory.selectors import product_get
 from nudged.parsers import BodyError, BodyTooLarge, parse_json, read_body
+from nudged.ratelimits import RateLimited
 from shop.exceptions import OutOfStock, PurchaseLimitReached
-from shop.limits import address_key, throttled
+from shop.limits import address_key
 from shop.models import Order
-from shop.services import place_order
+from shop.orders import take_order
 
 logger = logging.getLogger(__name__)
 
@@ -70,21 +70,17 @@ def checkout(request: HttpRequest) -> JsonResponse:
         # Accepted for compatibility; the product's own factory is the one that is ordered.
         hint = str(body["MessageAttributeFactoryId"])[:LOGGED_CHARS]
         logger.info("checkout factory hint=%r", hint)
-    # Refusals keep the original contract: 200 and "구매 실패!", with the reason.
-    wait = throttled(request)
-    if wait is not None:
-        return _json(
-            {"message": f"구매 실패! 요청이 너무 많습니다. {ceil(wait)}초 후에 다시 시도하세요."}
-        )
-    # A client of the original API is its address, as on the Sales API: the same customer.
-    address = address_key(request)
+    # Refusals keep the original contract: 200 and "구매 실패!", with the reason. A client of
+    # the original API is its address, as on the Sales API: the same customer.
     try:
-        result = place_order(
-            sku=settings.LEGACY_SKU,
-            quantity=1,
+        result = take_order(
+            data={"sku": settings.LEGACY_SKU, "quantity": 1},
             channel=Order.Channel.LEGACY,
-            customer=address,
-            address=address,
+            address=address_key(request),
+        )
+    except RateLimited as limited:
+        return _json(
+            {"message": f"구매 실패! 요청이 너무 많습니다. {limited.wait}초 후에 다시 시도하세요."}
         )
     except UnknownSku:
         return _json(NO_PRODUCT, status=400)

@@ -1,8 +1,6 @@
 from datetime import UTC
-from typing import Any
 
 from django.conf import settings
-from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -35,53 +33,6 @@ class ProductSerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.IntegerField(min_value=0, allow_null=True))
     def get_ready_in_seconds(self, product: Product) -> int | None:
         return ready_in_seconds(product)
-
-
-class OrderInputSerializer(serializers.Serializer):
-    # A SKU that is blank once trimmed is refused as blank before any validator runs;
-    # min_length and the pattern put that rule into the schema.
-    sku = serializers.CharField(
-        min_length=1, max_length=SKU_MAX_LENGTH, validators=[RegexValidator(r"\S")]
-    )
-    quantity = serializers.IntegerField(min_value=1, max_value=settings.ORDER_MAX_QUANTITY)
-    backorder = serializers.BooleanField(
-        default=False,
-        help_text="Take the units from production when the shelf cannot serve the order: "
-        "201 with `status` `backordered` and `ready_by` instead of 409, when production can.",
-    )
-    email = serializers.EmailField(
-        max_length=254,
-        required=False,
-        help_text="Where to say that a pre-order is ready, or cancelled; kept only when the "
-        "order is one (`backorder`, shelf short).",
-    )
-
-    @classmethod
-    def clean(cls, data: object) -> dict[str, Any]:
-        """The order's `sku` and `quantity` (and `backorder`, `email`), or ValidationError
-        naming every bad field.
-
-        A body already in its final form (a printable ASCII SKU without surrounding spaces, an
-        int quantity in range) is taken as it is: building a serializer costs more than the
-        rest of an order's view. Anything else is the serializer's to accept or refuse.
-        """
-        if isinstance(data, dict):
-            sku, quantity = data.get("sku"), data.get("quantity")
-            if (
-                type(sku) is str
-                and 0 < len(sku) <= SKU_MAX_LENGTH
-                and sku.isascii()
-                and sku.isprintable()
-                and sku.strip() == sku
-                and type(quantity) is int
-                and 1 <= quantity <= cls._declared_fields["quantity"].max_value
-                and "backorder" not in data
-                and "email" not in data
-            ):
-                return {"sku": sku, "quantity": quantity, "backorder": False}
-        serializer = cls(data=data)
-        serializer.is_valid(raise_exception=True)
-        return serializer.validated_data
 
 
 STATUS_HELP = (

@@ -10,7 +10,6 @@ from django.utils import timezone
 
 from factory_bridge import events
 from factory_bridge.services import outbox
-from inventory.exceptions import InvalidQuantity
 from inventory.services import StockState, count_limited, count_refused, promise, take_stock
 from nudged.logs import add_to_log_context
 from shop.exceptions import OutOfStock, PurchaseLimitReached
@@ -39,6 +38,9 @@ def place_order(
 ) -> OrderResult:
     """Take `quantity` units of `sku`, or raise OutOfStock (counted on the product).
 
+    The arguments are an order that passed the order path's checks (shop.orders.take_order,
+    which every channel calls): validated, and within the client's rate limit.
+
     With `backorder`, an order the shelf cannot serve is a pre-order instead when production
     can serve it (inventory.services.promise): its row is `backordered` with the promise's
     time, `order.backordered` goes out, and its batch serves it when it lands (or it is
@@ -57,10 +59,6 @@ def place_order(
     refusals in aggregate. What the order set off (a depletion, a reorder) inventory
     decides and announces in the same transaction.
     """
-    if not 1 <= quantity <= settings.ORDER_MAX_QUANTITY:
-        raise InvalidQuantity(
-            f"Quantity must be between 1 and {settings.ORDER_MAX_QUANTITY} (got {quantity})."
-        )
     order = None
     try:
         with transaction.atomic():

@@ -1,7 +1,6 @@
 """Storefront pages: a catalog with an order form that works without JavaScript."""
 
 from http import HTTPStatus
-from math import ceil
 
 from django import forms
 from django.conf import settings
@@ -21,25 +20,17 @@ from inventory.alerts import (
 )
 from inventory.exceptions import InventoryError
 from inventory.selectors import product_list
-from shop.exceptions import OutOfStock, PurchaseLimitReached, UnknownOrder
-from shop.limits import AlertRateThrottle, address_key, browser_customer, describe_window, throttled
+from nudged import ratelimits
+from nudged.ratelimits import RateLimited
+from shop.exceptions import InvalidOrder, OutOfStock, PurchaseLimitReached, UnknownOrder
+from shop.limits import address_key, browser_customer, describe_window
 from shop.models import Order
+from shop.orders import SKU_MAX_LENGTH, take_order
 from shop.selectors import order_get
-from shop.services import place_order
-
-
-class OrderForm(forms.Form):
-    sku = forms.CharField(max_length=32, label="Donut")
-    quantity = forms.IntegerField(
-        min_value=1, max_value=settings.ORDER_MAX_QUANTITY, initial=1, label="Quantity"
-    )
-    # A sold-out card's pre-order: one from the next batch, with an optional email.
-    backorder = forms.BooleanField(required=False)
-    email = forms.EmailField(max_length=254, required=False, label="Email")
 
 
 class AlertForm(forms.Form):
-    sku = forms.CharField(max_length=32)
+    sku = forms.CharField(max_length=SKU_MAX_LENGTH)
     email = forms.EmailField(max_length=254)
 
 
@@ -52,23 +43,26 @@ def storefront(request: HttpRequest) -> HttpResponse:
     return render(request, "shop/storefront.html", context)
 
 
+# The form's fields by the label the storefront shows.
+LABELS = {"sku": "Donut", "quantity": "Quantity", "email": "Email", "backorder": "Pre-order"}
+
+
 @require_POST
 def order(request: HttpRequest) -> HttpResponse:
-    form = OrderForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, f"Your order could not be placed. {_errors(form)}")
-        return redirect("shop:storefront")
-    wait = throttled(request)
-    if wait is not None:
-        messages.error(request, f"Too many orders at once; try again in {ceil(wait)} s.")
-        return redirect("shop:storefront")
     try:
-        result = place_order(
-            **form.cleaned_data,
+        result = take_order(
+            data=request.POST,
             channel=Order.Channel.WEB,
-            customer=browser_customer(request),
             address=address_key(request),
+            customer=lambda: browser_customer(request),
         )
+    except RateLimited as limited:
+        messages.error(request, f"Too many orders at once; try again in {limited.wait} s.")
+    except InvalidOrder as invalid:
+        problems = "; ".join(
+            f"{LABELS.get(name, name)}: {' '.join(texts)}" for name, texts in invalid.errors.items()
+        )
+        messages.error(request, f"Your order could not be placed. {problems}")
     except OutOfStock as refused:
         if refused.available:
             text = (
@@ -112,12 +106,11 @@ def alert(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, f"We could not take your alert ({_errors(form)}).")
         return redirect("shop:storefront")
-    wait = throttled(request, AlertRateThrottle)
-    if wait is not None:
-        messages.error(request, f"Too many alert requests; try again in {ceil(wait)} s.")
-        return redirect("shop:storefront")
     try:
+        ratelimits.check(scope="alert", setting="ALERT_RATE_LIMIT", key=address_key(request))
         created = subscribe_alert(**form.cleaned_data)
+    except RateLimited as limited:
+        messages.error(request, f"Too many alert requests; try again in {limited.wait} s.")
     except InventoryError as exc:
         messages.error(request, exc.detail)
     else:

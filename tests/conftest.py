@@ -75,6 +75,42 @@ def moto_server() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """A Redis of this session's own, on a free port, keeping nothing on disk."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port("127.0.0.1", port)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def limit_store(redis_server: str, settings: Any) -> str:
+    """Rate limits counted in Redis, shared by every process, as in production."""
+    settings.CACHE_URL = redis_server
+    return redis_server
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits() -> Iterator[None]:
+    """Each test starts with no request counted against a rate limit."""
+    from nudged import ratelimits
+
+    ratelimits.clear()
+    yield
+    ratelimits.clear()
+
+
 @pytest.fixture
 def aws(moto_server: str) -> Iterator[str]:
     """A clean moto server with Nudged's topics and queues provisioned."""

@@ -40,7 +40,7 @@ def test_the_procfile_runs_web_and_cluster_and_make_run_adds_the_stand_ins() -> 
     production, local = processes("Procfile"), processes("Procfile.local")
 
     assert list(production) == ["web", "cluster"]
-    assert list(local) == ["web", "cluster", "aws", "factory", "mail"]
+    assert list(local) == ["web", "cluster", "aws", "factory", "redis", "mail"]
     assert production["web"].startswith("exec gunicorn nudged.wsgi:application ")
     assert local["web"].startswith("exec gunicorn nudged.wsgi:application ")
     assert production["cluster"] == "exec python manage.py qcluster"

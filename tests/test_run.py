@@ -25,7 +25,7 @@ OLD_FIXED_PASSWORD = "nudged-admin"
 START_TIMEOUT = 240
 # honcho kills what has not stopped 5 s after its TERM (nothing should be left by then).
 STOP_TIMEOUT = 15
-LOCAL_PROCESSES = {"web", "cluster", "aws", "factory", "mail"}
+LOCAL_PROCESSES = {"web", "cluster", "aws", "factory", "redis", "mail"}
 # Every process a run starts inherits this variable, with a value of its own per run.
 MARKER = "NUDGED_TEST_RUN"
 
@@ -173,7 +173,13 @@ def run_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         key: value
         for key, value in os.environ.items()
         if key
-        not in {"DJANGO_SETTINGS_MODULE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "EMAIL_HOST"}
+        not in {
+            "DJANGO_SETTINGS_MODULE",
+            "AWS_ENDPOINT_URL",
+            "AWS_SESSION_TOKEN",
+            "EMAIL_HOST",
+            "CACHE_URL",
+        }
     }
     env.update(
         DATABASE_URL=database_url,
@@ -182,6 +188,7 @@ def run_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         MOTO_PORT=str(_free_port()),
         FACTORY_PORT=str(_free_port()),
         MAIL_PORT=str(_free_port()),
+        REDIS_PORT=str(_free_port()),
         WEB_WORKERS="1",
         Q_WORKERS="6",
         FACTORY_DELAY="1",
@@ -249,6 +256,12 @@ def test_make_run_starts_every_process_of_the_local_procfile(first_run: Run) -> 
     with socket.create_connection(("127.0.0.1", int(first_run.env["MAIL_PORT"])), timeout=5):
         pass
     assert "Mail         every message is saved in" in first_run.output
+    # The rate limits count in make run's own Redis.
+    redis_port = int(first_run.env["REDIS_PORT"])
+    assert f"Limits       redis://127.0.0.1:{redis_port}/0" in first_run.output
+    with socket.create_connection(("127.0.0.1", redis_port), timeout=5) as redis:
+        redis.sendall(b"PING\r\n")
+        assert redis.recv(16) == b"+PONG\r\n"
 
 
 def test_first_start_creates_the_superuser_with_a_random_password(first_run: Run) -> None:
@@ -400,6 +413,7 @@ def test_no_superuser_is_created_under_production_settings(
         "MOTO_PORT": str(_free_port()),
         "FACTORY_PORT": str(_free_port()),
         "MAIL_PORT": str(_free_port()),
+        "REDIS_PORT": str(_free_port()),
         "DJANGO_SETTINGS_MODULE": "nudged.settings.production",
         "SECRET_KEY": "production-like-key-for-this-test-only-7d1e9c3b5a",
         "ALLOWED_HOSTS": "127.0.0.1",

@@ -1,7 +1,8 @@
 """The CloudFormation template of Nudged's AWS resources, written from their declaration.
 
 Besides what `provision_aws` creates, the template holds what only AWS has: CloudWatch alarms
-(dead letters, the restock queue's oldest message) and the app role's IAM policy.
+(dead letters, the restock queue's oldest message), the limit store (ElastiCache Serverless,
+when given subnets) and the app role's IAM policy.
 """
 
 from pathlib import Path
@@ -52,6 +53,18 @@ AWS_ONLY_PARAMETERS: dict[str, dict[str, Any]] = {
         "Type": "String",
         "Default": "",
         "Description": "Address subscribed to the alarm topic (empty: none)",
+    },
+    "CacheSubnetIds": {
+        "Type": "CommaDelimitedList",
+        "Default": "",
+        "Description": "Subnets of the web hosts' VPC for the limit store, an ElastiCache "
+        "Serverless cache (empty: none here; CACHE_URL names another Redis)",
+    },
+    "CacheSecurityGroupIds": {
+        "Type": "CommaDelimitedList",
+        "Default": "",
+        "Description": "Security groups of the limit store, open to the web hosts on 6379 "
+        "(empty: the VPC's default group)",
     },
     "AppRoleName": {
         "Type": "String",
@@ -107,6 +120,7 @@ def build_template() -> dict[str, Any]:
             properties |= {"FilterPolicy": events, "FilterPolicyScope": FILTER_POLICY_SCOPE}
         resources[subscription.logical_id] = _resource("AWS::SNS::Subscription", **properties)
     resources |= _alarms()
+    resources["LimitStore"] = _limit_store()
     resources["AppPolicy"] = _app_policy()
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
@@ -115,6 +129,8 @@ def build_template() -> dict[str, Any]:
         "Conditions": {
             "HasAlarmEmail": _not_empty("AlarmEmail"),
             "HasAppRole": _not_empty("AppRoleName"),
+            "HasLimitStore": _not_empty_list("CacheSubnetIds"),
+            "HasCacheSecurityGroups": _not_empty_list("CacheSecurityGroupIds"),
         },
         "Resources": resources,
         "Outputs": _outputs(),
@@ -210,6 +226,27 @@ def _alarms() -> dict[str, Any]:
     return alarms
 
 
+def _limit_store() -> dict[str, Any]:
+    """The rate limits' Redis (nudged.ratelimits): ElastiCache Serverless, in the web hosts'
+    subnets; its endpoint is the CacheUrl output (TLS: rediss://)."""
+    return _resource(
+        "AWS::ElastiCache::ServerlessCache",
+        condition="HasLimitStore",
+        ServerlessCacheName={"Fn::Sub": "${Prefix}-limits"},
+        Description="Nudged's rate-limit counters",
+        Engine="valkey",
+        MajorEngineVersion="8",
+        SubnetIds=_ref("CacheSubnetIds"),
+        SecurityGroupIds={
+            "Fn::If": [
+                "HasCacheSecurityGroups",
+                _ref("CacheSecurityGroupIds"),
+                _ref("AWS::NoValue"),
+            ]
+        },
+    )
+
+
 def _app_policy() -> dict[str, Any]:
     """Exactly what the web and worker processes call, on exactly Nudged's resources.
 
@@ -258,6 +295,13 @@ def _outputs() -> dict[str, Any]:
         "Description": "AWS_DEFAULT_REGION",
         "Value": _ref("AWS::Region"),
     }
+    outputs["CacheUrl"] = {
+        "Condition": "HasLimitStore",
+        "Description": "CACHE_URL",
+        "Value": {
+            "Fn::Sub": "rediss://${LimitStore.Endpoint.Address}:${LimitStore.Endpoint.Port}/0"
+        },
+    }
     outputs["AppPolicyArn"] = {
         "Description": "The managed policy to attach to the app's role",
         "Value": _ref("AppPolicy"),
@@ -305,6 +349,10 @@ def _value(value: int | Parameter) -> int | dict[str, str]:
 
 def _not_empty(parameter: str) -> dict[str, Any]:
     return {"Fn::Not": [{"Fn::Equals": [_ref(parameter), ""]}]}
+
+
+def _not_empty_list(parameter: str) -> dict[str, Any]:
+    return {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", _ref(parameter)]}, ""]}]}
 
 
 def _camel(setting: str) -> str:

@@ -120,10 +120,12 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Rate limits count in this cache, shared by every web process: the database by default,
-# or any Django cache URL (e.g. redis://...) in CACHE_URL.
+# The limit store: Redis, shared by every web process and host (ElastiCache on AWS). Rate
+# limits count there (nudged.ratelimits); a URL that names no Redis (locmemcache://) counts in each
+# process's memory instead, for a single process only.
+CACHE_URL = env("CACHE_URL", default="redis://127.0.0.1:6379/0")
 CACHES = {
-    "default": env.cache("CACHE_URL", default="dbcache://nudged_cache"),
+    "default": env.cache_url_config(CACHE_URL),
     # In each web process's memory: what many open pages poll, shared by them for a moment.
     "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "local"},
 }
@@ -215,8 +217,8 @@ PURCHASE_LIMIT_WINDOW = env.int("PURCHASE_LIMIT_WINDOW", default=3600)
 # Units of one donut all customers at one client address may buy per window, on every channel
 # together (0: no ceiling); unset: ADDRESS_CUSTOMERS times the customer limit (shop.services).
 PURCHASE_LIMIT_PER_ADDRESS = env.int("PURCHASE_LIMIT_PER_ADDRESS", default=None)
-# Order requests one client address may send, on every channel together, as DRF writes rates
-# ("20/s", "300/m"); "off" for none.
+# Order requests one client address may send, on every channel together ("20/s", "300/m",
+# "10/h", "1000/d"); "off" for none.
 ORDER_RATE_LIMIT = env("ORDER_RATE_LIMIT", default="20/s")
 # The SKU the original Sales API (`POST /checkout`) sells, one unit per call.
 LEGACY_SKU = env("LEGACY_SKU", default="CP-502101")

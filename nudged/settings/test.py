@@ -15,6 +15,10 @@ Q_CLUSTER = {**Q_CLUSTER, "sync": True}
 OUTBOX_RELAY_DEBOUNCE = 0.0
 AWS_ENDPOINT_URL = env("AWS_ENDPOINT_URL", default="http://127.0.0.1:4599")
 SQS_WAIT_TIME = 1
+# Each process counts its own rate limits, unless a test asks for the session's Redis
+# (the `limit_store` fixture).
+CACHE_URL = "locmemcache://"
+CACHES = {**CACHES, "default": env.cache_url_config(CACHE_URL)}  # noqa: F405
 # Limits are switched on by the tests about them; the rest place orders freely.
 PURCHASE_LIMIT = 0
 ORDER_RATE_LIMIT = "off"

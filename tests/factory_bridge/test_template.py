@@ -27,7 +27,11 @@ TEMPLATE = Path(settings.BASE_DIR) / "deploy" / "nudged.yaml"
 CFN_LINT = Path(sys.executable).with_name("cfn-lint")
 ACCOUNT = "123456789012"  # moto's account
 # What only AWS has: provision_aws does not create these, and locally nothing needs them.
-AWS_ONLY_TYPES = {"AWS::CloudWatch::Alarm", "AWS::IAM::ManagedPolicy"}
+AWS_ONLY_TYPES = {
+    "AWS::CloudWatch::Alarm",
+    "AWS::IAM::ManagedPolicy",
+    "AWS::ElastiCache::ServerlessCache",
+}
 AWS_ONLY_RESOURCES = {"AlarmTopic", "AlarmEmailSubscription"}
 DEPLOY_DOC = Path(settings.BASE_DIR) / "docs" / "deploy.md"
 

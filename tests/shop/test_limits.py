@@ -4,7 +4,6 @@ import hashlib
 import json
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -12,13 +11,6 @@ from inventory.models import Product
 from shop.models import Order
 
 pytestmark = pytest.mark.usefixtures("no_events")
-
-
-@pytest.fixture(autouse=True)
-def fresh_counts(db):  # type: ignore[no-untyped-def]
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

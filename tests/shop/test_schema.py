@@ -147,7 +147,7 @@ CASES = {
         ORDERS, 406, body={"sku": "CP-502101", "quantity": 1}, headers={"Accept": "text/html"}
     ),
     "orders-database-down": Case(
-        ORDERS, 503, body={"sku": "CP-502101", "quantity": 1}, down="shop.apis.place_order"
+        ORDERS, 503, body={"sku": "CP-502101", "quantity": 1}, down="shop.orders.place_order"
     ),
     "products-listed": Case(PRODUCTS, 200),
     "products-post": Case(PRODUCTS, 405, method="post"),
@@ -303,14 +303,20 @@ def test_every_wrong_method_is_a_documented_405(schema, product):
 
 
 def test_order_input_constraints_are_in_the_schema(schema):
+    body = schema["paths"]["/api/orders/"]["post"]["requestBody"]
     order_input = schema["components"]["schemas"]["OrderInput"]
 
-    assert order_input["required"] == ["quantity", "sku"]
+    assert body["required"] is True
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/OrderInput"
+    }
+    assert order_input["required"] == ["sku", "quantity"]
     assert order_input["properties"]["sku"] == {
         "type": "string",
         "pattern": r"\S",
         "minLength": 1,
         "maxLength": 32,
+        "description": "Surrounding spaces are trimmed.",
     }
     assert order_input["properties"]["quantity"] == {
         "type": "integer",

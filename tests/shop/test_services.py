@@ -3,7 +3,7 @@
 import pytest
 from django.db import IntegrityError, transaction
 
-from inventory.exceptions import InvalidQuantity, UnknownSku
+from inventory.exceptions import UnknownSku
 from inventory.models import Product
 from shop.exceptions import OutOfStock
 from shop.models import Order
@@ -78,26 +78,6 @@ def test_place_order_unknown_sku(product):
 
     assert unknown.value.sku == "NO-SUCH-SKU"
     assert unknown.value.code == "unknown_sku"
-    assert not Order.objects.exists()
-
-
-@pytest.mark.parametrize("quantity", [0, -1, -100])
-def test_place_order_non_positive_quantity_is_invalid(product, quantity):
-    with pytest.raises(InvalidQuantity):
-        place_order(sku="CP-502101", quantity=quantity)
-
-    product.refresh_from_db()
-    assert product.stock == 3
-    assert not Order.objects.exists()
-
-
-def test_place_order_above_max_quantity_is_invalid(product, settings):
-    Product.objects.filter(pk=product.pk).update(stock=settings.ORDER_MAX_QUANTITY + 10)
-
-    with pytest.raises(InvalidQuantity) as invalid:
-        place_order(sku="CP-502101", quantity=settings.ORDER_MAX_QUANTITY + 1)
-
-    assert invalid.value.code == "invalid"
     assert not Order.objects.exists()
 
 
