@@ -66,8 +66,12 @@ def _orders(db: dict[str, Any], sku: str, begin: float, start: float, end: float
     done: list[tuple[float, float, float]] = []
     refused, cpu = 0, None
     try:
-        conn = MySQLdb.connect(charset="utf8mb4", client_flag=FOUND_ROWS, **db)
+        opts = settings.DATABASES["default"]["OPTIONS"]  # the connection as Django opens it
+        conn = MySQLdb.connect(
+            charset="utf8mb4", client_flag=FOUND_ROWS, init_command=opts["init_command"], **db
+        )
         cur = conn.cursor()
+        cur.execute(f"SET SESSION TRANSACTION ISOLATION LEVEL {opts['isolation_level']}")
         time.sleep(max(0.0, begin - time.monotonic()))
         while (began := time.monotonic()) < end:
             if cpu is None and began >= start:
