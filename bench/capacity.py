@@ -4,10 +4,11 @@
                                                   # per shape (~6 min); rewrites docs/deploy.md
     .venv/bin/python bench/capacity.py --quick    # 8 and 32 connections, 1 round of 3 s; no doc
 
-Each connection is a thread with a MySQLdb connection of its own that sends an order's own
+Each connection is a process with a MySQLdb connection of its own that sends an order's own
 statements back to back, read from the code at run time (a renamed one fails the import):
-inventory.services.TAKE_READ_SQL (the conditional UPDATE and the state under its row lock),
-shop.services.BOUGHT_SQL (the purchase-limit read under that lock) and ORDER_SQL, then COMMIT;
+inventory.services.TAKE_READ_SQL (the conditional UPDATE and the state under its row lock)
+with shop.services' purchase-limit read (BOUGHT_SQL) in the same round trip, then ORDER_SQL
+and COMMIT;
 each order from a customer and address key of its own. "1 donut": every connection orders the
 same product; "3 donuts": the connections spread over three. The shapes alternate, each run
 on an empty order table after a warm-up. Medians over rounds of orders/s, p50/p99, the time
@@ -24,7 +25,7 @@ import os
 import statistics
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +61,8 @@ def _orders(db: dict[str, Any], sku: str, begin: float, start: float, end: float
 
     from inventory.services import TAKE_READ_SQL, _state
     from shop.models import Order, new_reference
-    from shop.services import BOUGHT_SQL, ORDER_SQL
+    from shop.services import ORDER_SQL, _bought_read
 
-    window = timedelta(seconds=settings.PURCHASE_LIMIT_WINDOW)
     done: list[tuple[float, float, float]] = []
     refused, cpu = 0, None
     try:
@@ -76,18 +76,21 @@ def _orders(db: dict[str, Any], sku: str, begin: float, start: float, end: float
         while (began := time.monotonic()) < end:
             if cpu is None and began >= start:
                 cpu = time.process_time()
-            cur.execute(TAKE_READ_SQL, [1, 1, sku, 1, sku])
+            # As shop.services.place_order: the purchase-limit read rides with the UPDATE.
+            key = new_reference()
+            bought, params = _bought_read(sku=sku, customer=key, address=key)
+            cur.execute(f"{TAKE_READ_SQL}; {bought}", [1, 1, sku, 1, sku, *params])
             cur.nextset()
             row = cur.fetchone()
+            cur.nextset()
+            cur.fetchone()
             locked = time.monotonic()
             if row[0] != 1:
                 conn.rollback()
                 refused += 1
                 continue
-            state, key = _state(row[1:]), new_reference()
+            state = _state(row[1:])
             now = datetime.now(UTC).replace(tzinfo=None)
-            cur.execute(BOUGHT_SQL, [key, state.product_id, now - window] * 2)
-            cur.fetchone()
             values = [state.product_id, 1, Order.Status.COMPLETED, Order.Channel.API]
             values += [state.price, state.remaining, key, key, new_reference(), now]
             cur.execute(ORDER_SQL, values)

@@ -116,6 +116,8 @@ class StockOutcome:
     state: StockState
     depleted: bool
     decision: ReorderDecision | None
+    # The row of take_stock's `also`.
+    also: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,12 @@ def _state(row: tuple) -> StockState:
 
 
 def take_stock(
-    *, sku: str, quantity: int, client: str = "", count_refusal: bool = True
+    *,
+    sku: str,
+    quantity: int,
+    client: str = "",
+    count_refusal: bool = True,
+    also: tuple[str, list[object]] | None = None,
 ) -> StockOutcome:
     """Take `quantity` units of `sku` if that many are on hand; call inside a transaction.
 
@@ -148,20 +155,37 @@ def take_stock(
     pre-order, which production may still serve: see promise). The state is read under that
     lock in the same round trip, and the depletion and reorder it calls for are made here,
     while the lock is held. Raises UnknownSku (nothing changed).
+
+    `also`, a SELECT and its parameters, is what the caller reads under that lock: it rides
+    in the same round trip, and its row is the outcome's `also` (the orders' purchase-limit
+    counts: every round trip under the lock is one more that the next order of this product
+    waits for).
     """
+    sql, params = TAKE_READ_SQL, [quantity, quantity, sku, quantity, sku]
+    if also is not None:
+        sql, params = f"{sql}; {also[0]}", [*params, *also[1]]
     with connection.cursor() as cursor:
-        cursor.execute(TAKE_READ_SQL, [quantity, quantity, sku, quantity, sku])
+        cursor.execute(sql, params)
         cursor.nextset()
         row = cursor.fetchone()
         if row is None:
             raise UnknownSku(sku)
         taken = row[0] == 1
         state = _state(row[1:])
+        if also is not None:
+            cursor.nextset()
+            also_row = cursor.fetchone()
     if not taken and count_refusal:
         state = count_refused(state=state, quantity=quantity, client=client)
     depleted = state.remaining == 0 and not state.depleted and _open_depletion(state)
     decision = _decide(state) if policy.needs_order(state.policy()) else None
-    return StockOutcome(taken=taken, state=state, depleted=depleted, decision=decision)
+    return StockOutcome(
+        taken=taken,
+        state=state,
+        depleted=depleted,
+        decision=decision,
+        also=also_row if also is not None else None,
+    )
 
 
 def count_refused(*, state: StockState, quantity: int, client: str = "") -> StockState:

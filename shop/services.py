@@ -63,7 +63,13 @@ def place_order(
     try:
         with transaction.atomic():
             outcome = take_stock(
-                sku=sku, quantity=quantity, client=address or customer, count_refusal=not backorder
+                sku=sku,
+                quantity=quantity,
+                client=address or customer,
+                count_refusal=not backorder,
+                also=_bought_read(sku=sku, customer=customer, address=address)
+                if customer or address
+                else None,
             )
             stock = outcome.state
             if not outcome.taken and backorder:
@@ -80,7 +86,11 @@ def place_order(
                     # Under the product's row lock: the orders of it from one customer, or one
                     # address, are counted one at a time. Raising rolls the take back.
                     _check_limits(
-                        stock=stock, customer=customer, address=address, quantity=quantity
+                        stock=stock,
+                        customer=customer,
+                        address=address,
+                        quantity=quantity,
+                        bought=outcome.also,
                     )
                 order = _insert_order(
                     product_id=stock.product_id,
@@ -253,45 +263,57 @@ def address_limit(stock: StockState) -> int:
 # Both counts in one statement, each a range of its own index (waiting pre-orders count,
 # cancelled ones do not). It runs under the product's row lock on every limited order, so the
 # indexes are named: the product's index would read every order of the product instead (the
-# optimizer's choice while the table is small).
+# optimizer's choice while the table is small). The product is named by its SKU: the read
+# rides with take_stock's UPDATE, before the product's id is known.
 BOUGHT_SQL = (
     "SELECT "
     "(SELECT COALESCE(SUM(`quantity`), 0) FROM `shop_order` FORCE INDEX (`order_customer`) "
-    "WHERE `customer` = %s AND `product_id` = %s AND `created_at` >= %s "
-    "AND `status` <> 'cancelled'), "
+    "WHERE `customer` = %s AND `product_id` = (SELECT `id` FROM `inventory_product` "
+    "WHERE `sku` = %s) AND `created_at` >= %s AND `status` <> 'cancelled'), "
     "(SELECT COALESCE(SUM(`quantity`), 0) FROM `shop_order` FORCE INDEX (`order_address`) "
-    "WHERE `address` = %s AND `product_id` = %s AND `created_at` >= %s "
-    "AND `status` <> 'cancelled')"
+    "WHERE `address` = %s AND `product_id` = (SELECT `id` FROM `inventory_product` "
+    "WHERE `sku` = %s) AND `created_at` >= %s AND `status` <> 'cancelled')"
 )
 
 
-def _check_limits(*, stock: StockState, customer: str, address: str, quantity: int) -> None:
+def _bought_read(*, sku: str, customer: str, address: str) -> tuple[str, list[object]]:
+    """BOUGHT_SQL and its parameters for this order's customer and address: what each bought
+    of `sku` in the purchase-limit window."""
+    window = settings.PURCHASE_LIMIT_WINDOW
+    since = connection.ops.adapt_datetimefield_value(timezone.now() - timedelta(seconds=window))
+    # `= NULL` matches no row: the count of a key that is not given costs nothing.
+    return BOUGHT_SQL, [customer or None, sku, since, address or None, sku, since]
+
+
+def _check_limits(
+    *,
+    stock: StockState,
+    customer: str,
+    address: str,
+    quantity: int,
+    bought: tuple | None = None,
+) -> None:
     """Raise PurchaseLimitReached when this order would pass the customer's limit or the
-    address's ceiling (the customer's is named when both would be passed)."""
+    address's ceiling (the customer's is named when both would be passed). `bought`, BOUGHT_SQL's
+    row when read already under the product's lock; read here otherwise."""
     limits = {
         PurchaseLimitReached.CUSTOMER: purchase_limit(stock) if customer else 0,
         PurchaseLimitReached.ADDRESS: address_limit(stock) if address else 0,
     }
     if not any(limits.values()):
         return
-    window = settings.PURCHASE_LIMIT_WINDOW
-    since = connection.ops.adapt_datetimefield_value(timezone.now() - timedelta(seconds=window))
-    # `= NULL` matches no row: the count of a limit that does not apply costs nothing.
-    customer_key = customer if limits[PurchaseLimitReached.CUSTOMER] else None
-    address_key = address if limits[PurchaseLimitReached.ADDRESS] else None
-    with connection.cursor() as cursor:
-        cursor.execute(
-            BOUGHT_SQL,
-            [customer_key, stock.product_id, since, address_key, stock.product_id, since],
-        )
-        bought = dict(zip(limits, (int(units) for units in cursor.fetchone()), strict=True))
+    if bought is None:
+        with connection.cursor() as cursor:
+            cursor.execute(*_bought_read(sku=stock.sku, customer=customer, address=address))
+            bought = cursor.fetchone()
+    counted = dict(zip(limits, (int(units) for units in bought), strict=True))
     for scope, limit in limits.items():
-        if limit and bought[scope] + quantity > limit:
+        if limit and counted[scope] + quantity > limit:
             raise PurchaseLimitReached(
                 sku=stock.sku,
                 name=stock.name,
                 limit=limit,
-                window=window,
-                bought=bought[scope],
+                window=settings.PURCHASE_LIMIT_WINDOW,
+                bought=counted[scope],
                 scope=scope,
             )

@@ -36,7 +36,12 @@ def statements(captured: CaptureQueriesContext) -> dict[str, str]:
 
 
 @pytest.mark.django_db
-def test_an_order_sends_the_conditional_update_a_read_under_its_lock_and_the_order_row(product):
+@pytest.mark.parametrize("limit", [0, 10])
+def test_an_order_sends_the_conditional_update_a_read_under_its_lock_and_the_order_row(
+    product, settings, limit
+):
+    """With the purchase limit on or off: the limit's counts ride with the UPDATE too."""
+    settings.PURCHASE_LIMIT = limit
     with CaptureQueriesContext(connection) as captured:
         answer = APIClient().post("/api/orders/", {"sku": "CP-502101", "quantity": 1}, "json")
 
@@ -44,10 +49,11 @@ def test_an_order_sends_the_conditional_update_a_read_under_its_lock_and_the_ord
     sent = statements(captured)
     # Two round trips, as the baseline's: the read of the state rides with the UPDATE.
     assert list(sent) == ["UPDATE inventory_product", "INSERT shop_order"]
-    take, read = sent["UPDATE inventory_product"].split("; ")
+    take, read, bought = sent["UPDATE inventory_product"].split("; ")
     assert "`stock` = `stock` - 1" in take
     assert "`stock` >= 1" in take
     assert read.startswith("SELECT ROW_COUNT(), ")
+    assert "FORCE INDEX (`order_customer`)" in bought
     order = Order.objects.get()
     # The order row is the sale's record; the relay publishes it later.
     assert order.published_at is None
