@@ -261,18 +261,22 @@ def address_limit(stock: StockState) -> int:
 
 
 # Both counts in one statement, each a range of its own index (waiting pre-orders count,
-# cancelled ones do not). It runs under the product's row lock on every limited order, so the
-# indexes are named: the product's index would read every order of the product instead (the
-# optimizer's choice while the table is small). The product is named by its SKU: the read
-# rides with take_stock's UPDATE, before the product's id is known.
+# cancelled ones do not). It runs under the product's row lock on every order with a customer,
+# so the indexes are named: the product's index would read every order of the product instead
+# (the optimizer's choice while the table is small). The product is named by its SKU: the read
+# rides with take_stock's UPDATE, before its id is known. A count whose limit is off (as
+# purchase_limit and address_limit reckon it) is not read at all: one address's orders, many
+# with no limit on, would be a long range.
 BOUGHT_SQL = (
-    "SELECT "
+    "SELECT CASE WHEN COALESCE(`p`.`purchase_limit`, %s) > 0 THEN "
     "(SELECT COALESCE(SUM(`quantity`), 0) FROM `shop_order` FORCE INDEX (`order_customer`) "
-    "WHERE `customer` = %s AND `product_id` = (SELECT `id` FROM `inventory_product` "
-    "WHERE `sku` = %s) AND `created_at` >= %s AND `status` <> 'cancelled'), "
+    "WHERE `customer` = %s AND `product_id` = `p`.`id` AND `created_at` >= %s "
+    "AND `status` <> 'cancelled') ELSE 0 END, "
+    "CASE WHEN COALESCE(%s, %s * COALESCE(`p`.`purchase_limit`, %s)) > 0 THEN "
     "(SELECT COALESCE(SUM(`quantity`), 0) FROM `shop_order` FORCE INDEX (`order_address`) "
-    "WHERE `address` = %s AND `product_id` = (SELECT `id` FROM `inventory_product` "
-    "WHERE `sku` = %s) AND `created_at` >= %s AND `status` <> 'cancelled')"
+    "WHERE `address` = %s AND `product_id` = `p`.`id` AND `created_at` >= %s "
+    "AND `status` <> 'cancelled') ELSE 0 END "
+    "FROM `inventory_product` `p` WHERE `p`.`sku` = %s"
 )
 
 
@@ -281,8 +285,14 @@ def _bought_read(*, sku: str, customer: str, address: str) -> tuple[str, list[ob
     of `sku` in the purchase-limit window."""
     window = settings.PURCHASE_LIMIT_WINDOW
     since = connection.ops.adapt_datetimefield_value(timezone.now() - timedelta(seconds=window))
+    default = settings.PURCHASE_LIMIT
+    per_address = settings.PURCHASE_LIMIT_PER_ADDRESS
     # `= NULL` matches no row: the count of a key that is not given costs nothing.
-    return BOUGHT_SQL, [customer or None, sku, since, address or None, sku, since]
+    return BOUGHT_SQL, [
+        *(default, customer or None, since),
+        *(per_address, ADDRESS_CUSTOMERS, default, address or None, since),
+        sku,
+    ]
 
 
 def _check_limits(
