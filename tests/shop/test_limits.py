@@ -55,6 +55,17 @@ def test_a_product_may_override_the_limit(limited):
     assert _order(APIClient(), 10).status_code == 201
 
 
+def test_a_product_limit_holds_when_the_default_is_off(settings, stocked):
+    """The counts are read in the UPDATE's round trip only for limits that are on: a product's
+    own limit is on even when the default is off."""
+    settings.PURCHASE_LIMIT = 0
+    Product.objects.filter(pk=stocked.pk).update(purchase_limit=2)
+    api = APIClient()
+
+    assert [_order(api).status_code for _ in range(3)] == [201, 201, 409]
+    assert Order.objects.count() == 2
+
+
 def test_limits_count_per_address_for_api_clients(limited):
     first, second = APIClient(REMOTE_ADDR="10.0.0.1"), APIClient(REMOTE_ADDR="10.0.0.2")
 
