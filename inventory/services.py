@@ -144,7 +144,7 @@ def take_stock(
     quantity: int,
     client: str = "",
     count_refusal: bool = True,
-    also: tuple[str, list[object]] | None = None,
+    also: tuple[str, list[str | None]] | None = None,
 ) -> StockOutcome:
     """Take `quantity` units of `sku` if that many are on hand; call inside a transaction.
 
@@ -161,6 +161,7 @@ def take_stock(
     counts: every round trip under the lock is one more that the next order of this product
     waits for).
     """
+    params: list[int | str | None]
     sql, params = TAKE_READ_SQL, [quantity, quantity, sku, quantity, sku]
     if also is not None:
         sql, params = f"{sql}; {also[0]}", [*params, *also[1]]
