@@ -341,7 +341,7 @@ def set_stock(*, sku: str, quantity: int, note: str = "") -> StockAdjustment:
         Product._meta.get_field("stock").run_validators(quantity)
     except ValidationError as exc:
         raise InvalidQuantity(f"{' '.join(exc.messages)} Got {quantity}.") from exc
-    longest = StockAdjustment._meta.get_field("note").max_length
+    longest: int = StockAdjustment._meta.get_field("note").max_length  # type: ignore[assignment]  # a CharField's
     if len(note) > longest:
         raise InvalidNote(length=len(note), longest=longest)
     with transaction.atomic():
@@ -463,7 +463,7 @@ def batch_accepted(*, batch_id: int | None, at: datetime, lead_time: float) -> N
         product_id = (
             ReorderDecision.objects.filter(pk=batch_id).values_list("product_id", flat=True).first()
         )
-        list(Product.objects.select_for_update().filter(pk=product_id).values_list("pk"))
+        list(Product.objects.select_for_update().filter(pk=product_id).values_list("pk"))  # type: ignore[misc]  # None: batch gone, locks nothing
         due_at = at + timedelta(seconds=lead_time)
         ReorderDecision.objects.filter(pk=batch_id, settled_at__isnull=True).update(due_at=due_at)
         # Accepted after retries, the batch may now be due after what it promised: those
