@@ -4,7 +4,7 @@
 help:
 	@echo "make run         - set everything up and start Nudged on http://127.0.0.1:$${PORT:-8000}"
 	@echo "make test        - run the whole test suite against MySQL and a local AWS endpoint"
-	@echo "make lint        - ruff check and format check, cfn-lint on deploy/nudged.yaml"
+	@echo "make lint        - ruff check and format check, mypy, cfn-lint on deploy/nudged.yaml"
 	@echo "make screenshots - refresh docs/screenshots from the browser tests"
 	@echo "make bench       - order throughput benchmark (docs/performance.md)"
 
@@ -20,6 +20,7 @@ lint:
 	@bin/setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 	.venv/bin/cfn-lint deploy/nudged.yaml
 
 screenshots:

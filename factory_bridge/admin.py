@@ -1,7 +1,9 @@
 import contextlib
 import json
+from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -22,10 +24,10 @@ class OutboxStateFilter(admin.SimpleListFilter):
     title = "state"
     parameter_name = "state"
 
-    def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         return [("pending", "Pending"), ("published", "Published"), ("dead", "Dead")]
 
-    def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() == "pending":
             return queryset.filter(published_at__isnull=True, dead_at__isnull=True)
         if self.value() == "published":
@@ -93,7 +95,7 @@ class RestockRequestAdmin(ReadOnlyAdmin):
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: RestockRequest) -> str:
         # Colours in nudged/admin.css: the Content-Security-Policy allows no inline style.
-        kinds = {
+        kinds: dict[str, str] = {
             RestockRequest.Status.PENDING: "waiting",
             RestockRequest.Status.OVERDUE: "alert",
             RestockRequest.Status.FAILED: "alert",
@@ -222,7 +224,7 @@ class FailedMessageAdmin(ReadOnlyAdmin):
                     "title": "Discard failed messages?",
                     "rows": queryset,
                     "opts": self.model._meta,
-                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
                 },
             )
         self._queue(request, queryset, DlqJob.Action.DISCARD)
@@ -243,7 +245,7 @@ class DlqJobAdmin(ReadOnlyAdmin):
         "finished_at",
     ]
     list_filter = ["action", "status"]
-    fields = [
+    fields = readonly_fields = (
         "action",
         "status",
         "requested_by",
@@ -252,8 +254,7 @@ class DlqJobAdmin(ReadOnlyAdmin):
         "started_at",
         "finished_at",
         "failed_messages",
-    ]
-    readonly_fields = fields
+    )
     list_select_related = ["requested_by"]
 
     @admin.display(description="messages")

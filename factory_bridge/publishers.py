@@ -3,7 +3,7 @@
 import json
 from dataclasses import dataclass
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
@@ -106,14 +106,14 @@ class SnsPublisher:
             raise PublishError(str(exc)) from exc
         return outcomes
 
-    def _publish_one(self, sns: object, arn: str, message: Message) -> Outcome:
+    def _publish_one(self, sns: Any, arn: str, message: Message) -> Outcome:
         kwargs = self._entry(message)
         kwargs.pop("Id")
-        answer = sns.publish(TopicArn=arn, **kwargs)  # type: ignore[attr-defined]
+        answer = sns.publish(TopicArn=arn, **kwargs)
         return Outcome(id=message.id, message_id=answer["MessageId"])
 
-    def _publish_batch(self, sns: object, arn: str, chunk: list[Message]) -> list[Outcome]:
-        answer = sns.publish_batch(  # type: ignore[attr-defined]
+    def _publish_batch(self, sns: Any, arn: str, chunk: list[Message]) -> list[Outcome]:
+        answer = sns.publish_batch(
             TopicArn=arn, PublishBatchRequestEntries=[self._entry(m) for m in chunk]
         )
         outcomes = [Outcome(id=ok["Id"], message_id=ok["MessageId"]) for ok in answer["Successful"]]

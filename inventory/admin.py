@@ -1,9 +1,14 @@
+from typing import TYPE_CHECKING, Any, TypedDict
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminIntegerFieldWidget
+from django.db.models import QuerySet
+from django.forms.renderers import BaseRenderer
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from factory_bridge.models import RestockRequest
 from inventory.models import (
@@ -18,6 +23,18 @@ from inventory.models import (
 from inventory.selectors import product_list_for_staff
 from inventory.services import count_outcome, set_stock
 from nudged.admin import ReadOnlyAdmin
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class StaffListed(TypedDict):
+    """What product_list_for_staff annotates each product with."""
+
+    incoming: int
+    restock_status: str | None
+    alerts_waiting: int
+    alerts_notified: int
 
 
 def per_second(rate: float) -> str:
@@ -41,10 +58,10 @@ class SoldOutFilter(admin.SimpleListFilter):
     title = "stock"
     parameter_name = "sold_out"
 
-    def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         return [("yes", "Sold out"), ("no", "In stock")]
 
-    def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() == "yes":
             return queryset.filter(stock=0)
         if self.value() == "no":
@@ -56,10 +73,10 @@ class NeedsStaffFilter(admin.SimpleListFilter):
     title = "restock"
     parameter_name = "needs_staff"
 
-    def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         return [("yes", "Needs staff")]
 
-    def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() == "yes":
             return queryset.filter(stock=0, restock_status=RestockRequest.Status.FAILED)
         return queryset
@@ -69,12 +86,11 @@ class StockAdjustmentInline(admin.TabularInline):
     model = StockAdjustment
     extra = 0
     can_delete = False
-    fields = ["created_at", "reason", "old_quantity", "new_quantity", "note"]
-    readonly_fields = fields
+    fields = readonly_fields = ("created_at", "reason", "old_quantity", "new_quantity", "note")
     ordering = ["-created_at"]
     verbose_name_plural = "Stock adjustments (audit)"
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Product | None = None) -> bool:
         return False
 
 
@@ -83,7 +99,7 @@ class RestockInline(admin.TabularInline):
     fk_name = "product"
     extra = 0
     can_delete = False
-    fields = [
+    fields = readonly_fields = (
         "id",
         "status",
         "quantity",
@@ -94,21 +110,20 @@ class RestockInline(admin.TabularInline):
         "reorders",
         "next_attempt_at",
         "last_error",
-    ]
-    readonly_fields = fields
+    )
     verbose_name_plural = "Restock requests in progress or failed"
 
-    def get_queryset(self, request):  # type: ignore[no-untyped-def]
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RestockRequest]:
         statuses = [*RestockRequest.OPEN, RestockRequest.Status.FAILED]
         return super().get_queryset(request).filter(status__in=statuses)
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest, obj: Product | None = None) -> bool:
         return False
 
 
 # What staff read of a decision: when, how much, why, and the numbers behind it (its rate
 # and lead time rounded, by DecisionNumbers).
-DECISION_FIELDS = [
+DECISION_FIELDS = (
     "created_at",
     "quantity",
     "reason",
@@ -117,7 +132,7 @@ DECISION_FIELDS = [
     "demand",
     "decision_lead_time",
     "reorder_point",
-]
+)
 
 
 class DecisionNumbers:
@@ -137,17 +152,17 @@ class ReorderDecisionInline(DecisionNumbers, admin.TabularInline):
     model = ReorderDecision
     extra = 0
     can_delete = False
-    fields = DECISION_FIELDS
-    readonly_fields = fields
+    fields = readonly_fields = DECISION_FIELDS
     ordering = ["-created_at", "-id"]
     verbose_name_plural = "Last reorder decisions"
     max_num = 0
 
-    def get_queryset(self, request):  # type: ignore[no-untyped-def]
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ReorderDecision]:
         # The latest few, not the product's whole history (a rush makes hundreds).
+        assert request.resolver_match is not None  # admin pages are resolved URLs
         product_id = request.resolver_match.kwargs.get("object_id")
         latest = list(
-            ReorderDecision.objects.filter(product_id=product_id)
+            ReorderDecision.objects.filter(product_id=product_id)  # type: ignore[misc]  # None: add page
             .order_by("-created_at", "-id")
             .values_list("pk", flat=True)[:10]
         )
@@ -157,10 +172,10 @@ class ReorderDecisionInline(DecisionNumbers, admin.TabularInline):
 class SecondsField(forms.FloatField):
     """Seconds shown to a tenth; a value staff leave as shown is not changed."""
 
-    def prepare_value(self, value):  # type: ignore[no-untyped-def]
+    def prepare_value(self, value: Any) -> Any:
         return round(value, 1) if isinstance(value, float) else value
 
-    def has_changed(self, initial, data) -> bool:  # type: ignore[no-untyped-def]
+    def has_changed(self, initial: Any, data: Any) -> bool:
         return super().has_changed(self.prepare_value(initial), data)
 
 
@@ -198,7 +213,9 @@ class FactoryAdmin(admin.ModelAdmin):
     def lead_time_seconds(self, obj: Factory) -> str:
         return in_seconds(obj.lead_time)
 
-    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+    def save_model(
+        self, request: HttpRequest, obj: Factory, form: FactoryAdminForm, change: bool
+    ) -> None:
         """Save only what staff changed: the lead time callbacks measured meanwhile stays."""
         if not change:
             super().save_model(request, obj, form, change)
@@ -214,7 +231,13 @@ class FactoryAdmin(admin.ModelAdmin):
 class StockInput(AdminIntegerFieldWidget):
     """A number input that also posts the value it was shown with."""
 
-    def render(self, name, value, attrs=None, renderer=None):  # type: ignore[no-untyped-def]
+    def render(
+        self,
+        name: str,
+        value: Any,
+        attrs: dict[str, Any] | None = None,
+        renderer: BaseRenderer | None = None,
+    ) -> SafeString:
         shown = "" if value is None else value
         return super().render(name, value, attrs, renderer) + format_html(
             '<input type="hidden" name="{}_seen" value="{}">', name, shown
@@ -286,13 +309,15 @@ class ProductAdmin(admin.ModelAdmin):
     ]
     inlines = [ReorderDecisionInline, RestockInline, StockAdjustmentInline]
 
-    def get_queryset(self, request):  # type: ignore[no-untyped-def]
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Product]:
         return product_list_for_staff()
 
-    def get_changelist_form(self, request, **kwargs):  # type: ignore[no-untyped-def]
+    def get_changelist_form(self, request: HttpRequest, **kwargs: Any) -> type[forms.ModelForm]:
         return super().get_changelist_form(request, form=ProductAdminForm, **kwargs)
 
-    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+    def save_model(
+        self, request: HttpRequest, obj: Product, form: ProductAdminForm, change: bool
+    ) -> None:
         """Save only what staff changed; a stock change goes through set_stock (audited).
 
         Writing the whole row would put back the stock the form was loaded with and undo
@@ -314,11 +339,11 @@ class ProductAdmin(admin.ModelAdmin):
             )
 
     @admin.display(description="incoming", ordering="incoming")
-    def incoming(self, obj: Product) -> int:
+    def incoming(self, obj: "WithAnnotations[Product, StaffListed]") -> int:
         return obj.incoming
 
     @admin.display(description="latest restock", ordering="restock_status")
-    def restock(self, obj: Product) -> str:
+    def restock(self, obj: "WithAnnotations[Product, StaffListed]") -> str:
         if obj.restock_status is None:
             return "-"
         label = RestockRequest.Status(obj.restock_status).label
@@ -331,7 +356,7 @@ class ProductAdmin(admin.ModelAdmin):
         return label
 
     @admin.display(description="back-in-stock alerts", ordering="alerts_waiting")
-    def alerts(self, obj: Product) -> str:
+    def alerts(self, obj: "WithAnnotations[Product, StaffListed]") -> str:
         url = reverse("admin:inventory_stockalert_changelist") + f"?product__id__exact={obj.pk}"
         return format_html(
             '<a href="{}">{} waiting, {} notified</a>', url, obj.alerts_waiting, obj.alerts_notified
@@ -361,8 +386,13 @@ BATCH_FIELDS = ["promised", "due_at", "settled_at"]
 class ReorderDecisionAdmin(DecisionNumbers, ReadOnlyAdmin):
     list_display = [*DECISION_FIELDS[:1], "product", "mode", *DECISION_FIELDS[1:], *BATCH_FIELDS]
     # The page of one decision: the same numbers, rounded alike.
-    fields = [*DECISION_FIELDS[:1], "product", "mode", *DECISION_FIELDS[1:], *BATCH_FIELDS]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        *DECISION_FIELDS[:1],
+        "product",
+        "mode",
+        *DECISION_FIELDS[1:],
+        *BATCH_FIELDS,
+    )
     list_filter = ["mode", "product"]
     search_fields = ["product__sku", "reason"]
     list_select_related = ["product"]
@@ -398,7 +428,7 @@ class AlertStateFilter(admin.SimpleListFilter):
     title = "state"
     parameter_name = "state"
 
-    def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         return [
             ("unconfirmed", "Waiting for confirmation"),
             ("waiting", "Confirmed, waiting"),
@@ -408,7 +438,7 @@ class AlertStateFilter(admin.SimpleListFilter):
             ("failed", "Failed"),
         ]
 
-    def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
         if value == "unconfirmed":
             return queryset.filter(waiting=True, confirmed_at__isnull=True)

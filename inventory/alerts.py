@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core import mail, signing
 from django.core.exceptions import ValidationError
+from django.core.mail.backends.base import BaseEmailBackend
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, Q
@@ -382,7 +383,7 @@ def _release(alerts: list[StockAlert]) -> None:
     StockAlert.objects.filter(id__in=[a.pk for a in alerts]).update(claimed_until=None)
 
 
-def _message(alert: StockAlert, connection: object) -> mail.EmailMessage:
+def _message(alert: StockAlert, connection: BaseEmailBackend) -> mail.EmailMessage:
     product = alert.product
     unsubscribe = unsubscribe_url(alert)
     if alert.confirmed_at is None:
@@ -475,7 +476,7 @@ def _send_promise_notices(keep_going: Callable[[], bool]) -> int:
     return sent
 
 
-def _notice(promise: Promise, connection: object) -> mail.EmailMessage:
+def _notice(promise: Promise, connection: BaseEmailBackend) -> mail.EmailMessage:
     name = promise.product.name
     if promise.state == Promise.State.KEPT:
         subject = f"Your {name} is ready"

@@ -1,6 +1,8 @@
 """The demo catalog: the seed's 부산도너츠 and a few other Nudged donuts."""
 
-FACTORIES = [
+from typing import Any
+
+FACTORIES: list[dict[str, Any]] = [
     {"code": "FF-500293", "name": "부산도너츠 공장", "manager_email": "dob_factory@codeatates.com"},
     {
         "code": "FF-500294",
@@ -9,7 +11,7 @@ FACTORIES = [
     },
 ]
 
-PRODUCTS = [
+PRODUCTS: list[dict[str, Any]] = [
     {
         "sku": "CP-502101",
         "name": "부산도너츠",

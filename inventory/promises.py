@@ -33,6 +33,7 @@ def margin(lead_time: float) -> timedelta:
 
 def ready_by(batch: ReorderDecision) -> datetime:
     """The time promised for units of `batch`."""
+    assert batch.due_at is not None  # open_batch chooses only batches with a due time
     return batch.due_at + margin(batch.lead_time)
 
 

@@ -86,9 +86,10 @@ def ready_in_seconds(product: Product, *, now: datetime | None = None) -> int | 
     Reads a `product_list` row: the factory's measured lead time less how long ago it
     accepted the order, never below 0 (a late factory is due any moment).
     """
-    if not getattr(product, "incoming", 0) or product.restock_requested_at is None:
+    requested_at: datetime | None = getattr(product, "restock_requested_at", None)
+    if not getattr(product, "incoming", 0) or requested_at is None:
         return None
-    waited = ((now or timezone.now()) - product.restock_requested_at).total_seconds()
+    waited = ((now or timezone.now()) - requested_at).total_seconds()
     return max(0, ceil(product.factory.lead_time - waited))
 
 

@@ -144,7 +144,7 @@ def take_stock(
     quantity: int,
     client: str = "",
     count_refusal: bool = True,
-    also: tuple[str, list[object]] | None = None,
+    also: tuple[str, list[str | None]] | None = None,
 ) -> StockOutcome:
     """Take `quantity` units of `sku` if that many are on hand; call inside a transaction.
 
@@ -161,6 +161,7 @@ def take_stock(
     counts: every round trip under the lock is one more that the next order of this product
     waits for).
     """
+    params: list[int | str | None]
     sql, params = TAKE_READ_SQL, [quantity, quantity, sku, quantity, sku]
     if also is not None:
         sql, params = f"{sql}; {also[0]}", [*params, *also[1]]
@@ -340,7 +341,7 @@ def set_stock(*, sku: str, quantity: int, note: str = "") -> StockAdjustment:
         Product._meta.get_field("stock").run_validators(quantity)
     except ValidationError as exc:
         raise InvalidQuantity(f"{' '.join(exc.messages)} Got {quantity}.") from exc
-    longest = StockAdjustment._meta.get_field("note").max_length
+    longest: int = StockAdjustment._meta.get_field("note").max_length  # type: ignore[assignment]  # a CharField's
     if len(note) > longest:
         raise InvalidNote(length=len(note), longest=longest)
     with transaction.atomic():
@@ -462,7 +463,7 @@ def batch_accepted(*, batch_id: int | None, at: datetime, lead_time: float) -> N
         product_id = (
             ReorderDecision.objects.filter(pk=batch_id).values_list("product_id", flat=True).first()
         )
-        list(Product.objects.select_for_update().filter(pk=product_id).values_list("pk"))
+        list(Product.objects.select_for_update().filter(pk=product_id).values_list("pk"))  # type: ignore[misc]  # None: batch gone, locks nothing
         due_at = at + timedelta(seconds=lead_time)
         ReorderDecision.objects.filter(pk=batch_id, settled_at__isnull=True).update(due_at=due_at)
         # Accepted after retries, the batch may now be due after what it promised: those

@@ -26,7 +26,7 @@ JSON_ACCEPTED = frozenset(("", "*/*", "application/json"))
 class JsonFirstNegotiation(DefaultContentNegotiation):
     """DRF's negotiation, without parsing the Accept header of a client that takes JSON."""
 
-    def select_renderer(
+    def select_renderer(  # type: ignore[override]  # DRF passes a list (get_renderers)
         self, request: Any, renderers: list[BaseRenderer], format_suffix: str | None = None
     ) -> tuple[BaseRenderer, str]:
         renderer = renderers[0]

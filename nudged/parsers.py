@@ -2,7 +2,8 @@
 
 import json
 import re
-from typing import IO, Any
+from collections.abc import Mapping
+from typing import IO, Any, Protocol
 
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
@@ -20,6 +21,12 @@ MAX_DEPTH = 32
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.?)*"?|[\[\]{}]', re.DOTALL)
 
 
+class Body(Protocol):
+    """What a body is read from: a request stream, or the request itself."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
 class BodyError(ValueError):
     """The request body is not one JSON document an endpoint can take."""
 
@@ -34,7 +41,7 @@ class RequestTooLarge(APIException):
     default_detail = f"Request body is larger than {MAX_BODY_BYTES} bytes."
 
 
-def read_body(stream: IO[bytes]) -> bytes:
+def read_body(stream: Body) -> bytes:
     """Read the body, refusing one larger than MAX_BODY_BYTES without reading the rest."""
     raw = stream.read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
@@ -85,7 +92,7 @@ class JsonParser(BaseParser):
         self,
         stream: IO[bytes],
         media_type: str | None = None,
-        parser_context: dict[str, Any] | None = None,
+        parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
         encoding = (parser_context or {}).get("encoding") or "utf-8"
         try:

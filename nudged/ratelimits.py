@@ -114,7 +114,7 @@ class _Store:
 
     def __init__(self, url: str) -> None:
         if url.startswith(("redis://", "rediss://", "redis+unix://")):
-            self.storage: Storage = storage_from_string(
+            self.storage: Storage = storage_from_string(  # type: ignore[assignment]  # no async+ scheme
                 url,
                 wrap_exceptions=True,
                 socket_timeout=STORE_TIMEOUT,
@@ -122,7 +122,7 @@ class _Store:
             )
         else:
             # A single process (tests, a one-process run): counts that no other process sees.
-            self.storage = storage_from_string("memory://")
+            self.storage = storage_from_string("memory://")  # type: ignore[assignment]  # no async+ scheme
         self.limiter = FixedWindowRateLimiter(self.storage)
         self.down_until = 0.0
         self.logged_at = -LOG_EVERY_SECONDS

@@ -19,8 +19,8 @@ from nudged import ratelimits
 from shop.exceptions import InvalidOrder
 from shop.services import OrderResult, place_order
 
-SKU_MAX_LENGTH = Product._meta.get_field("sku").max_length
-EMAIL_MAX_LENGTH = Promise._meta.get_field("email").max_length
+SKU_MAX_LENGTH: int = Product._meta.get_field("sku").max_length  # type: ignore[assignment]  # a CharField's
+EMAIL_MAX_LENGTH: int = Promise._meta.get_field("email").max_length  # type: ignore[assignment]  # an EmailField's
 # What a form or a JSON client may send for a yes or a no (DRF's spellings).
 TRUE = frozenset(("true", "t", "yes", "y", "on", "1"))
 FALSE = frozenset(("false", "f", "no", "n", "off", "0", ""))

@@ -34,7 +34,7 @@ class OrderLedger:
             rows = cursor.fetchall()
         # Naive, in the connection's time zone (UTC), as the ORM would read them.
         zone = connection.timezone
-        return [Sale(*row[:6], row[6].replace(tzinfo=zone)) for row in rows]
+        return [Sale(*row[:6], row[6].replace(tzinfo=zone)) for row in rows]  # type: ignore[call-arg]  # row[:6] is six fields
 
     def mark_published(self, *, order_ids: list[int]) -> None:
         if not order_ids:

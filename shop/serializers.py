@@ -115,7 +115,7 @@ class ErrorSerializer(serializers.Serializer):
 
 
 class InvalidInputSerializer(ErrorSerializer):
-    errors = serializers.DictField(
+    errors = serializers.DictField(  # type: ignore[assignment]  # the answer's field, never validated
         child=serializers.ListField(child=serializers.CharField()),
         help_text="Messages by field: `body` when the body is not JSON, "
         "`non_field_errors` when it is not an object.",

@@ -201,7 +201,7 @@ def cancel_pre_orders(*, reasons: dict[int, str]) -> int:
                 sku=order.product.sku,
                 factory_code=order.product.factory.code,
                 quantity=order.quantity,
-                reason=reasons[order.promise_id],
+                reason=reasons[order.promise_id],  # type: ignore[index]  # filtered on promise_id__in
             )
             for order in orders
         ]
@@ -280,7 +280,7 @@ BOUGHT_SQL = (
 )
 
 
-def _bought_read(*, sku: str, customer: str, address: str) -> tuple[str, list[object]]:
+def _bought_read(*, sku: str, customer: str, address: str) -> tuple[str, list[str | None]]:
     """BOUGHT_SQL and its parameters for this order's customer and address: what each bought
     of `sku` in the purchase-limit window."""
     window = settings.PURCHASE_LIMIT_WINDOW

@@ -191,8 +191,8 @@ def _link_page(
 def _errors(form: forms.Form) -> str:
     """A form's errors on one line: each field by its label, then what is wrong with it."""
     return "; ".join(
-        " ".join(problems)
+        " ".join(problems)  # type: ignore[arg-type]  # an ErrorList yields its messages, str
         if name == NON_FIELD_ERRORS
-        else f"{form[name].label}: {' '.join(problems)}"
+        else f"{form[name].label}: {' '.join(problems)}"  # type: ignore[arg-type]  # as above
         for name, problems in form.errors.items()
     )

@@ -252,7 +252,7 @@ def _app_policy() -> dict[str, Any]:
 
     sts:GetCallerIdentity (the account id in ARNs) needs no permission.
     """
-    statements = [
+    statements: list[dict[str, Any]] = [
         {
             "Sid": "PublishEvents",
             "Effect": "Allow",

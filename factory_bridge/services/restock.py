@@ -199,6 +199,7 @@ def order_restock(*, envelope: Envelope, sqs_message_id: str) -> str:
                 logger.info("depletion=%s sku=%s: nothing to order", envelope.event_id, product.sku)
                 return ABSORBED
         if request is None:
+            assert decision is not None  # no request: one was decided above, or this returned
             request = RestockRequest.objects.create(
                 product=product,
                 factory=product.factory,
@@ -215,7 +216,7 @@ def order_restock(*, envelope: Envelope, sqs_message_id: str) -> str:
             status=RestockRequest.Status.PENDING,
             sqs_message_id=sqs_message_id,
             # A failed restock whose message comes back (redriven by staff) starts over.
-            **({"reorders": 0} if request.status == RestockRequest.Status.FAILED else {}),
+            **({"reorders": 0} if request.status == RestockRequest.Status.FAILED else {}),  # type: ignore[arg-type]  # only "reorders"
         ):
             if request.status == RestockRequest.Status.FAILED:
                 hold_on_order(product_id=product.pk, quantity=request.quantity)
@@ -549,7 +550,7 @@ def _reorder(pk: int) -> RestockRequest | None:
     logger.warning(
         "restock=%s overdue (no callback after %.0fs): reordering as restock=%s",
         request.pk,
-        (timezone.now() - request.requested_at).total_seconds(),
+        (timezone.now() - request.requested_at).total_seconds(),  # type: ignore[operator]  # set when REQUESTED
         reorder.pk,
     )
     return reorder

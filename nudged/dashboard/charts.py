@@ -7,6 +7,7 @@ both read.
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -30,7 +31,7 @@ class Series:
     label: str
     color: str
     # One value per bucket of the window; None where there is nothing to draw.
-    values: list[float | None]
+    values: Sequence[float | None]
 
 
 @dataclass
@@ -159,7 +160,7 @@ def _path(frame: _Frame, series: Series, *, step: bool) -> str:
     )
 
 
-def _alone(values: list[float | None], index: int) -> bool:
+def _alone(values: Sequence[float | None], index: int) -> bool:
     after = values[index + 1] if index + 1 < len(values) else None
     return after is None
 

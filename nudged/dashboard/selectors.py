@@ -280,7 +280,7 @@ def restock_lead_times(window: Window) -> list[Restock]:
         )
         .values_list("product__sku", "fulfilled_at", "lead")[:MAX_RESTOCKS]
     )
-    return [Restock(sku, at, max(float(lead), 0.0)) for sku, at, lead in rows]
+    return [Restock(sku, at, max(float(lead), 0.0)) for sku, at, lead in rows]  # type: ignore[arg-type]  # filtered on fulfilled_at
 
 
 @dataclass
@@ -292,7 +292,7 @@ class RelayLag:
 
 
 def _lag_groups(window: Window) -> list[tuple[int, int, float, float]]:
-    rows = []
+    rows: list[tuple[int, int, float, float]] = []
     for model in (OutboxEvent, Order):
         rows += (
             model.objects.filter(_in("published_at", window))

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from factory_bridge.services.dlq import REDRIVE_MAX_LIMIT, held_elsewhere, redrive
@@ -27,7 +29,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--dry-run", action="store_true", help="list what would move")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         limit = options["limit"]
         if limit is not None and not 1 <= limit <= REDRIVE_MAX_LIMIT:
             raise CommandError(
@@ -54,12 +56,12 @@ class Command(BaseCommand):
         if report.busy:
             raise CommandError(f"Nothing was moved: {report.error}.")
         if report.error:
-            moved = (
+            done = (
                 f"{len(report.moved)} moved before the failure"
                 if report.moved
                 else "Nothing was moved"
             )
-            raise CommandError(f"{report.error}. {moved}; check AWS_ENDPOINT_URL and run again.")
+            raise CommandError(f"{report.error}. {done}; check AWS_ENDPOINT_URL and run again.")
         if report.missing:
             hint = (
                 f" The DLQ holds {held_elsewhere(report.left)}."

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from inventory.exceptions import InventoryError
@@ -12,7 +14,7 @@ class Command(BaseCommand):
         parser.add_argument("quantity", type=int)
         parser.add_argument("--note", default="", help="Why the stock changed (kept for audit)")
 
-    def handle(self, *args, sku: str, quantity: int, note: str, **options) -> None:
+    def handle(self, *args: Any, sku: str, quantity: int, note: str, **options: Any) -> None:
         try:
             adjustment = set_stock(sku=sku, quantity=quantity, note=note or "physical count")
         except InventoryError as exc:
