@@ -207,7 +207,8 @@ def stock_lane(*, until: float, beside: threading.Thread | None = None) -> Relay
         ):
             break
         if drained:
-            sleep(RELAY_IDLE_SECONDS)
+            left = until - monotonic()
+            sleep(min(RELAY_IDLE_SECONDS, left) if left > 0 else RELAY_IDLE_SECONDS)
     if report.busy:
         logger.info("outbox relay stock %s", report)
     return report
@@ -375,8 +376,9 @@ class _SalesPace:
     """When this process may publish sales next.
 
     After a failed publish: 2, 4, 8 ... 60 seconds later. In the relay loop, also not before
-    OUTBOX_SALES_INTERVAL seconds after the last drain: a sale waits at most that long, and
-    SNS carries one message per product per interval instead of one per round.
+    OUTBOX_SALES_INTERVAL seconds after the last drain started: a sale waits at most that long
+    plus one drain, and SNS carries one message per product per interval instead of one per
+    round.
     """
 
     def __init__(self) -> None:
@@ -395,8 +397,8 @@ class _SalesPace:
     def published(self) -> None:
         self.failures, self.retry_at = 0, 0.0
 
-    def drained(self) -> None:
-        self.due_at = monotonic() + settings.OUTBOX_SALES_INTERVAL
+    def drained(self, *, started: float) -> None:
+        self.due_at = started + settings.OUTBOX_SALES_INTERVAL
 
     def reset(self) -> None:
         self.failures, self.retry_at, self.due_at = 0, 0.0, 0.0
@@ -430,6 +432,7 @@ def _relay_sales(
         cursor.execute("SELECT GET_LOCK(%s, 0)", [lock])
         if cursor.fetchone()[0] != 1:
             return True  # another relay is publishing them
+    started = monotonic()
     try:
         ledger = get_ledger()
         while monotonic() < deadline:
@@ -446,7 +449,7 @@ def _relay_sales(
                     return True
                 sales_pace.published()
             if len(sales) < SALES_CLAIM_SIZE and len(rows) < SALES_CLAIM_SIZE:
-                sales_pace.drained()
+                sales_pace.drained(started=started)
                 return True
         return False
     finally:
