@@ -43,10 +43,11 @@ SQL_OVERFULL = (
     "WHERE o.status = 'backordered' GROUP BY pr.batch_id) w ON w.batch_id = d.id "
     "WHERE w.units > d.quantity"
 )
+# What the relay has to publish: the outbox rows, and the sales (a pre-order waiting for its
+# batch is none yet; one served goes out whatever its id).
 SQL_BACKLOG = (
     "SELECT (SELECT COUNT(*) FROM factory_bridge_outboxevent WHERE published_at IS NULL) + "
-    "(SELECT COUNT(*) FROM shop_order WHERE id > "
-    "(SELECT MAX(id) FROM shop_order WHERE published_at IS NOT NULL))"
+    "(SELECT COUNT(*) FROM shop_order WHERE published_at IS NULL AND status <> 'backordered')"
 )
 SQL_RESTOCKS = "SELECT status, COUNT(*) FROM factory_bridge_restockrequest GROUP BY status"
 SQL_DEAD = "SELECT COUNT(*) FROM factory_bridge_failedmessage WHERE status = 'dead'"

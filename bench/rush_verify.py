@@ -674,13 +674,18 @@ def _relay(
     ops_orders: dict[int, str],
     windows: list[tuple[str, float, float]],
 ) -> dict[str, Any]:
-    """published_at − created_at of every event: outbox rows, and orders the relay published."""
+    """published_at − created_at of every event: outbox rows, and orders the relay published.
+
+    A pre-order is a sale once its batch served it: its lag counts from `fulfilled_at`, since
+    the wait for production before it is the promise's, not the relay's.
+    """
     lag, lag_calm, e2e = [], [], []
     events = [(e, e["body"]["event_id"]) for e in snap.outbox]
     # A cancelled order is marked published without being a sale: order.cancelled tells of it.
     events += [(o, ops_orders.get(o["id"])) for o in _published_sales(snap)]
     for e, event_id in events:
-        created, published = ts(e["created_at"]), ts(e["published_at"])
+        created = ts(e.get("fulfilled_at") or e["created_at"])
+        published = ts(e["published_at"])
         if created is None or published is None:
             continue
         lag.append(published - created)

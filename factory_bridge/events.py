@@ -209,7 +209,7 @@ def sale_event(sale: Sale) -> dict[str, Any]:
 
 
 def sales_batch(events: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The body and attributes of one SNS message carrying order.completed events of a product."""
+    """The body and attributes of one SNS message carrying sales-topic events of a product."""
     first = events[0]
     body = {
         "type": SALES_BATCH,

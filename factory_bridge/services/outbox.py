@@ -1,9 +1,11 @@
 """The outbox and its relay: publish committed events to SNS, at least once, stock first.
 
-Stock events and refusal counts are rows of the outbox, written in the transaction of the
-change they describe, one SNS message each (the restock and notification queues filter on
-them). Sales need no row of their own: the relay reads the completed orders not yet
-published and sends their events many to a message.
+Events are rows of the outbox, written in the transaction of the change they describe. The
+relay has two lanes. Stock events go one SNS message each (the restock and notification
+queues filter on them). Sales need no row of their own: the relay reads the completed orders
+not yet published and sends their events many to a message, one product each; the sales
+topic's rows (pre-orders accepted and cancelled, refusal counts) go the same way. The relay
+loop runs the lanes side by side, so a backlog of sales never holds up a stock event.
 """
 
 import json
@@ -11,15 +13,16 @@ import logging
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from time import monotonic, sleep
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connection, connections, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import F
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -32,8 +35,11 @@ from factory_bridge.publishers import (
     PublishError,
     get_publisher,
 )
+from factory_bridge.services import pollers
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CLAIM_SIZE = 50
 # What the relay allows for one database write around a publish call (the claim before it,
@@ -147,22 +153,21 @@ class _Claim:
     expires: float
 
 
-def relay_outbox(*, seconds: float = RELAY_BUDGET_SECONDS, paced: bool = False) -> RelayReport:
-    """Publish due events, oldest first, until none are left or `seconds` have passed.
+def relay_outbox(*, seconds: float = RELAY_BUDGET_SECONDS) -> RelayReport:
+    """Publish due events, stock first, until none are left or `seconds` have passed.
 
-    `paced` (the relay loop): sales go out at most every OUTBOX_SALES_INTERVAL seconds.
+    A relay task's way (the sweep, or a commit while the relay loop is down): one lane after
+    the other. The loop runs them side by side (`relay_round`).
     """
     report = RelayReport()
     publisher = get_publisher()
     lease = claim_lease(publisher)
     deadline = monotonic() + seconds
     while monotonic() < deadline:
-        claim = _claim(CLAIM_SIZE, lease)
-        handed_back = _publish_claim(publisher, claim, report) if claim.events else False
-        outbox_drained = len(claim.events) < CLAIM_SIZE and not handed_back
+        stock_drained = _relay_stock(publisher, lease, report)
         # Sales after each claim of stock events: a depletion never waits behind a backlog.
-        sales_drained = _relay_sales(publisher, deadline, report, paced=paced)
-        if outbox_drained and sales_drained:
+        sales_drained = _relay_sales(publisher, deadline, report, paced=False)
+        if stock_drained and sales_drained:
             report.drained = True
             break
     if report.busy:
@@ -171,30 +176,91 @@ def relay_outbox(*, seconds: float = RELAY_BUDGET_SECONDS, paced: bool = False) 
 
 
 def relay_round(*, wait: int) -> int:
-    """One round of the relay loop: publish what is due, or pause briefly when idle.
+    """One round of the relay loop: its stock lane here, its sales lane in a thread beside it.
 
-    Rounds are short so the loop's lease beats often: web processes read it to decide
-    whether a commit needs a relay task of its own. Stock events go out the round they are
-    due; sales wait for their interval, so that one message carries what sold meanwhile.
+    A stock event (a depletion, a reorder decision) goes out the round it is due, whatever the
+    sales lane is doing: a backlog of sales or a slow sales publish holds up only sales.
+    Rounds are short so the loop's lease beats often: web processes read it to decide whether
+    a commit needs a relay task of its own.
     """
-    report = relay_outbox(seconds=RELAY_ROUND_SECONDS, paced=True)
-    if not (report.published or report.sales):
+    until = monotonic() + RELAY_ROUND_SECONDS
+    sales: list[RelayReport] = []
+    lane = threading.Thread(target=_run_sales_lane, args=(until, sales), name="outbox-sales")
+    lane.start()
+    try:
+        stock = stock_lane(until=until, beside=lane)
+    finally:
+        lane.join()
+    return stock.published + sum(r.published + r.sales for r in sales)
+
+
+def stock_lane(*, until: float, beside: threading.Thread | None = None) -> RelayReport:
+    """Publish stock events as they come due until `until`, and on while `beside` still runs."""
+    report = RelayReport()
+    publisher = get_publisher()
+    lease = claim_lease(publisher)
+    while True:
+        drained = _relay_stock(publisher, lease, report)
+        # A sales publish that outlives the round does not stop stock events meanwhile.
+        if monotonic() >= until and not (
+            beside is not None and beside.is_alive() and pollers.keep_going()
+        ):
+            break
+        if drained:
+            left = until - monotonic()
+            sleep(min(RELAY_IDLE_SECONDS, left) if left > 0 else RELAY_IDLE_SECONDS)
+    if report.busy:
+        logger.info("outbox relay stock %s", report)
+    return report
+
+
+def sales_lane(*, until: float) -> RelayReport:
+    """Publish sales every OUTBOX_SALES_INTERVAL until `until`, so one message carries what
+    sold meanwhile."""
+    report = RelayReport()
+    publisher = get_publisher()
+    while True:
+        _relay_sales(publisher, until, report, paced=True)
+        left = until - monotonic()
+        if left <= 0:
+            break
         due = sales_pace.wait(paced=True)
-        sleep(due if 0 < due < RELAY_IDLE_SECONDS else RELAY_IDLE_SECONDS)
-    return report.published + report.sales
+        sleep(min(due if due > 0 else RELAY_IDLE_SECONDS, left))
+    if report.busy:
+        logger.info("outbox relay sales %s", report)
+    return report
+
+
+def _run_sales_lane(until: float, reports: list[RelayReport]) -> None:
+    try:
+        reports.append(sales_lane(until=until))
+    except Exception:
+        logger.exception("outbox sales lane failed; the next round starts it again")
+    finally:
+        # The thread ends here; its database connection must not outlive it.
+        connections.close_all()
+
+
+def _relay_stock(publisher: Publisher, lease: timedelta, report: RelayReport) -> bool:
+    """Publish one claim of due stock events; True when no more are due."""
+    claim = _claim(CLAIM_SIZE, lease)
+    handed_back = _publish_claim(publisher, claim, report) if claim.events else False
+    return len(claim.events) < CLAIM_SIZE and not handed_back
 
 
 def _claim(size: int, lease: timedelta) -> _Claim:
     started = monotonic()
     now = timezone.now()
-    # Stock events first: a depletion waiting behind a backlog of sales events would keep a
-    # product sold out for longer. Within a topic, oldest first.
-    stock_first = Case(When(topic=OutboxEvent.Topic.STOCK, then=Value(0)), default=Value(1))
     with transaction.atomic():
         batch = list(
             OutboxEvent.objects.select_for_update(skip_locked=True)
-            .filter(published_at__isnull=True, dead_at__isnull=True, next_attempt_at__lte=now)
-            .order_by(stock_first, "created_at")[:size]
+            .filter(
+                topic=OutboxEvent.Topic.STOCK,
+                published_at__isnull=True,
+                dead_at__isnull=True,
+                next_attempt_at__lte=now,
+            )
+            .order_by("created_at")[:size]
         )
         if batch:
             OutboxEvent.objects.filter(pk__in=[e.pk for e in batch]).update(
@@ -205,15 +271,11 @@ def _claim(size: int, lease: timedelta) -> _Claim:
 
 def _publish_claim(publisher: Publisher, claim: _Claim, report: RelayReport) -> bool:
     """Publish a claim, one SNS call per chunk; return whether some events were handed back."""
-    # In claim order: stock events first. Marked after every call, so a relay stopped midway
-    # re-sends little.
-    todo: deque[list[OutboxEvent]] = deque()
-    for topic in dict.fromkeys(event.topic for event in claim.events):
-        events = [e for e in claim.events if e.topic == topic]
-        todo.extend(
-            events[start : start + SNS_BATCH_SIZE]
-            for start in range(0, len(events), SNS_BATCH_SIZE)
-        )
+    # Oldest first, marked after every call, so a relay stopped midway re-sends little.
+    events = claim.events
+    todo: deque[list[OutboxEvent]] = deque(
+        events[start : start + SNS_BATCH_SIZE] for start in range(0, len(events), SNS_BATCH_SIZE)
+    )
     while todo:
         if monotonic() + publisher.max_publish_seconds + WRITE_SECONDS > claim.expires:
             _hand_back([e.pk for chunk in todo for e in chunk], claim.until)
@@ -255,11 +317,7 @@ def _publish(publisher: Publisher, events: list[OutboxEvent], report: RelayRepor
         error, rejected = "no answer for this entry", False
     now = timezone.now()
     done = [e.pk for e in events if e.pk.hex in outcomes and outcomes[e.pk.hex].ok]
-    if done:
-        OutboxEvent.objects.filter(pk__in=done).update(
-            published_at=now, attempts=F("attempts") + 1, last_error=""
-        )
-        report.published += len(done)
+    _mark_published(done, now=now, report=report)
     # Failed events back off by their own attempt count: 2, 4, 8 ... MAX_BACKOFF_SECONDS.
     failed: dict[tuple[int, str], list] = {}
     for event in events:
@@ -280,6 +338,14 @@ def _publish(publisher: Publisher, events: list[OutboxEvent], report: RelayRepor
         )
         report.failed += len(pks)
     return True
+
+
+def _mark_published(pks: list[uuid.UUID], *, now: datetime, report: RelayReport) -> None:
+    if pks:
+        OutboxEvent.objects.filter(pk__in=pks).update(
+            published_at=now, attempts=F("attempts") + 1, last_error=""
+        )
+        report.published += len(pks)
 
 
 def _bury(event: OutboxEvent, *, attempts: int, reason: str, now: datetime) -> None:
@@ -310,8 +376,9 @@ class _SalesPace:
     """When this process may publish sales next.
 
     After a failed publish: 2, 4, 8 ... 60 seconds later. In the relay loop, also not before
-    OUTBOX_SALES_INTERVAL seconds after the last drain: a sale waits at most that long, and
-    SNS carries one message per product per interval instead of one per round.
+    OUTBOX_SALES_INTERVAL seconds after the last drain started: a sale waits at most that long
+    plus one drain, and SNS carries one message per product per interval instead of one per
+    round.
     """
 
     def __init__(self) -> None:
@@ -330,8 +397,8 @@ class _SalesPace:
     def published(self) -> None:
         self.failures, self.retry_at = 0, 0.0
 
-    def drained(self) -> None:
-        self.due_at = monotonic() + settings.OUTBOX_SALES_INTERVAL
+    def drained(self, *, started: float) -> None:
+        self.due_at = started + settings.OUTBOX_SALES_INTERVAL
 
     def reset(self) -> None:
         self.failures, self.retry_at, self.due_at = 0, 0.0, 0.0
@@ -354,7 +421,9 @@ def _relay_sales(
 ) -> bool:
     """Publish unpublished sales until none are left or time is up; True when none are left.
 
-    Sales not yet due (a failed publish's backoff, the loop's interval) count as drained.
+    Sales are the completed orders and the sales topic's outbox rows (pre-orders accepted and
+    cancelled, refusal counts), each product's many to a message. Sales not yet due (a failed
+    publish's backoff, the loop's interval) count as drained.
     """
     if not settings.EVENTS_ENABLED or sales_pace.wait(paced=paced) > 0:
         return True
@@ -363,22 +432,92 @@ def _relay_sales(
         cursor.execute("SELECT GET_LOCK(%s, 0)", [lock])
         if cursor.fetchone()[0] != 1:
             return True  # another relay is publishing them
+    started = monotonic()
     try:
         ledger = get_ledger()
         while monotonic() < deadline:
+            # The rows first: a pre-order's order.backordered before its order.completed.
+            rows = _due_sales_rows(SALES_CLAIM_SIZE)
+            for chunk in _row_batches(rows):
+                if not _publish_rows(publisher, chunk, report):
+                    sales_pace.failed()
+                    return True
             sales = ledger.unpublished(limit=SALES_CLAIM_SIZE)
             for batch in _sales_batches(sales):
                 if not _publish_sales(publisher, ledger, batch, report):
                     sales_pace.failed()
                     return True
                 sales_pace.published()
-            if len(sales) < SALES_CLAIM_SIZE:
-                sales_pace.drained()
+            if len(sales) < SALES_CLAIM_SIZE and len(rows) < SALES_CLAIM_SIZE:
+                sales_pace.drained(started=started)
                 return True
         return False
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT RELEASE_LOCK(%s)", [lock])
+
+
+def _due_sales_rows(size: int) -> list[OutboxEvent]:
+    """The sales topic's due rows, oldest first.
+
+    Read without a claim: only the holder of the sales lock publishes them.
+    """
+    return list(
+        OutboxEvent.objects.filter(
+            topic=OutboxEvent.Topic.SALES,
+            published_at__isnull=True,
+            dead_at__isnull=True,
+            next_attempt_at__lte=timezone.now(),
+        ).order_by("created_at")[:size]
+    )
+
+
+def _row_batches(rows: list[OutboxEvent]) -> list[list[OutboxEvent]]:
+    """The rows grouped by product, in batches that fit one SNS message each."""
+    batches: list[list[OutboxEvent]] = []
+    for sku in dict.fromkeys(row.sku for row in rows):
+        batches += _fit([row for row in rows if row.sku == sku], body=lambda row: row.body)
+    return batches
+
+
+def _publish_rows(publisher: Publisher, rows: list[OutboxEvent], report: RelayReport) -> bool:
+    """Publish sales rows of one product in one message and mark them; False when it failed.
+
+    A message SNS refuses is sent again one event to a message: the others go out, and only
+    the bad one counts a failure (and dies after OUTBOX_MAX_ATTEMPTS).
+    """
+    body, attributes = events.sales_batch([row.body for row in rows])
+    message = Message(id=uuid.uuid4().hex, subject="", body=body, attributes=attributes)
+    try:
+        [outcome] = publisher.publish(topic=OutboxEvent.Topic.SALES, messages=[message])
+        error, rejected = outcome.error, outcome.rejected
+    except PublishError as exc:
+        error, rejected = str(exc), exc.rejected
+    if not error:
+        _mark_published([row.pk for row in rows], now=timezone.now(), report=report)
+        report.sales_messages += 1
+        return True
+    if rejected:
+        for row in rows:
+            _publish(publisher, [row], report)
+        return True
+    logger.warning("sales publish failed sku=%s events=%s error=%s", body["sku"], len(rows), error)
+    _back_off(rows, reason=error[:2000], now=timezone.now())
+    report.failed += len(rows)
+    return False
+
+
+def _back_off(rows: list[OutboxEvent], *, reason: str, now: datetime) -> None:
+    """Rows that failed: each due again after 2, 4, 8 ... MAX_BACKOFF_SECONDS by its attempts."""
+    by_attempts: dict[int, list[uuid.UUID]] = {}
+    for row in rows:
+        by_attempts.setdefault(row.attempts + 1, []).append(row.pk)
+    for attempts, pks in by_attempts.items():
+        OutboxEvent.objects.filter(pk__in=pks).update(
+            attempts=attempts,
+            last_error=reason,
+            next_attempt_at=now + timedelta(seconds=min(2**attempts, MAX_BACKOFF_SECONDS)),
+        )
 
 
 def _sales_batches(sales: list[events.Sale]) -> list[list[dict]]:
@@ -389,12 +528,12 @@ def _sales_batches(sales: list[events.Sale]) -> list[list[dict]]:
     return batches
 
 
-def _fit(batch: list[dict]) -> list[list[dict]]:
+def _fit(batch: list[T], *, body: Callable[[T], Any] = lambda item: item) -> list[list[T]]:
     """`batch`, halved until each part's events take at most SALES_MESSAGE_BYTES as JSON."""
-    if len(batch) == 1 or len(json.dumps(batch)) <= SALES_MESSAGE_BYTES:
+    if len(batch) == 1 or len(json.dumps([body(item) for item in batch])) <= SALES_MESSAGE_BYTES:
         return [batch]
     half = len(batch) // 2
-    return _fit(batch[:half]) + _fit(batch[half:])
+    return _fit(batch[:half], body=body) + _fit(batch[half:], body=body)
 
 
 def _publish_sales(

@@ -503,6 +503,12 @@ def test_a_promise_moved_to_a_later_batch_is_held_to_the_time_its_201_told() -> 
     assert (numbers["moved"], numbers["late"], numbers["slack_s"]["min"]) == (1, 1, -1.0)
 
 
+def test_a_pre_orders_sale_lags_from_when_its_batch_served_it() -> None:
+    # Placed at 2, served at 11, published at 11.3: the nine seconds were production's.
+    relay = check_pre(waiting_list())["facts"]["relay"]
+    assert relay["lag_s"]["max"] == 0.3
+
+
 def test_a_cancelled_order_marked_published_is_no_sale_in_the_relay_lag() -> None:
     snap = cancelled(waiting_list())
     snap.orders[1]["published_at"] = at(40)  # marked when cancelled, 38 s after it was placed

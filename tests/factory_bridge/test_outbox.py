@@ -24,7 +24,7 @@ from django_q.models import OrmQ
 from factory_bridge import aws as aws_clients
 from factory_bridge.models import OutboxEvent
 from factory_bridge.publishers import InMemoryPublisher, SnsPublisher
-from factory_bridge.services import outbox
+from factory_bridge.services import outbox, pollers
 from factory_bridge.services.outbox import (
     RelayReport,
     backlog,
@@ -69,7 +69,13 @@ def pending_events(count: int = 1, *, topic: str = OutboxEvent.Topic.STOCK) -> l
     made = []
     for _ in range(count):
         event = OutboxEvent(topic=topic, event_type="stock.low", sku=SKU, body={}, attributes={})
-        event.body = {"event_id": str(event.pk), "type": "stock.low", "sku": SKU}
+        event.body = {
+            "event_id": str(event.pk),
+            "type": "stock.low",
+            "sku": SKU,
+            "factory_id": "FF-500293",
+            "quantity": 20,
+        }
         event.attributes = {"EventType": "stock.low", "MessageAttributeProductId": SKU}
         event.save()
         made.append(event)
@@ -254,6 +260,66 @@ def test_sales_go_out_many_to_a_message_one_product_each(aws, product, sns_calls
     assert not Order.objects.filter(published_at__isnull=True).exists()
 
 
+def backordered_rows(count: int, *, sku: str = SKU) -> list[OutboxEvent]:
+    """Rows of the sales topic as a pre-order writes them, due now."""
+    made = []
+    for n in range(count):
+        event = OutboxEvent(topic=OutboxEvent.Topic.SALES, event_type="order.backordered", sku=sku)
+        event.body = {
+            "event_id": str(event.pk),
+            "type": "order.backordered",
+            "sku": sku,
+            "factory_id": "FF-500293",
+            "quantity": 1,
+            "order_id": n,
+        }
+        event.attributes = {"EventType": "order.backordered", "MessageAttributeProductId": sku}
+        event.save()
+        made.append(event)
+    return made
+
+
+@pytest.mark.django_db
+def test_the_sales_topic_rows_go_out_many_to_a_message_one_product_each(aws, product, sns_calls):
+    mine, theirs = backordered_rows(5), backordered_rows(3, sku="CP-502102")
+
+    report = relay_outbox()
+
+    assert (report.published, report.failed, report.sales_messages) == (8, 0, 2)
+    assert sns_calls == ["Publish", "Publish"]
+    batches = {b["sku"]: b for b in bodies(drain(aws, "nudged-ops"))}
+    for sku, rows in [(SKU, mine), ("CP-502102", theirs)]:
+        assert batches[sku]["type"] == "sales.batch"
+        assert batches[sku]["count"] == len(rows)
+        assert [e["event_id"] for e in batches[sku]["events"]] == [str(r.pk) for r in rows]
+        assert {e["type"] for e in batches[sku]["events"]} == {"order.backordered"}
+    assert set(OutboxEvent.objects.values_list("attempts", "last_error")) == {(1, "")}
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+
+
+@pytest.mark.django_db
+def test_a_sales_message_sns_refuses_goes_again_one_event_to_a_message(
+    sns_answers, product, settings
+):
+    settings.OUTBOX_MAX_ATTEMPTS = 1
+    bad, good = backordered_rows(2)
+    refused = {"service_error_code": "InvalidParameter", "http_status_code": 400}
+    sender = {"Type": "Sender"}
+    sns_answers.add_client_error("publish", **refused, service_error_meta=sender)  # the batch
+    sns_answers.add_client_error("publish", **refused, service_error_meta=sender)  # bad alone
+    sns_answers.add_response("publish", {"MessageId": "m-1"})  # good alone
+
+    report = relay_outbox()
+
+    assert (report.published, report.failed, report.dead) == (1, 0, 1)
+    bad.refresh_from_db()
+    good.refresh_from_db()
+    assert bad.dead_at is not None
+    assert "InvalidParameter" in bad.last_error
+    assert good.published_at is not None
+    sns_answers.assert_no_pending_responses()
+
+
 @pytest.mark.django_db
 def test_a_relay_of_another_database_on_the_server_does_not_hold_ours_up(aws, product):
     other = connections.create_connection("default")
@@ -341,30 +407,62 @@ def test_stock_events_go_out_before_the_sales_events_ahead_of_them(product, sett
 
 
 @pytest.mark.django_db
-def test_the_relay_loop_lets_sales_gather_for_an_interval(product, settings, monkeypatch):
+def test_the_sales_lane_lets_sales_gather_for_an_interval(product, settings, monkeypatch):
     settings.EVENT_PUBLISHER = "factory_bridge.publishers.InMemoryPublisher"
     settings.OUTBOX_SALES_INTERVAL = 0.5
     monkeypatch.setattr(InMemoryPublisher, "sent", [])
     clock = [100.0]
     monkeypatch.setattr(outbox, "monotonic", lambda: clock[0])
     pauses: list[float] = []
-    monkeypatch.setattr(outbox, "sleep", pauses.append)
+
+    def pause(seconds: float) -> None:
+        pauses.append(round(seconds, 3))
+        clock[0] += seconds
+
+    monkeypatch.setattr(outbox, "sleep", pause)
     Product.objects.filter(pk=product.pk).update(stock=50)
     place_order(sku=SKU, quantity=1)
     place_order(sku=SKU, quantity=1)
 
-    assert outbox.relay_round(wait=0) == 2
+    assert outbox.sales_lane(until=100.1).sales == 2
     place_order(sku=SKU, quantity=1)
     place_order(sku=SKU, quantity=1)
-    clock[0] += 0.4
-    assert outbox.relay_round(wait=0) == 0  # not due: a pause until the interval is up
+    assert outbox.sales_lane(until=100.3).sales == 0  # not due: pauses until the round ends
     place_order(sku=SKU, quantity=1)
-    clock[0] += 0.1
-    assert outbox.relay_round(wait=0) == 3  # the three in one message
+    assert outbox.sales_lane(until=100.7).sales == 3  # due at 100.5: the three in one message
 
-    assert pauses == [pytest.approx(0.1)]
-    sales = [m.body["count"] for _, m in InMemoryPublisher.sent]
-    assert sales == [2, 3]
+    assert pauses == [0.1, 0.2, 0.2, 0.2]
+    assert [m.body["count"] for _, m in InMemoryPublisher.sent] == [2, 3]
+
+
+@pytest.mark.django_db
+def test_the_sales_interval_counts_from_the_start_of_the_last_drain(product, settings, monkeypatch):
+    settings.EVENT_PUBLISHER = "factory_bridge.publishers.InMemoryPublisher"
+    settings.OUTBOX_SALES_INTERVAL = 0.5
+    monkeypatch.setattr(InMemoryPublisher, "sent", [])
+    clock = [100.0]
+    monkeypatch.setattr(outbox, "monotonic", lambda: clock[0])
+    publish = InMemoryPublisher.publish
+
+    def slow_publish(self, **kwargs):  # type: ignore[no-untyped-def]
+        clock[0] += 0.3
+        return publish(self, **kwargs)
+
+    monkeypatch.setattr(InMemoryPublisher, "publish", slow_publish)
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        pauses.append(round(seconds, 3))
+        clock[0] += seconds
+
+    monkeypatch.setattr(outbox, "sleep", pause)
+    Product.objects.filter(pk=product.pk).update(stock=50)
+    place_order(sku=SKU, quantity=1)
+
+    assert outbox.sales_lane(until=100.6).sales == 1
+
+    # The drain took 100.0–100.3; the next is due at 100.5, not half a second after it ended.
+    assert pauses == [0.2, 0.1]
 
 
 @pytest.mark.django_db
@@ -375,45 +473,100 @@ def test_stock_events_do_not_wait_for_the_sales_interval(product, settings, monk
     monkeypatch.setattr(outbox, "sleep", lambda seconds: None)
     Product.objects.filter(pk=product.pk).update(stock=50)
     place_order(sku=SKU, quantity=1)
-    outbox.relay_round(wait=0)  # a sale, then a minute of interval
+    assert outbox.sales_lane(until=time.monotonic() + 0.01).sales == 1  # then a minute's pause
     assert [m.body["type"] for _, m in InMemoryPublisher.sent] == ["sales.batch"]
 
     place_order(sku=SKU, quantity=49)  # the product's last units
 
-    assert outbox.relay_round(wait=0) > 0
+    assert outbox.stock_lane(until=time.monotonic()).published == 2
+    assert outbox.sales_lane(until=time.monotonic() + 0.01).sales == 0
     types = [m.body["type"] for _, m in InMemoryPublisher.sent[1:]]
-    assert "stock.depleted" in types
-    assert "sales.batch" not in types
-    # The loop stays paced; a relay task (the fallback without the loop) is not.
-    assert outbox.relay_round(wait=0) == 0
+    assert types == ["stock.depleted", "stock.low"]
+    # The loop's sales lane is paced; a relay task (the fallback without the loop) is not.
     assert relay_outbox().sales == 1
 
 
 @pytest.mark.django_db
-def test_the_relay_loop_goes_straight_on_when_its_time_ran_out_with_a_backlog(
-    product, settings, monkeypatch
-):
+def test_the_stock_lane_goes_straight_on_while_a_backlog_is_due(product, settings, monkeypatch):
     settings.EVENT_PUBLISHER = "factory_bridge.publishers.InMemoryPublisher"
     monkeypatch.setattr(InMemoryPublisher, "sent", [])
     monkeypatch.setattr(outbox, "CLAIM_SIZE", 2)
-    # The round's time is up once the first claim went out.
     clock = [0.0]
     monkeypatch.setattr(outbox, "monotonic", lambda: clock[0])
-    publish = InMemoryPublisher.publish
-
-    def publish_then_time_is_up(self, **kwargs):  # type: ignore[no-untyped-def]
-        clock[0] = 99.0
-        return publish(self, **kwargs)
-
-    monkeypatch.setattr(InMemoryPublisher, "publish", publish_then_time_is_up)
     pauses: list[float] = []
-    monkeypatch.setattr(outbox, "sleep", pauses.append)
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(outbox, "sleep", pause)
     pending_events(3)
 
-    assert outbox.relay_round(wait=0) == 2
+    # A full claim, then the last event without a pause; a pause only once none is due, and
+    # no longer than the round has left.
+    assert outbox.stock_lane(until=0.1).published == 3
 
-    assert pauses == []
-    assert OutboxEvent.objects.filter(published_at__isnull=True).count() == 1
+    assert pauses == [0.1]
+    assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
+
+
+class HeldSalesPublisher(InMemoryPublisher):
+    """Publishes stock events at once; a sales publish waits until the test lets it go."""
+
+    release = threading.Event()
+    waiting = threading.Event()
+
+    def publish(self, **kwargs: Any) -> list:  # type: ignore[override]
+        if kwargs["topic"] == OutboxEvent.Topic.SALES:
+            self.waiting.set()
+            assert self.release.wait(timeout=30), "the test never let the sales publish go"
+        return super().publish(**kwargs)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_relay_loop_publishes_a_stock_event_while_sales_publishing_is_stuck(
+    product, settings, monkeypatch
+):
+    settings.EVENT_PUBLISHER = "tests.factory_bridge.test_outbox.HeldSalesPublisher"
+    monkeypatch.setattr(InMemoryPublisher, "sent", [])
+    monkeypatch.setattr(HeldSalesPublisher, "release", threading.Event())
+    monkeypatch.setattr(HeldSalesPublisher, "waiting", threading.Event())
+    monkeypatch.setattr(Conf, "SYNC", False)  # commits queue tasks; the loop alone publishes
+    monkeypatch.setattr(outbox, "SALES_CLAIM_SIZE", 50)
+    Product.objects.filter(pk=product.pk).update(stock=1000)
+    for _ in range(200):
+        place_order(sku=SKU, quantity=1)  # a backlog of sales: four claims of them
+
+    def loop() -> None:
+        try:
+            pollers.run_poller(name="outbox", seconds=4, handover=False)
+        finally:
+            connection.close()
+
+    relay = threading.Thread(target=loop)
+    relay.start()
+    try:
+        assert HeldSalesPublisher.waiting.wait(timeout=10)
+        [stock_event] = pending_events()  # committed while the sales lane is stuck in a publish
+
+        published = wait_for(lambda: OutboxEvent.objects.get(pk=stock_event.pk).published_at)
+
+        assert published is not None, "the stock event waited behind the sales"
+        assert not Order.objects.filter(published_at__isnull=False).exists()
+        assert [m.body["event_id"] for _, m in InMemoryPublisher.sent] == [str(stock_event.pk)]
+    finally:
+        HeldSalesPublisher.release.set()
+        relay.join(timeout=30)
+    assert not relay.is_alive()
+    assert Order.objects.filter(published_at__isnull=True).count() < 200
+
+
+def wait_for(read: Any, seconds: float = 5.0) -> Any:
+    """What `read` returns once it is truthy, or its last answer after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not (value := read()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
 
 
 @pytest.mark.django_db(transaction=True)
@@ -450,8 +603,6 @@ def test_concurrent_relays_publish_each_event_once(aws, product, monkeypatch):
 def test_the_relay_loop_publishes_what_commits_and_stops_the_per_commit_tasks(
     aws, product, monkeypatch
 ):
-    from factory_bridge.services import outbox, pollers
-
     monkeypatch.setattr(Conf, "SYNC", False)
     monkeypatch.setattr(outbox, "_loop_seen_until", 0.0)
     Product.objects.filter(pk=product.pk).update(stock=20)
@@ -477,10 +628,10 @@ def test_the_relay_loop_publishes_what_commits_and_stops_the_per_commit_tasks(
 def refused_event(**fields: Any) -> OutboxEvent:
     """An event SNS refuses whenever it is sent: one of its message attributes is empty."""
     return OutboxEvent.objects.create(
-        topic=OutboxEvent.Topic.SALES,
-        event_type="order.completed",
-        body={"type": "order.completed", "sku": SKU},
-        attributes={"MessageAttributeEventType": "order.completed", "MessageAttributeNote": ""},
+        topic=OutboxEvent.Topic.STOCK,
+        event_type="stock.low",
+        body={"type": "stock.low", "sku": SKU},
+        attributes={"MessageAttributeEventType": "stock.low", "MessageAttributeNote": ""},
         sku=SKU,
         created_at=timezone.now() - timedelta(seconds=1),
         **fields,
@@ -503,7 +654,7 @@ def test_an_event_sns_always_refuses_dies_after_the_maximum_attempts(
 ):
     settings.OUTBOX_MAX_ATTEMPTS = 3
     bad = refused_event()
-    [good] = pending_events(topic=OutboxEvent.Topic.SALES)
+    [good] = pending_events()
 
     # Both go in one PublishBatch, which SNS refuses as a whole; sent one by one, the good
     # event goes out and only the bad one counts a failure.
@@ -527,7 +678,7 @@ def test_an_event_sns_always_refuses_dies_after_the_maximum_attempts(
     assert bad.dead_at is not None
     assert bad.published_at is None
     [record] = errors(caplog)
-    assert f"id={bad.pk} type=order.completed sku={SKU} attempts=3" in record.getMessage()
+    assert f"id={bad.pk} type=stock.low sku={SKU} attempts=3" in record.getMessage()
     assert "InvalidParameter" in record.getMessage()
     assert backlog()["dead"] == 1
     assert backlog()["pending"] == 0
@@ -564,7 +715,8 @@ def test_a_missing_topic_kills_events_and_retrying_them_after_the_fix_publishes_
     event.refresh_from_db()
     assert event.dead_at is None
     assert event.published_at is not None
-    assert event_ids(drain(aws, "nudged-ops")) == [str(event.pk)]
+    [batch] = bodies(drain(aws, "nudged-ops"))
+    assert [e["event_id"] for e in batch["events"]] == [str(event.pk)]
     assert retry_dead(ids=[event.pk]) == []
 
 

@@ -23,10 +23,10 @@ def make_event(sku: str, *, state: str) -> OutboxEvent:
     now, pk = timezone.now(), uuid.uuid4()
     return OutboxEvent.objects.create(
         id=pk,
-        topic=OutboxEvent.Topic.SALES,
-        event_type="order.completed",
-        body={"event_id": str(pk), "type": "order.completed", "sku": sku},
-        attributes={"MessageAttributeEventType": "order.completed"},
+        topic=OutboxEvent.Topic.STOCK,
+        event_type="stock.low",
+        body={"event_id": str(pk), "type": "stock.low", "sku": sku},
+        attributes={"EventType": "stock.low"},
         sku=sku,
         created_at=now - timedelta(minutes=30),
         published_at=now if state == "published" else None,
