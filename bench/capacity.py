@@ -176,7 +176,7 @@ def web_ms(given: float | None) -> tuple[float, str]:
     path = ROOT / "bench" / "results" / "orders.json"
     if not path.exists():
         raise SystemExit(f"no {path.relative_to(ROOT)}: run bench/orders.py or pass --web-ms")
-    return json.loads(path.read_text())["summary"]["medians"]["api"]["cpu_web"], str(path.name)
+    return json.loads(path.read_text())["summary"]["medians"]["prod"]["cpu_web"], str(path.name)
 
 
 def summarize(rounds: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
