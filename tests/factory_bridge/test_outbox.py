@@ -406,20 +406,32 @@ def test_stock_events_go_out_before_the_sales_events_ahead_of_them(product, sett
     assert [e["order_id"] for e in sales.body["events"]] == order_ids()
 
 
+@pytest.fixture
+def relay_clock(monkeypatch: pytest.MonkeyPatch) -> "RelayClock":
+    """The relay's clock, standing still but for its own pauses, which it records."""
+    clock = RelayClock()
+    monkeypatch.setattr(outbox, "monotonic", lambda: clock.now)
+    monkeypatch.setattr(outbox, "sleep", clock.pause)
+    return clock
+
+
+class RelayClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.pauses: list[float] = []
+
+    def pause(self, seconds: float) -> None:
+        self.pauses.append(round(seconds, 3))
+        self.now += seconds
+
+
 @pytest.mark.django_db
-def test_the_sales_lane_lets_sales_gather_for_an_interval(product, settings, monkeypatch):
+def test_the_sales_lane_lets_sales_gather_for_an_interval(
+    product, settings, monkeypatch, relay_clock
+):
     settings.EVENT_PUBLISHER = "factory_bridge.publishers.InMemoryPublisher"
     settings.OUTBOX_SALES_INTERVAL = 0.5
     monkeypatch.setattr(InMemoryPublisher, "sent", [])
-    clock = [100.0]
-    monkeypatch.setattr(outbox, "monotonic", lambda: clock[0])
-    pauses: list[float] = []
-
-    def pause(seconds: float) -> None:
-        pauses.append(round(seconds, 3))
-        clock[0] += seconds
-
-    monkeypatch.setattr(outbox, "sleep", pause)
     Product.objects.filter(pk=product.pk).update(stock=50)
     place_order(sku=SKU, quantity=1)
     place_order(sku=SKU, quantity=1)
@@ -431,38 +443,31 @@ def test_the_sales_lane_lets_sales_gather_for_an_interval(product, settings, mon
     place_order(sku=SKU, quantity=1)
     assert outbox.sales_lane(until=100.7).sales == 3  # due at 100.5: the three in one message
 
-    assert pauses == [0.1, 0.2, 0.2, 0.2]
+    assert relay_clock.pauses == [0.1, 0.2, 0.2, 0.2]
     assert [m.body["count"] for _, m in InMemoryPublisher.sent] == [2, 3]
 
 
 @pytest.mark.django_db
-def test_the_sales_interval_counts_from_the_start_of_the_last_drain(product, settings, monkeypatch):
+def test_the_sales_interval_counts_from_the_start_of_the_last_drain(
+    product, settings, monkeypatch, relay_clock
+):
     settings.EVENT_PUBLISHER = "factory_bridge.publishers.InMemoryPublisher"
     settings.OUTBOX_SALES_INTERVAL = 0.5
     monkeypatch.setattr(InMemoryPublisher, "sent", [])
-    clock = [100.0]
-    monkeypatch.setattr(outbox, "monotonic", lambda: clock[0])
     publish = InMemoryPublisher.publish
 
     def slow_publish(self, **kwargs):  # type: ignore[no-untyped-def]
-        clock[0] += 0.3
+        relay_clock.now += 0.3
         return publish(self, **kwargs)
 
     monkeypatch.setattr(InMemoryPublisher, "publish", slow_publish)
-    pauses: list[float] = []
-
-    def pause(seconds: float) -> None:
-        pauses.append(round(seconds, 3))
-        clock[0] += seconds
-
-    monkeypatch.setattr(outbox, "sleep", pause)
     Product.objects.filter(pk=product.pk).update(stock=50)
     place_order(sku=SKU, quantity=1)
 
     assert outbox.sales_lane(until=100.6).sales == 1
 
     # The drain took 100.0–100.3; the next is due at 100.5, not half a second after it ended.
-    assert pauses == [0.2, 0.1]
+    assert relay_clock.pauses == [0.2, 0.1]
 
 
 @pytest.mark.django_db
@@ -487,26 +492,19 @@ def test_stock_events_do_not_wait_for_the_sales_interval(product, settings, monk
 
 
 @pytest.mark.django_db
-def test_the_stock_lane_goes_straight_on_while_a_backlog_is_due(product, settings, monkeypatch):
+def test_the_stock_lane_goes_straight_on_while_a_backlog_is_due(
+    product, settings, monkeypatch, relay_clock
+):
     settings.EVENT_PUBLISHER = "factory_bridge.publishers.InMemoryPublisher"
     monkeypatch.setattr(InMemoryPublisher, "sent", [])
     monkeypatch.setattr(outbox, "CLAIM_SIZE", 2)
-    clock = [0.0]
-    monkeypatch.setattr(outbox, "monotonic", lambda: clock[0])
-    pauses: list[float] = []
-
-    def pause(seconds: float) -> None:
-        pauses.append(seconds)
-        clock[0] += seconds
-
-    monkeypatch.setattr(outbox, "sleep", pause)
     pending_events(3)
 
     # A full claim, then the last event without a pause; a pause only once none is due, and
     # no longer than the round has left.
-    assert outbox.stock_lane(until=0.1).published == 3
+    assert outbox.stock_lane(until=100.1).published == 3
 
-    assert pauses == [0.1]
+    assert relay_clock.pauses == [0.1]
     assert not OutboxEvent.objects.filter(published_at__isnull=True).exists()
 
 
