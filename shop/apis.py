@@ -28,9 +28,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
-from inventory.alerts import subscribe_alert
 from inventory.selectors import product_get, product_list
-from nudged import ratelimits
 from nudged.api import JSON_ACCEPTED, error_response, json_response
 from nudged.exceptions import DomainError
 from nudged.parsers import (
@@ -44,7 +42,7 @@ from nudged.parsers import (
 )
 from shop.limits import address_key
 from shop.models import Order
-from shop.orders import order_input_schema, take_order
+from shop.orders import order_input_schema, take_alert, take_order
 from shop.selectors import order_get
 from shop.serializers import (
     AlertInputSerializer,
@@ -261,11 +259,10 @@ class AlertCreateApi(APIView):
         },
     )
     def post(self, request: Request, sku: str) -> Response:
-        ratelimits.check(scope="alert", setting="ALERT_RATE_LIMIT", key=address_key(request))
         data = AlertInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         email = data.validated_data["email"]
-        subscribe_alert(sku=sku, email=email)
+        take_alert(sku=sku, email=email, address=address_key(request))
         # The address as asked, never the stored one: the answer tells nobody which variant
         # of a mailbox asked before, or whether it confirmed.
         body = {"sku": sku, "email": email.strip(), "status": "pending"}

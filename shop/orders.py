@@ -1,5 +1,6 @@
 """The one order path: every channel (the Sales API, the storefront, `/checkout`) sends its
-order through `take_order`, and only translates its input and its answer.
+order through `take_order`, and only translates its input and its answer; both alert
+channels send their requests through `take_alert`.
 
 The path: the client (its address key), the rate limit, validation, the customer, then
 `place_order` (which holds the purchase limits, exact, under the product's row lock).
@@ -14,7 +15,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import EmailValidator
 
-from inventory.models import Product, Promise
+from inventory.alerts import subscribe_alert
+from inventory.models import Product, Promise, StockAlert
 from nudged import ratelimits
 from shop.exceptions import InvalidOrder
 from shop.services import OrderResult, place_order
@@ -67,6 +69,14 @@ def take_order(
         customer=customer() if customer else address,
         address=address,
     )
+
+
+def take_alert(*, sku: str, email: str, address: str) -> StockAlert:
+    """Ask for a back-in-stock alert from the client at `address` (its key), within
+    ALERT_RATE_LIMIT: RateLimited, then what subscribe_alert raises. Both alert channels (the
+    API and the storefront's form) call this."""
+    ratelimits.check(scope="alert", setting="ALERT_RATE_LIMIT", key=address)
+    return subscribe_alert(sku=sku, email=email)
 
 
 def clean_order(data: object) -> OrderInput:

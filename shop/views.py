@@ -15,17 +15,15 @@ from inventory.alerts import (
     alert_from_confirm_token,
     alert_from_unsubscribe_token,
     confirm_alert,
-    subscribe_alert,
     unsubscribe_alert,
 )
 from inventory.exceptions import InventoryError
 from inventory.selectors import product_list
-from nudged import ratelimits
 from nudged.ratelimits import RateLimited
 from shop.exceptions import InvalidOrder, OutOfStock, PurchaseLimitReached, UnknownOrder
 from shop.limits import address_key, browser_customer, describe_window
 from shop.models import Order
-from shop.orders import SKU_MAX_LENGTH, take_order
+from shop.orders import SKU_MAX_LENGTH, take_alert, take_order
 from shop.selectors import order_get
 
 
@@ -107,8 +105,7 @@ def alert(request: HttpRequest) -> HttpResponse:
         messages.error(request, f"We could not take your alert ({_errors(form)}).")
         return redirect("shop:storefront")
     try:
-        ratelimits.check(scope="alert", setting="ALERT_RATE_LIMIT", key=address_key(request))
-        created = subscribe_alert(**form.cleaned_data)
+        created = take_alert(**form.cleaned_data, address=address_key(request))
     except RateLimited as limited:
         messages.error(request, f"Too many alert requests; try again in {limited.wait} s.")
     except InventoryError as exc:

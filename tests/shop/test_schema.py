@@ -196,7 +196,7 @@ CASES = {
         503,
         url=ALERTS_URL,
         body={"email": "a@example.com"},
-        down="shop.apis.subscribe_alert",
+        down="shop.orders.subscribe_alert",
     ),
     "product-database-down": Case(
         PRODUCT, 503, url="/api/products/CP-502101/", down="shop.apis.product_get"
