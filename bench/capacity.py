@@ -6,9 +6,10 @@
 
 Each connection is a process with a MySQLdb connection of its own that sends an order's own
 statements back to back, read from the code at run time (a renamed one fails the import):
-inventory.services.TAKE_READ_SQL (the conditional UPDATE and the state under its row lock)
-with shop.services' purchase-limit read (BOUGHT_SQL) in the same round trip, then ORDER_SQL
-and COMMIT;
+START TRANSACTION and inventory.services.TAKE_READ_SQL (the conditional UPDATE and the
+state under its row lock, with shop.services' purchase-limit counts, BOUGHT) in one round
+trip, then ORDER_SQL and COMMIT in another, as inventory.services.begin_take and
+shop.services place them;
 each order from a customer and address key of its own. "1 donut": every connection orders the
 same product; "3 donuts": the connections spread over three. The shapes alternate, each run
 on an empty order table after a warm-up. Medians over rounds of orders/s, p50/p99, the time
@@ -76,26 +77,26 @@ def _orders(db: dict[str, Any], sku: str, begin: float, start: float, end: float
         while (began := time.monotonic()) < end:
             if cpu is None and began >= start:
                 cpu = time.process_time()
-            # As shop.services.place_order: the purchase-limit read rides with the UPDATE.
+            # As shop.services.place_order: the purchase-limit counts ride with the UPDATE.
             key = new_reference()
-            bought, params = _bought_read(sku=sku, customer=key, address=key)
-            cur.execute(f"{TAKE_READ_SQL}; {bought}", [1, 1, sku, 1, sku, *params])
+            bought, params = _bought_read(customer=key, address=key)
+            take = TAKE_READ_SQL.format(also=f", {bought}")
+            cur.execute(f"START TRANSACTION; {take}", [1, 1, sku, 1, *params, sku])
+            cur.nextset()
             cur.nextset()
             row = cur.fetchone()
-            cur.nextset()
-            cur.fetchone()
             locked = time.monotonic()
             if row[0] != 1:
                 conn.rollback()
                 refused += 1
                 continue
-            state = _state(row[1:])
+            state = _state(row[1:-2])
             now = datetime.now(UTC).replace(tzinfo=None)
             values = [state.product_id, 1, Order.Status.COMPLETED, Order.Channel.API]
             values += [state.price, state.remaining, key, key, new_reference(), now]
-            cur.execute(ORDER_SQL, values)
+            cur.execute(f"{ORDER_SQL}; COMMIT", values)
             cur.fetchone()
-            conn.commit()
+            cur.nextset()
             ended = time.monotonic()
             done.append((ended, ended - began, ended - locked))
         conn.close()

@@ -3,6 +3,12 @@
     .venv/bin/python bench/inprocess.py                  # 3 interleaved rounds of 1000 each
     .venv/bin/python bench/inprocess.py --profile 40     # then cProfile of the API, top 40
     .venv/bin/python bench/inprocess.py --events off     # BENCH_EVENTS_ENABLED=0
+    .venv/bin/python bench/inprocess.py --limits production  # production's limits, Redis
+
+With `--limits production` every request comes from its own address (so from its own
+customer), as in bench/orders.py's production-defaults rounds, and the rate limits count in
+the Redis at CACHE_URL. Beside the process's own CPU, that of MariaDB and Redis (read from
+/proc, so anything else they serve meanwhile counts too) is divided by the requests.
 
 No server, no load generator: Django's test client sends the requests through the whole
 middleware stack, and the process's own CPU time is divided by the requests. It isolates
@@ -14,6 +20,7 @@ commits queue no relay tasks, and nothing is published.
 
 import argparse
 import cProfile
+import itertools
 import json
 import os
 import pstats
@@ -36,7 +43,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=1000, help="per side and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--events", choices=["on", "off"], default="on")
+    parser.add_argument("--limits", choices=["off", "production"], default="off")
     parser.add_argument("--profile", type=int, metavar="LINES", help="profile the API after")
+    parser.add_argument("--sort", default="cumulative", help="the profile's order (pstats)")
     parser.add_argument(
         "--database-url",
         default="mysql://root@127.0.0.1:3306/nudged_bench_inprocess",
@@ -53,6 +62,7 @@ def main() -> int:
         DEBUG="0",
         DATABASE_URL=args.database_url,
         BENCH_EVENTS_ENABLED="1" if args.events == "on" else "0",
+        BENCH_LIMITS=args.limits,
         LOG_LEVEL="WARNING",
         ALLOWED_HOSTS="testserver",
         # Nothing is published; an endpoint nobody answers makes sure of it.
@@ -76,34 +86,63 @@ def main() -> int:
     Product.objects.filter(sku=SKU).update(stock=10_000_000)
     client = Client()
     body = json.dumps({"sku": SKU, "quantity": 1})
+    addresses = (f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}" for n in itertools.count(1))
 
     def send(path: str, count: int) -> None:
-        WorkerLease.objects.update_or_create(
-            name=RELAY_LOOP, defaults={"owner": "bench", "heartbeat_at": timezone.now()}
-        )
-        for _ in range(count):
-            answer = client.post(path, body, content_type="application/json")
+        for sent in range(count):
+            if sent % 200 == 0:
+                WorkerLease.objects.update_or_create(
+                    name=RELAY_LOOP, defaults={"owner": "bench", "heartbeat_at": timezone.now()}
+                )
+            answer = client.post(
+                path, body, content_type="application/json", REMOTE_ADDR=next(addresses)
+            )
             if answer.status_code != 201:
                 raise SystemExit(f"{path} answered {answer.status_code}: {answer.content!r}")
 
     for path in PATHS.values():
         send(path, 100)  # warm-up: connections, caches, lazy imports
-    cpu: dict[str, list[float]] = {side: [] for side in PATHS}
+    servers = {name: _pids(name) for name in ("mariadbd", "redis-server")}
+    cpu: dict[str, dict[str, list[float]]] = {
+        side: {part: [] for part in ("web", *servers)} for side in PATHS
+    }
     for _ in range(args.rounds):
         for side, path in PATHS.items():
             start = time.process_time()
+            served = {name: _cpu(pids) for name, pids in servers.items()}
             send(path, args.requests)
-            cpu[side].append((time.process_time() - start) / args.requests * 1000)
-    for side, values in cpu.items():
-        rounds = ", ".join(f"{v:.2f}" for v in values)
-        print(f"{side:9} {statistics.median(values):.2f} ms CPU per request (rounds: {rounds})")
-    ratio = statistics.median(cpu["baseline"]) / statistics.median(cpu["api"])
-    print(f"baseline ÷ api: {ratio:.2f} (events {args.events})")
+            cpu[side]["web"].append((time.process_time() - start) / args.requests * 1000)
+            for name, pids in servers.items():
+                cpu[side][name].append((_cpu(pids) - served[name]) / args.requests * 1000)
+    print(f"limits {args.limits}, events {args.events}; ms CPU per request, median of rounds")
+    for side, parts in cpu.items():
+        medians = {part: statistics.median(values) for part, values in parts.items()}
+        line = "  ".join(f"{part} {value:.3f}" for part, value in medians.items())
+        print(f"{side:9} total {sum(medians.values()):.3f}  {line}")
+    ratio = statistics.median(cpu["baseline"]["web"]) / statistics.median(cpu["api"]["web"])
+    print(f"baseline ÷ api, web CPU: {ratio:.2f}")
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(send, PATHS["api"], args.requests)
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
+        pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.profile)
     return 0
+
+
+def _pids(name: str) -> list[int]:
+    return [
+        int(path.parent.name)
+        for path in Path("/proc").glob("[0-9]*/comm")
+        if path.read_text().strip() == name
+    ]
+
+
+def _cpu(pids: list[int]) -> float:
+    """Seconds of CPU (user and system) these processes have used."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Writes to stock and every decision about it: orders, counts, arrivals and reorders."""
 
+import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -8,7 +9,7 @@ from time import monotonic, sleep
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Case, F, Value, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -51,18 +52,24 @@ REFUSED_DEMAND_SQL = (
     "VALUES (%s, %s, %s, LEAST(%s, %s), LEAST(%s, %s)) ON DUPLICATE KEY UPDATE "
     f"`pending` = `pending` + {_ROOM}, `units` = `units` + {_ROOM}"
 )
-STOCK_COLUMNS = (
+STOCK_FIELDS = (
     "`p`.`id`, `p`.`sku`, `p`.`name`, `p`.`stock`, `p`.`depleted_at` IS NOT NULL, "
     "`p`.`restock_quantity`, `f`.`code`, `p`.`factory_id`, `p`.`replenishment_mode`, "
     "`p`.`on_order`, `p`.`demand_rate`, `p`.`reorder_point`, `p`.`min_order_quantity`, "
     "`p`.`max_order_quantity`, `p`.`purchase_limit`, `p`.`price`, "
-    "COALESCE(`p`.`reorder_ceiling`, `f`.`reorder_ceiling`), `p`.`promised` "
+    "COALESCE(`p`.`reorder_ceiling`, `f`.`reorder_ceiling`), `p`.`promised`"
+)
+STOCK_FROM = (
     "FROM `inventory_product` `p` INNER JOIN `inventory_factory` `f` ON `f`.`id` = `p`.`factory_id`"
 )
+STOCK_COLUMNS = f"{STOCK_FIELDS} {STOCK_FROM}"
 STOCK_SQL = f"SELECT {STOCK_COLUMNS} WHERE `p`.`sku` = %s"
 # Each pair goes in one round trip: the change, then the state under the row lock it took
-# (with ROW_COUNT(), whether the change matched).
-TAKE_READ_SQL = f"{TAKE_SQL}; SELECT ROW_COUNT(), {STOCK_COLUMNS} WHERE `p`.`sku` = %s"
+# (with ROW_COUNT(), whether the change matched), and what the caller reads with it
+# (take_stock's `also`, after the state's fields).
+TAKE_READ_SQL = (
+    f"{TAKE_SQL}; SELECT ROW_COUNT(), {STOCK_FIELDS}{{also}} {STOCK_FROM} WHERE `p`.`sku` = %s"
+)
 # The product's row first: the upsert's foreign key check then needs no lock of its own on it
 # (two refusals each holding a shared lock and waiting to update the row would deadlock).
 REFUSE_READ_SQL = f"{REFUSE_SQL}; {REFUSED_DEMAND_SQL}; {STOCK_SQL}"
@@ -116,7 +123,7 @@ class StockOutcome:
     state: StockState
     depleted: bool
     decision: ReorderDecision | None
-    # The row of take_stock's `also`.
+    # The values of take_stock's `also`.
     also: tuple | None = None
 
 
@@ -144,7 +151,7 @@ def take_stock(
     quantity: int,
     client: str = "",
     count_refusal: bool = True,
-    also: tuple[str, list[str | None]] | None = None,
+    also: tuple[str, list[str | int | None]] | None = None,
 ) -> StockOutcome:
     """Take `quantity` units of `sku` if that many are on hand; call inside a transaction.
 
@@ -156,37 +163,76 @@ def take_stock(
     lock in the same round trip, and the depletion and reorder it calls for are made here,
     while the lock is held. Raises UnknownSku (nothing changed).
 
-    `also`, a SELECT and its parameters, is what the caller reads under that lock: it rides
-    in the same round trip, and its row is the outcome's `also` (the orders' purchase-limit
-    counts: every round trip under the lock is one more that the next order of this product
-    waits for).
+    `also`, expressions over the product `p` and their parameters, is what the caller reads
+    under that lock: it rides in the state's own SELECT, and its values are the outcome's
+    `also` (the orders' purchase-limit counts: every statement under the lock is one more
+    that the next order of this product waits for).
     """
-    params: list[int | str | None]
-    sql, params = TAKE_READ_SQL, [quantity, quantity, sku, quantity, sku]
-    if also is not None:
-        sql, params = f"{sql}; {also[0]}", [*params, *also[1]]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        cursor.nextset()
-        row = cursor.fetchone()
-        if row is None:
-            raise UnknownSku(sku)
-        taken = row[0] == 1
-        state = _state(row[1:])
-        if also is not None:
-            cursor.nextset()
-            also_row = cursor.fetchone()
+    taken, state, extra = _take(sku=sku, quantity=quantity, also=also)
     if not taken and count_refusal:
         state = count_refused(state=state, quantity=quantity, client=client)
     depleted = state.remaining == 0 and not state.depleted and _open_depletion(state)
     decision = _decide(state) if policy.needs_order(state.policy()) else None
-    return StockOutcome(
-        taken=taken,
-        state=state,
-        depleted=depleted,
-        decision=decision,
-        also=also_row if also is not None else None,
-    )
+    return StockOutcome(taken=taken, state=state, depleted=depleted, decision=decision, also=extra)
+
+
+def begin_take(
+    *, sku: str, quantity: int, also: tuple[str, list[str | int | None]] | None = None
+) -> StockOutcome | None:
+    """take_stock's common case, for a caller outside any transaction: the units taken with
+    nothing else due (no refusal to count, no depletion to open, no reorder to decide).
+
+    The transaction opens in the UPDATE's own round trip (START TRANSACTION) and is left
+    open under the row lock: the caller ends it with its own last statement (`...; COMMIT`),
+    or with ROLLBACK when it raises. Django's transaction.atomic would cost two round trips
+    more (autocommit off, then on again), on every order.
+
+    Returns None, with the transaction rolled back and nothing changed, when anything else
+    is due: the caller then calls take_stock inside transaction.atomic(). Raises UnknownSku.
+    """
+    if connection.in_atomic_block:
+        return None
+    try:
+        taken, state, extra = _take(sku=sku, quantity=quantity, also=also, begin=True)
+    except BaseException:
+        rollback()
+        raise
+    if taken and state.remaining > 0 and not policy.needs_order(state.policy()):
+        return StockOutcome(taken=True, state=state, depleted=False, decision=None, also=extra)
+    rollback()
+    return None
+
+
+def rollback() -> None:
+    """End the transaction begin_take left open, changing nothing (a broken connection has
+    lost it already)."""
+    with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+        cursor.execute("ROLLBACK")
+
+
+def _take(
+    *,
+    sku: str,
+    quantity: int,
+    also: tuple[str, list[str | int | None]] | None,
+    begin: bool = False,
+) -> tuple[bool, StockState, tuple | None]:
+    """The UPDATE and the state under its lock (with `also`'s values), in one round trip."""
+    extra_sql, extra_params = also or ("", [])
+    sql = TAKE_READ_SQL.format(also=f", {extra_sql}" if also else "")
+    if begin:
+        sql = f"START TRANSACTION; {sql}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [quantity, quantity, sku, quantity, *extra_params, sku])
+        if begin:
+            cursor.nextset()
+        cursor.nextset()
+        row = cursor.fetchone()
+    if row is None:
+        raise UnknownSku(sku)
+    fields = len(StockState.__dataclass_fields__)
+    extra = tuple(row[1 + fields :]) if also else None
+    return row[0] == 1, _state(row[1 : 1 + fields]), extra
 
 
 def count_refused(*, state: StockState, quantity: int, client: str = "") -> StockState:

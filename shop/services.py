@@ -10,7 +10,15 @@ from django.utils import timezone
 
 from factory_bridge import events
 from factory_bridge.services import outbox
-from inventory.services import StockState, count_limited, count_refused, promise, take_stock
+from inventory.services import (
+    StockState,
+    begin_take,
+    count_limited,
+    count_refused,
+    promise,
+    rollback,
+    take_stock,
+)
 from nudged.logs import add_to_log_context
 from shop.exceptions import OutOfStock, PurchaseLimitReached
 from shop.models import Order
@@ -60,49 +68,48 @@ def place_order(
     decides and announces in the same transaction.
     """
     order = None
+    also = _bought_read(customer=customer, address=address) if customer or address else None
     try:
-        with transaction.atomic():
-            outcome = take_stock(
-                sku=sku,
+        quick = begin_take(sku=sku, quantity=quantity, also=also)
+        if quick is not None:
+            stock = quick.state
+            order = _sell(
+                stock=stock,
                 quantity=quantity,
-                client=address or customer,
-                count_refusal=not backorder,
-                also=_bought_read(sku=sku, customer=customer, address=address)
-                if customer or address
-                else None,
+                channel=channel,
+                customer=customer,
+                address=address,
+                bought=quick.also,
+                commit=True,
             )
-            stock = outcome.state
-            if not outcome.taken and backorder:
-                stock, order = _backorder(
+        else:
+            with transaction.atomic():
+                outcome = take_stock(
                     sku=sku,
                     quantity=quantity,
-                    channel=channel,
-                    customer=customer,
-                    address=address,
-                    email=email,
+                    client=address or customer,
+                    count_refusal=not backorder,
+                    also=also,
                 )
-            elif outcome.taken:
-                if customer or address:
-                    # Under the product's row lock: the orders of it from one customer, or one
-                    # address, are counted one at a time. Raising rolls the take back.
-                    _check_limits(
-                        stock=stock,
+                stock = outcome.state
+                if not outcome.taken and backorder:
+                    stock, order = _backorder(
+                        sku=sku,
+                        quantity=quantity,
+                        channel=channel,
                         customer=customer,
                         address=address,
+                        email=email,
+                    )
+                elif outcome.taken:
+                    order = _sell(
+                        stock=stock,
                         quantity=quantity,
+                        channel=channel,
+                        customer=customer,
+                        address=address,
                         bought=outcome.also,
                     )
-                order = _insert_order(
-                    product_id=stock.product_id,
-                    quantity=quantity,
-                    unit_price=stock.price,
-                    status=Order.Status.COMPLETED,
-                    channel=channel,
-                    remaining_stock=stock.remaining,
-                    customer=customer,
-                    address=address,
-                )
-                outbox.sold()
     except PurchaseLimitReached as limited:
         count_limited(product_id=stock.product_id)
         logger.info(
@@ -131,6 +138,46 @@ def place_order(
         stock.remaining,
     )
     return OrderResult(order=order, sku=stock.sku, name=stock.name, remaining_stock=stock.remaining)
+
+
+def _sell(
+    *,
+    stock: StockState,
+    quantity: int,
+    channel: str,
+    customer: str,
+    address: str,
+    bought: tuple | None,
+    commit: bool = False,
+) -> Order:
+    """The order of units taken, under the product's row lock, within the purchase limits:
+    the orders of it from one customer, or one address, are counted one at a time.
+
+    With `commit`, the transaction begin_take left open ends with the order's INSERT (or is
+    rolled back when this raises); else raising rolls the caller's atomic block back.
+    """
+    try:
+        if customer or address:
+            _check_limits(
+                stock=stock, customer=customer, address=address, quantity=quantity, bought=bought
+            )
+        order = _insert_order(
+            commit=commit,
+            product_id=stock.product_id,
+            quantity=quantity,
+            unit_price=stock.price,
+            status=Order.Status.COMPLETED,
+            channel=channel,
+            remaining_stock=stock.remaining,
+            customer=customer,
+            address=address,
+        )
+    except BaseException:
+        if commit:
+            rollback()
+        raise
+    outbox.sold()
+    return order
 
 
 def _backorder(
@@ -217,12 +264,13 @@ ORDER_SQL = (
 )
 
 
-def _insert_order(**fields: object) -> Order:
+def _insert_order(*, commit: bool = False, **fields: object) -> Order:
+    """Write the order row; with `commit`, end the open transaction in the same round trip."""
     order = Order(**fields)
     order.created_at = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
-            ORDER_SQL,
+            f"{ORDER_SQL}; COMMIT" if commit else ORDER_SQL,
             [
                 order.product_id,
                 order.quantity,
@@ -237,6 +285,8 @@ def _insert_order(**fields: object) -> Order:
             ],
         )
         order.pk = cursor.fetchone()[0]
+        if commit:
+            cursor.nextset()
     order._state.adding = False
     return order
 
@@ -260,38 +310,37 @@ def address_limit(stock: StockState) -> int:
     return ADDRESS_CUSTOMERS * purchase_limit(stock)
 
 
-# Both counts in one statement, each a range of its own index (waiting pre-orders count,
-# cancelled ones do not). It runs under the product's row lock on every order with a customer,
-# so the indexes are named: the product's index would read every order of the product instead
-# (the optimizer's choice while the table is small). The product is named by its SKU: the read
-# rides with take_stock's UPDATE, before its id is known. A count whose limit is off (as
-# purchase_limit and address_limit reckon it) is not read at all: one address's orders, many
-# with no limit on, would be a long range.
-BOUGHT_SQL = (
-    "SELECT CASE WHEN COALESCE(`p`.`purchase_limit`, %s) > 0 THEN "
+# Both counts, each a range of its own index (waiting pre-orders count, cancelled ones do
+# not), as expressions over the product `p`: they ride in take_stock's read of the state,
+# under the product's row lock, on every order with a customer. The indexes are named: the
+# product's index would read every order of the product instead (the optimizer's choice while
+# the table is small). A count whose limit is off (as purchase_limit and address_limit reckon
+# it) is not read at all: one address's orders, many with no limit on, would be a long range.
+BOUGHT = (
+    "CASE WHEN COALESCE(`p`.`purchase_limit`, %s) > 0 THEN "
     "(SELECT COALESCE(SUM(`quantity`), 0) FROM `shop_order` FORCE INDEX (`order_customer`) "
     "WHERE `customer` = %s AND `product_id` = `p`.`id` AND `created_at` >= %s "
     "AND `status` <> 'cancelled') ELSE 0 END, "
     "CASE WHEN COALESCE(%s, %s * COALESCE(`p`.`purchase_limit`, %s)) > 0 THEN "
     "(SELECT COALESCE(SUM(`quantity`), 0) FROM `shop_order` FORCE INDEX (`order_address`) "
     "WHERE `address` = %s AND `product_id` = `p`.`id` AND `created_at` >= %s "
-    "AND `status` <> 'cancelled') ELSE 0 END "
-    "FROM `inventory_product` `p` WHERE `p`.`sku` = %s"
+    "AND `status` <> 'cancelled') ELSE 0 END"
 )
+# The same counts on their own, for a pre-order (promise holds the lock then).
+BOUGHT_SQL = f"SELECT {BOUGHT} FROM `inventory_product` `p` WHERE `p`.`id` = %s"
 
 
-def _bought_read(*, sku: str, customer: str, address: str) -> tuple[str, list[str | None]]:
-    """BOUGHT_SQL and its parameters for this order's customer and address: what each bought
-    of `sku` in the purchase-limit window."""
+def _bought_read(*, customer: str, address: str) -> tuple[str, list[str | int | None]]:
+    """BOUGHT and its parameters for this order's customer and address: what each bought of
+    the product in the purchase-limit window."""
     window = settings.PURCHASE_LIMIT_WINDOW
     since = connection.ops.adapt_datetimefield_value(timezone.now() - timedelta(seconds=window))
     default = settings.PURCHASE_LIMIT
     per_address = settings.PURCHASE_LIMIT_PER_ADDRESS
     # `= NULL` matches no row: the count of a key that is not given costs nothing.
-    return BOUGHT_SQL, [
+    return BOUGHT, [
         *(default, customer or None, since),
         *(per_address, ADDRESS_CUSTOMERS, default, address or None, since),
-        sku,
     ]
 
 
@@ -305,7 +354,7 @@ def _check_limits(
 ) -> None:
     """Raise PurchaseLimitReached when this order would pass the customer's limit or the
     address's ceiling (the customer's is named when both would be passed). `bought`, BOUGHT_SQL's
-    row when read already under the product's lock; read here otherwise."""
+    values when read already under the product's lock; read here otherwise."""
     limits = {
         PurchaseLimitReached.CUSTOMER: purchase_limit(stock) if customer else 0,
         PurchaseLimitReached.ADDRESS: address_limit(stock) if address else 0,
@@ -314,7 +363,8 @@ def _check_limits(
         return
     if bought is None:
         with connection.cursor() as cursor:
-            cursor.execute(*_bought_read(sku=stock.sku, customer=customer, address=address))
+            params = _bought_read(customer=customer, address=address)[1]
+            cursor.execute(BOUGHT_SQL, [*params, stock.product_id])
             bought = cursor.fetchone()
     counted = dict(zip(limits, (int(units) for units in bought), strict=True))
     for scope, limit in limits.items():
