@@ -5,6 +5,7 @@ import json
 
 import pytest
 from django.test import Client
+from django.utils.crypto import salted_hmac
 from rest_framework.test import APIClient
 
 from inventory.models import Product
@@ -132,6 +133,13 @@ def test_customer_and_address_keys_are_keyed_with_the_secret(settings, limited):
     # Not a bare hash of the address, which anyone could compute for every IPv4 address.
     for identity in (address, f"address:{address}"):
         assert hashlib.sha256(identity.encode()).hexdigest()[:32] != first.address
+    # The keys of orders already stored still match: salted_hmac's digest.
+    assert (
+        second.address
+        == salted_hmac(
+            "shop.limits.customer", f"address:{address}", algorithm="sha256"
+        ).hexdigest()[:32]
+    )
 
 
 def test_api_rate_limit_answers_429_with_retry_after(settings, stocked):
