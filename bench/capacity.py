@@ -6,11 +6,10 @@
 
 Each connection is a process with a MySQLdb connection of its own that sends an order's own
 statements back to back, read from the code at run time (a renamed one fails the import):
-START TRANSACTION and inventory.services.TAKE_READ_SQL (the conditional UPDATE and the
-state under its row lock, with shop.services' purchase-limit counts, BOUGHT) in one round
-trip, then ORDER_SQL and COMMIT in another, as inventory.services.begin_take and
-shop.services place them;
-each order from a customer and address key of its own. "1 donut": every connection orders the
+START TRANSACTION and inventory.services.take_read (the conditional UPDATE and the state
+under its row lock, with shop.services' purchase-limit counts) in one round trip, then
+ORDER_SQL and COMMIT in another, as inventory.services.begin_take and shop.services place
+them; each order from a customer and address key of its own. "1 donut": every connection orders the
 same product; "3 donuts": the connections spread over three. The shapes alternate, each run
 on an empty order table after a warm-up. Medians over rounds of orders/s, p50/p99, the time
 the row lock is held (the UPDATE's answer to COMMIT's), and MariaDB's CPU per order (/proc).
@@ -60,7 +59,7 @@ def _orders(db: dict[str, Any], sku: str, begin: float, start: float, end: float
     """One connection's orders from `begin` until `end`; the CPU it used from `start`."""
     from django.conf import settings
 
-    from inventory.services import TAKE_READ_SQL, _state
+    from inventory.services import _state, take_read
     from shop.models import Order, new_reference
     from shop.services import ORDER_SQL, _bought_read
 
@@ -79,9 +78,9 @@ def _orders(db: dict[str, Any], sku: str, begin: float, start: float, end: float
                 cpu = time.process_time()
             # As shop.services.place_order: the purchase-limit counts ride with the UPDATE.
             key = new_reference()
-            bought, params = _bought_read(customer=key, address=key)
-            take = TAKE_READ_SQL.format(also=f", {bought}")
-            cur.execute(f"START TRANSACTION; {take}", [1, 1, sku, 1, *params, sku])
+            also = _bought_read(customer=key, address=key)
+            take, params = take_read(sku=sku, quantity=1, also=also)
+            cur.execute(f"START TRANSACTION; {take}", params)
             cur.nextset()
             cur.nextset()
             row = cur.fetchone()

@@ -3,7 +3,7 @@
 import contextlib
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from time import monotonic, sleep
 
@@ -66,9 +66,10 @@ STOCK_COLUMNS = f"{STOCK_FIELDS} {STOCK_FROM}"
 STOCK_SQL = f"SELECT {STOCK_COLUMNS} WHERE `p`.`sku` = %s"
 # Each pair goes in one round trip: the change, then the state under the row lock it took
 # (with ROW_COUNT(), whether the change matched), and what the caller reads with it
-# (take_stock's `also`, after the state's fields).
+# (take_stock's `also`: its columns after the state's, its join after the factory's).
 TAKE_READ_SQL = (
-    f"{TAKE_SQL}; SELECT ROW_COUNT(), {STOCK_FIELDS}{{also}} {STOCK_FROM} WHERE `p`.`sku` = %s"
+    f"{TAKE_SQL}; SELECT ROW_COUNT(), {STOCK_FIELDS}{{columns}} {STOCK_FROM}{{join}} "
+    "WHERE `p`.`sku` = %s{group}"
 )
 # The product's row first: the upsert's foreign key check then needs no lock of its own on it
 # (two refusals each holding a shared lock and waiting to update the row would deadlock).
@@ -116,6 +117,18 @@ class StockState:
 
 
 @dataclass(frozen=True)
+class Also:
+    """What a caller reads under take_stock's row lock, in the state's own SELECT: `columns`
+    over the product `p` (and the `join`'s tables, aggregated per product), with their
+    parameters in the statement's order."""
+
+    columns: str
+    params: list[str | int | None]
+    join: str = ""
+    join_params: list[str | int | None] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class StockOutcome:
     """What one order did to stock: whether it took the units, and what it set off."""
 
@@ -151,7 +164,7 @@ def take_stock(
     quantity: int,
     client: str = "",
     count_refusal: bool = True,
-    also: tuple[str, list[str | int | None]] | None = None,
+    also: Also | None = None,
 ) -> StockOutcome:
     """Take `quantity` units of `sku` if that many are on hand; call inside a transaction.
 
@@ -163,10 +176,9 @@ def take_stock(
     lock in the same round trip, and the depletion and reorder it calls for are made here,
     while the lock is held. Raises UnknownSku (nothing changed).
 
-    `also`, expressions over the product `p` and their parameters, is what the caller reads
-    under that lock: it rides in the state's own SELECT, and its values are the outcome's
-    `also` (the orders' purchase-limit counts: every statement under the lock is one more
-    that the next order of this product waits for).
+    `also` is what the caller reads under that lock: it rides in the state's own SELECT, and
+    its values are the outcome's `also` (the orders' purchase-limit counts: every statement
+    under the lock is one more that the next order of this product waits for).
     """
     taken, state, extra = _take(sku=sku, quantity=quantity, also=also)
     if not taken and count_refusal:
@@ -176,9 +188,7 @@ def take_stock(
     return StockOutcome(taken=taken, state=state, depleted=depleted, decision=decision, also=extra)
 
 
-def begin_take(
-    *, sku: str, quantity: int, also: tuple[str, list[str | int | None]] | None = None
-) -> StockOutcome | None:
+def begin_take(*, sku: str, quantity: int, also: Also | None = None) -> StockOutcome | None:
     """take_stock's common case, for a caller outside any transaction: the units taken with
     nothing else due (no refusal to count, no depletion to open, no reorder to decide).
 
@@ -210,20 +220,31 @@ def rollback() -> None:
         cursor.execute("ROLLBACK")
 
 
+def take_read(
+    *, sku: str, quantity: int, also: Also | None = None
+) -> tuple[str, list[str | int | None]]:
+    """TAKE_READ_SQL for this order, with `also`, and its parameters."""
+    params: list[str | int | None] = [quantity, quantity, sku, quantity]
+    if also is None:
+        return TAKE_READ_SQL.format(columns="", join="", group=""), [*params, sku]
+    group = " GROUP BY `p`.`id`" if also.join else ""
+    sql = TAKE_READ_SQL.format(columns=f", {also.columns}", join=also.join, group=group)
+    return sql, [*params, *also.params, *also.join_params, sku]
+
+
 def _take(
     *,
     sku: str,
     quantity: int,
-    also: tuple[str, list[str | int | None]] | None,
+    also: Also | None,
     begin: bool = False,
 ) -> tuple[bool, StockState, tuple | None]:
     """The UPDATE and the state under its lock (with `also`'s values), in one round trip."""
-    extra_sql, extra_params = also or ("", [])
-    sql = TAKE_READ_SQL.format(also=f", {extra_sql}" if also else "")
+    sql, params = take_read(sku=sku, quantity=quantity, also=also)
     if begin:
         sql = f"START TRANSACTION; {sql}"
     with connection.cursor() as cursor:
-        cursor.execute(sql, [quantity, quantity, sku, quantity, *extra_params, sku])
+        cursor.execute(sql, params)
         if begin:
             cursor.nextset()
         cursor.nextset()

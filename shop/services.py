@@ -11,6 +11,7 @@ from django.utils import timezone
 from factory_bridge import events
 from factory_bridge.services import outbox
 from inventory.services import (
+    Also,
     StockState,
     begin_take,
     count_limited,
@@ -328,20 +329,51 @@ BOUGHT = (
 )
 # The same counts on their own, for a pre-order (promise holds the lock then).
 BOUGHT_SQL = f"SELECT {BOUGHT} FROM `inventory_product` `p` WHERE `p`.`id` = %s"
+# A Sales API or /checkout client is its address: its orders are the ones of that address
+# whose customer is that key too, so one range of the address's index counts both (a
+# storefront customer's key, from a session, is never an address's).
+BOUGHT_BY_ADDRESS = (
+    "COALESCE(SUM(IF(`o`.`customer` = %s, `o`.`quantity`, 0)), 0), COALESCE(SUM(`o`.`quantity`), 0)"
+)
+ADDRESS_RANGE = (
+    " LEFT JOIN `shop_order` `o` FORCE INDEX (`order_address`) ON `o`.`address` = %s "
+    "AND `o`.`product_id` = `p`.`id` AND `o`.`created_at` >= %s AND `o`.`status` <> 'cancelled' "
+    "AND (COALESCE(`p`.`purchase_limit`, %s) > 0 "
+    "OR COALESCE(%s, %s * COALESCE(`p`.`purchase_limit`, %s)) > 0)"
+)
 
 
-def _bought_read(*, customer: str, address: str) -> tuple[str, list[str | int | None]]:
-    """BOUGHT and its parameters for this order's customer and address: what each bought of
-    the product in the purchase-limit window."""
-    window = settings.PURCHASE_LIMIT_WINDOW
-    since = connection.ops.adapt_datetimefield_value(timezone.now() - timedelta(seconds=window))
+def _bought_read(*, customer: str, address: str) -> Also:
+    """What this order's customer and address bought of the product in the purchase-limit
+    window, read with take_stock: (customer's units, address's units)."""
+    if customer and customer == address:
+        default = settings.PURCHASE_LIMIT
+        per_address = settings.PURCHASE_LIMIT_PER_ADDRESS
+        return Also(
+            columns=BOUGHT_BY_ADDRESS,
+            params=[customer],
+            join=ADDRESS_RANGE,
+            join_params=[address, _since(), default, per_address, ADDRESS_CUSTOMERS, default],
+        )
+    return Also(columns=BOUGHT, params=_bought_params(customer=customer, address=address))
+
+
+def _bought_params(*, customer: str, address: str) -> list[str | int | None]:
+    """BOUGHT's parameters. `= NULL` matches no row: the count of a key not given costs
+    nothing."""
     default = settings.PURCHASE_LIMIT
     per_address = settings.PURCHASE_LIMIT_PER_ADDRESS
-    # `= NULL` matches no row: the count of a key that is not given costs nothing.
-    return BOUGHT, [
+    since = _since()
+    return [
         *(default, customer or None, since),
         *(per_address, ADDRESS_CUSTOMERS, default, address or None, since),
     ]
+
+
+def _since() -> str:
+    """The start of the purchase-limit window, as the database compares it."""
+    window = timedelta(seconds=settings.PURCHASE_LIMIT_WINDOW)
+    return str(connection.ops.adapt_datetimefield_value(timezone.now() - window))
 
 
 def _check_limits(
@@ -363,7 +395,7 @@ def _check_limits(
         return
     if bought is None:
         with connection.cursor() as cursor:
-            params = _bought_read(customer=customer, address=address)[1]
+            params = _bought_params(customer=customer, address=address)
             cursor.execute(BOUGHT_SQL, [*params, stock.product_id])
             bought = cursor.fetchone()
     counted = dict(zip(limits, (int(units) for units in bought), strict=True))

@@ -9,7 +9,9 @@ from django.utils.crypto import salted_hmac
 from rest_framework.test import APIClient
 
 from inventory.models import Product
+from shop.exceptions import PurchaseLimitReached
 from shop.models import Order
+from shop.services import place_order
 
 pytestmark = pytest.mark.usefixtures("no_events")
 
@@ -318,3 +320,31 @@ def test_checkout_counts_per_customer_and_address_like_the_api(settings, limited
 
     assert answer == "구매 실패! 구매 한도 초과: 한 사람당 3개까지 구매할 수 있습니다."
     assert _checkout(Client(REMOTE_ADDR="198.51.100.7")) == "구매 완료! 남은 재고: 96"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("per_address", "orders", "refused"),
+    [
+        # The storefront customer's 3 count for the address, not for the API client.
+        (20, [("s1", 3), ("A", 3)], ("A", 1, PurchaseLimitReached.CUSTOMER, 3)),
+        # The address's ceiling counts both channels.
+        (5, [("s1", 3), ("A", 2)], ("A", 1, PurchaseLimitReached.ADDRESS, 5)),
+        # With the ceiling off, the API client's own count still holds.
+        (0, [("s1", 3), ("A", 3)], ("A", 1, PurchaseLimitReached.CUSTOMER, 3)),
+    ],
+)
+def test_an_api_client_s_count_is_its_own_orders_of_its_address(
+    settings, stocked, per_address, orders, refused
+):
+    """An API client's key is its address's: one range of the address's orders counts both
+    (the storefront customer "s1" ordered from the same address "A")."""
+    settings.PURCHASE_LIMIT = 3
+    settings.PURCHASE_LIMIT_PER_ADDRESS = per_address
+    for customer, quantity in orders:
+        place_order(sku="CP-502101", quantity=quantity, customer=customer, address="A")
+
+    customer, quantity, scope, bought = refused
+    with pytest.raises(PurchaseLimitReached) as limited:
+        place_order(sku="CP-502101", quantity=quantity, customer=customer, address="A")
+    assert (limited.value.scope, limited.value.bought) == (scope, bought)
