@@ -23,6 +23,7 @@ from factory_bridge.messages import fingerprint, read_envelope
 from factory_bridge.models import FailedMessage, MessageFailure
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
 from factory_bridge.services import pollers
+from factory_bridge.services.restock.abandon import abandon
 from nudged.logs import log_context
 
 logger = logging.getLogger(__name__)
@@ -528,9 +529,6 @@ def discard(*, rows: list[FailedMessage]) -> DiscardReport:
     report.discarded = FailedMessage.objects.filter(pk__in=[row.pk for row in gone]).update(
         status=FailedMessage.Status.DISCARDED, discarded_at=timezone.now()
     )
-    # restock imports this module (dead-lettering); the dependency back is only at call time.
-    from factory_bridge.services.restock import abandon
-
     for row in gone:
         if row.event_type in RESTOCK_EVENTS:
             abandon(body=row.body)

@@ -33,7 +33,7 @@ def _loops() -> dict[str, Callable[..., object]]:
     from factory_bridge.services.dlq import watch_dlq
     from factory_bridge.services.notify import consume_notify
     from factory_bridge.services.outbox import relay_round
-    from factory_bridge.services.restock import consume_restock
+    from factory_bridge.services.restock.consumer import consume_restock
     from inventory.services import estimates_round
 
     return {

@@ -14,7 +14,7 @@ from factory_bridge.models import FailedMessage, OutboxEvent
 from factory_bridge.queues import QueueError, SqsQueue
 from factory_bridge.services import dlq, pollers
 from factory_bridge.services.provisioning import provision
-from factory_bridge.services.restock import consume_restock
+from factory_bridge.services.restock.consumer import consume_restock
 from inventory.models import Product
 from tests.factory_bridge.test_dlq import (
     SKU_A,

@@ -25,7 +25,7 @@ from factory_bridge.queues import ReceivedMessage, SqsQueue
 from factory_bridge.services import dlq, pollers
 from factory_bridge.services.dlq import redrive, watch_dlq
 from factory_bridge.services.provisioning import provision
-from factory_bridge.services.restock import consume_restock
+from factory_bridge.services.restock.consumer import consume_restock
 from inventory.models import Product
 from shop.exceptions import OutOfStock
 from shop.services import place_order
