@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
 from time import monotonic, sleep
 from typing import Any, TypeVar
 
@@ -24,7 +23,6 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from factory_bridge import events
 from factory_bridge.models import OutboxEvent, WorkerLease
@@ -36,6 +34,7 @@ from factory_bridge.publishers import (
     get_publisher,
 )
 from factory_bridge.services import pollers
+from nudged.loading import load
 
 logger = logging.getLogger(__name__)
 
@@ -362,14 +361,9 @@ def _bury(event: OutboxEvent, *, attempts: int, reason: str, now: datetime) -> N
     )
 
 
-@cache
-def _ledger_class(path: str) -> type:
-    return import_string(path)
-
-
 def get_ledger() -> events.SalesLedger:
     """Where the sales come from: SALES_LEDGER (the shop's completed orders)."""
-    return _ledger_class(settings.SALES_LEDGER)()
+    return load(settings.SALES_LEDGER)()
 
 
 class _SalesPace:
