@@ -1,13 +1,18 @@
-"""What Nudged needs on AWS, declared once.
+"""What Nudged needs on AWS, declared once: its topics, its queues and their dead-letter
+queues, and the subscriptions between them.
 
-`provision_aws` applies this declaration through the API (services/provisioning.py) and
-`aws_template` writes it as the CloudFormation template deploy/nudged.yaml
-(services/cloudformation.py), so the two cannot drift. The policy builders below take ARNs as
-plain strings (provisioning) or as CloudFormation expressions (the template).
+Everything that lists them reads this: `provision_aws` applies it through the API
+(services/provisioning.py), `aws_template` writes it as the CloudFormation template
+deploy/nudged.yaml (services/cloudformation.py), and `queue_stats`, /metrics, the DLQ watcher,
+redrive and discard, the staff dashboard and the cached AWS clients find their queues here.
+Each resource's name is a setting. The policy builders below take ARNs as plain strings
+(provisioning) or as CloudFormation expressions (the template).
 """
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from django.conf import settings
 
 from factory_bridge.events import (
     EVENT_TYPE_ATTRIBUTE,
@@ -15,6 +20,7 @@ from factory_bridge.events import (
     STOCK_LOW,
     STOCK_REPLENISHED,
 )
+from factory_bridge.models import OutboxEvent
 
 # Every name is "<prefix>-<suffix>": the settings' default names use this prefix, the template
 # takes it as a parameter.
@@ -73,6 +79,13 @@ class Topic:
     logical_id: str
     setting: str
     suffix: str
+    # The outbox's name for it (OutboxEvent.topic).
+    key: str
+
+    @property
+    def name(self) -> str:
+        """Its name in this deployment (its setting)."""
+        return getattr(settings, self.setting)
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,11 @@ class Queue:
     actions: tuple[str, ...] = ()
     # On AWS, an alarm when the oldest message waits longer than the template's threshold.
     age_alarm: bool = False
+
+    @property
+    def name(self) -> str:
+        """Its name in this deployment (its setting)."""
+        return getattr(settings, self.setting)
 
 
 @dataclass(frozen=True)
@@ -107,8 +125,8 @@ _CONSUME = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage", *_FIND
 # (ChangeMessageVisibility); an unreadable message is sent straight to its DLQ (SendMessage).
 _CONSUME_AND_HOLD = ("sqs:ChangeMessageVisibility", *_CONSUME)
 
-STOCK_TOPIC = Topic("StockTopic", "SNS_STOCK_TOPIC", "stock-events")
-SALES_TOPIC = Topic("SalesTopic", "SNS_SALES_TOPIC", "sales-events")
+STOCK_TOPIC = Topic("StockTopic", "SNS_STOCK_TOPIC", "stock-events", OutboxEvent.Topic.STOCK)
+SALES_TOPIC = Topic("SalesTopic", "SNS_SALES_TOPIC", "sales-events", OutboxEvent.Topic.SALES)
 TOPICS = (STOCK_TOPIC, SALES_TOPIC)
 
 RESTOCK_DLQ = Queue(
@@ -158,6 +176,32 @@ SUBSCRIPTIONS = (
     Subscription("StockToOps", STOCK_TOPIC, OPS_QUEUE),
     Subscription("SalesToOps", SALES_TOPIC, OPS_QUEUE),
 )
+
+
+# The settings that name the resources.
+NAME_SETTINGS = frozenset(resource.setting for resource in (*TOPICS, *QUEUES))
+
+
+def topic_name(key: str) -> str:
+    """The name in this deployment of the topic the outbox calls `key` ("stock", "sales")."""
+    [topic] = [t for t in TOPICS if t.key == key]
+    return topic.name
+
+
+def queue_names() -> list[str]:
+    """Every declared queue's name in this deployment, each dead-letter queue after its source."""
+    sources = [queue for queue in QUEUES if not sources_of(queue)]
+    return [
+        queue.name
+        for source in sources
+        for queue in (source, source.dead_letter_queue)
+        if queue is not None
+    ]
+
+
+def dead_letter_queues() -> dict[str, str]:
+    """Each queue that has a dead-letter queue, and that DLQ, by their names in this deployment."""
+    return {q.name: q.dead_letter_queue.name for q in QUEUES if q.dead_letter_queue is not None}
 
 
 def topics_of(queue: Queue) -> list[Topic]:

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from factory_bridge.events import STOCK_DEPLETED, STOCK_LOW
 from factory_bridge.exceptions import UnreadableMessage
+from factory_bridge.infrastructure import dead_letter_queues
 from factory_bridge.messages import fingerprint, read_envelope
 from factory_bridge.models import FailedMessage, MessageFailure
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
@@ -64,14 +65,6 @@ def record_failure(message: ReceivedMessage, queue: str, error: str) -> None:
             fingerprint=key,
             defaults={"sqs_message_id": message.message_id, "queue": queue, "error": error[:4000]},
         )
-
-
-def dead_letter_queues() -> dict[str, str]:
-    """Each consumer queue and its own DLQ."""
-    return {
-        settings.SQS_RESTOCK_QUEUE: settings.SQS_RESTOCK_DLQ,
-        settings.SQS_NOTIFY_QUEUE: settings.SQS_NOTIFY_DLQ,
-    }
 
 
 def dead_letter(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
