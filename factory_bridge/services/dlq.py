@@ -23,7 +23,7 @@ from factory_bridge.infrastructure import dead_letter_queues
 from factory_bridge.messages import fingerprint, read_envelope
 from factory_bridge.models import FailedMessage, MessageFailure
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
-from factory_bridge.services import pollers
+from factory_bridge.services import leases
 from factory_bridge.services.restock.abandon import abandon
 from nudged.logs import log_context
 
@@ -84,7 +84,7 @@ def watch_dlq(*, wait: int) -> int:
     the next receive reaches further), records each message, and shows them all again at once.
     The long poll is spread over the DLQs.
     """
-    if pollers.is_held(DLQ_LEASE):
+    if leases.is_held(DLQ_LEASE):
         sleep(1)
         return 0
     pairs = dead_letter_queues()
@@ -108,7 +108,7 @@ def _sweep(dlq: SqsQueue, source: str, wait: int) -> tuple[int, int]:
             new = [m for m in batch if m.message_id not in held]
             held |= {m.message_id: m for m in batch}
             changed += sum(_record_one(message, source, dlq.name) for message in new)
-            if not new or pollers.is_held(DLQ_LEASE):
+            if not new or leases.is_held(DLQ_LEASE):
                 break
             batch = dlq.receive(visibility=WATCH_VISIBILITY)
     finally:
@@ -180,12 +180,12 @@ def _describe(body: str) -> dict:
 def _dlq_lease() -> Iterator[str]:
     """Hold the DLQ for one redrive or discard; the watcher stands aside meanwhile."""
     owner = uuid.uuid4().hex
-    if not pollers.claim(DLQ_LEASE, owner):
+    if not leases.claim(DLQ_LEASE, owner):
         raise DlqBusy("another redrive or discard is running; try again when it has finished")
     try:
         yield owner
     finally:
-        pollers.release(DLQ_LEASE, owner)
+        leases.release(DLQ_LEASE, owner)
 
 
 def _release(dlq: SqsQueue, messages: list[ReceivedMessage]) -> None:
@@ -233,7 +233,7 @@ class _Sweep:
         """New messages, a batch at a time, until `done()` or nothing new for quiet_seconds."""
         quiet_since = monotonic()
         while monotonic() - quiet_since < self.quiet_seconds and not done():
-            pollers.renew(DLQ_LEASE, self.owner)
+            leases.renew(DLQ_LEASE, self.owner)
             named = []
             for message in self.dlq.receive(wait=1, visibility=REDRIVE_HOLD):
                 if message.message_id in self._ids:

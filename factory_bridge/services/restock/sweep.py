@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from factory_bridge.factory import FactoryError
 from factory_bridge.models import RestockRequest
-from factory_bridge.services import pollers
+from factory_bridge.services import leases
 from factory_bridge.services.restock.abandon import give_up
 from factory_bridge.services.restock.factory_order import (
     claim_request,
@@ -48,7 +48,7 @@ def reorder_overdue() -> SweepReport:
     """
     report = SweepReport()
     owner = uuid.uuid4().hex
-    if not pollers.claim(REORDER_LEASE, owner):
+    if not leases.claim(REORDER_LEASE, owner):
         logger.info("overdue sweep already running elsewhere")
         return report
     try:
@@ -66,7 +66,7 @@ def reorder_overdue() -> SweepReport:
         for pk in due.values_list("pk", flat=True):
             _retry(pk, now=now, report=report)
     finally:
-        pollers.release(REORDER_LEASE, owner)
+        leases.release(REORDER_LEASE, owner)
     return report
 
 
