@@ -2,24 +2,17 @@
 queues, and the subscriptions between them.
 
 Everything that lists them reads this: `provision_aws` applies it through the API
-(services/provisioning.py), `aws_template` writes it as the CloudFormation template
-deploy/nudged.yaml (services/cloudformation.py), and `queue_stats`, /metrics, the DLQ watcher,
+(tools/provisioning.py), `aws_template` writes it as the CloudFormation template
+deploy/nudged.yaml (tools/cloudformation.py), and `queue_stats`, /metrics, the DLQ watcher,
 redrive and discard, the staff dashboard and the cached AWS clients find their queues here.
-Each resource's name is a setting. The policy builders below take ARNs as plain strings
-(provisioning) or as CloudFormation expressions (the template).
+Each resource's name is a setting.
 """
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.conf import settings
 
-from factory_bridge.events import (
-    EVENT_TYPE_ATTRIBUTE,
-    STOCK_DEPLETED,
-    STOCK_LOW,
-    STOCK_REPLENISHED,
-)
+from factory_bridge.events import STOCK_DEPLETED, STOCK_LOW, STOCK_REPLENISHED
 from factory_bridge.models import OutboxEvent
 
 # Every name is "<prefix>-<suffix>": the settings' default names use this prefix, the template
@@ -212,35 +205,3 @@ def topics_of(queue: Queue) -> list[Topic]:
 def sources_of(dead_letter_queue: Queue) -> list[Queue]:
     """The queues whose dead letters go to `dead_letter_queue`."""
     return [q for q in QUEUES if q.dead_letter_queue == dead_letter_queue]
-
-
-def redrive_policy(*, dead_letter_arn: Any, max_receive_count: Any) -> dict[str, Any]:
-    return {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": max_receive_count}
-
-
-def redrive_allow_policy(*, source_arns: list[Any]) -> dict[str, Any]:
-    """Only the queue's own sources may use it as their dead-letter queue."""
-    return {"redrivePermission": "byQueue", "sourceQueueArns": source_arns}
-
-
-def queue_policy(*, queue_arn: Any, topic_arns: list[Any]) -> dict[str, Any]:
-    """Allow the topics (and only them) to deliver to the queue, as real AWS requires."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "AllowNudgedTopics",
-                "Effect": "Allow",
-                "Principal": {"Service": "sns.amazonaws.com"},
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arns}},
-            }
-        ],
-    }
-
-
-def filter_policy(subscription: Subscription) -> dict[str, list[str]] | None:
-    if not subscription.events:
-        return None
-    return {EVENT_TYPE_ATTRIBUTE: list(subscription.events)}

@@ -19,7 +19,7 @@ from factory_bridge.factory import FactoryError
 from factory_bridge.models import FailedMessage, OrderTally, RestockRequest
 from factory_bridge.services.outbox import relay_outbox
 from factory_bridge.services.restock.factory_order import place_factory_order
-from factory_bridge.simulator import FactorySimulator
+from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Product
 from nudged import metrics
 from shop.models import Order

@@ -10,7 +10,7 @@ from django.db import connection
 from factory_bridge import aws as aws_clients
 from factory_bridge.models import WorkerLease
 from factory_bridge.services import pollers
-from factory_bridge.simulator import FactorySimulator
+from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Factory, Product
 
 

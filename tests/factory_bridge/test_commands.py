@@ -13,8 +13,8 @@ from factory_bridge.management.commands.redrive_dlq import Command as RedriveCom
 from factory_bridge.models import FailedMessage, OutboxEvent
 from factory_bridge.queues import QueueError, SqsQueue
 from factory_bridge.services import dlq, leases
-from factory_bridge.services.provisioning import provision
 from factory_bridge.services.restock.consumer import consume_restock
+from factory_bridge.tools.provisioning import provision
 from inventory.models import Product
 from tests.factory_bridge.test_dlq import (
     SKU_A,

@@ -17,10 +17,10 @@ from factory_bridge.models import FailedMessage, MessageFailure, RestockRequest,
 from factory_bridge.queues import SqsQueue
 from factory_bridge.services import pollers
 from factory_bridge.services.dlq import watch_dlq
-from factory_bridge.services.provisioning import provision
 from factory_bridge.services.restock import consumer
 from factory_bridge.services.restock.consumer import consume_restock
-from factory_bridge.simulator import FactorySimulator
+from factory_bridge.tools.provisioning import provision
+from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Factory, Product
 from tests.factory_bridge.sqs import depletion_envelope, messages_in
 from tests.factory_bridge.test_dlq import queue_total, wait_until

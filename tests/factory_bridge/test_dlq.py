@@ -24,8 +24,8 @@ from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
 from factory_bridge.queues import ReceivedMessage, SqsQueue
 from factory_bridge.services import dlq, leases
 from factory_bridge.services.dlq import redrive, watch_dlq
-from factory_bridge.services.provisioning import provision
 from factory_bridge.services.restock.consumer import consume_restock
+from factory_bridge.tools.provisioning import provision
 from inventory.models import Product
 from shop.exceptions import OutOfStock
 from shop.services import place_order

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from factory_bridge import aws as aws_clients
 from factory_bridge.infrastructure import NAME_SETTINGS, dead_letter_queues, queue_names
 from factory_bridge.services import dlq
-from factory_bridge.services.provisioning import provision
+from factory_bridge.tools.provisioning import provision
 from nudged import metrics
 from nudged.dashboard.selectors import dlq_depth, window
 

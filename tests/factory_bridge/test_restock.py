@@ -15,9 +15,9 @@ from django.test import Client
 
 from factory_bridge.models import MessageFailure, OutboxEvent, RestockRequest
 from factory_bridge.services.outbox import relay_outbox
-from factory_bridge.services.provisioning import provision
 from factory_bridge.services.restock.consumer import consume_restock
-from factory_bridge.simulator import FactorySimulator
+from factory_bridge.tools.provisioning import provision
+from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Product, StockAdjustment
 from inventory.services import set_stock
 from shop.services import place_order
