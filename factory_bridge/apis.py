@@ -6,7 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from factory_bridge.services.restock import callback_restock_id, receive_callback
+from factory_bridge.services.restock.callback import callback_restock_id, receive_callback
 
 
 class CallbackOutputSerializer(serializers.Serializer):

@@ -8,15 +8,10 @@ from botocore.config import Config
 from django.conf import settings
 from django.core.signals import setting_changed
 
-AWS_SETTINGS = {
-    "AWS_ENDPOINT_URL",
-    "AWS_DEFAULT_REGION",
-    "SNS_STOCK_TOPIC",
-    "SNS_SALES_TOPIC",
-    "SQS_RESTOCK_QUEUE",
-    "SQS_RESTOCK_DLQ",
-    "SQS_OPS_QUEUE",
-}
+from factory_bridge.infrastructure import NAME_SETTINGS, topic_name
+
+# A change to any of these (in tests) forgets the cached clients, ARNs and queue URLs.
+AWS_SETTINGS = frozenset({"AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", *NAME_SETTINGS})
 
 # Short timeouts and few retries: a relay or poller that cannot reach AWS fails fast and backs
 # off on its own schedule instead of hanging a worker.
@@ -68,11 +63,6 @@ def _client(service: str, config: Config) -> Any:
 @cache
 def account_id() -> str:
     return client("sts").get_caller_identity()["Account"]
-
-
-def topic_name(topic: str) -> str:
-    """The SNS topic name for an outbox topic key ("stock" or "sales")."""
-    return {"stock": settings.SNS_STOCK_TOPIC, "sales": settings.SNS_SALES_TOPIC}[topic]
 
 
 def topic_arn(topic: str) -> str:

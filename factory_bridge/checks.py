@@ -5,6 +5,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, register
 
+from factory_bridge.services.restock.consumer import message_budget
+
 
 @register()
 def check_outbox_settings(app_configs: Any, **kwargs: Any) -> list[Error]:
@@ -22,8 +24,6 @@ def check_outbox_settings(app_configs: Any, **kwargs: Any) -> list[Error]:
 @register()
 def check_visibility_outlasts_a_factory_call(app_configs: Any, **kwargs: Any) -> list[Error]:
     """A depletion must stay hidden while its factory call runs, or a second consumer orders it."""
-    from factory_bridge.services.restock import message_budget
-
     budget = message_budget()
     if budget < settings.SQS_VISIBILITY_TIMEOUT:
         return []

@@ -2,12 +2,12 @@
 
 import logging
 from dataclasses import dataclass
-from functools import cache
 from typing import Protocol
 
 import requests
 from django.conf import settings
-from django.utils.module_loading import import_string
+
+from nudged.loading import load
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +88,5 @@ class HttpFactoryClient:
             raise FactoryError("answer", f"unreadable 201 body: {response.text[:200]}") from exc
 
 
-@cache
-def _client_class(path: str) -> type:
-    return import_string(path)
-
-
 def get_factory_client() -> FactoryClient:
-    return _client_class(settings.FACTORY_CLIENT)()
+    return load(settings.FACTORY_CLIENT)()

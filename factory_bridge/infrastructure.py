@@ -1,20 +1,19 @@
-"""What Nudged needs on AWS, declared once.
+"""What Nudged needs on AWS, declared once: its topics, its queues and their dead-letter
+queues, and the subscriptions between them.
 
-`provision_aws` applies this declaration through the API (services/provisioning.py) and
-`aws_template` writes it as the CloudFormation template deploy/nudged.yaml
-(services/cloudformation.py), so the two cannot drift. The policy builders below take ARNs as
-plain strings (provisioning) or as CloudFormation expressions (the template).
+Everything that lists them reads this: `provision_aws` applies it through the API
+(tools/provisioning.py), `aws_template` writes it as the CloudFormation template
+deploy/nudged.yaml (tools/cloudformation.py), and `queue_stats`, /metrics, the DLQ watcher,
+redrive and discard, the staff dashboard and the cached AWS clients find their queues here.
+Each resource's name is a setting.
 """
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from factory_bridge.events import (
-    EVENT_TYPE_ATTRIBUTE,
-    STOCK_DEPLETED,
-    STOCK_LOW,
-    STOCK_REPLENISHED,
-)
+from django.conf import settings
+
+from factory_bridge.events import STOCK_DEPLETED, STOCK_LOW, STOCK_REPLENISHED
+from factory_bridge.models import OutboxEvent
 
 # Every name is "<prefix>-<suffix>": the settings' default names use this prefix, the template
 # takes it as a parameter.
@@ -73,6 +72,13 @@ class Topic:
     logical_id: str
     setting: str
     suffix: str
+    # The outbox's name for it (OutboxEvent.topic).
+    key: str
+
+    @property
+    def name(self) -> str:
+        """Its name in this deployment (its setting)."""
+        return getattr(settings, self.setting)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,11 @@ class Queue:
     actions: tuple[str, ...] = ()
     # On AWS, an alarm when the oldest message waits longer than the template's threshold.
     age_alarm: bool = False
+
+    @property
+    def name(self) -> str:
+        """Its name in this deployment (its setting)."""
+        return getattr(settings, self.setting)
 
 
 @dataclass(frozen=True)
@@ -107,8 +118,8 @@ _CONSUME = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage", *_FIND
 # (ChangeMessageVisibility); an unreadable message is sent straight to its DLQ (SendMessage).
 _CONSUME_AND_HOLD = ("sqs:ChangeMessageVisibility", *_CONSUME)
 
-STOCK_TOPIC = Topic("StockTopic", "SNS_STOCK_TOPIC", "stock-events")
-SALES_TOPIC = Topic("SalesTopic", "SNS_SALES_TOPIC", "sales-events")
+STOCK_TOPIC = Topic("StockTopic", "SNS_STOCK_TOPIC", "stock-events", OutboxEvent.Topic.STOCK)
+SALES_TOPIC = Topic("SalesTopic", "SNS_SALES_TOPIC", "sales-events", OutboxEvent.Topic.SALES)
 TOPICS = (STOCK_TOPIC, SALES_TOPIC)
 
 RESTOCK_DLQ = Queue(
@@ -160,6 +171,32 @@ SUBSCRIPTIONS = (
 )
 
 
+# The settings that name the resources.
+NAME_SETTINGS = frozenset(resource.setting for resource in (*TOPICS, *QUEUES))
+
+
+def topic_name(key: str) -> str:
+    """The name in this deployment of the topic the outbox calls `key` ("stock", "sales")."""
+    [topic] = [t for t in TOPICS if t.key == key]
+    return topic.name
+
+
+def queue_names() -> list[str]:
+    """Every declared queue's name in this deployment, each dead-letter queue after its source."""
+    sources = [queue for queue in QUEUES if not sources_of(queue)]
+    return [
+        queue.name
+        for source in sources
+        for queue in (source, source.dead_letter_queue)
+        if queue is not None
+    ]
+
+
+def dead_letter_queues() -> dict[str, str]:
+    """Each queue that has a dead-letter queue, and that DLQ, by their names in this deployment."""
+    return {q.name: q.dead_letter_queue.name for q in QUEUES if q.dead_letter_queue is not None}
+
+
 def topics_of(queue: Queue) -> list[Topic]:
     """The topics that deliver to `queue`."""
     return [s.topic for s in SUBSCRIPTIONS if s.queue == queue]
@@ -168,35 +205,3 @@ def topics_of(queue: Queue) -> list[Topic]:
 def sources_of(dead_letter_queue: Queue) -> list[Queue]:
     """The queues whose dead letters go to `dead_letter_queue`."""
     return [q for q in QUEUES if q.dead_letter_queue == dead_letter_queue]
-
-
-def redrive_policy(*, dead_letter_arn: Any, max_receive_count: Any) -> dict[str, Any]:
-    return {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": max_receive_count}
-
-
-def redrive_allow_policy(*, source_arns: list[Any]) -> dict[str, Any]:
-    """Only the queue's own sources may use it as their dead-letter queue."""
-    return {"redrivePermission": "byQueue", "sourceQueueArns": source_arns}
-
-
-def queue_policy(*, queue_arn: Any, topic_arns: list[Any]) -> dict[str, Any]:
-    """Allow the topics (and only them) to deliver to the queue, as real AWS requires."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "AllowNudgedTopics",
-                "Effect": "Allow",
-                "Principal": {"Service": "sns.amazonaws.com"},
-                "Action": "sqs:SendMessage",
-                "Resource": queue_arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arns}},
-            }
-        ],
-    }
-
-
-def filter_policy(subscription: Subscription) -> dict[str, list[str]] | None:
-    if not subscription.events:
-        return None
-    return {EVENT_TYPE_ATTRIBUTE: list(subscription.events)}

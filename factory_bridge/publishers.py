@@ -2,14 +2,13 @@
 
 import json
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
-from django.utils.module_loading import import_string
 
 from factory_bridge import aws
+from nudged.loading import load
 
 SNS_BATCH_SIZE = 10
 
@@ -150,10 +149,5 @@ class InMemoryPublisher:
         return [Outcome(id=m.id, message_id=f"mem-{m.id}") for m in messages]
 
 
-@cache
-def _publisher_class(path: str) -> type:
-    return import_string(path)
-
-
 def get_publisher() -> Publisher:
-    return _publisher_class(settings.EVENT_PUBLISHER)()
+    return load(settings.EVENT_PUBLISHER)()

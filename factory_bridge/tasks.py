@@ -1,6 +1,7 @@
 """django-q2 entry points: each calls one service."""
 
-from factory_bridge.services import dlq_jobs, outbox, pollers, restock
+from factory_bridge.services import dlq_jobs, outbox, pollers
+from factory_bridge.services.restock import sweep
 
 
 def relay_outbox() -> str:
@@ -16,7 +17,7 @@ def ensure_pollers() -> list[str]:
 
 
 def reorder_overdue() -> str:
-    return str(restock.reorder_overdue())
+    return str(sweep.reorder_overdue())
 
 
 def run_dlq_job(job_id: int) -> str:

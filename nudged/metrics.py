@@ -37,11 +37,11 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from factory_bridge.infrastructure import queue_names
 from factory_bridge.models import FailedMessage, OrderTally, RestockRequest
 from factory_bridge.queues import QueueError, SqsQueue
 from factory_bridge.services import factory_calls
 from factory_bridge.services.outbox import backlog
-from factory_bridge.services.provisioning import queue_names
 from inventory.models import Product
 from nudged.dashboard.selectors import recent_relay_lag
 from shop.models import Order

@@ -13,7 +13,8 @@ from django.core.management import call_command
 from django.db import DatabaseError
 from django.db.models import QuerySet
 from django.utils import timezone
-from django.utils.module_loading import import_string
+
+from nudged.loading import load
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def purge_all(*, now: datetime | None = None) -> dict[str, int]:
     for path, setting in PURGES:
         before = now - timedelta(days=getattr(settings, setting))
         try:
-            deleted[path] = import_string(path)(before=before)
+            deleted[path] = load(path)(before=before)
         except DatabaseError:
             logger.exception("purge %s failed; the next run tries again", path)
             continue

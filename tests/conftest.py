@@ -115,7 +115,7 @@ def fresh_rate_limits() -> Iterator[None]:
 def aws(moto_server: str) -> Iterator[str]:
     """A clean moto server with Nudged's topics and queues provisioned."""
     from factory_bridge import aws as aws_clients
-    from factory_bridge.services.provisioning import provision
+    from factory_bridge.tools.provisioning import provision
 
     requests.post(f"{moto_server}/moto-api/reset", timeout=5)
     aws_clients.reset()

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from factory_bridge.factory import FactoryError
 from factory_bridge.models import FailedMessage, OrderTally, RestockRequest
 from factory_bridge.services.outbox import relay_outbox
-from factory_bridge.services.restock import place_factory_order
-from factory_bridge.simulator import FactorySimulator
+from factory_bridge.services.restock.factory_order import place_factory_order
+from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Product
 from nudged import metrics
 from shop.models import Order

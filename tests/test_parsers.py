@@ -8,7 +8,7 @@ from django.test import Client
 from django.utils import timezone
 
 from factory_bridge.models import RestockRequest
-from factory_bridge.services.restock import callback_token
+from factory_bridge.services.restock.callback import callback_token
 from inventory.models import Product
 from nudged.parsers import MAX_BODY_BYTES, MAX_DEPTH, BodyError, BodyTooLarge, parse_json, read_body
 from shop.models import Order

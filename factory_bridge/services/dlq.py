@@ -19,10 +19,12 @@ from django.utils import timezone
 
 from factory_bridge.events import STOCK_DEPLETED, STOCK_LOW
 from factory_bridge.exceptions import UnreadableMessage
+from factory_bridge.infrastructure import dead_letter_queues
 from factory_bridge.messages import fingerprint, read_envelope
 from factory_bridge.models import FailedMessage, MessageFailure
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
-from factory_bridge.services import pollers
+from factory_bridge.services import leases
+from factory_bridge.services.restock.abandon import abandon
 from nudged.logs import log_context
 
 logger = logging.getLogger(__name__)
@@ -65,14 +67,6 @@ def record_failure(message: ReceivedMessage, queue: str, error: str) -> None:
         )
 
 
-def dead_letter_queues() -> dict[str, str]:
-    """Each consumer queue and its own DLQ."""
-    return {
-        settings.SQS_RESTOCK_QUEUE: settings.SQS_RESTOCK_DLQ,
-        settings.SQS_NOTIFY_QUEUE: settings.SQS_NOTIFY_DLQ,
-    }
-
-
 def dead_letter(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
     """Move an unprocessable message straight to its DLQ (send first, then delete)."""
     record_failure(message, queue.name, error)
@@ -90,7 +84,7 @@ def watch_dlq(*, wait: int) -> int:
     the next receive reaches further), records each message, and shows them all again at once.
     The long poll is spread over the DLQs.
     """
-    if pollers.is_held(DLQ_LEASE):
+    if leases.is_held(DLQ_LEASE):
         sleep(1)
         return 0
     pairs = dead_letter_queues()
@@ -114,7 +108,7 @@ def _sweep(dlq: SqsQueue, source: str, wait: int) -> tuple[int, int]:
             new = [m for m in batch if m.message_id not in held]
             held |= {m.message_id: m for m in batch}
             changed += sum(_record_one(message, source, dlq.name) for message in new)
-            if not new or pollers.is_held(DLQ_LEASE):
+            if not new or leases.is_held(DLQ_LEASE):
                 break
             batch = dlq.receive(visibility=WATCH_VISIBILITY)
     finally:
@@ -186,12 +180,12 @@ def _describe(body: str) -> dict:
 def _dlq_lease() -> Iterator[str]:
     """Hold the DLQ for one redrive or discard; the watcher stands aside meanwhile."""
     owner = uuid.uuid4().hex
-    if not pollers.claim(DLQ_LEASE, owner):
+    if not leases.claim(DLQ_LEASE, owner):
         raise DlqBusy("another redrive or discard is running; try again when it has finished")
     try:
         yield owner
     finally:
-        pollers.release(DLQ_LEASE, owner)
+        leases.release(DLQ_LEASE, owner)
 
 
 def _release(dlq: SqsQueue, messages: list[ReceivedMessage]) -> None:
@@ -239,7 +233,7 @@ class _Sweep:
         """New messages, a batch at a time, until `done()` or nothing new for quiet_seconds."""
         quiet_since = monotonic()
         while monotonic() - quiet_since < self.quiet_seconds and not done():
-            pollers.renew(DLQ_LEASE, self.owner)
+            leases.renew(DLQ_LEASE, self.owner)
             named = []
             for message in self.dlq.receive(wait=1, visibility=REDRIVE_HOLD):
                 if message.message_id in self._ids:
@@ -528,9 +522,6 @@ def discard(*, rows: list[FailedMessage]) -> DiscardReport:
     report.discarded = FailedMessage.objects.filter(pk__in=[row.pk for row in gone]).update(
         status=FailedMessage.Status.DISCARDED, discarded_at=timezone.now()
     )
-    # restock imports this module (dead-lettering); the dependency back is only at call time.
-    from factory_bridge.services.restock import abandon
-
     for row in gone:
         if row.event_type in RESTOCK_EVENTS:
             abandon(body=row.body)

@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
 from time import monotonic, sleep
 from typing import Any, TypeVar
 
@@ -24,7 +23,6 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from factory_bridge import events
 from factory_bridge.models import OutboxEvent, WorkerLease
@@ -35,7 +33,8 @@ from factory_bridge.publishers import (
     PublishError,
     get_publisher,
 )
-from factory_bridge.services import pollers
+from factory_bridge.services import leases, pollers
+from nudged.loading import load
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +53,8 @@ RELAY_IDLE_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 300
 RELAY_TASK = "factory_bridge.tasks.relay_outbox"
 RELAY_LOOP = "outbox"
+# Held by the one relay that publishes sales.
+SALES_LEASE = "sales-relay"
 # The relay loop counts as running when it beat within this many seconds.
 RELAY_LOOP_FRESH_SECONDS = 5.0
 PURGE_BATCH_SIZE = 1000
@@ -362,14 +363,9 @@ def _bury(event: OutboxEvent, *, attempts: int, reason: str, now: datetime) -> N
     )
 
 
-@cache
-def _ledger_class(path: str) -> type:
-    return import_string(path)
-
-
 def get_ledger() -> events.SalesLedger:
     """Where the sales come from: SALES_LEDGER (the shop's completed orders)."""
-    return _ledger_class(settings.SALES_LEDGER)()
+    return load(settings.SALES_LEDGER)()
 
 
 class _SalesPace:
@@ -407,15 +403,6 @@ class _SalesPace:
 sales_pace = _SalesPace()
 
 
-def sales_lock(database: str) -> str:
-    """The lock one relay at a time holds to publish sales of `database`.
-
-    A MariaDB lock of the connection, freed if it dies. Lock names are server-wide: naming
-    the database keeps the shops of two databases on one server from waiting on each other.
-    """
-    return f"nudged.sales-relay:{database}"[:64]
-
-
 def _relay_sales(
     publisher: Publisher, deadline: float, report: RelayReport, *, paced: bool
 ) -> bool:
@@ -427,11 +414,10 @@ def _relay_sales(
     """
     if not settings.EVENTS_ENABLED or sales_pace.wait(paced=paced) > 0:
         return True
-    lock = sales_lock(connection.settings_dict["NAME"])
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT GET_LOCK(%s, 0)", [lock])
-        if cursor.fetchone()[0] != 1:
-            return True  # another relay is publishing them
+    owner = uuid.uuid4().hex
+    # Held through the slowest publish, so that no second relay sends the same sales meanwhile.
+    if not leases.claim(SALES_LEASE, owner, stale=claim_lease(publisher)):
+        return True  # another relay is publishing them
     started = monotonic()
     try:
         ledger = get_ledger()
@@ -439,11 +425,15 @@ def _relay_sales(
             # The rows first: a pre-order's order.backordered before its order.completed.
             rows = _due_sales_rows(SALES_CLAIM_SIZE)
             for chunk in _row_batches(rows):
+                if not leases.renew(SALES_LEASE, owner):
+                    return True  # taken over: its new holder publishes the rest
                 if not _publish_rows(publisher, chunk, report):
                     sales_pace.failed()
                     return True
             sales = ledger.unpublished(limit=SALES_CLAIM_SIZE)
             for batch in _sales_batches(sales):
+                if not leases.renew(SALES_LEASE, owner):
+                    return True
                 if not _publish_sales(publisher, ledger, batch, report):
                     sales_pace.failed()
                     return True
@@ -453,14 +443,13 @@ def _relay_sales(
                 return True
         return False
     finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT RELEASE_LOCK(%s)", [lock])
+        leases.release(SALES_LEASE, owner)
 
 
 def _due_sales_rows(size: int) -> list[OutboxEvent]:
     """The sales topic's due rows, oldest first.
 
-    Read without a claim: only the holder of the sales lock publishes them.
+    Read without a claim: only the holder of the sales lease publishes them.
     """
     return list(
         OutboxEvent.objects.filter(

@@ -10,16 +10,15 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
 from time import monotonic, sleep
 
 from django.conf import settings
 from django.db import close_old_connections
-from django.db.models import Q
 from django.utils import timezone
 
 from factory_bridge.models import WorkerLease
 from factory_bridge.queues import QueueError
+from factory_bridge.services import leases
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ def _loops() -> dict[str, Callable[..., object]]:
     from factory_bridge.services.dlq import watch_dlq
     from factory_bridge.services.notify import consume_notify
     from factory_bridge.services.outbox import relay_round
-    from factory_bridge.services.restock import consume_restock
+    from factory_bridge.services.restock.consumer import consume_restock
     from inventory.services import estimates_round
 
     return {
@@ -43,36 +42,6 @@ def _loops() -> dict[str, Callable[..., object]]:
         "estimates": lambda wait: estimates_round(),
         "notify": consume_notify,
     }
-
-
-def stale_after() -> timedelta:
-    return timedelta(seconds=settings.SQS_WAIT_TIME * 2 + 60)
-
-
-def claim(name: str, owner: str) -> bool:
-    now = timezone.now()
-    WorkerLease.objects.get_or_create(name=name)
-    taken = WorkerLease.objects.filter(
-        Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=now - stale_after()) | Q(owner=owner),
-        name=name,
-    ).update(owner=owner, heartbeat_at=now, started_at=now)
-    return taken == 1
-
-
-def renew(name: str, owner: str) -> bool:
-    """Beat a lease this owner holds; False when it has lost it."""
-    return (
-        WorkerLease.objects.filter(name=name, owner=owner).update(heartbeat_at=timezone.now()) == 1
-    )
-
-
-def is_held(name: str) -> bool:
-    """Whether someone holds the named lease and has beaten it recently."""
-    return (
-        WorkerLease.objects.filter(name=name, heartbeat_at__gte=timezone.now() - stale_after())
-        .exclude(owner="")
-        .exists()
-    )
 
 
 def keep_going() -> bool:
@@ -86,18 +55,14 @@ def keep_going() -> bool:
     if running is None:
         return True
     name, owner, deadline = running
-    return monotonic() < deadline and renew(name, owner)
-
-
-def release(name: str, owner: str) -> None:
-    WorkerLease.objects.filter(name=name, owner=owner).update(heartbeat_at=None, owner="")
+    return monotonic() < deadline and leases.renew(name, owner)
 
 
 def run_poller(*, name: str, seconds: float | None = None, handover: bool = True) -> int:
     """Run the named loop for `seconds`; return how many rounds it made."""
     loop = _loops()[name]
     owner = uuid.uuid4().hex
-    if not claim(name, owner):
+    if not leases.claim(name, owner):
         logger.info("poller %s already running elsewhere; exiting", name)
         return 0
     deadline = monotonic() + (seconds if seconds is not None else settings.POLLER_RUN_SECONDS)
@@ -107,7 +72,7 @@ def run_poller(*, name: str, seconds: float | None = None, handover: bool = True
     _running.lease = (name, owner, deadline)
     try:
         while monotonic() < deadline:
-            if not renew(name, owner):
+            if not leases.renew(name, owner):
                 kept = False
                 logger.warning("poller %s lost its lease; exiting", name)
                 break
@@ -126,7 +91,7 @@ def run_poller(*, name: str, seconds: float | None = None, handover: bool = True
         # Before the release: no successor starts until this line is written.
         logger.info("poller %s stopped owner=%s rounds=%s", name, owner, rounds)
         if kept:
-            release(name, owner)
+            leases.release(name, owner)
     if kept and handover:
         enqueue(name)
     return rounds
@@ -146,7 +111,7 @@ def ensure_pollers(*, takeover: bool = False) -> list[str]:
     """
     if takeover:
         WorkerLease.objects.update(owner="", heartbeat_at=None)
-    cutoff = timezone.now() - stale_after()
+    cutoff = timezone.now() - leases.stale_after()
     started = []
     for name in _loops():
         lease = WorkerLease.objects.filter(name=name).first()
@@ -159,7 +124,7 @@ def ensure_pollers(*, takeover: bool = False) -> list[str]:
 
 
 def poller_status() -> list[dict]:
-    cutoff = timezone.now() - stale_after()
+    cutoff = timezone.now() - leases.stale_after()
     return [
         {
             "name": lease.name,

@@ -21,7 +21,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db.models import (
     Count,
     DateTimeField,
@@ -40,6 +39,7 @@ from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from factory_bridge import events
+from factory_bridge.infrastructure import dead_letter_queues
 from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
 from inventory.models import Product, Promise, StockAdjustment
 from shop.models import Order
@@ -342,7 +342,7 @@ def dlq_depth(window: Window) -> dict[str, list[int]]:
     """Messages dead in each DLQ at the end of each bucket (from the failed-message rows)."""
     dead = FailedMessage.Status.DEAD
     redriven, discarded = FailedMessage.Status.REDRIVEN, FailedMessage.Status.DISCARDED
-    queues = [settings.SQS_RESTOCK_DLQ, settings.SQS_NOTIFY_DLQ]
+    queues = list(dead_letter_queues().values())
     at_start = dict(
         FailedMessage.objects.filter(first_seen_at__lt=window.start)
         .filter(

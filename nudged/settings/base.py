@@ -226,6 +226,8 @@ LEGACY_SKU = env("LEGACY_SKU", default="CP-502101")
 # --- AWS (SNS/SQS). AWS_ENDPOINT_URL unset means real AWS with the standard credential chain.
 AWS_ENDPOINT_URL = env("AWS_ENDPOINT_URL", default="") or None
 AWS_DEFAULT_REGION = env("AWS_DEFAULT_REGION", default="ap-northeast-2")
+# The names of the topics and queues declared in factory_bridge/infrastructure.py, one setting
+# each; every reader finds them through that declaration.
 SNS_STOCK_TOPIC = env("SNS_STOCK_TOPIC", default="nudged-stock-events")
 SNS_SALES_TOPIC = env("SNS_SALES_TOPIC", default="nudged-sales-events")
 SQS_RESTOCK_QUEUE = env("SQS_RESTOCK_QUEUE", default="nudged-restock")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
-from factory_bridge.simulator import FactorySimulator
+from factory_bridge.tools.simulator import FactorySimulator
 from tests.browser import DESKTOP
 
 # Playwright's sync API runs an event loop in the test thread, and the session-scoped browser

@@ -10,8 +10,8 @@ from playwright.sync_api import Locator, Page, expect
 from factory_bridge.models import FailedMessage, RestockRequest
 from factory_bridge.queues import SqsQueue
 from factory_bridge.services.dlq import watch_dlq
-from factory_bridge.services.restock import consume_restock
-from factory_bridge.simulator import FactorySimulator
+from factory_bridge.services.restock.consumer import consume_restock
+from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Product
 from shop.models import Order
 from shop.services import place_order

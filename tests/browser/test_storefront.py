@@ -10,8 +10,8 @@ from django.utils import timezone
 from playwright.sync_api import BrowserContext, Page, expect
 
 from factory_bridge.models import RestockRequest
-from factory_bridge.services.restock import consume_restock
-from factory_bridge.simulator import FactorySimulator
+from factory_bridge.services.restock.consumer import consume_restock
+from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Product
 from shop.models import Order
 from tests.browser import MOBILE, wait_until

@@ -10,7 +10,8 @@ from django.db import connection
 from factory_bridge import aws as aws_clients
 from factory_bridge.models import WorkerLease
 from factory_bridge.services import pollers
-from factory_bridge.simulator import FactorySimulator
+from factory_bridge.tools.simulator import FactorySimulator
+from inventory.models import Factory, Product
 
 
 @pytest.fixture
@@ -68,3 +69,10 @@ def simulator(settings) -> Iterator[FactorySimulator]:
     settings.FACTORY_API_URL = factory.url
     yield factory
     factory.stop()
+
+
+@pytest.fixture
+def second_product(factory: Factory) -> Product:
+    return Product.objects.create(
+        sku="CP-502102", name="우유 생크림 도넛", price=3900, stock=1, factory=factory
+    )

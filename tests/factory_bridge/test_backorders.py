@@ -11,10 +11,10 @@ from django.utils import timezone
 
 from factory_bridge.models import OutboxEvent, RestockRequest
 from factory_bridge.services.outbox import relay_outbox
-from factory_bridge.services.restock import (
+from factory_bridge.services.restock.consumer import consume_restock
+from factory_bridge.services.restock.sweep import (
     CALLBACK_WAIT_FLOOR,
     callback_wait,
-    consume_restock,
     reorder_overdue,
 )
 from inventory.models import Factory, Product, Promise, ReorderDecision

@@ -27,7 +27,7 @@ from django.db import connection
 
 from factory_bridge.models import OutboxEvent, RestockRequest
 from factory_bridge.services import pollers
-from factory_bridge.simulator import FactorySimulator
+from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Product
 from tests.factory_bridge.sqs import drain
 

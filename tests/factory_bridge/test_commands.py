@@ -12,9 +12,9 @@ from django.utils import timezone
 from factory_bridge.management.commands.redrive_dlq import Command as RedriveCommand
 from factory_bridge.models import FailedMessage, OutboxEvent
 from factory_bridge.queues import QueueError, SqsQueue
-from factory_bridge.services import dlq, pollers
-from factory_bridge.services.provisioning import provision
-from factory_bridge.services.restock import consume_restock
+from factory_bridge.services import dlq, leases
+from factory_bridge.services.restock.consumer import consume_restock
+from factory_bridge.tools.provisioning import provision
 from inventory.models import Product
 from tests.factory_bridge.test_dlq import (
     SKU_A,
@@ -203,14 +203,14 @@ def test_an_empty_dlq_moves_nothing_and_says_so(aws, db):
 
 
 def test_redrive_refuses_while_another_redrive_holds_the_dlq(dead):
-    assert pollers.claim(dlq.DLQ_LEASE, "another-redrive")
+    assert leases.claim(dlq.DLQ_LEASE, "another-redrive")
 
     with pytest.raises(CommandError, match="Nothing was moved: another redrive or discard"):
         run("redrive_dlq", "--all")
 
     assert queue_total(settings.SQS_RESTOCK_DLQ) == 2
     assert statuses() == {SKU_A: "dead", SKU_B: "dead"}
-    pollers.release(dlq.DLQ_LEASE, "another-redrive")
+    leases.release(dlq.DLQ_LEASE, "another-redrive")
     assert "Redrive: 2 moved, 0 failed." in run("redrive_dlq", "--all")
 
 

@@ -15,11 +15,12 @@ from django.db import connection
 
 from factory_bridge.models import FailedMessage, MessageFailure, RestockRequest, WorkerLease
 from factory_bridge.queues import SqsQueue
-from factory_bridge.services import pollers, restock
+from factory_bridge.services import pollers
 from factory_bridge.services.dlq import watch_dlq
-from factory_bridge.services.provisioning import provision
-from factory_bridge.services.restock import consume_restock
-from factory_bridge.simulator import FactorySimulator
+from factory_bridge.services.restock import consumer
+from factory_bridge.services.restock.consumer import consume_restock
+from factory_bridge.tools.provisioning import provision
+from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Factory, Product
 from tests.factory_bridge.sqs import depletion_envelope, messages_in
 from tests.factory_bridge.test_dlq import queue_total, wait_until
@@ -121,14 +122,14 @@ def test_an_unexpected_error_costs_only_its_own_message_and_is_recorded(
     settings.SQS_MAX_RECEIVE_COUNT = 2
     provision()
     broken, fine = products(factory, 2)
-    order_restock = restock.order_restock
+    order_restock = consumer.order_restock
 
     def fails_for_one_product(*, envelope, sqs_message_id):  # type: ignore[no-untyped-def]
         if envelope.sku == broken.sku:
             raise LookupError("the product row vanished")
         return order_restock(envelope=envelope, sqs_message_id=sqs_message_id)
 
-    monkeypatch.setattr(restock, "order_restock", fails_for_one_product)
+    monkeypatch.setattr(consumer, "order_restock", fails_for_one_product)
     send(depletion_envelope(broken.sku), depletion_envelope(fine.sku))
 
     assert consume_restock(wait=1).outcomes == {"retry": 1, "ordered": 1}

@@ -22,10 +22,10 @@ from django.db import connections
 from factory_bridge.management.commands import redrive_dlq as redrive_dlq_command
 from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
 from factory_bridge.queues import ReceivedMessage, SqsQueue
-from factory_bridge.services import dlq, pollers
+from factory_bridge.services import dlq, leases
 from factory_bridge.services.dlq import redrive, watch_dlq
-from factory_bridge.services.provisioning import provision
-from factory_bridge.services.restock import consume_restock
+from factory_bridge.services.restock.consumer import consume_restock
+from factory_bridge.tools.provisioning import provision
 from inventory.models import Product
 from shop.exceptions import OutOfStock
 from shop.services import place_order
@@ -337,13 +337,13 @@ def test_watch_records_the_rest_when_one_message_cannot_be_recorded(
 
 def test_watch_stands_aside_while_a_redrive_holds_the_dlq(aws, db, quick_dlq):
     bury(SKU_A)
-    assert pollers.claim(dlq.DLQ_LEASE, "a-redrive")
+    assert leases.claim(dlq.DLQ_LEASE, "a-redrive")
 
     assert watch_dlq(wait=1) == 0
 
     assert not FailedMessage.objects.exists()
     assert SqsQueue(settings.SQS_RESTOCK_DLQ).counts()["visible"] == 1
-    pollers.release(dlq.DLQ_LEASE, "a-redrive")
+    leases.release(dlq.DLQ_LEASE, "a-redrive")
     assert watch_dlq(wait=1) == 1
 
 

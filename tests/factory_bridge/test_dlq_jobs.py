@@ -16,7 +16,7 @@ from django_q.models import OrmQ
 from factory_bridge import tasks
 from factory_bridge.models import DlqJob, FailedMessage
 from factory_bridge.queues import SqsQueue
-from factory_bridge.services import dlq, dlq_jobs, pollers
+from factory_bridge.services import dlq, dlq_jobs, leases
 from tests.factory_bridge.test_admin import CHANGELIST
 from tests.factory_bridge.test_clusters import Cluster, database_url, wait_until
 from tests.factory_bridge.test_dlq import (
@@ -98,13 +98,13 @@ def test_a_job_that_breaks_ends_failed_with_its_error(admin_user, dead):
 @pytest.mark.usefixtures("queued_only")
 def test_a_job_waits_while_another_operation_holds_the_dlq(admin_user, dead):
     job = dlq_jobs.queue_job(action=DlqJob.Action.DISCARD, rows=[dead[SKU_A]], user_id=None)
-    assert pollers.claim(dlq.DLQ_LEASE, "a redrive on the command line")
+    assert leases.claim(dlq.DLQ_LEASE, "a redrive on the command line")
     waits: list[float] = []
 
     def wait(seconds: float) -> None:
         waits.append(seconds)
         if len(waits) == 3:
-            pollers.release(dlq.DLQ_LEASE, "a redrive on the command line")
+            leases.release(dlq.DLQ_LEASE, "a redrive on the command line")
 
     with mock.patch.object(dlq_jobs, "sleep", wait):
         assert tasks.run_dlq_job(job.pk) == "done"
@@ -118,7 +118,7 @@ def test_a_job_waits_while_another_operation_holds_the_dlq(admin_user, dead):
 def test_a_job_gives_up_waiting_and_says_why(admin_user, dead, monkeypatch):
     monkeypatch.setattr(dlq_jobs, "BUSY_WAIT_SECONDS", 0)
     job = dlq_jobs.queue_job(action=DlqJob.Action.REDRIVE, rows=[dead[SKU_A]], user_id=None)
-    assert pollers.claim(dlq.DLQ_LEASE, "a redrive on the command line")
+    assert leases.claim(dlq.DLQ_LEASE, "a redrive on the command line")
 
     assert tasks.run_dlq_job(job.pk) == "failed"
 

@@ -12,7 +12,7 @@ from django.db import connection
 
 from factory_bridge.models import OutboxEvent, RestockRequest, WorkerLease
 from factory_bridge.services.pollers import run_poller
-from factory_bridge.simulator import FactorySimulator
+from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Product
 from tests.factory_bridge.sqs import drain, ops_events
 

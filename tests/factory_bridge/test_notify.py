@@ -20,7 +20,7 @@ from factory_bridge.models import FailedMessage, WorkerLease
 from factory_bridge.services import notify, pollers
 from factory_bridge.services.dlq import watch_dlq
 from factory_bridge.services.notify import consume_notify
-from factory_bridge.simulator import FactorySimulator
+from factory_bridge.tools.simulator import FactorySimulator
 from inventory import alerts
 from inventory.models import Product, StockAlert
 from tests.factory_bridge.sqs import messages_in, queue_url, sqs_client

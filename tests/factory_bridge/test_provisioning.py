@@ -12,8 +12,8 @@ from django.core.management import CommandError, call_command
 
 from factory_bridge import aws as aws_clients
 from factory_bridge.infrastructure import NOTIFY_DLQ, RESTOCK_DLQ
-from factory_bridge.services.provisioning import provision
-from factory_bridge.services.provisioning import queue_attributes as wanted_attributes
+from factory_bridge.tools.provisioning import provision
+from factory_bridge.tools.provisioning import queue_attributes as wanted_attributes
 
 CLOSED_ENDPOINT = "http://127.0.0.1:1"
 RESOURCES = [

@@ -20,7 +20,7 @@ import requests
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from factory_bridge.simulator import ControlledSimulator, FactorySimulator, SimulatorSettings
+from factory_bridge.tools.simulator import ControlledSimulator, FactorySimulator, SimulatorSettings
 from tests.factory_bridge.factory import order_body
 
 DELAY = 0.2

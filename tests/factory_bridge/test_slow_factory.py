@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from factory_bridge.models import RestockRequest
 from factory_bridge.services.outbox import relay_outbox
-from factory_bridge.services.restock import consume_restock, reorder_overdue
+from factory_bridge.services.restock.consumer import consume_restock
+from factory_bridge.services.restock.sweep import reorder_overdue
 from inventory.models import Factory, Product, ReorderDecision, StockAdjustment
 from shop.services import place_order
 

@@ -20,8 +20,8 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from factory_bridge import aws as aws_clients
-from factory_bridge.services.cloudformation import render_template
-from factory_bridge.services.provisioning import provision
+from factory_bridge.tools.cloudformation import render_template
+from factory_bridge.tools.provisioning import provision
 
 TEMPLATE = Path(settings.BASE_DIR) / "deploy" / "nudged.yaml"
 CFN_LINT = Path(sys.executable).with_name("cfn-lint")
@@ -412,7 +412,7 @@ def test_template_deploys_to_moto(app_role):
 def test_app_policy_allows_exactly_the_calls_the_app_makes():
     """Every SNS/SQS call outside provisioning (operators' credentials) is in the policy."""
     called = set()
-    provisioning = Path(settings.BASE_DIR) / "factory_bridge" / "services" / "provisioning.py"
+    provisioning = Path(settings.BASE_DIR) / "factory_bridge" / "tools" / "provisioning.py"
     for app in APPS:
         for path in (Path(settings.BASE_DIR) / app).rglob("*.py"):
             if path == provisioning:

@@ -3,7 +3,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from factory_bridge.services.cloudformation import render_template, template_path
+from factory_bridge.tools.cloudformation import render_template, template_path
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from factory_bridge.services.provisioning import ProvisionReport, provision
+from factory_bridge.tools.provisioning import ProvisionReport, provision
 
 # The longest --wait: an endpoint that has not answered for an hour is not starting.
 MAX_WAIT_SECONDS = 3600

@@ -3,9 +3,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from factory_bridge.infrastructure import queue_names
 from factory_bridge.queues import QueueError, SqsQueue
 from factory_bridge.services.outbox import backlog
-from factory_bridge.services.provisioning import queue_names
 
 
 class Command(BaseCommand):

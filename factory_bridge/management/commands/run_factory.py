@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from factory_bridge.simulator import (
+from factory_bridge.tools.simulator import (
     MANUFACTURES_PATH,
     PRODUCTION_STAGES,
     ControlledSimulator,

@@ -23,13 +23,14 @@ from factory_bridge.infrastructure import (
     Parameter,
     Queue,
     Subscription,
-    Topic,
+    sources_of,
+    topics_of,
+)
+from factory_bridge.tools.policies import (
     filter_policy,
     queue_policy,
     redrive_allow_policy,
     redrive_policy,
-    sources_of,
-    topics_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,32 +57,16 @@ def provision() -> ProvisionReport:
     existing_topics = _existing_topics(sns)
     topic_arns: dict[str, str] = {}
     for topic in TOPICS:
-        arn = sns.create_topic(Name=resource_name(topic))["TopicArn"]
+        arn = sns.create_topic(Name=topic.name)["TopicArn"]
         topic_arns[topic.logical_id] = arn
-        report.add("topic", resource_name(topic), UNCHANGED if arn in existing_topics else CREATED)
+        report.add("topic", topic.name, UNCHANGED if arn in existing_topics else CREATED)
     for queue in QUEUES:
-        _queue(sqs, resource_name(queue), queue_attributes(queue, topic_arns), report)
+        _queue(sqs, queue.name, queue_attributes(queue, topic_arns), report)
     for subscription in SUBSCRIPTIONS:
         topic_arn = topic_arns[subscription.topic.logical_id]
         _subscribe(sns, topic_arn, _queue_arn(subscription.queue), subscription, report)
     logger.info("provisioned changed=%s", report.changed)
     return report
-
-
-def resource_name(resource: Topic | Queue) -> str:
-    """The resource's name in this deployment (its setting)."""
-    return getattr(settings, resource.setting)
-
-
-def queue_names() -> list[str]:
-    """Every declared queue's name in this deployment, each dead-letter queue after its source."""
-    sources = [queue for queue in QUEUES if not sources_of(queue)]
-    return [
-        resource_name(queue)
-        for source in sources
-        for queue in (source, source.dead_letter_queue)
-        if queue is not None
-    ]
 
 
 def queue_attributes(queue: Queue, topic_arns: dict[str, str]) -> dict[str, str]:
@@ -109,7 +94,7 @@ def _value(value: int | Parameter) -> int:
 
 
 def _queue_arn(queue: Queue) -> str:
-    return aws.queue_arn(resource_name(queue))
+    return aws.queue_arn(queue.name)
 
 
 def _existing_topics(sns: Any) -> set[str]:

@@ -23,12 +23,14 @@ from factory_bridge.infrastructure import (
     Parameter,
     Queue,
     Topic,
+    sources_of,
+    topics_of,
+)
+from factory_bridge.tools.policies import (
     filter_policy,
     queue_policy,
     redrive_allow_policy,
     redrive_policy,
-    sources_of,
-    topics_of,
 )
 
 HEADER = """\
