@@ -245,10 +245,12 @@ def _take(
         sql = f"START TRANSACTION; {sql}"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        if begin:
-            cursor.nextset()
-        cursor.nextset()
-        row = cursor.fetchone()
+        # Read from MySQLdb's cursor under one error wrapper: Django's wraps every call.
+        with connection.wrap_database_errors:
+            if begin:
+                cursor.cursor.nextset()
+            cursor.cursor.nextset()
+            row = cursor.cursor.fetchone()
     if row is None:
         raise UnknownSku(sku)
     fields = len(StockState.__dataclass_fields__)

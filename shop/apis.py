@@ -171,18 +171,17 @@ def order_create(request: HttpRequest) -> HttpResponse:
         result = take_order(data=data, channel=Order.Channel.API, address=address_key(request))
     except (DomainError, APIException, DatabaseError) as exc:
         return error_response(exc, allow=ALLOW)
-    order = result.order
     # The body is built from known ints and strings: OrderOutputSerializer documents it. The
     # counting id stays inside: it would tell anyone how many orders the shop takes.
     body = {
         "sku": result.sku,
-        "quantity": order.quantity,
-        "status": order.status,
+        "quantity": result.quantity,
+        "status": result.status,
         "remaining_stock": result.remaining_stock,
-        "reference": order.reference,
+        "reference": result.reference,
     }
-    if order.promise is not None:
-        body["ready_by"] = order.promise.ready_by.isoformat().replace("+00:00", "Z")
+    if result.ready_by is not None:
+        body["ready_by"] = result.ready_by.isoformat().replace("+00:00", "Z")
     return json_response(body, status=status.HTTP_201_CREATED, allow=ALLOW)
 
 

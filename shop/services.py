@@ -2,7 +2,7 @@
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -22,17 +22,24 @@ from inventory.services import (
 )
 from nudged.logs import add_to_log_context
 from shop.exceptions import OutOfStock, PurchaseLimitReached
-from shop.models import Order
+from shop.models import Order, new_reference
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class OrderResult:
-    order: Order
+    """An order placed, as its channels answer it."""
+
+    order_id: int
+    reference: str
+    status: str
+    quantity: int
     sku: str
     name: str
     remaining_stock: int
+    # A pre-order's promised time.
+    ready_by: datetime | None = None
 
 
 def place_order(
@@ -129,16 +136,35 @@ def place_order(
             sku=stock.sku, name=stock.name, available=stock.remaining, requested=quantity
         )
     # The rest of the request logs it too (Django's, gunicorn's access line).
-    add_to_log_context(order=order.pk)
+    add_to_log_context(order=order.order_id)
     # Completed orders are the bulk of the traffic; their rows and events are the record.
     logger.debug(
         "order completed order=%s sku=%s quantity=%s stock=%s",
-        order.pk,
+        order.order_id,
         stock.sku,
         quantity,
         stock.remaining,
     )
-    return OrderResult(order=order, sku=stock.sku, name=stock.name, remaining_stock=stock.remaining)
+    return OrderResult(
+        order_id=order.order_id,
+        reference=order.reference,
+        status=order.status,
+        quantity=quantity,
+        sku=stock.sku,
+        name=stock.name,
+        remaining_stock=stock.remaining,
+        ready_by=order.ready_by,
+    )
+
+
+@dataclass(frozen=True)
+class _Row:
+    """The order row written: what the answer needs of it (no model instance per order)."""
+
+    order_id: int
+    reference: str
+    status: str
+    ready_by: datetime | None = None
 
 
 def _sell(
@@ -150,7 +176,7 @@ def _sell(
     address: str,
     bought: tuple | None,
     commit: bool = False,
-) -> Order:
+) -> _Row:
     """The order of units taken, under the product's row lock, within the purchase limits:
     the orders of it from one customer, or one address, are counted one at a time.
 
@@ -167,7 +193,6 @@ def _sell(
             product_id=stock.product_id,
             quantity=quantity,
             unit_price=stock.price,
-            status=Order.Status.COMPLETED,
             channel=channel,
             remaining_stock=stock.remaining,
             customer=customer,
@@ -183,7 +208,7 @@ def _sell(
 
 def _backorder(
     *, sku: str, quantity: int, channel: str, customer: str, address: str, email: str
-) -> tuple[StockState, Order | None]:
+) -> tuple[StockState, _Row | None]:
     """Promise the units from production and write the pre-order, or count the refusal."""
     stock, promised = promise(sku=sku, quantity=quantity, email=email)
     if promised is None:
@@ -220,7 +245,12 @@ def _backorder(
         quantity,
         promised.ready_by.isoformat(),
     )
-    return stock, order
+    return stock, _Row(
+        order_id=order.pk,
+        reference=order.reference,
+        status=order.status,
+        ready_by=promised.ready_by,
+    )
 
 
 def complete_pre_orders(*, promise_ids: list[int]) -> int:
@@ -265,31 +295,32 @@ ORDER_SQL = (
 )
 
 
-def _insert_order(*, commit: bool = False, **fields: object) -> Order:
-    """Write the order row; with `commit`, end the open transaction in the same round trip."""
-    order = Order(**fields)
-    order.created_at = timezone.now()
+def _insert_order(
+    *,
+    product_id: int,
+    quantity: int,
+    unit_price: int,
+    channel: str,
+    remaining_stock: int,
+    customer: str,
+    address: str,
+    commit: bool = False,
+) -> _Row:
+    """Write a completed order's row; with `commit`, end the open transaction in the same
+    round trip."""
+    reference = new_reference()
+    created_at = connection.ops.adapt_datetimefield_value(timezone.now())
+    status = Order.Status.COMPLETED
+    values: list[int | str | None] = [product_id, quantity, status, channel, unit_price]
+    values += [remaining_stock, customer, address, reference, created_at]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"{ORDER_SQL}; COMMIT" if commit else ORDER_SQL,
-            [
-                order.product_id,
-                order.quantity,
-                order.status,
-                order.channel,
-                order.unit_price,
-                order.remaining_stock,
-                order.customer,
-                order.address,
-                order.reference,
-                connection.ops.adapt_datetimefield_value(order.created_at),
-            ],
-        )
-        order.pk = cursor.fetchone()[0]
-        if commit:
-            cursor.nextset()
-    order._state.adding = False
-    return order
+        cursor.execute(f"{ORDER_SQL}; COMMIT" if commit else ORDER_SQL, values)
+        # Read from MySQLdb's cursor under one error wrapper: Django's wraps every call.
+        with connection.wrap_database_errors:
+            order_id = cursor.cursor.fetchone()[0]
+            if commit:
+                cursor.cursor.nextset()
+    return _Row(order_id=order_id, reference=reference, status=status)
 
 
 # Customers at one address who may each buy their whole limit in one window unless

@@ -86,7 +86,7 @@ def order(request: HttpRequest) -> HttpResponse:
     except InventoryError as exc:
         messages.error(request, exc.detail)
     else:
-        return redirect("shop:receipt", reference=result.order.reference)
+        return redirect("shop:receipt", reference=result.reference)
     return redirect("shop:storefront")
 
 

@@ -39,7 +39,7 @@ def consume() -> None:
 
 
 def test_a_pre_order_is_served_by_its_batchs_callback(aws, empty, simulator, client: Client):
-    order = place_order(sku=empty.sku, quantity=3, backorder=True).order
+    order = Order.objects.get(pk=place_order(sku=empty.sku, quantity=3, backorder=True).order_id)
     relay_outbox()
     consume()
     [job] = simulator.received
@@ -68,7 +68,7 @@ def test_a_pre_order_is_served_by_its_batchs_callback(aws, empty, simulator, cli
 def test_a_restock_given_up_after_its_re_orders_cancels_its_pre_orders(empty, simulator, settings):
     settings.FACTORY_MAX_REORDERS = 1
     settings.EVENTS_ENABLED = False
-    order = place_order(sku=empty.sku, quantity=2, backorder=True).order
+    order = Order.objects.get(pk=place_order(sku=empty.sku, quantity=2, backorder=True).order_id)
     batch = ReorderDecision.objects.get()
     overdue = timezone.now() - timedelta(seconds=settings.FACTORY_CALLBACK_TIMEOUT + 1)
     RestockRequest.objects.create(

@@ -47,7 +47,7 @@ def _race(jobs: list[Callable[[], object]]) -> list[object]:
 def _backorder(quantity: int) -> Callable[[], object]:
     def job() -> object:
         try:
-            return place_order(sku=SKU, quantity=quantity, backorder=True).order.pk
+            return place_order(sku=SKU, quantity=quantity, backorder=True).order_id
         except OutOfStock:
             return "refused"
 

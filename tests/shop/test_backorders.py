@@ -30,7 +30,8 @@ def empty(product: Product) -> Product:
 
 
 def backorder(quantity: int, **kwargs: object) -> Order:
-    return place_order(sku=SKU, quantity=quantity, backorder=True, **kwargs).order
+    result = place_order(sku=SKU, quantity=quantity, backorder=True, **kwargs)
+    return Order.objects.get(pk=result.order_id)
 
 
 def arrive(batch: ReorderDecision | None, quantity: int = 10) -> Product:

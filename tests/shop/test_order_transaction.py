@@ -47,7 +47,7 @@ def test_an_order_takes_two_round_trips_and_commits(stocked):
     assert sql[1].startswith("INSERT INTO `shop_order`") and sql[1].endswith("; COMMIT")
     assert not _in_transaction()
     assert result.remaining_stock == 18 == _stock(stocked)
-    order = Order.objects.get(pk=result.order.pk)
+    order = Order.objects.get(pk=result.order_id)
     assert (order.quantity, order.customer, order.address) == (2, "c1", "a1")
 
 
