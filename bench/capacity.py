@@ -9,12 +9,13 @@ statements back to back, read from the code at run time (a renamed one fails the
 START TRANSACTION and inventory.services.take_read (the conditional UPDATE and the state
 under its row lock, with shop.services' purchase-limit counts) in one round trip, then
 ORDER_SQL and COMMIT in another, as inventory.services.begin_take and shop.services place
-them; each order from a customer and address key of its own. "1 donut": every connection orders the
-same product; "3 donuts": the connections spread over three. The shapes alternate, each run
-on an empty order table after a warm-up. Medians over rounds of orders/s, p50/p99, the time
-the row lock is held (the UPDATE's answer to COMMIT's), and MariaDB's CPU per order (/proc).
-The web's CPU per order comes from bench/orders.py's results (or --web-ms); with it the
-script sizes the web tier. The database (its name must contain "bench") is recreated.
+them; each order from a customer and address key of its own. "1 donut": every connection
+orders the same product; "3 donuts": the connections spread over three. The shapes
+alternate, each run on an empty order table after a warm-up. Medians over rounds of
+orders/s, p50/p99, the time the row lock is held (the UPDATE's answer to COMMIT's), and
+MariaDB's CPU per order (/proc). The web's CPU per order comes from bench/orders.py's
+results (or --web-ms); with it the script sizes the web tier. The database (its name must
+contain "bench") is recreated.
 """
 
 import argparse
@@ -59,7 +60,7 @@ def _orders(db: dict[str, Any], sku: str, begin: float, start: float, end: float
     """One connection's orders from `begin` until `end`; the CPU it used from `start`."""
     from django.conf import settings
 
-    from inventory.services import _state, take_read
+    from inventory.services import StockState, _state, take_read
     from shop.models import Order, new_reference
     from shop.services import ORDER_SQL, _bought_read
 
@@ -89,7 +90,7 @@ def _orders(db: dict[str, Any], sku: str, begin: float, start: float, end: float
                 conn.rollback()
                 refused += 1
                 continue
-            state = _state(row[1:-2])
+            state = _state(row[1 : 1 + len(StockState.__dataclass_fields__)])
             now = datetime.now(UTC).replace(tzinfo=None)
             values = [state.product_id, 1, Order.Status.COMPLETED, Order.Channel.API]
             values += [state.price, state.remaining, key, key, new_reference(), now]

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import recreate_database  # noqa: E402
+from bench.stack import named_cpu, recreate_database  # noqa: E402
 
 SKU = "CP-502102"
 PATHS = {"api": "/api/orders/", "baseline": "/bench/baseline/orders/"}
@@ -102,18 +102,18 @@ def main() -> int:
 
     for path in PATHS.values():
         send(path, 100)  # warm-up: connections, caches, lazy imports
-    servers = {name: _pids(name) for name in ("mariadbd", "redis-server")}
+    servers = {"mariadbd": ("mariadbd", "mysqld"), "redis-server": ("redis-server",)}
     cpu: dict[str, dict[str, list[float]]] = {
         side: {part: [] for part in ("web", *servers)} for side in PATHS
     }
     for _ in range(args.rounds):
         for side, path in PATHS.items():
             start = time.process_time()
-            served = {name: _cpu(pids) for name, pids in servers.items()}
+            served = {name: named_cpu(*names) for name, names in servers.items()}
             send(path, args.requests)
             cpu[side]["web"].append((time.process_time() - start) / args.requests * 1000)
-            for name, pids in servers.items():
-                cpu[side][name].append((_cpu(pids) - served[name]) / args.requests * 1000)
+            for name, names in servers.items():
+                cpu[side][name].append((named_cpu(*names) - served[name]) / args.requests * 1000)
     print(f"limits {args.limits}, events {args.events}; ms CPU per request, median of rounds")
     for side, parts in cpu.items():
         medians = {part: statistics.median(values) for part, values in parts.items()}
@@ -126,23 +126,6 @@ def main() -> int:
         profiler.runcall(send, PATHS["api"], args.requests)
         pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.profile)
     return 0
-
-
-def _pids(name: str) -> list[int]:
-    return [
-        int(path.parent.name)
-        for path in Path("/proc").glob("[0-9]*/comm")
-        if path.read_text().strip() == name
-    ]
-
-
-def _cpu(pids: list[int]) -> float:
-    """Seconds of CPU (user and system) these processes have used."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -461,6 +461,15 @@ def mysql_cpu() -> dict[int, float]:
     }
 
 
+def named_cpu(*names: str) -> float:
+    """CPU seconds (user and system) the running processes of these names have used."""
+    return sum(
+        (int(fields[12]) + int(fields[13])) / CLK_TCK
+        for fields in _proc_stats().values()
+        if fields[0] in names
+    )
+
+
 # --- The operations queue --------------------------------------------------------------------
 
 

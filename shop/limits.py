@@ -1,11 +1,7 @@
 """Who a customer is: the keys that orders, purchase limits and rate limits count by."""
 
-import hashlib
-import hmac
-from functools import cache
-
-from django.conf import settings
 from django.http import HttpRequest
+from django.utils.crypto import salted_hmac
 
 from nudged.clients import client_address
 
@@ -29,15 +25,8 @@ def address_key(request: HttpRequest) -> str:
 
 def _keyed(identity: str) -> str:
     # Stored on orders and used as a cache key: no session key or address in the clear, and
-    # keyed with the secret so that nobody can hash every IPv4 address to find one. The same
-    # digest as salted_hmac(KEY_SALT, identity, algorithm="sha256"), its key derived once.
-    digest = hmac.new(_key(settings.SECRET_KEY), identity.encode(), hashlib.sha256)
-    return digest.hexdigest()[:32]
-
-
-@cache
-def _key(secret: str) -> bytes:
-    return hashlib.sha256(f"{KEY_SALT}{secret}".encode()).digest()
+    # keyed with the secret so that nobody can hash every IPv4 address to find one.
+    return salted_hmac(KEY_SALT, identity, algorithm="sha256").hexdigest()[:32]
 
 
 def describe_window(seconds: int) -> str:

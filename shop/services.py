@@ -145,26 +145,7 @@ def place_order(
         quantity,
         stock.remaining,
     )
-    return OrderResult(
-        order_id=order.order_id,
-        reference=order.reference,
-        status=order.status,
-        quantity=quantity,
-        sku=stock.sku,
-        name=stock.name,
-        remaining_stock=stock.remaining,
-        ready_by=order.ready_by,
-    )
-
-
-@dataclass(frozen=True)
-class _Row:
-    """The order row written: what the answer needs of it (no model instance per order)."""
-
-    order_id: int
-    reference: str
-    status: str
-    ready_by: datetime | None = None
+    return order
 
 
 def _sell(
@@ -176,7 +157,7 @@ def _sell(
     address: str,
     bought: tuple | None,
     commit: bool = False,
-) -> _Row:
+) -> OrderResult:
     """The order of units taken, under the product's row lock, within the purchase limits:
     the orders of it from one customer, or one address, are counted one at a time.
 
@@ -188,7 +169,7 @@ def _sell(
             _check_limits(
                 stock=stock, customer=customer, address=address, quantity=quantity, bought=bought
             )
-        order = _insert_order(
+        order_id, reference = _insert_order(
             commit=commit,
             product_id=stock.product_id,
             quantity=quantity,
@@ -203,12 +184,20 @@ def _sell(
             rollback()
         raise
     outbox.sold()
-    return order
+    return OrderResult(
+        order_id=order_id,
+        reference=reference,
+        status=Order.Status.COMPLETED,
+        quantity=quantity,
+        sku=stock.sku,
+        name=stock.name,
+        remaining_stock=stock.remaining,
+    )
 
 
 def _backorder(
     *, sku: str, quantity: int, channel: str, customer: str, address: str, email: str
-) -> tuple[StockState, _Row | None]:
+) -> tuple[StockState, OrderResult | None]:
     """Promise the units from production and write the pre-order, or count the refusal."""
     stock, promised = promise(sku=sku, quantity=quantity, email=email)
     if promised is None:
@@ -245,10 +234,14 @@ def _backorder(
         quantity,
         promised.ready_by.isoformat(),
     )
-    return stock, _Row(
+    return stock, OrderResult(
         order_id=order.pk,
         reference=order.reference,
         status=order.status,
+        quantity=quantity,
+        sku=stock.sku,
+        name=stock.name,
+        remaining_stock=stock.remaining,
         ready_by=promised.ready_by,
     )
 
@@ -305,9 +298,9 @@ def _insert_order(
     customer: str,
     address: str,
     commit: bool = False,
-) -> _Row:
+) -> tuple[int, str]:
     """Write a completed order's row; with `commit`, end the open transaction in the same
-    round trip."""
+    round trip. Returns the row's id and reference (no model instance per order)."""
     reference = new_reference()
     created_at = connection.ops.adapt_datetimefield_value(timezone.now())
     status = Order.Status.COMPLETED
@@ -320,7 +313,7 @@ def _insert_order(
             order_id = cursor.cursor.fetchone()[0]
             if commit:
                 cursor.cursor.nextset()
-    return _Row(order_id=order_id, reference=reference, status=status)
+    return order_id, reference
 
 
 # Customers at one address who may each buy their whole limit in one window unless
