@@ -5,17 +5,16 @@
     .venv/bin/python bench/capacity.py --quick    # 8 and 32 connections, 1 round of 3 s; no doc
 
 Each connection is a process with a MySQLdb connection of its own that sends an order's own
-statements back to back, read from the code at run time (a renamed one fails the import):
-START TRANSACTION and inventory.services.take_read (the conditional UPDATE and the state
-under its row lock, with shop.services' purchase-limit counts) in one round trip, then
-ORDER_SQL and COMMIT in another, as inventory.services.begin_take and shop.services place
-them; each order from a customer and address key of its own. "1 donut": every connection
+statement back to back, read from the code at run time (a renamed one fails the import):
+shop.services.quick_order, the one round trip of START TRANSACTION, the conditional UPDATE
+with the purchase limits, the order's INSERT and COMMIT; each order from a customer and
+address key of its own. "1 donut": every connection
 orders the same product; "3 donuts": the connections spread over three. The shapes
 alternate, each run on an empty order table after a warm-up. Medians over rounds of
-orders/s, p50/p99, the time the row lock is held (the UPDATE's answer to COMMIT's), and
-MariaDB's CPU per order (/proc). The web's CPU per order comes from bench/orders.py's
-results (or --web-ms); with it the script sizes the web tier. The database (its name must
-contain "bench") is recreated.
+orders/s, p50/p99 and MariaDB's CPU per order (/proc); the row lock is held only while
+MariaDB runs the statement, so no client can time it. The web's CPU per order comes from
+bench/orders.py's results (or --web-ms); with it the script sizes the web tier. The
+database (its name must contain "bench") is recreated.
 """
 
 import argparse
@@ -60,11 +59,10 @@ def _orders(db: dict[str, Any], sku: str, begin: float, start: float, end: float
     """One connection's orders from `begin` until `end`; the CPU it used from `start`."""
     from django.conf import settings
 
-    from inventory.services import StockState, _state, take_read
     from shop.models import Order, new_reference
-    from shop.services import ORDER_SQL, _bought_read
+    from shop.services import quick_order
 
-    done: list[tuple[float, float, float]] = []
+    done: list[tuple[float, float]] = []
     refused, cpu = 0, None
     try:
         opts = settings.DATABASES["default"]["OPTIONS"]  # the connection as Django opens it
@@ -77,28 +75,25 @@ def _orders(db: dict[str, Any], sku: str, begin: float, start: float, end: float
         while (began := time.monotonic()) < end:
             if cpu is None and began >= start:
                 cpu = time.process_time()
-            # As shop.services.place_order: the purchase-limit counts ride with the UPDATE.
             key = new_reference()
-            also = _bought_read(customer=key, address=key)
-            take, params = take_read(sku=sku, quantity=1, also=also)
-            cur.execute(f"START TRANSACTION; {take}", params)
+            sql, params = quick_order(
+                sku=sku,
+                quantity=1,
+                channel=Order.Channel.API,
+                customer=key,
+                address=key,
+                reference=new_reference(),
+            )
+            cur.execute(sql, params)
             cur.nextset()
             cur.nextset()
             row = cur.fetchone()
-            locked = time.monotonic()
-            if row[0] != 1:
-                conn.rollback()
+            cur.nextset()
+            if row is None:
                 refused += 1
                 continue
-            state = _state(row[1 : 1 + len(StockState.__dataclass_fields__)])
-            now = datetime.now(UTC).replace(tzinfo=None)
-            values = [state.product_id, 1, Order.Status.COMPLETED, Order.Channel.API]
-            values += [state.price, state.remaining, key, key, new_reference(), now]
-            cur.execute(f"{ORDER_SQL}; COMMIT", values)
-            cur.fetchone()
-            cur.nextset()
             ended = time.monotonic()
-            done.append((ended, ended - began, ended - locked))
+            done.append((ended, ended - began))
         conn.close()
         cpu = time.process_time() - (cpu or time.process_time())
         out.put({"done": done, "refused": refused, "cpu": cpu})
@@ -141,7 +136,6 @@ def run(
         "orders_per_s": round(len(counted) / seconds, 1),
         "p50_ms": pct([d[1] for d in counted], 0.5),
         "p99_ms": pct([d[1] for d in counted], 0.99),
-        "held_p50_ms": pct([d[2] for d in counted], 0.5),
         "mysql_ms_per_order": round(1000 * mysql_s / n, 3),
         "client_ms_per_order": round(1000 * client_s / n, 3),
         # Cores busy with work of neither (another benchmark on the shared machine, say).
@@ -196,15 +190,15 @@ def report(results: dict[str, Any]) -> str:
     med, web = results["medians"], results["web_ms_per_order"]
     one, three = med["1 donut"], med["3 donuts"]
     lines = [
-        "| connections | 1 donut: orders/s | p50 ms | p99 ms | lock held p50 ms "
+        "| connections | 1 donut: orders/s | p50 ms | p99 ms "
         "| 3 donuts: orders/s | p50 ms | p99 ms | 1 ÷ 3 |",
-        "|---:|" + "---:|" * 8,
+        "|---:|" + "---:|" * 7,
     ]
     for c in one:
         a, b = one[c], three[c]
         lines.append(
             f"| {c} | {a['orders_per_s']:.0f} | {a['p50_ms']:.1f} | {a['p99_ms']:.1f} "
-            f"| {a['held_p50_ms']:.2f} | {b['orders_per_s']:.0f} | {b['p50_ms']:.1f} "
+            f"| {b['orders_per_s']:.0f} | {b['p50_ms']:.1f} "
             f"| {b['p99_ms']:.1f} | {a['orders_per_s'] / b['orders_per_s']:.2f} |"
         )
     best = max(one, key=lambda c: one[c]["orders_per_s"])
@@ -259,8 +253,8 @@ def main() -> int:
                     raise SystemExit(f"{shape} sold out: raise the stock")
                 print(
                     f"#{n + 1} {shape:8} {conns:3} connections: {r['orders_per_s']:7.1f} "
-                    f"orders/s p50 {r['p50_ms']:6.1f} p99 {r['p99_ms']:6.1f} ms held "
-                    f"{r['held_p50_ms']:.2f} ms MariaDB {r['mysql_ms_per_order']:.2f} ms/order, "
+                    f"orders/s p50 {r['p50_ms']:6.1f} p99 {r['p99_ms']:6.1f} ms "
+                    f"MariaDB {r['mysql_ms_per_order']:.2f} ms/order, "
                     f"other {r['other_cores']:.2f} cores",
                     flush=True,
                 )

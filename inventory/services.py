@@ -3,7 +3,7 @@
 import contextlib
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from time import monotonic, sleep
 
@@ -66,10 +66,18 @@ STOCK_COLUMNS = f"{STOCK_FIELDS} {STOCK_FROM}"
 STOCK_SQL = f"SELECT {STOCK_COLUMNS} WHERE `p`.`sku` = %s"
 # Each pair goes in one round trip: the change, then the state under the row lock it took
 # (with ROW_COUNT(), whether the change matched), and what the caller reads with it
-# (take_stock's `also`: its columns after the state's, its join after the factory's).
+# (take_stock's `also`: its columns after the state's).
 TAKE_READ_SQL = (
-    f"{TAKE_SQL}; SELECT ROW_COUNT(), {STOCK_FIELDS}{{columns}} {STOCK_FROM}{{join}} "
-    "WHERE `p`.`sku` = %s{group}"
+    f"{TAKE_SQL}; SELECT ROW_COUNT(), {STOCK_FIELDS}{{columns}} {STOCK_FROM} WHERE `p`.`sku` = %s"
+)
+# An order's common case, settled by the UPDATE alone (quiet_take): stock left above zero (no
+# depletion to open) and, for an adaptive product, its position at or above the reorder point
+# (no reorder to decide: policy.needs_order, which a test holds this to).
+QUIET_TAKE_SQL = (
+    "UPDATE `inventory_product` `p` SET `p`.`stock` = `p`.`stock` - %s, "
+    "`p`.`units_sold` = `p`.`units_sold` + %s, `p`.`updated_at` = UTC_TIMESTAMP(6) "
+    "WHERE `p`.`sku` = %s AND `p`.`stock` > %s AND (`p`.`replenishment_mode` <> %s "
+    "OR `p`.`stock` - %s + `p`.`on_order` - `p`.`promised` >= `p`.`reorder_point`){also}"
 )
 # The product's row first: the upsert's foreign key check then needs no lock of its own on it
 # (two refusals each holding a shared lock and waiting to update the row would deadlock).
@@ -118,14 +126,12 @@ class StockState:
 
 @dataclass(frozen=True)
 class Also:
-    """What a caller reads under take_stock's row lock, in the state's own SELECT: `columns`
-    over the product `p` (and the `join`'s tables, aggregated per product), with their
-    parameters in the statement's order."""
+    """What a caller adds to an order's statement over the product `p`, under its row lock:
+    columns of the state's own SELECT (take_stock), or a condition of the UPDATE
+    (quiet_take); with their parameters in the statement's order."""
 
     columns: str
     params: list[str | int | None]
-    join: str = ""
-    join_params: list[str | int | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -188,34 +194,27 @@ def take_stock(
     return StockOutcome(taken=taken, state=state, depleted=depleted, decision=decision, also=extra)
 
 
-def begin_take(*, sku: str, quantity: int, also: Also | None = None) -> StockOutcome | None:
-    """take_stock's common case, for a caller outside any transaction: the units taken with
-    nothing else due (no refusal to count, no depletion to open, no reorder to decide).
+def quiet_take(*, sku: str, quantity: int, also: Also | None = None) -> tuple[str, list]:
+    """QUIET_TAKE_SQL for this order, with the caller's conditions `also` (its `columns`: a
+    boolean expression over the product `p`, checked under the row lock the UPDATE takes),
+    and its parameters.
 
-    The transaction opens in the UPDATE's own round trip (START TRANSACTION) and is left
-    open under the row lock: the caller ends it with its own last statement (`...; COMMIT`),
-    or with ROLLBACK when it raises. Django's transaction.atomic would cost two round trips
-    more (autocommit off, then on again), on every order.
-
-    Returns None, with the transaction rolled back and nothing changed, when anything else
-    is due: the caller then calls take_stock inside transaction.atomic(). Raises UnknownSku.
+    It is take_stock's common case, settled by the database alone: the units are taken only
+    when nothing else is due once they are (no depletion to open, no reorder to decide, the
+    caller's conditions held). The caller runs it in a transaction of its own and reads
+    ROW_COUNT() after it; when no row changed, nothing did, and take_stock decides the order
+    inside transaction.atomic (and raises UnknownSku for a SKU no product has).
     """
-    if connection.in_atomic_block:
-        return None
-    try:
-        taken, state, extra = _take(sku=sku, quantity=quantity, also=also, begin=True)
-    except BaseException:
-        rollback()
-        raise
-    if taken and state.remaining > 0 and not policy.needs_order(state.policy()):
-        return StockOutcome(taken=True, state=state, depleted=False, decision=None, also=extra)
-    rollback()
-    return None
+    params: list[str | int | None] = [quantity, quantity, sku, quantity, Product.Mode.ADAPTIVE]
+    params.append(quantity)
+    if also is None:
+        return QUIET_TAKE_SQL.format(also=""), params
+    return QUIET_TAKE_SQL.format(also=f" AND {also.columns}"), [*params, *also.params]
 
 
 def rollback() -> None:
-    """End the transaction begin_take left open, changing nothing (a broken connection has
-    lost it already)."""
+    """End a transaction a caller began in its own statements, changing nothing (a broken
+    connection has lost it already)."""
     with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
         cursor.execute("ROLLBACK")
 
@@ -226,10 +225,8 @@ def take_read(
     """TAKE_READ_SQL for this order, with `also`, and its parameters."""
     params: list[str | int | None] = [quantity, quantity, sku, quantity]
     if also is None:
-        return TAKE_READ_SQL.format(columns="", join="", group=""), [*params, sku]
-    group = " GROUP BY `p`.`id`" if also.join else ""
-    sql = TAKE_READ_SQL.format(columns=f", {also.columns}", join=also.join, group=group)
-    return sql, [*params, *also.params, *also.join_params, sku]
+        return TAKE_READ_SQL.format(columns=""), [*params, sku]
+    return TAKE_READ_SQL.format(columns=f", {also.columns}"), [*params, *also.params, sku]
 
 
 def _take(

@@ -13,10 +13,10 @@ from factory_bridge.services import outbox
 from inventory.services import (
     Also,
     StockState,
-    begin_take,
     count_limited,
     count_refused,
     promise,
+    quiet_take,
     rollback,
     take_stock,
 )
@@ -36,7 +36,6 @@ class OrderResult:
     status: str
     quantity: int
     sku: str
-    name: str
     remaining_stock: int
     # A pre-order's promised time.
     ready_by: datetime | None = None
@@ -75,49 +74,72 @@ def place_order(
     refusals in aggregate. What the order set off (a depletion, a reorder) inventory
     decides and announces in the same transaction.
     """
+    order = _quick_sell(
+        sku=sku, quantity=quantity, channel=channel, customer=customer, address=address
+    ) or _place(
+        sku=sku,
+        quantity=quantity,
+        channel=channel,
+        customer=customer,
+        address=address,
+        backorder=backorder,
+        email=email,
+    )
+    # The rest of the request logs it too (Django's, gunicorn's access line).
+    add_to_log_context(order=order.order_id)
+    # Completed orders are the bulk of the traffic; their rows and events are the record.
+    logger.debug(
+        "order completed order=%s sku=%s quantity=%s stock=%s",
+        order.order_id,
+        order.sku,
+        quantity,
+        order.remaining_stock,
+    )
+    return order
+
+
+def _place(
+    *,
+    sku: str,
+    quantity: int,
+    channel: str,
+    customer: str,
+    address: str,
+    backorder: bool,
+    email: str,
+) -> OrderResult:
+    """The order decided under the product's row lock in transaction.atomic, with whatever it
+    sets off (a refusal counted, a depletion, a reorder, a pre-order, a limit reached)."""
     order = None
     also = _bought_read(customer=customer, address=address) if customer or address else None
     try:
-        quick = begin_take(sku=sku, quantity=quantity, also=also)
-        if quick is not None:
-            stock = quick.state
-            order = _sell(
-                stock=stock,
+        with transaction.atomic():
+            outcome = take_stock(
+                sku=sku,
                 quantity=quantity,
-                channel=channel,
-                customer=customer,
-                address=address,
-                bought=quick.also,
-                commit=True,
+                client=address or customer,
+                count_refusal=not backorder,
+                also=also,
             )
-        else:
-            with transaction.atomic():
-                outcome = take_stock(
+            stock = outcome.state
+            if not outcome.taken and backorder:
+                stock, order = _backorder(
                     sku=sku,
                     quantity=quantity,
-                    client=address or customer,
-                    count_refusal=not backorder,
-                    also=also,
+                    channel=channel,
+                    customer=customer,
+                    address=address,
+                    email=email,
                 )
-                stock = outcome.state
-                if not outcome.taken and backorder:
-                    stock, order = _backorder(
-                        sku=sku,
-                        quantity=quantity,
-                        channel=channel,
-                        customer=customer,
-                        address=address,
-                        email=email,
-                    )
-                elif outcome.taken:
-                    order = _sell(
-                        stock=stock,
-                        quantity=quantity,
-                        channel=channel,
-                        customer=customer,
-                        address=address,
-                        bought=outcome.also,
-                    )
+            elif outcome.taken:
+                order = _sell(
+                    stock=stock,
+                    quantity=quantity,
+                    channel=channel,
+                    customer=customer,
+                    address=address,
+                    bought=outcome.also,
+                )
     except PurchaseLimitReached as limited:
         count_limited(product_id=stock.product_id)
         logger.info(
@@ -135,17 +157,77 @@ def place_order(
         raise OutOfStock(
             sku=stock.sku, name=stock.name, available=stock.remaining, requested=quantity
         )
-    # The rest of the request logs it too (Django's, gunicorn's access line).
-    add_to_log_context(order=order.order_id)
-    # Completed orders are the bulk of the traffic; their rows and events are the record.
-    logger.debug(
-        "order completed order=%s sku=%s quantity=%s stock=%s",
-        order.order_id,
-        stock.sku,
-        quantity,
-        stock.remaining,
-    )
     return order
+
+
+# An order that sets nothing else off, in one round trip: the units taken (quiet_take, with
+# the purchase limits as its condition), the order's row written from the product row the
+# UPDATE locked, and COMMIT. The row lock is held only while MariaDB runs these statements,
+# never across a round trip or the web process's own work. ROW_COUNT() is the UPDATE's.
+QUICK_ORDER_SQL = (
+    "START TRANSACTION; {take}; INSERT INTO `shop_order` (`product_id`, `quantity`, `status`, "
+    "`channel`, `unit_price`, `remaining_stock`, `customer`, `address`, `reference`, "
+    "`created_at`) SELECT `p`.`id`, %s, %s, %s, `p`.`price`, `p`.`stock`, %s, %s, %s, %s "
+    "FROM `inventory_product` `p` WHERE `p`.`sku` = %s AND ROW_COUNT() = 1 "
+    "RETURNING `id`, `remaining_stock`, (SELECT `q`.`sku` FROM `inventory_product` `q` "
+    "WHERE `q`.`id` = `product_id`); COMMIT"
+)
+
+
+def _quick_sell(
+    *, sku: str, quantity: int, channel: str, customer: str, address: str
+) -> OrderResult | None:
+    """The order in one round trip when it sets nothing else off, or None (nothing changed):
+    the caller then places it in transaction.atomic (_place). Inside a caller's transaction
+    it is always None."""
+    if connection.in_atomic_block:
+        return None
+    reference = new_reference()
+    sql, params = quick_order(
+        sku=sku,
+        quantity=quantity,
+        channel=channel,
+        customer=customer,
+        address=address,
+        reference=reference,
+    )
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            # Read from MySQLdb's cursor under one error wrapper: Django's wraps every call.
+            with connection.wrap_database_errors:
+                results = cursor.cursor
+                results.nextset()  # the UPDATE's
+                results.nextset()  # the INSERT's
+                row = results.fetchone()
+                results.nextset()  # COMMIT's
+    except BaseException:
+        rollback()
+        raise
+    if row is None:
+        return None
+    order_id, remaining, canonical_sku = row
+    outbox.sold()
+    return OrderResult(
+        order_id=order_id,
+        reference=reference,
+        status=Order.Status.COMPLETED,
+        quantity=quantity,
+        sku=canonical_sku,
+        remaining_stock=remaining,
+    )
+
+
+def quick_order(
+    *, sku: str, quantity: int, channel: str, customer: str, address: str, reference: str
+) -> tuple[str, list[str | int | None]]:
+    """QUICK_ORDER_SQL for this order, and its parameters."""
+    limits = _within_limits(customer=customer, address=address, quantity=quantity)
+    take, params = quiet_take(sku=sku, quantity=quantity, also=limits)
+    created_at = connection.ops.adapt_datetimefield_value(timezone.now())
+    params += [quantity, Order.Status.COMPLETED, channel, customer, address, reference]
+    params += [created_at, sku]
+    return QUICK_ORDER_SQL.format(take=take), params
 
 
 def _sell(
@@ -156,33 +238,23 @@ def _sell(
     customer: str,
     address: str,
     bought: tuple | None,
-    commit: bool = False,
 ) -> OrderResult:
     """The order of units taken, under the product's row lock, within the purchase limits:
-    the orders of it from one customer, or one address, are counted one at a time.
-
-    With `commit`, the transaction begin_take left open ends with the order's INSERT (or is
-    rolled back when this raises); else raising rolls the caller's atomic block back.
-    """
-    try:
-        if customer or address:
-            _check_limits(
-                stock=stock, customer=customer, address=address, quantity=quantity, bought=bought
-            )
-        order_id, reference = _insert_order(
-            commit=commit,
-            product_id=stock.product_id,
-            quantity=quantity,
-            unit_price=stock.price,
-            channel=channel,
-            remaining_stock=stock.remaining,
-            customer=customer,
-            address=address,
+    the orders of it from one customer, or one address, are counted one at a time. Raising
+    rolls the caller's atomic block back."""
+    if customer or address:
+        _check_limits(
+            stock=stock, customer=customer, address=address, quantity=quantity, bought=bought
         )
-    except BaseException:
-        if commit:
-            rollback()
-        raise
+    order_id, reference = _insert_order(
+        product_id=stock.product_id,
+        quantity=quantity,
+        unit_price=stock.price,
+        channel=channel,
+        remaining_stock=stock.remaining,
+        customer=customer,
+        address=address,
+    )
     outbox.sold()
     return OrderResult(
         order_id=order_id,
@@ -190,7 +262,6 @@ def _sell(
         status=Order.Status.COMPLETED,
         quantity=quantity,
         sku=stock.sku,
-        name=stock.name,
         remaining_stock=stock.remaining,
     )
 
@@ -240,7 +311,6 @@ def _backorder(
         status=order.status,
         quantity=quantity,
         sku=stock.sku,
-        name=stock.name,
         remaining_stock=stock.remaining,
         ready_by=promised.ready_by,
     )
@@ -297,23 +367,16 @@ def _insert_order(
     remaining_stock: int,
     customer: str,
     address: str,
-    commit: bool = False,
 ) -> tuple[int, str]:
-    """Write a completed order's row; with `commit`, end the open transaction in the same
-    round trip. Returns the row's id and reference (no model instance per order)."""
+    """Write a completed order's row: its id and reference (no model instance per order)."""
     reference = new_reference()
     created_at = connection.ops.adapt_datetimefield_value(timezone.now())
     status = Order.Status.COMPLETED
     values: list[int | str | None] = [product_id, quantity, status, channel, unit_price]
     values += [remaining_stock, customer, address, reference, created_at]
     with connection.cursor() as cursor:
-        cursor.execute(f"{ORDER_SQL}; COMMIT" if commit else ORDER_SQL, values)
-        # Read from MySQLdb's cursor under one error wrapper: Django's wraps every call.
-        with connection.wrap_database_errors:
-            order_id = cursor.cursor.fetchone()[0]
-            if commit:
-                cursor.cursor.nextset()
-    return order_id, reference
+        cursor.execute(ORDER_SQL, values)
+        return cursor.fetchone()[0], reference
 
 
 # Customers at one address who may each buy their whole limit in one window unless
@@ -335,51 +398,65 @@ def address_limit(stock: StockState) -> int:
     return ADDRESS_CUSTOMERS * purchase_limit(stock)
 
 
-# Both counts, each a range of its own index (waiting pre-orders count, cancelled ones do
-# not), as expressions over the product `p`: they ride in take_stock's read of the state,
-# under the product's row lock, on every order with a customer. The indexes are named: the
-# product's index would read every order of the product instead (the optimizer's choice while
-# the table is small). A count whose limit is off (as purchase_limit and address_limit reckon
-# it) is not read at all: one address's orders, many with no limit on, would be a long range.
-BOUGHT = (
-    "CASE WHEN COALESCE(`p`.`purchase_limit`, %s) > 0 THEN "
+# The limits, as expressions over the product `p`: the customer's, then the address's
+# ceiling (0: off).
+CUSTOMER_LIMIT = "COALESCE(`p`.`purchase_limit`, %s)"
+ADDRESS_LIMIT = "COALESCE(%s, %s * COALESCE(`p`.`purchase_limit`, %s))"
+# What one customer, or everyone at one address, bought of the product `p` in the window, each
+# a range of its own index (waiting pre-orders count, cancelled ones do not). The indexes are
+# named: the product's index would read every order of the product instead (the optimizer's
+# choice while the table is small).
+CUSTOMER_BOUGHT = (
     "(SELECT COALESCE(SUM(`quantity`), 0) FROM `shop_order` FORCE INDEX (`order_customer`) "
     "WHERE `customer` = %s AND `product_id` = `p`.`id` AND `created_at` >= %s "
-    "AND `status` <> 'cancelled') ELSE 0 END, "
-    "CASE WHEN COALESCE(%s, %s * COALESCE(`p`.`purchase_limit`, %s)) > 0 THEN "
+    "AND `status` <> 'cancelled')"
+)
+ADDRESS_BOUGHT = (
     "(SELECT COALESCE(SUM(`quantity`), 0) FROM `shop_order` FORCE INDEX (`order_address`) "
     "WHERE `address` = %s AND `product_id` = `p`.`id` AND `created_at` >= %s "
-    "AND `status` <> 'cancelled') ELSE 0 END"
+    "AND `status` <> 'cancelled')"
+)
+# Both counts as columns of take_stock's read of the state, under the product's row lock. A
+# count whose limit is off is not read at all: one address's orders, many with no limit on,
+# would be a long range.
+BOUGHT = (
+    f"CASE WHEN {CUSTOMER_LIMIT} > 0 THEN {CUSTOMER_BOUGHT} ELSE 0 END, "
+    f"CASE WHEN {ADDRESS_LIMIT} > 0 THEN {ADDRESS_BOUGHT} ELSE 0 END"
 )
 # The same counts on their own, for a pre-order (promise holds the lock then).
 BOUGHT_SQL = f"SELECT {BOUGHT} FROM `inventory_product` `p` WHERE `p`.`id` = %s"
-# A Sales API or /checkout client is its address: its orders are the ones of that address
-# whose customer is that key too, so one range of the address's index counts both (a
-# storefront customer's key, from a session, is never an address's).
-BOUGHT_BY_ADDRESS = (
-    "COALESCE(SUM(IF(`o`.`customer` = %s, `o`.`quantity`, 0)), 0), COALESCE(SUM(`o`.`quantity`), 0)"
+# Each limit as a condition of the order's UPDATE (quiet_take): this order fits under it.
+WITHIN_CUSTOMER_LIMIT = (
+    f"CASE WHEN {CUSTOMER_LIMIT} > 0 THEN {CUSTOMER_BOUGHT} + %s <= {CUSTOMER_LIMIT} ELSE 1 END"
 )
-ADDRESS_RANGE = (
-    " LEFT JOIN `shop_order` `o` FORCE INDEX (`order_address`) ON `o`.`address` = %s "
-    "AND `o`.`product_id` = `p`.`id` AND `o`.`created_at` >= %s AND `o`.`status` <> 'cancelled' "
-    "AND (COALESCE(`p`.`purchase_limit`, %s) > 0 "
-    "OR COALESCE(%s, %s * COALESCE(`p`.`purchase_limit`, %s)) > 0)"
+WITHIN_ADDRESS_LIMIT = (
+    f"CASE WHEN {ADDRESS_LIMIT} > 0 THEN {ADDRESS_BOUGHT} + %s <= {ADDRESS_LIMIT} ELSE 1 END"
 )
 
 
 def _bought_read(*, customer: str, address: str) -> Also:
     """What this order's customer and address bought of the product in the purchase-limit
     window, read with take_stock: (customer's units, address's units)."""
-    if customer and customer == address:
-        default = settings.PURCHASE_LIMIT
-        per_address = settings.PURCHASE_LIMIT_PER_ADDRESS
-        return Also(
-            columns=BOUGHT_BY_ADDRESS,
-            params=[customer],
-            join=ADDRESS_RANGE,
-            join_params=[address, _since(), default, per_address, ADDRESS_CUSTOMERS, default],
-        )
     return Also(columns=BOUGHT, params=_bought_params(customer=customer, address=address))
+
+
+def _within_limits(*, customer: str, address: str, quantity: int) -> Also | None:
+    """quiet_take's condition that this order fits under the customer's limit and the
+    address's ceiling (a key not given has none)."""
+    default = settings.PURCHASE_LIMIT
+    per_address = settings.PURCHASE_LIMIT_PER_ADDRESS
+    since = _since() if customer or address else ""
+    conditions, params = [], []
+    if customer:
+        conditions.append(WITHIN_CUSTOMER_LIMIT)
+        params += [default, customer, since, quantity, default]
+    if address:
+        conditions.append(WITHIN_ADDRESS_LIMIT)
+        limit = [per_address, ADDRESS_CUSTOMERS, default]
+        params += [*limit, address, since, quantity, *limit]
+    if not conditions:
+        return None
+    return Also(columns=" AND ".join(conditions), params=params)
 
 
 def _bought_params(*, customer: str, address: str) -> list[str | int | None]:

@@ -250,3 +250,48 @@ def test_end_depletion_lets_the_next_empty_order_open_a_new_one(product):
     assert product.depleted_at is None
     Product.objects.filter(pk=product.pk).update(stock=1)
     assert take_stock(sku="CP-502101", quantity=1).depleted is True
+
+
+@pytest.mark.django_db
+def test_quiet_take_takes_exactly_when_the_policy_calls_for_nothing_else(product):
+    """quiet_take's UPDATE settles an order alone only when take_stock would open no depletion
+    and decide no reorder: its SQL and policy.needs_order agree on every state of a grid."""
+    from itertools import product as grid
+
+    from django.db import connection, transaction
+
+    from inventory import policy
+    from inventory.services import quiet_take
+
+    modes = (Product.Mode.ADAPTIVE, Product.Mode.AT_ZERO)
+    for mode, stock, on_order, promised, point, quantity in grid(
+        modes, (0, 1, 2, 5), (0, 3), (0, 2), (0, 3, 6), (1, 2)
+    ):
+        if promised > on_order:
+            continue  # no such product (product_promised_on_order)
+        Product.objects.filter(pk=product.pk).update(
+            replenishment_mode=mode,
+            stock=stock,
+            on_order=on_order,
+            promised=promised,
+            reorder_point=point,
+        )
+        with transaction.atomic(), connection.cursor() as cursor:
+            sql, params = quiet_take(sku=product.sku, quantity=quantity)
+            cursor.execute(sql, params)
+            taken = cursor.rowcount == 1
+            transaction.set_rollback(True)
+        after = policy.Stock(
+            mode=mode,
+            on_hand=stock - quantity,
+            on_order=on_order,
+            rate=0.0,
+            reorder_point=point,
+            review=60,
+            restock_quantity=1,
+            min_quantity=1,
+            max_quantity=1,
+            promised=promised,
+        )
+        quiet = stock - quantity > 0 and not policy.needs_order(after)
+        assert taken == quiet, (mode, stock, on_order, promised, point, quantity)

@@ -1,6 +1,7 @@
-"""An order outside any transaction runs in two round trips (inventory.services.begin_take):
-START TRANSACTION with the UPDATE and the state, then the order's INSERT with COMMIT. Whatever
-else an order sets off goes through transaction.atomic, and nothing is left half done."""
+"""An order outside any transaction that sets nothing else off is one round trip
+(shop.services._quick_sell): START TRANSACTION, the UPDATE that takes the units only when
+nothing else is due and the purchase limits hold, the order's INSERT from the row it locked,
+COMMIT. Anything else goes through transaction.atomic, and nothing is left half done."""
 
 from unittest import mock
 
@@ -8,7 +9,7 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from inventory.models import Product
+from inventory.models import Product, ReorderDecision
 from shop import services
 from shop.exceptions import OutOfStock, PurchaseLimitReached
 from shop.models import Order
@@ -37,39 +38,90 @@ def _stock(product: Product) -> int:
     return product.stock
 
 
-def test_an_order_takes_two_round_trips_and_commits(stocked):
-    with CaptureQueriesContext(connection) as queries:
-        result = place_order(sku=SKU, quantity=2, customer="c1", address="a1")
+def _sent(queries: CaptureQueriesContext) -> list[str]:
+    return [query["sql"] for query in queries.captured_queries]
 
-    sql = [query["sql"] for query in queries.captured_queries]
-    assert len(sql) == 2
-    assert sql[0].startswith("START TRANSACTION; UPDATE `inventory_product`")
-    assert sql[1].startswith("INSERT INTO `shop_order`") and sql[1].endswith("; COMMIT")
+
+def test_an_order_is_one_round_trip_and_commits(stocked):
+    with CaptureQueriesContext(connection) as queries:
+        result = place_order(sku=SKU.lower(), quantity=2, customer="c1", address="a1")
+
+    [sql] = _sent(queries)
+    assert sql.startswith("START TRANSACTION; UPDATE `inventory_product`")
+    assert sql.endswith("; COMMIT")
     assert not _in_transaction()
+    # The answer names the product as it is stored, whatever case the SKU was sent in.
+    assert (result.sku, result.quantity, result.status) == (SKU, 2, Order.Status.COMPLETED)
     assert result.remaining_stock == 18 == _stock(stocked)
     order = Order.objects.get(pk=result.order_id)
     assert (order.quantity, order.customer, order.address) == (2, "c1", "a1")
+    assert (order.reference, order.remaining_stock, order.unit_price) == (
+        result.reference,
+        18,
+        stocked.price,
+    )
+    stocked.refresh_from_db()
+    assert stocked.units_sold == 2
 
 
-def test_a_purchase_limit_reached_takes_nothing_and_ends_the_transaction(stocked, settings):
+@pytest.mark.parametrize(
+    ("customer", "address", "per_address", "scope", "bought"),
+    [
+        ("c1", "a2", None, PurchaseLimitReached.CUSTOMER, 3),
+        ("c2", "a1", 4, PurchaseLimitReached.ADDRESS, 3),
+    ],
+)
+def test_a_limit_reached_takes_nothing_and_ends_the_transaction(
+    stocked, settings, customer, address, per_address, scope, bought
+):
     settings.PURCHASE_LIMIT = 3
+    settings.PURCHASE_LIMIT_PER_ADDRESS = per_address
     place_order(sku=SKU, quantity=3, customer="c1", address="a1")
 
-    with pytest.raises(PurchaseLimitReached) as limited:
-        place_order(sku=SKU, quantity=1, customer="c1", address="a2")
+    with (
+        CaptureQueriesContext(connection) as queries,
+        pytest.raises(PurchaseLimitReached) as limited,
+    ):
+        place_order(sku=SKU, quantity=2, customer=customer, address=address)
 
-    assert (limited.value.scope, limited.value.bought) == (PurchaseLimitReached.CUSTOMER, 3)
+    # The quick UPDATE changed nothing; transaction.atomic named the limit and rolled back.
+    assert _sent(queries)[0].startswith("START TRANSACTION; UPDATE")
+    assert (limited.value.scope, limited.value.bought) == (scope, bought)
     assert not _in_transaction()
     assert _stock(stocked) == 17
     assert stocked.orders_limited == 1
     assert Order.objects.count() == 1
 
 
+def test_a_product_s_own_limit_holds_in_the_quick_update(stocked, settings):
+    settings.PURCHASE_LIMIT = 10
+    Product.objects.filter(pk=stocked.pk).update(purchase_limit=2)
+    place_order(sku=SKU, quantity=1, customer="c1", address="a1")
+    place_order(sku=SKU, quantity=1, customer="c1", address="a1")
+
+    with pytest.raises(PurchaseLimitReached) as limited:
+        place_order(sku=SKU, quantity=1, customer="c1", address="a1")
+
+    assert (limited.value.limit, limited.value.bought) == (2, 2)
+    assert _stock(stocked) == 18
+
+
+def test_with_the_limits_off_an_order_counts_nothing(stocked, settings):
+    settings.PURCHASE_LIMIT = 0
+    settings.PURCHASE_LIMIT_PER_ADDRESS = None
+    for _ in range(4):
+        with CaptureQueriesContext(connection) as queries:
+            place_order(sku=SKU, quantity=4, customer="c1", address="a1")
+        assert len(queries) == 1
+
+    assert _stock(stocked) == 4
+
+
 def test_a_failed_insert_rolls_the_units_back(stocked):
-    values = ", ".join(["%s"] * services.ORDER_SQL.count("%s"))
+    broken = services.QUICK_ORDER_SQL.replace("INSERT INTO `shop_order`", "INSERT INTO `no_such`")
     with (
-        mock.patch.object(services, "ORDER_SQL", f"INSERT INTO `no_such_table` VALUES ({values})"),
-        pytest.raises(DatabaseError, match="no_such_table"),
+        mock.patch.object(services, "QUICK_ORDER_SQL", broken),
+        pytest.raises(DatabaseError, match="no_such"),
     ):
         place_order(sku=SKU, quantity=2, customer="c1", address="a1")
 
@@ -82,12 +134,24 @@ def test_the_last_units_open_the_depletion_in_one_atomic_block(stocked):
     with CaptureQueriesContext(connection) as queries:
         result = place_order(sku=SKU, quantity=20)
 
-    sql = [query["sql"] for query in queries.captured_queries]
-    # The quick try was rolled back; transaction.atomic took the units and opened the depletion.
-    assert "ROLLBACK" in sql
+    sent = _sent(queries)
+    # The quick UPDATE matched nothing (it leaves stock above zero); transaction.atomic took
+    # the units and opened the depletion.
+    assert sent[0].startswith("START TRANSACTION; UPDATE") and len(sent) > 1
     assert result.remaining_stock == 0 == _stock(stocked)
     assert stocked.depleted_at is not None
     assert not _in_transaction()
+
+
+def test_an_order_that_calls_for_a_reorder_decides_it(stocked):
+    Product.objects.filter(pk=stocked.pk).update(
+        replenishment_mode=Product.Mode.ADAPTIVE, reorder_point=15, on_order=0, promised=0
+    )
+
+    result = place_order(sku=SKU, quantity=6)
+
+    assert result.remaining_stock == 14 == _stock(stocked)
+    assert ReorderDecision.objects.filter(product=stocked).exists()
 
 
 def test_a_refusal_is_counted_and_changes_no_stock(stocked):
