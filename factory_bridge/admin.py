@@ -14,7 +14,7 @@ from django.utils.html import format_html, format_html_join
 
 from factory_bridge.models import DlqJob, FailedMessage, OutboxEvent, RestockRequest
 from factory_bridge.services import dlq_jobs, outbox
-from nudged.admin import ReadOnlyAdmin
+from nudged.core.admin import ReadOnlyAdmin
 
 # The index shows how many messages are dead, at a glance.
 admin.site.index_template = "admin/factory_bridge/index.html"

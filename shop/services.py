@@ -20,7 +20,7 @@ from inventory.services import (
     rollback,
     take_stock,
 )
-from nudged.logs import add_to_log_context
+from nudged.core.logs import add_to_log_context
 from shop.exceptions import OutOfStock, PurchaseLimitReached
 from shop.models import Order, new_reference
 

@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from factory_bridge.models import OutboxEvent
 from inventory.models import StockAdjustment
-from nudged.admin import ReadOnlyAdmin
+from nudged.core.admin import ReadOnlyAdmin
 from shop.models import Order
 
 RECORDS = [OutboxEvent, StockAdjustment, Order]

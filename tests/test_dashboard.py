@@ -9,7 +9,7 @@ from django.utils import timezone
 from factory_bridge import events
 from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
 from inventory.models import Product, ReorderDecision, StockAdjustment
-from nudged.dashboard import selectors
+from nudged.ops.dashboard import selectors
 from shop.models import Order
 from shop.services import place_order
 

@@ -25,7 +25,7 @@ from factory_bridge.models import FailedMessage, MessageFailure
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
 from factory_bridge.services import leases
 from factory_bridge.services.restock.abandon import abandon
-from nudged.logs import log_context
+from nudged.core.logs import log_context
 
 logger = logging.getLogger(__name__)
 

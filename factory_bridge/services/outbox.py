@@ -34,7 +34,7 @@ from factory_bridge.publishers import (
     get_publisher,
 )
 from factory_bridge.services import leases, pollers
-from nudged.loading import load
+from nudged.core.loading import load
 
 logger = logging.getLogger(__name__)
 

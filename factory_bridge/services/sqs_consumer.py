@@ -19,7 +19,7 @@ from factory_bridge.exceptions import UnreadableMessage
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
 from factory_bridge.services import pollers
 from factory_bridge.services.dlq import dead_letter, record_failure
-from nudged.logs import log_context
+from nudged.core.logs import log_context
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from factory_bridge.models import OutboxEvent, RestockRequest
 from factory_bridge.services.restock.callback import callback_token
 from inventory.models import Product, StockAdjustment
-from nudged.logs import RedactCallbackTokens
+from nudged.core.logs import RedactCallbackTokens
 from tests.factory_bridge.factory import order_body
 
 pytestmark = pytest.mark.django_db

@@ -19,7 +19,7 @@ from factory_bridge.models import RestockRequest
 from factory_bridge.selectors import batch_of
 from factory_bridge.services import outbox
 from inventory.services import receive_stock
-from nudged.logs import add_to_log_context
+from nudged.core.logs import add_to_log_context
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from factory_bridge.services import factory_calls
 from factory_bridge.services.restock.callback import callback_url
 from inventory.models import Product, ReorderDecision
 from inventory.services import batch_accepted, hold_on_order, review
-from nudged.logs import log_context
+from nudged.core.logs import log_context
 
 logger = logging.getLogger(__name__)
 
