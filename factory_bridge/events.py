@@ -8,9 +8,9 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
-from factory_bridge.models import OutboxEvent
 from inventory.models import ReorderDecision
 from inventory.services import RefusalCount, StockState
+from nudged.core.models import OutboxEvent
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,9 @@ from django.db import OperationalError, connection
 from django.test import Client
 from django.utils import timezone
 
-from factory_bridge.models import FailedMessage, WorkerLease
+from factory_bridge.models import FailedMessage
 from factory_bridge.services import outbox
+from nudged.core.models import WorkerLease
 
 pytestmark = pytest.mark.django_db
 

@@ -9,10 +9,11 @@ from django.contrib.sessions.models import Session
 from django.utils import timezone
 from django_q.models import Schedule
 
-from factory_bridge.models import MessageFailure, OutboxEvent, RestockRequest
+from factory_bridge.models import MessageFailure, RestockRequest
 from factory_bridge.services.schedules import install_schedules
 from inventory.models import ReorderDecision, StockAdjustment, StockAlert
 from nudged import tasks
+from nudged.core.models import OutboxEvent
 from nudged.core.purges import delete_in_batches
 from nudged.ops import purges
 from nudged.settings.base import RETENTION_SETTINGS

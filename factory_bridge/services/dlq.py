@@ -23,8 +23,8 @@ from factory_bridge.infrastructure import dead_letter_queues
 from factory_bridge.messages import fingerprint, read_envelope
 from factory_bridge.models import FailedMessage, MessageFailure
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
-from factory_bridge.services import leases
 from factory_bridge.services.restock.abandon import abandon
+from nudged.core import leases
 from nudged.core.logs import log_context
 
 logger = logging.getLogger(__name__)

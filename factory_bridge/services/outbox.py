@@ -25,7 +25,6 @@ from django.db.models import F
 from django.utils import timezone
 
 from factory_bridge import events
-from factory_bridge.models import OutboxEvent, WorkerLease
 from factory_bridge.publishers import (
     SNS_BATCH_SIZE,
     Message,
@@ -33,8 +32,9 @@ from factory_bridge.publishers import (
     PublishError,
     get_publisher,
 )
-from factory_bridge.services import leases, pollers
+from nudged.core import leases
 from nudged.core.loading import load
+from nudged.core.models import OutboxEvent, WorkerLease
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def stock_lane(*, until: float, beside: threading.Thread | None = None) -> Relay
         drained = _relay_stock(publisher, lease, report)
         # A sales publish that outlives the round does not stop stock events meanwhile.
         if monotonic() >= until and not (
-            beside is not None and beside.is_alive() and pollers.keep_going()
+            beside is not None and beside.is_alive() and leases.keep_going()
         ):
             break
         if drained:

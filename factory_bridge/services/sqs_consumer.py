@@ -17,8 +17,8 @@ from django.conf import settings
 
 from factory_bridge.exceptions import UnreadableMessage
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
-from factory_bridge.services import pollers
 from factory_bridge.services.dlq import dead_letter, record_failure
+from nudged.core import leases
 from nudged.core.logs import log_context
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def consume_batch(
     while batch:
         # The first message goes right after the round's own beat: releasing it unhandled
         # would cost it one of its receives.
-        if handled and not pollers.keep_going():
+        if handled and not leases.keep_going():
             # The loop's time is up or its lease is gone: its successor takes these at once.
             queue.change_visibility_batch(batch, 0)
             report.count(RELEASED)

@@ -42,6 +42,7 @@ THIRD_PARTY_APPS = [
     "csp",
 ]
 LOCAL_APPS = [
+    "nudged.core",
     "inventory",
     "shop",
     "factory_bridge",

@@ -22,9 +22,8 @@ from django_q.conf import Conf
 from django_q.models import OrmQ
 
 from factory_bridge import aws as aws_clients
-from factory_bridge.models import OutboxEvent, WorkerLease
 from factory_bridge.publishers import InMemoryPublisher, SnsPublisher
-from factory_bridge.services import leases, outbox, pollers
+from factory_bridge.services import outbox, pollers
 from factory_bridge.services.outbox import (
     RelayReport,
     backlog,
@@ -33,6 +32,8 @@ from factory_bridge.services.outbox import (
     retry_dead,
 )
 from inventory.models import Product
+from nudged.core import leases
+from nudged.core.models import OutboxEvent, WorkerLease
 from shop.models import Order
 from shop.services import place_order
 from tests.factory_bridge.sqs import drain

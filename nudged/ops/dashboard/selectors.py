@@ -40,8 +40,9 @@ from django.utils import timezone
 
 from factory_bridge import events
 from factory_bridge.infrastructure import dead_letter_queues
-from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
+from factory_bridge.models import FailedMessage, RestockRequest
 from inventory.models import Product, Promise, StockAdjustment
+from nudged.core.models import OutboxEvent
 from shop.models import Order
 
 # Name: (span, bucket width), in seconds.
