@@ -2,9 +2,8 @@
 
 from typing import Any
 
-from factory_bridge import events
 from factory_bridge.services import outbox
-from inventory import signals
+from inventory import events, signals
 
 
 def on_depleted(*, state: Any, **kwargs: Any) -> None:

@@ -5,7 +5,7 @@ from datetime import datetime
 from django.db import connection
 from django.utils import timezone
 
-from factory_bridge.events import Sale
+from inventory.events import Sale
 from shop.models import Order
 
 # Written out: the relay runs them every sales interval under load, and the ORM spends more

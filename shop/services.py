@@ -8,8 +8,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from factory_bridge import events
 from factory_bridge.services import outbox
+from inventory import events
 from inventory.services import (
     Also,
     StockState,

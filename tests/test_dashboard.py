@@ -6,8 +6,8 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from factory_bridge import events
 from factory_bridge.models import FailedMessage, RestockRequest
+from inventory import events
 from inventory.models import Product, ReorderDecision, StockAdjustment
 from nudged.core.models import OutboxEvent
 from nudged.ops.dashboard import selectors

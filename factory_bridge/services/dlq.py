@@ -17,13 +17,13 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from factory_bridge.events import STOCK_DEPLETED, STOCK_LOW
 from factory_bridge.exceptions import UnreadableMessage
 from factory_bridge.infrastructure import dead_letter_queues
 from factory_bridge.messages import fingerprint, read_envelope
 from factory_bridge.models import FailedMessage, MessageFailure
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
 from factory_bridge.services.restock.abandon import abandon
+from inventory.events import STOCK_DEPLETED, STOCK_LOW
 from nudged.core import leases
 from nudged.core.logs import log_context
 

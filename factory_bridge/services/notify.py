@@ -10,11 +10,11 @@ import logging
 
 from django.conf import settings
 
-from factory_bridge import events
 from factory_bridge.exceptions import UnreadableMessage
 from factory_bridge.messages import read_envelope
 from factory_bridge.queues import ReceivedMessage, SqsQueue
 from factory_bridge.services.sqs_consumer import consume_batch
+from inventory import events
 from inventory.alerts import record_arrival, send_due_mail
 from nudged.core import leases
 

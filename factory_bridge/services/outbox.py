@@ -24,7 +24,6 @@ from django.db import connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from factory_bridge import events
 from factory_bridge.publishers import (
     SNS_BATCH_SIZE,
     Message,
@@ -32,6 +31,7 @@ from factory_bridge.publishers import (
     PublishError,
     get_publisher,
 )
+from inventory import events
 from nudged.core import leases
 from nudged.core.loading import load
 from nudged.core.models import OutboxEvent, WorkerLease
