@@ -22,7 +22,7 @@ MARK_SQL = "UPDATE `shop_order` SET `published_at` = %s WHERE `id` IN ({})"
 
 
 class OrderLedger:
-    """Sales are the orders without `published_at`, oldest first (SALES_LEDGER).
+    """Sales are the orders without `published_at`, oldest first (inventory.events.SalesLedger).
 
     A pre-order is a sale once its batch served it: it waits until then, and one cancelled
     is marked published when it is (its order.cancelled event is an outbox row).

@@ -246,8 +246,6 @@ SQS_OPS_RETENTION = env.int("SQS_OPS_RETENTION", default=345600)
 # --- Event pipeline (transactional outbox).
 # Off only in tests and the benchmark's own settings: without events nothing restocks.
 EVENTS_ENABLED = True
-# Where the relay reads the sales it publishes (order.completed) from.
-SALES_LEDGER = "shop.sales.OrderLedger"
 EVENT_PUBLISHER = env("EVENT_PUBLISHER", default="factory_bridge.publishers.SnsPublisher")
 # Seconds the web process waits to coalesce commits into one relay task.
 OUTBOX_RELAY_DEBOUNCE = env.float("OUTBOX_RELAY_DEBOUNCE", default=0.05)

@@ -16,8 +16,7 @@ from factory_bridge.exceptions import (
 )
 from factory_bridge.models import RestockRequest
 from factory_bridge.selectors import batch_of
-from factory_bridge.services import outbox
-from inventory import events
+from inventory import events, outbox
 from inventory.services import receive_stock
 from nudged.core.logs import add_to_log_context
 

@@ -1,0 +1,15 @@
+"""What the layers below call up through: ports they declare, which the shop fills when it starts
+(shop/apps.py), so that inventory and factory_bridge never import the shop."""
+
+from inventory.promises import PreOrders
+from shop.services import cancel_pre_orders, complete_pre_orders
+
+
+class OrdersOfPromises(PreOrders):
+    """A pre-order moves along when inventory settles its promise, in the same transaction."""
+
+    def complete(self, *, promise_ids: list[int]) -> None:
+        complete_pre_orders(promise_ids=promise_ids)
+
+    def cancel(self, *, reasons: dict[int, str]) -> None:
+        cancel_pre_orders(reasons=reasons)
