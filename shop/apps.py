@@ -7,9 +7,10 @@ class ShopConfig(AppConfig):
 
     def ready(self) -> None:
         # Imported once the models are loaded, as Django requires of apps.py.
-        from inventory import events, promises
-        from shop.ports import OrdersOfPromises
+        from inventory import alerts, events, promises
+        from shop.ports import AlertPages, OrdersOfPromises
         from shop.sales import OrderLedger
 
         events.register_sales_ledger(OrderLedger())
         promises.register_pre_orders(OrdersOfPromises())
+        alerts.register_links(AlertPages())
