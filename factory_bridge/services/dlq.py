@@ -50,33 +50,6 @@ class DlqBusy(Exception):
     """Another redrive or discard holds the DLQ."""
 
 
-def record_failure(message: ReceivedMessage, queue: str, error: str) -> None:
-    """Remember why processing failed, for the failed-message view."""
-    key = fingerprint(message.body)
-    updated = MessageFailure.objects.filter(fingerprint=key).update(
-        sqs_message_id=message.message_id,
-        queue=queue,
-        error=error[:4000],
-        attempts=F("attempts") + 1,
-        updated_at=timezone.now(),
-    )
-    if not updated:
-        MessageFailure.objects.get_or_create(
-            fingerprint=key,
-            defaults={"sqs_message_id": message.message_id, "queue": queue, "error": error[:4000]},
-        )
-
-
-def dead_letter(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
-    """Move an unprocessable message straight to its DLQ (send first, then delete)."""
-    record_failure(message, queue.name, error)
-    SqsQueue(dead_letter_queues()[queue.name]).send(
-        body=message.body, message_attributes=message.message_attributes or None
-    )
-    queue.delete(message)
-    logger.warning("message=%s sent to the DLQ: %s", message.message_id, error)
-
-
 def watch_dlq(*, wait: int) -> int:
     """Record what the DLQs hold; return how many messages were new or dead again.
 
