@@ -4,4 +4,4 @@ from django.apps import AppConfig
 class CoreConfig(AppConfig):
     name = "nudged.core"
     label = "core"
-    verbose_name = "Outbox and leases"
+    verbose_name = "Outbox"
