@@ -4,7 +4,7 @@
 help:
 	@echo "make run         - set everything up and start Nudged on http://127.0.0.1:$${PORT:-8000}"
 	@echo "make test        - run the whole test suite against MySQL and a local AWS endpoint"
-	@echo "make lint        - ruff check and format check, mypy, cfn-lint on deploy/nudged.yaml"
+	@echo "make lint        - ruff check and format check, mypy, import contracts, cfn-lint on deploy/nudged.yaml"
 	@echo "make screenshots - refresh docs/screenshots from the browser tests"
 	@echo "make bench       - order throughput benchmark (docs/performance.md)"
 
@@ -21,6 +21,7 @@ lint:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 	.venv/bin/cfn-lint deploy/nudged.yaml
 
 screenshots:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gunicorn.glogging import Logger
 
-from nudged.logs import AddLogContext, RedactCallbackTokens, formatter, utc_apache
+from nudged.core.logs import AddLogContext, RedactCallbackTokens, formatter, utc_apache
 from nudged.settings import configuration_error
 
 # One of each: gunicorn runs setup() again on a reload, and a filter is added only once.

@@ -11,7 +11,7 @@ def main() -> None:
     from django.core.management import execute_from_command_line
     from django.db import DatabaseError
 
-    from nudged.database import unusable_database
+    from nudged.core.database import unusable_database
 
     try:
         execute_from_command_line(sys.argv)

@@ -12,9 +12,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from factory_bridge.models import DlqJob, FailedMessage, OutboxEvent, RestockRequest
+from factory_bridge.models import DlqJob, FailedMessage, RestockRequest
 from factory_bridge.services import dlq_jobs, outbox
-from nudged.admin import ReadOnlyAdmin
+from nudged.core.admin import ReadOnlyAdmin
+from nudged.core.models import OutboxEvent
 
 # The index shows how many messages are dead, at a glance.
 admin.site.index_template = "admin/factory_bridge/index.html"

@@ -6,8 +6,7 @@ class FactoryBridgeConfig(AppConfig):
     verbose_name = "Factory bridge and events"
 
     def ready(self) -> None:
-        from factory_bridge import aws, checks, cluster, receivers  # noqa: F401  (checks register themselves)
+        from factory_bridge import aws, checks, cluster  # noqa: F401  (checks register themselves)
 
         aws.connect_signals()
-        receivers.connect()
         cluster.install_stop_handler()

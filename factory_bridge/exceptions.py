@@ -1,4 +1,4 @@
-from nudged.exceptions import DomainError
+from nudged.core.exceptions import DomainError
 
 
 class BridgeError(DomainError):

@@ -7,7 +7,7 @@ from typing import Protocol
 import requests
 from django.conf import settings
 
-from nudged.loading import load
+from nudged.core.loading import load
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from factory_bridge.events import STOCK_DEPLETED, STOCK_LOW, STOCK_REPLENISHED
-from factory_bridge.models import OutboxEvent
+from inventory.events import STOCK_DEPLETED, STOCK_LOW, STOCK_REPLENISHED
+from nudged.core.models import OutboxEvent
 
 # Every name is "<prefix>-<suffix>": the settings' default names use this prefix, the template
 # takes it as a parameter.

@@ -5,8 +5,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from factory_bridge.events import EVENT_TYPE_ATTRIBUTE
 from factory_bridge.exceptions import UnreadableMessage
+from inventory.events import EVENT_TYPE_ATTRIBUTE
 
 
 @dataclass(frozen=True)

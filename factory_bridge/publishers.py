@@ -8,7 +8,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
 from factory_bridge import aws
-from nudged.loading import load
+from nudged.core.loading import load
 
 SNS_BATCH_SIZE = 10
 

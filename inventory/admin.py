@@ -22,7 +22,7 @@ from inventory.models import (
 )
 from inventory.selectors import product_list_for_staff
 from inventory.services import count_outcome, set_stock
-from nudged.admin import ReadOnlyAdmin
+from nudged.core.admin import ReadOnlyAdmin
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations

@@ -18,15 +18,15 @@ import smtplib
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from django.conf import settings
 from django.core import mail, signing
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, Q
-from django.urls import reverse
 from django.utils import timezone
 
 from inventory.exceptions import (
@@ -130,14 +130,35 @@ def unsubscribe_token(alert: StockAlert) -> str:
     return signing.dumps(alert.pk, salt=UNSUBSCRIBE_SALT)
 
 
+class AlertLinks(Protocol):
+    """The pages an alert's emails link to: the shop's, which inventory does not import."""
+
+    def confirm(self, *, token: str) -> str: ...
+
+    def unsubscribe(self, *, token: str) -> str: ...
+
+
+_links: AlertLinks | None = None
+
+
+def register_links(links: AlertLinks) -> None:
+    """Name who builds the alert emails' links (the shop, once, when it starts)."""
+    global _links
+    _links = links
+
+
+def links() -> AlertLinks:
+    if _links is None:
+        raise ImproperlyConfigured("no alert links registered: is the shop installed?")
+    return _links
+
+
 def confirm_url(alert: StockAlert) -> str:
-    path = reverse("shop:alert-confirm", kwargs={"token": confirm_token(alert)})
-    return f"{settings.PUBLIC_BASE_URL}{path}"
+    return links().confirm(token=confirm_token(alert))
 
 
 def unsubscribe_url(alert: StockAlert) -> str:
-    path = reverse("shop:alert-unsubscribe", kwargs={"token": unsubscribe_token(alert)})
-    return f"{settings.PUBLIC_BASE_URL}{path}"
+    return links().unsubscribe(token=unsubscribe_token(alert))
 
 
 def alert_from_confirm_token(*, token: str) -> StockAlert:

@@ -1,6 +1,6 @@
 from typing import Any
 
-from nudged.exceptions import DomainError
+from nudged.core.exceptions import DomainError
 
 
 class InventoryError(DomainError):

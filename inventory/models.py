@@ -268,8 +268,8 @@ class ReorderDecision(models.Model):
 class Promise(models.Model):
     """Units of a batch promised to one pre-order, until the batch serves it or it is cancelled.
 
-    The order it serves is the shop's: inventory knows the promise, and announces what
-    becomes of it (inventory.signals).
+    The order it serves is the shop's: inventory knows the promise, and moves the order along
+    through the PreOrders port the shop fills (inventory.promises).
     """
 
     class State(models.TextChoices):

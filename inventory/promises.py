@@ -3,27 +3,51 @@
 Every write here runs under the product's row lock (orders, arrivals and give-ups take it
 first), so one product's promises change one at a time: no unit is promised twice, and a
 batch's promised units never pass its quantity (a check constraint behind it). What becomes
-of a promise is announced through inventory.signals in the same transaction; the shop moves
-its orders along.
+of a promise moves its order along in the same transaction: the shop, which inventory does not
+import, fills the PreOrders port when it starts (shop/apps.py).
 """
 
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from inventory import signals
 from inventory.models import Product, Promise, ReorderDecision
 
 logger = logging.getLogger(__name__)
 
 GIVEN_UP = "production gave up on its batch"
 LATE = "its batch is late beyond the margin"
+
+
+class PreOrders(Protocol):
+    """The orders waiting on promises: moved along when their promise is kept or cancelled."""
+
+    def complete(self, *, promise_ids: list[int]) -> None: ...
+
+    def cancel(self, *, reasons: dict[int, str]) -> None: ...
+
+
+_pre_orders: PreOrders | None = None
+
+
+def register_pre_orders(pre_orders: PreOrders) -> None:
+    """Name who holds the orders behind the promises (the shop, once, when it starts)."""
+    global _pre_orders
+    _pre_orders = pre_orders
+
+
+def pre_orders() -> PreOrders:
+    if _pre_orders is None:
+        raise ImproperlyConfigured("no pre-orders registered: is the shop installed?")
+    return _pre_orders
 
 
 def margin(lead_time: float) -> timedelta:
@@ -125,7 +149,7 @@ def serve_arrival(*, product_id: int, batch_id: int | None, quantity: int) -> Ar
         _owe_notices(kept, now)
         for waiter in kept:
             waiter.state, waiter.settled_at = Promise.State.KEPT, now
-        signals.promises_kept.send(sender=Promise, promises=kept)
+        pre_orders().complete(promise_ids=[p.pk for p in kept])
         logger.info(
             "promises kept batch=%s product=%s orders=%s units=%s",
             batch_id,
@@ -190,13 +214,12 @@ def rehome(promises: list[Promise], *, reason: str, now: datetime | None = None)
                 promised=F("promised") - waiter.quantity
             )
     if moved:
-        signals.promises_moved.send(sender=Promise, promises=moved)
         logger.warning(
             "promises moved (%s) promises=%s", reason, ",".join(str(p.pk) for p in moved)
         )
     if cancelled:
         _owe_notices(cancelled, now)
-        signals.promises_cancelled.send(sender=Promise, promises=cancelled)
+        pre_orders().cancel(reasons={p.pk: p.reason for p in cancelled})
         logger.warning(
             "promises cancelled (%s) promises=%s", reason, ",".join(str(p.pk) for p in cancelled)
         )

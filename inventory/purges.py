@@ -1,9 +1,9 @@
-"""inventory's history, deleted once older than its retention (nudged.purges runs it)."""
+"""inventory's history, deleted once older than its retention (nudged.ops.purges runs it)."""
 
 from datetime import datetime
 
 from inventory.models import ReorderDecision, StockAdjustment
-from nudged.purges import delete_in_batches
+from nudged.core.purges import delete_in_batches
 
 
 def purge_reorder_decisions(*, before: datetime) -> int:

@@ -14,7 +14,7 @@ from django.db.models import Case, F, Value, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from inventory import policy, promises, signals
+from inventory import events, outbox, policy, promises
 from inventory.catalog import FACTORIES, PRODUCTS
 from inventory.exceptions import InvalidNote, InvalidQuantity, UnknownSku
 from inventory.models import (
@@ -292,7 +292,7 @@ def _open_depletion(state: StockState) -> bool:
     )
     if opened:
         logger.info("stock depleted sku=%s", state.sku)
-        signals.depleted.send(sender=Product, state=state)
+        outbox.record([events.depleted(stock=state)])
     return opened == 1
 
 
@@ -370,9 +370,7 @@ def _decide(state: StockState, *, promising: int = 0) -> ReorderDecision | None:
         wanted.quantity,
         wanted.reason,
     )
-    signals.reorder_decided.send(
-        sender=Product, decision=decision, sku=state.sku, factory_code=state.factory_code
-    )
+    outbox.record([events.low(decision=decision, factory_code=state.factory_code, sku=state.sku)])
     return decision
 
 
@@ -580,7 +578,7 @@ def refresh_estimates() -> list[ReorderDecision]:
             if product.pk not in settling and policy.needs_order(_state_of(product).policy()):
                 due.append(product.pk)
         if counts:
-            signals.refusals_counted.send(sender=Product, counts=counts)
+            outbox.record([events.refused(count=count) for count in counts])
     decisions = [review(product_id=pk) for pk in due]
     return [d for d in decisions if d is not None]
 

@@ -3,9 +3,9 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from factory_bridge.apis import FactoryCallbackApi
-from nudged.api import not_found as api_not_found
-from nudged.dashboard.views import dashboard
-from nudged.views import healthz, metrics
+from nudged.core.api import not_found as api_not_found
+from nudged.ops.dashboard.views import dashboard
+from nudged.ops.views import healthz, metrics
 from shop import apis, legacy
 
 api = [

@@ -2,7 +2,7 @@ from datetime import datetime
 
 from django.contrib import admin
 
-from nudged.admin import ReadOnlyAdmin
+from nudged.core.admin import ReadOnlyAdmin
 from shop.models import Order
 
 

@@ -29,9 +29,9 @@ from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
 from inventory.selectors import product_get, product_list
-from nudged.api import JSON_ACCEPTED, error_response, json_response
-from nudged.exceptions import DomainError
-from nudged.parsers import (
+from nudged.core.api import JSON_ACCEPTED, error_response, json_response
+from nudged.core.exceptions import DomainError
+from nudged.core.parsers import (
     MAX_BODY_BYTES,
     MAX_DEPTH,
     BodyError,

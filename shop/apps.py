@@ -6,6 +6,11 @@ class ShopConfig(AppConfig):
     verbose_name = "Shop"
 
     def ready(self) -> None:
-        from shop import receivers
+        # Imported once the models are loaded, as Django requires of apps.py.
+        from inventory import alerts, events, promises
+        from shop.ports import AlertPages, OrdersOfPromises
+        from shop.sales import OrderLedger
 
-        receivers.connect()
+        events.register_sales_ledger(OrderLedger())
+        promises.register_pre_orders(OrdersOfPromises())
+        alerts.register_links(AlertPages())

@@ -8,8 +8,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from inventory.exceptions import UnknownSku
 from inventory.selectors import product_get
-from nudged.parsers import BodyError, BodyTooLarge, parse_json, read_body
-from nudged.ratelimits import RateLimited
+from nudged.core.parsers import BodyError, BodyTooLarge, parse_json, read_body
+from nudged.core.ratelimits import RateLimited
 from shop.exceptions import OutOfStock, PurchaseLimitReached
 from shop.limits import address_key
 from shop.models import Order

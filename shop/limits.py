@@ -3,7 +3,7 @@
 from django.http import HttpRequest
 from django.utils.crypto import salted_hmac
 
-from nudged.clients import client_address
+from nudged.core.clients import client_address
 
 KEY_SALT = "shop.limits.customer"
 
@@ -16,7 +16,7 @@ def browser_customer(request: HttpRequest) -> str:
 
 
 def address_key(request: HttpRequest) -> str:
-    """The client's address (nudged.clients) as orders and rate limits record it.
+    """The client's address (nudged.core.clients) as orders and rate limits record it.
 
     An API or /checkout client is nothing but its address, so this is its customer too.
     """

@@ -17,7 +17,7 @@ from django.core.validators import EmailValidator
 
 from inventory.alerts import subscribe_alert
 from inventory.models import Product, Promise, StockAlert
-from nudged import ratelimits
+from nudged.core import ratelimits
 from shop.exceptions import InvalidOrder
 from shop.services import OrderResult, place_order
 

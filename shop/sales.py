@@ -5,7 +5,7 @@ from datetime import datetime
 from django.db import connection
 from django.utils import timezone
 
-from factory_bridge.events import Sale
+from inventory.events import Sale
 from shop.models import Order
 
 # Written out: the relay runs them every sales interval under load, and the ORM spends more
@@ -22,7 +22,7 @@ MARK_SQL = "UPDATE `shop_order` SET `published_at` = %s WHERE `id` IN ({})"
 
 
 class OrderLedger:
-    """Sales are the orders without `published_at`, oldest first (SALES_LEDGER).
+    """Sales are the orders without `published_at`, oldest first (inventory.events.SalesLedger).
 
     A pre-order is a sale once its batch served it: it waits until then, and one cancelled
     is marked published when it is (its order.cancelled event is an outbox row).

@@ -8,8 +8,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from factory_bridge import events
-from factory_bridge.services import outbox
+from inventory import events, outbox
 from inventory.services import (
     Also,
     StockState,
@@ -20,7 +19,7 @@ from inventory.services import (
     rollback,
     take_stock,
 )
-from nudged.logs import add_to_log_context
+from nudged.core.logs import add_to_log_context
 from shop.exceptions import OutOfStock, PurchaseLimitReached
 from shop.models import Order, new_reference
 
@@ -59,7 +58,7 @@ def place_order(
     With `backorder`, an order the shelf cannot serve is a pre-order instead when production
     can serve it (inventory.services.promise): its row is `backordered` with the promise's
     time, `order.backordered` goes out, and its batch serves it when it lands (or it is
-    moved, or cancelled: shop.receivers). `email`, a pre-order's, gets its notices. A
+    moved, or cancelled: shop.ports). `email`, a pre-order's, gets its notices. A
     pre-order is no refusal: only when production cannot serve it either is it counted as one.
 
     With a `customer`, the purchase limit applies, and with an `address` (the client

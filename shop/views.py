@@ -19,7 +19,7 @@ from inventory.alerts import (
 )
 from inventory.exceptions import InventoryError
 from inventory.selectors import product_list
-from nudged.ratelimits import RateLimited
+from nudged.core.ratelimits import RateLimited
 from shop.exceptions import InvalidOrder, OutOfStock, PurchaseLimitReached, UnknownOrder
 from shop.limits import address_key, browser_customer, describe_window
 from shop.models import Order

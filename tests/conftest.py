@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from nudged.logs import AddLogContext, JsonLineFormatter
+from nudged.core.logs import AddLogContext, JsonLineFormatter
 
 for _name, _value in {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -104,7 +104,7 @@ def limit_store(redis_server: str, settings: Any) -> str:
 @pytest.fixture(autouse=True)
 def fresh_rate_limits() -> Iterator[None]:
     """Each test starts with no request counted against a rate limit."""
-    from nudged import ratelimits
+    from nudged.core import ratelimits
 
     ratelimits.clear()
     yield

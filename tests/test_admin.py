@@ -4,9 +4,9 @@ import pytest
 from django.contrib import admin
 from django.urls import reverse
 
-from factory_bridge.models import OutboxEvent
 from inventory.models import StockAdjustment
-from nudged.admin import ReadOnlyAdmin
+from nudged.core.admin import ReadOnlyAdmin
+from nudged.core.models import OutboxEvent
 from shop.models import Order
 
 RECORDS = [OutboxEvent, StockAdjustment, Order]

@@ -3,7 +3,7 @@
 import pytest
 from django.test import RequestFactory
 
-from nudged.clients import client_address
+from nudged.core.clients import client_address
 
 PROXIES = ["10.0.0.0/8", "2001:db8:ffff::/48"]
 

@@ -6,10 +6,11 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from factory_bridge import events
-from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
+from factory_bridge.models import FailedMessage, RestockRequest
+from inventory import events
 from inventory.models import Product, ReorderDecision, StockAdjustment
-from nudged.dashboard import selectors
+from nudged.core.models import OutboxEvent
+from nudged.ops.dashboard import selectors
 from shop.models import Order
 from shop.services import place_order
 

@@ -8,8 +8,9 @@ from django.db import OperationalError, connection
 from django.test import Client
 from django.utils import timezone
 
-from factory_bridge.models import FailedMessage, WorkerLease
+from factory_bridge.models import FailedMessage
 from factory_bridge.services import outbox
+from nudged.core.models import WorkerLease
 
 pytestmark = pytest.mark.django_db
 
@@ -97,7 +98,7 @@ def test_dead_messages_stale_pollers_and_dead_outbox_events_are_named(client, mo
     )
     WorkerLease.objects.create(name="restock", owner="", heartbeat_at=None)
     # The outbox reports events it gave up on as `dead`.
-    monkeypatch.setattr("nudged.views.backlog", lambda: {**outbox.backlog(), "dead": 2})
+    monkeypatch.setattr("nudged.ops.views.backlog", lambda: {**outbox.backlog(), "dead": 2})
 
     response = client.get("/healthz")
 

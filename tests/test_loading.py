@@ -2,7 +2,7 @@
 
 from factory_bridge.factory import HttpFactoryClient, get_factory_client
 from factory_bridge.publishers import InMemoryPublisher, get_publisher
-from nudged.loading import load
+from nudged.core.loading import load
 
 
 def test_a_path_names_its_object_and_is_imported_once():

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.test import RequestFactory
 
-from nudged.logs import (
+from nudged.core.logs import (
     AddLogContext,
     JsonLineFormatter,
     PlainFormatter,

@@ -21,7 +21,7 @@ from factory_bridge.services.outbox import relay_outbox
 from factory_bridge.services.restock.factory_order import place_factory_order
 from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Product
-from nudged import metrics
+from nudged.ops import metrics
 from shop.models import Order
 from tests.factory_bridge.sqs import queue_url, sqs_client
 
@@ -255,7 +255,7 @@ def monotonic_clock() -> Iterator[mock.Mock]:
     now = [1000.0]
     clock = mock.Mock(side_effect=lambda: now[0])
     clock.advance = lambda seconds: now.__setitem__(0, now[0] + seconds)
-    with mock.patch("nudged.metrics.monotonic", clock):
+    with mock.patch("nudged.ops.metrics.monotonic", clock):
         yield clock
 
 
@@ -271,7 +271,7 @@ def test_sqs_down_still_answers_with_the_queues_down(client, product, settings):
 
 
 def test_database_down_still_answers_with_the_requests(client, aws):
-    with mock.patch("nudged.metrics._database_families", side_effect=OperationalError("gone")):
+    with mock.patch("nudged.ops.metrics._database_families", side_effect=OperationalError("gone")):
         samples = scrape(client)
 
     assert samples["nudged_database_up"][()] == 0.0

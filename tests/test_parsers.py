@@ -10,7 +10,14 @@ from django.utils import timezone
 from factory_bridge.models import RestockRequest
 from factory_bridge.services.restock.callback import callback_token
 from inventory.models import Product
-from nudged.parsers import MAX_BODY_BYTES, MAX_DEPTH, BodyError, BodyTooLarge, parse_json, read_body
+from nudged.core.parsers import (
+    MAX_BODY_BYTES,
+    MAX_DEPTH,
+    BodyError,
+    BodyTooLarge,
+    parse_json,
+    read_body,
+)
 from shop.models import Order
 
 pytestmark = pytest.mark.usefixtures("no_events")

@@ -9,10 +9,13 @@ from django.contrib.sessions.models import Session
 from django.utils import timezone
 from django_q.models import Schedule
 
-from factory_bridge.models import MessageFailure, OutboxEvent, RestockRequest
+from factory_bridge.models import MessageFailure, RestockRequest
 from factory_bridge.services.schedules import install_schedules
 from inventory.models import ReorderDecision, StockAdjustment, StockAlert
-from nudged import purges, tasks
+from nudged import tasks
+from nudged.core.models import OutboxEvent
+from nudged.core.purges import delete_in_batches
+from nudged.ops import purges
 from nudged.settings.base import RETENTION_SETTINGS
 from tests.test_settings import COMPLETE, manage, settings_value
 
@@ -190,7 +193,7 @@ def test_deletes_go_a_batch_at_a_time(product):
     for _ in range(5):
         adjustment(product, age=400)
 
-    assert purges.delete_in_batches(rows=StockAdjustment.objects.all(), batch_size=2) == 5
+    assert delete_in_batches(rows=StockAdjustment.objects.all(), batch_size=2) == 5
     assert not StockAdjustment.objects.exists()
 
 

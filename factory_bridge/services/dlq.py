@@ -17,15 +17,15 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from factory_bridge.events import STOCK_DEPLETED, STOCK_LOW
 from factory_bridge.exceptions import UnreadableMessage
 from factory_bridge.infrastructure import dead_letter_queues
 from factory_bridge.messages import fingerprint, read_envelope
 from factory_bridge.models import FailedMessage, MessageFailure
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
-from factory_bridge.services import leases
 from factory_bridge.services.restock.abandon import abandon
-from nudged.logs import log_context
+from inventory.events import STOCK_DEPLETED, STOCK_LOW
+from nudged.core import leases
+from nudged.core.logs import log_context
 
 logger = logging.getLogger(__name__)
 
@@ -48,33 +48,6 @@ REDRIVE_MAX_LIMIT = 10000
 
 class DlqBusy(Exception):
     """Another redrive or discard holds the DLQ."""
-
-
-def record_failure(message: ReceivedMessage, queue: str, error: str) -> None:
-    """Remember why processing failed, for the failed-message view."""
-    key = fingerprint(message.body)
-    updated = MessageFailure.objects.filter(fingerprint=key).update(
-        sqs_message_id=message.message_id,
-        queue=queue,
-        error=error[:4000],
-        attempts=F("attempts") + 1,
-        updated_at=timezone.now(),
-    )
-    if not updated:
-        MessageFailure.objects.get_or_create(
-            fingerprint=key,
-            defaults={"sqs_message_id": message.message_id, "queue": queue, "error": error[:4000]},
-        )
-
-
-def dead_letter(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
-    """Move an unprocessable message straight to its DLQ (send first, then delete)."""
-    record_failure(message, queue.name, error)
-    SqsQueue(dead_letter_queues()[queue.name]).send(
-        body=message.body, message_attributes=message.message_attributes or None
-    )
-    queue.delete(message)
-    logger.warning("message=%s sent to the DLQ: %s", message.message_id, error)
 
 
 def watch_dlq(*, wait: int) -> int:

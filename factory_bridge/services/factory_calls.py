@@ -1,7 +1,7 @@
 """How the calls to the legacy factory went and how long they took, for /metrics.
 
 Each call adds one to its bucket with a single upsert; the histogram is read back from the
-database by whichever web process is scraped (nudged.metrics).
+database by whichever web process is scraped (nudged.ops.metrics).
 """
 
 import logging

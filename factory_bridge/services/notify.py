@@ -10,13 +10,13 @@ import logging
 
 from django.conf import settings
 
-from factory_bridge import events
 from factory_bridge.exceptions import UnreadableMessage
 from factory_bridge.messages import read_envelope
 from factory_bridge.queues import ReceivedMessage, SqsQueue
-from factory_bridge.services import pollers
 from factory_bridge.services.sqs_consumer import consume_batch
+from inventory import events
 from inventory.alerts import record_arrival, send_due_mail
+from nudged.core import leases
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def consume_notify(*, wait: int) -> int:
     )
     if report.released:
         return 0
-    return send_due_mail(keep_going=pollers.keep_going)
+    return send_due_mail(keep_going=leases.keep_going)
 
 
 def _handle(message: ReceivedMessage) -> str:

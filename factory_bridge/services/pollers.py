@@ -7,7 +7,6 @@ to a successor task. A lease row makes a second copy exit at once; the minute sc
 """
 
 import logging
-import threading
 import uuid
 from collections.abc import Callable
 from time import monotonic, sleep
@@ -16,25 +15,21 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from factory_bridge.models import WorkerLease
 from factory_bridge.queues import QueueError
-from factory_bridge.services import leases
+from factory_bridge.services.dlq import watch_dlq
+from factory_bridge.services.notify import consume_notify
+from factory_bridge.services.outbox import relay_round
+from factory_bridge.services.restock.consumer import consume_restock
+from inventory.services import estimates_round
+from nudged.core import leases
+from nudged.core.models import WorkerLease
 
 logger = logging.getLogger(__name__)
 
 POLLER_TASK = "factory_bridge.tasks.run_poller"
 
-# The lease and deadline of the loop running in this thread, for `keep_going`.
-_running = threading.local()
-
 
 def _loops() -> dict[str, Callable[..., object]]:
-    from factory_bridge.services.dlq import watch_dlq
-    from factory_bridge.services.notify import consume_notify
-    from factory_bridge.services.outbox import relay_round
-    from factory_bridge.services.restock.consumer import consume_restock
-    from inventory.services import estimates_round
-
     return {
         "outbox": relay_round,
         "restock": consume_restock,
@@ -42,20 +37,6 @@ def _loops() -> dict[str, Callable[..., object]]:
         "estimates": lambda wait: estimates_round(),
         "notify": consume_notify,
     }
-
-
-def keep_going() -> bool:
-    """Beat the calling loop's lease before another unit of work; False when it should stop.
-
-    A round that handles several slow items beats per item, so its lease never looks stale
-    (which would start a second copy), and takes no new item once the loop has lost its
-    lease or run past its time (its successor takes over). Outside a loop: always True.
-    """
-    running = getattr(_running, "lease", None)
-    if running is None:
-        return True
-    name, owner, deadline = running
-    return monotonic() < deadline and leases.renew(name, owner)
 
 
 def run_poller(*, name: str, seconds: float | None = None, handover: bool = True) -> int:
@@ -69,7 +50,7 @@ def run_poller(*, name: str, seconds: float | None = None, handover: bool = True
     rounds = 0
     kept = True
     logger.info("poller %s started owner=%s", name, owner)
-    _running.lease = (name, owner, deadline)
+    leases.enter_loop(name, owner, deadline)
     try:
         while monotonic() < deadline:
             if not leases.renew(name, owner):
@@ -87,7 +68,7 @@ def run_poller(*, name: str, seconds: float | None = None, handover: bool = True
             rounds += 1
             close_old_connections()
     finally:
-        _running.lease = None
+        leases.leave_loop()
         # Before the release: no successor starts until this line is written.
         logger.info("poller %s stopped owner=%s rounds=%s", name, owner, rounds)
         if kept:

@@ -1,11 +1,11 @@
-"""factory_bridge's history, deleted once older than its retention (nudged.purges runs it)."""
+"""factory_bridge's history, deleted once older than its retention (nudged.ops.purges runs it)."""
 
 from datetime import datetime
 
 from django.db.models import F, OuterRef, Q, Subquery
 
 from factory_bridge.models import MessageFailure, RestockRequest
-from nudged.purges import delete_in_batches
+from nudged.core.purges import delete_in_batches
 
 Status = RestockRequest.Status
 

@@ -6,6 +6,8 @@ batch goes on. Before each message the loop's lease is beaten, and the rest of t
 hidden again for a full visibility timeout when less than one message's worst case is left,
 so that no message reappears (and reaches a second consumer) while this one still holds it.
 At the loop's deadline, or once it lost its lease, the rest is released for its successor.
+A message no handler can read goes to its DLQ from here (`dead_letter`); what happens in the
+DLQs themselves (watching, recording, redrive, discard) is services/dlq.py's.
 """
 
 import logging
@@ -14,12 +16,16 @@ from dataclasses import dataclass, field
 from time import monotonic
 
 from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
 
 from factory_bridge.exceptions import UnreadableMessage
+from factory_bridge.infrastructure import dead_letter_queues
+from factory_bridge.messages import fingerprint
+from factory_bridge.models import MessageFailure
 from factory_bridge.queues import QueueError, ReceivedMessage, SqsQueue
-from factory_bridge.services import pollers
-from factory_bridge.services.dlq import dead_letter, record_failure
-from nudged.logs import log_context
+from nudged.core import leases
+from nudged.core.logs import log_context
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +72,7 @@ def consume_batch(
     while batch:
         # The first message goes right after the round's own beat: releasing it unhandled
         # would cost it one of its receives.
-        if handled and not pollers.keep_going():
+        if handled and not leases.keep_going():
             # The loop's time is up or its lease is gone: its successor takes these at once.
             queue.change_visibility_batch(batch, 0)
             report.count(RELEASED)
@@ -116,3 +122,30 @@ def _note_failure(queue: SqsQueue, message: ReceivedMessage, error: str) -> None
         record_failure(message, queue.name, error)
     except Exception:
         logger.exception("could not record the failure of message=%s", message.message_id)
+
+
+def record_failure(message: ReceivedMessage, queue: str, error: str) -> None:
+    """Remember why processing failed, for the failed-message view."""
+    key = fingerprint(message.body)
+    updated = MessageFailure.objects.filter(fingerprint=key).update(
+        sqs_message_id=message.message_id,
+        queue=queue,
+        error=error[:4000],
+        attempts=F("attempts") + 1,
+        updated_at=timezone.now(),
+    )
+    if not updated:
+        MessageFailure.objects.get_or_create(
+            fingerprint=key,
+            defaults={"sqs_message_id": message.message_id, "queue": queue, "error": error[:4000]},
+        )
+
+
+def dead_letter(queue: SqsQueue, message: ReceivedMessage, error: str) -> None:
+    """Move an unprocessable message straight to its DLQ (send first, then delete)."""
+    record_failure(message, queue.name, error)
+    SqsQueue(dead_letter_queues()[queue.name]).send(
+        body=message.body, message_attributes=message.message_attributes or None
+    )
+    queue.delete(message)
+    logger.warning("message=%s sent to the DLQ: %s", message.message_id, error)

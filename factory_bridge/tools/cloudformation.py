@@ -229,7 +229,7 @@ def _alarms() -> dict[str, Any]:
 
 
 def _limit_store() -> dict[str, Any]:
-    """The rate limits' Redis (nudged.ratelimits): ElastiCache Serverless, in the web hosts'
+    """The rate limits' Redis (nudged.core.ratelimits): ElastiCache Serverless, in the web hosts'
     subnets; its endpoint is the CacheUrl output (TLS: rediss://)."""
     return _resource(
         "AWS::ElastiCache::ServerlessCache",

@@ -3,8 +3,8 @@ provisioning and CloudFormation expressions in the template."""
 
 from typing import Any
 
-from factory_bridge.events import EVENT_TYPE_ATTRIBUTE
 from factory_bridge.infrastructure import Subscription
+from inventory.events import EVENT_TYPE_ATTRIBUTE
 
 
 def redrive_policy(*, dead_letter_arn: Any, max_receive_count: Any) -> dict[str, Any]:

@@ -9,8 +9,8 @@ import environ
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from nudged.logs import FORMATS as LOG_FORMATS
-from nudged.logs import logging_config
+from nudged.core.logs import FORMATS as LOG_FORMATS
+from nudged.core.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -42,6 +42,7 @@ THIRD_PARTY_APPS = [
     "csp",
 ]
 LOCAL_APPS = [
+    "nudged.core",
     "inventory",
     "shop",
     "factory_bridge",
@@ -50,9 +51,9 @@ INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 
 MIDDLEWARE = [
     # First: whatever answers (an https redirect too) and whatever is logged carries the id.
-    "nudged.middleware.RequestIdMiddleware",
+    "nudged.core.middleware.RequestIdMiddleware",
     # Next: it times and counts every request, whatever answers it (/metrics).
-    "nudged.metrics.RequestMetricsMiddleware",
+    "nudged.ops.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Every answer carries the Content-Security-Policy below, whatever view answered it.
     "csp.middleware.CSPMiddleware",
@@ -121,8 +122,8 @@ DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unic
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The limit store: Redis, shared by every web process and host (ElastiCache on AWS). Rate
-# limits count there (nudged.ratelimits); a URL that names no Redis (locmemcache://) counts in each
-# process's memory instead, for a single process only.
+# limits count there (nudged.core.ratelimits); a URL that names no Redis (locmemcache://)
+# counts in each process's memory instead, for a single process only.
 CACHE_URL = env("CACHE_URL", default="redis://127.0.0.1:6379/0")
 CACHES = {
     "default": env.cache_url_config(CACHE_URL),
@@ -147,7 +148,7 @@ AXES_COOLOFF_TIME = timedelta(hours=env.float("AXES_COOLOFF_TIME", default=1.0))
 # behind the load balancer, were its address taken for the client's) lock them out.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # The client's address as every limit reads it: X-Forwarded-For only through TRUSTED_PROXIES.
-AXES_CLIENT_IP_CALLABLE = "nudged.clients.client_address"
+AXES_CLIENT_IP_CALLABLE = "nudged.core.clients.client_address"
 AXES_RESET_ON_SUCCESS = True
 
 
@@ -191,11 +192,11 @@ STORAGES = {
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["nudged.parsers.JsonParser"],
+    "DEFAULT_PARSER_CLASSES": ["nudged.core.parsers.JsonParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
-    "EXCEPTION_HANDLER": "nudged.api.exception_handler",
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "nudged.api.JsonFirstNegotiation",
+    "EXCEPTION_HANDLER": "nudged.core.api.exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "nudged.core.api.JsonFirstNegotiation",
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -245,8 +246,6 @@ SQS_OPS_RETENTION = env.int("SQS_OPS_RETENTION", default=345600)
 # --- Event pipeline (transactional outbox).
 # Off only in tests and the benchmark's own settings: without events nothing restocks.
 EVENTS_ENABLED = True
-# Where the relay reads the sales it publishes (order.completed) from.
-SALES_LEDGER = "shop.sales.OrderLedger"
 EVENT_PUBLISHER = env("EVENT_PUBLISHER", default="factory_bridge.publishers.SnsPublisher")
 # Seconds the web process waits to coalesce commits into one relay task.
 OUTBOX_RELAY_DEBOUNCE = env.float("OUTBOX_RELAY_DEBOUNCE", default=0.05)
@@ -259,7 +258,7 @@ OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
 OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
 
 
-# Days the hourly purge keeps each table's history (nudged.purges); at least one each, since
+# Days the hourly purge keeps each table's history (nudged.ops.purges); at least one each, since
 # the dashboard draws the last day from these rows.
 # Restock requests that finished (arrived, ordered again, or failed for good); each product's
 # latest is kept whatever its age. Keep it well above FACTORY_CALLBACK_MAX_AGE: a late
@@ -383,7 +382,7 @@ LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 
 
 def log_format(default: str) -> str:
-    """LOG_FORMAT from the environment, `default` without it: json or plain (nudged.logs)."""
+    """LOG_FORMAT from the environment, `default` without it: json or plain (nudged.core.logs)."""
     value = env("LOG_FORMAT", default=default)
     if value not in LOG_FORMATS:
         raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, not {value[:20]!r}.")
@@ -392,5 +391,5 @@ def log_format(default: str) -> str:
 
 # Plain lines on a developer's machine and in tests; production says json.
 LOG_FORMAT = log_format("plain")
-LOGGING_CONFIG = "nudged.logs.configure"
+LOGGING_CONFIG = "nudged.core.logs.configure"
 LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)

@@ -13,7 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 from rest_framework.test import APIClient
 
-from factory_bridge.services import outbox
+from inventory import outbox
 from inventory.models import Product
 from shop.models import Order
 

@@ -5,7 +5,7 @@ from django.db import connection
 from django.utils import timezone
 
 from bench.rush_report import SQL_BACKLOG
-from factory_bridge.models import OutboxEvent
+from nudged.core.models import OutboxEvent
 from shop.models import Order
 
 

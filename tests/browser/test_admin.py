@@ -102,7 +102,7 @@ def test_staff_sees_stock_and_restock_requests(
     expect(request_row.locator(".field-factory_job_id")).to_have_text(restock.factory_job_id)
     screenshot(page, "admin-restock-requests.png")
 
-    page.locator(".breadcrumbs").get_by_role("link", name="Factory bridge and events").click()
+    page.locator(".breadcrumbs").get_by_role("link", name="Home").click()
     page.get_by_role("link", name="Outbox events", exact=True).click()
     expect(row(page, "stock.depleted")).to_contain_text(SOLD_OUT_SKU)
 

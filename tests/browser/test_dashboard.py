@@ -9,9 +9,10 @@ from django.conf import settings
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from factory_bridge import events
-from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
+from factory_bridge.models import FailedMessage, RestockRequest
+from inventory import events
 from inventory.models import Factory, Product, StockAdjustment
+from nudged.core.models import OutboxEvent
 from shop.models import Order
 
 pytestmark = pytest.mark.browser

@@ -8,10 +8,10 @@ import requests
 from django.db import connection
 
 from factory_bridge import aws as aws_clients
-from factory_bridge.models import WorkerLease
 from factory_bridge.services import pollers
 from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Factory, Product
+from nudged.core.models import WorkerLease
 
 
 @pytest.fixture

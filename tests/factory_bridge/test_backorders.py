@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from factory_bridge.models import OutboxEvent, RestockRequest
+from factory_bridge.models import RestockRequest
 from factory_bridge.services.outbox import relay_outbox
 from factory_bridge.services.restock.consumer import consume_restock
 from factory_bridge.services.restock.sweep import (
@@ -18,6 +18,7 @@ from factory_bridge.services.restock.sweep import (
     reorder_overdue,
 )
 from inventory.models import Factory, Product, Promise, ReorderDecision
+from nudged.core.models import OutboxEvent
 from shop.models import Order
 from shop.services import place_order
 

@@ -13,10 +13,11 @@ from django.core import signing
 from django.test import Client
 from django.utils import timezone
 
-from factory_bridge.models import OutboxEvent, RestockRequest
+from factory_bridge.models import RestockRequest
 from factory_bridge.services.restock.callback import callback_token
 from inventory.models import Product, StockAdjustment
-from nudged.logs import RedactCallbackTokens
+from nudged.core.logs import RedactCallbackTokens
+from nudged.core.models import OutboxEvent
 from tests.factory_bridge.factory import order_body
 
 pytestmark = pytest.mark.django_db

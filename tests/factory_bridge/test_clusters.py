@@ -25,10 +25,11 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 
-from factory_bridge.models import OutboxEvent, RestockRequest
+from factory_bridge.models import RestockRequest
 from factory_bridge.services import pollers
 from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Product
+from nudged.core.models import OutboxEvent
 from tests.factory_bridge.sqs import drain
 
 pytestmark = pytest.mark.e2e

@@ -10,12 +10,14 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from factory_bridge.management.commands.redrive_dlq import Command as RedriveCommand
-from factory_bridge.models import FailedMessage, OutboxEvent
+from factory_bridge.models import FailedMessage
 from factory_bridge.queues import QueueError, SqsQueue
-from factory_bridge.services import dlq, leases
+from factory_bridge.services import dlq
 from factory_bridge.services.restock.consumer import consume_restock
 from factory_bridge.tools.provisioning import provision
 from inventory.models import Product
+from nudged.core import leases
+from nudged.core.models import OutboxEvent
 from tests.factory_bridge.test_dlq import (
     SKU_A,
     SKU_B,

@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from factory_bridge.models import FailedMessage, MessageFailure, RestockRequest, WorkerLease
+from factory_bridge.models import FailedMessage, MessageFailure, RestockRequest
 from factory_bridge.queues import SqsQueue
 from factory_bridge.services import pollers
 from factory_bridge.services.dlq import watch_dlq
@@ -22,6 +22,7 @@ from factory_bridge.services.restock.consumer import consume_restock
 from factory_bridge.tools.provisioning import provision
 from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Factory, Product
+from nudged.core.models import WorkerLease
 from tests.factory_bridge.sqs import depletion_envelope, messages_in
 from tests.factory_bridge.test_dlq import queue_total, wait_until
 

@@ -20,13 +20,15 @@ from django.core.management import call_command
 from django.db import connections
 
 from factory_bridge.management.commands import redrive_dlq as redrive_dlq_command
-from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
+from factory_bridge.models import FailedMessage, RestockRequest
 from factory_bridge.queues import ReceivedMessage, SqsQueue
-from factory_bridge.services import dlq, leases
+from factory_bridge.services import dlq
 from factory_bridge.services.dlq import redrive, watch_dlq
 from factory_bridge.services.restock.consumer import consume_restock
 from factory_bridge.tools.provisioning import provision
 from inventory.models import Product
+from nudged.core import leases
+from nudged.core.models import OutboxEvent
 from shop.exceptions import OutOfStock
 from shop.services import place_order
 from tests.factory_bridge.sqs import depletion_envelope

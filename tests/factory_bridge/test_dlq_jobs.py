@@ -16,7 +16,8 @@ from django_q.models import OrmQ
 from factory_bridge import tasks
 from factory_bridge.models import DlqJob, FailedMessage
 from factory_bridge.queues import SqsQueue
-from factory_bridge.services import dlq, dlq_jobs, leases
+from factory_bridge.services import dlq, dlq_jobs
+from nudged.core import leases
 from tests.factory_bridge.test_admin import CHANGELIST
 from tests.factory_bridge.test_clusters import Cluster, database_url, wait_until
 from tests.factory_bridge.test_dlq import (

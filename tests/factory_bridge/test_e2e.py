@@ -10,10 +10,11 @@ import pytest
 import requests
 from django.db import connection
 
-from factory_bridge.models import OutboxEvent, RestockRequest, WorkerLease
+from factory_bridge.models import RestockRequest
 from factory_bridge.services.pollers import run_poller
 from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Product
+from nudged.core.models import OutboxEvent, WorkerLease
 from tests.factory_bridge.sqs import drain, ops_events
 
 pytestmark = pytest.mark.e2e

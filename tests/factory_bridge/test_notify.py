@@ -16,13 +16,15 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from factory_bridge.models import FailedMessage, WorkerLease
+from factory_bridge.models import FailedMessage
 from factory_bridge.services import notify, pollers
 from factory_bridge.services.dlq import watch_dlq
 from factory_bridge.services.notify import consume_notify
 from factory_bridge.tools.simulator import FactorySimulator
 from inventory import alerts
 from inventory.models import Product, StockAlert
+from nudged.core import leases
+from nudged.core.models import WorkerLease
 from tests.factory_bridge.sqs import messages_in, queue_url, sqs_client
 from tests.factory_bridge.test_e2e import SKU, buy, restock_poller, wait_until  # noqa: F401
 from tests.inventory.test_alert_delivery import Provider, free_port
@@ -152,7 +154,7 @@ def test_at_its_deadline_the_loop_releases_the_arrivals_it_did_not_reach(
         send(aws, "nudged-notify", replenished_envelope("CP-UNKNOWN"))
     recorded: list[str] = []
     monkeypatch.setattr(notify, "record_arrival", lambda sku: recorded.append(sku) or 0)
-    monkeypatch.setattr(pollers, "keep_going", lambda: False)
+    monkeypatch.setattr(leases, "keep_going", lambda: False)
 
     assert consume_notify(wait=1) == 0
 

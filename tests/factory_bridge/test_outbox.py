@@ -22,9 +22,8 @@ from django_q.conf import Conf
 from django_q.models import OrmQ
 
 from factory_bridge import aws as aws_clients
-from factory_bridge.models import OutboxEvent, WorkerLease
 from factory_bridge.publishers import InMemoryPublisher, SnsPublisher
-from factory_bridge.services import leases, outbox, pollers
+from factory_bridge.services import outbox, pollers
 from factory_bridge.services.outbox import (
     RelayReport,
     backlog,
@@ -32,7 +31,10 @@ from factory_bridge.services.outbox import (
     relay_outbox,
     retry_dead,
 )
+from inventory import outbox as inventory_outbox
 from inventory.models import Product
+from nudged.core import leases
+from nudged.core.models import OutboxEvent, WorkerLease
 from shop.models import Order
 from shop.services import place_order
 from tests.factory_bridge.sqs import drain
@@ -603,7 +605,7 @@ def test_the_relay_loop_publishes_what_commits_and_stops_the_per_commit_tasks(
     aws, product, monkeypatch
 ):
     monkeypatch.setattr(Conf, "SYNC", False)
-    monkeypatch.setattr(outbox, "_loop_seen_until", 0.0)
+    monkeypatch.setattr(inventory_outbox, "_loop_seen_until", 0.0)
     Product.objects.filter(pk=product.pk).update(stock=20)
     for _ in range(5):
         place_order(sku=SKU, quantity=1)
@@ -617,7 +619,7 @@ def test_the_relay_loop_publishes_what_commits_and_stops_the_per_commit_tasks(
     # While the loop's lease is fresh, a commit queues no relay task of its own.
     assert leases.claim("outbox", "someone-else")
     queued = OrmQ.objects.count()
-    outbox.trigger_relay()
+    inventory_outbox.trigger_relay()
     assert OrmQ.objects.count() == queued
 
 

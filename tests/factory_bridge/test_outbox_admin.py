@@ -10,11 +10,11 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from factory_bridge.models import OutboxEvent
+from nudged.core.models import OutboxEvent
 from tests.factory_bridge.sqs import drain
 from tests.factory_bridge.test_outbox import event_ids
 
-CHANGELIST = reverse("admin:factory_bridge_outboxevent_changelist")
+CHANGELIST = reverse("admin:core_outboxevent_changelist")
 SKU = "CP-502101"
 
 
@@ -111,5 +111,5 @@ def test_retrying_dead_events_publishes_them_and_records_who_did_it(aws, django_
     assert entry.change_message == (
         "Retried dead event after 10 attempts; last error: NotFound: Topic does not exist"
     )
-    history = client.get(reverse("admin:factory_bridge_outboxevent_history", args=[dead.pk]))
+    history = client.get(reverse("admin:core_outboxevent_history", args=[dead.pk]))
     assert "Retried dead event after 10 attempts" in history.content.decode()

@@ -17,10 +17,10 @@ from django.db import connection
 from django.test import Client
 from django_q.conf import Conf
 
-from factory_bridge.models import OutboxEvent
 from factory_bridge.services.outbox import backlog, relay_outbox
 from inventory.models import Product
 from inventory.services import refresh_estimates, set_stock
+from nudged.core.models import OutboxEvent
 from shop.exceptions import OutOfStock
 from shop.models import Order
 from shop.services import place_order

@@ -12,8 +12,8 @@ from factory_bridge import aws as aws_clients
 from factory_bridge.infrastructure import NAME_SETTINGS, dead_letter_queues, queue_names
 from factory_bridge.services import dlq
 from factory_bridge.tools.provisioning import provision
-from nudged import metrics
-from nudged.dashboard.selectors import dlq_depth, window
+from nudged.ops import metrics
+from nudged.ops.dashboard.selectors import dlq_depth, window
 
 # Written out here, not read from the declaration under test.
 QUEUES = [

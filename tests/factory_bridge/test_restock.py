@@ -13,13 +13,14 @@ from urllib.parse import urlsplit
 import pytest
 from django.test import Client
 
-from factory_bridge.models import MessageFailure, OutboxEvent, RestockRequest
+from factory_bridge.models import MessageFailure, RestockRequest
 from factory_bridge.services.outbox import relay_outbox
 from factory_bridge.services.restock.consumer import consume_restock
 from factory_bridge.tools.provisioning import provision
 from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Product, StockAdjustment
 from inventory.services import set_stock
+from nudged.core.models import OutboxEvent
 from shop.services import place_order
 from tests.factory_bridge.sqs import drain, ops_events, queue_url, sqs_client
 

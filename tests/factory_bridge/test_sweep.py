@@ -17,13 +17,14 @@ from django.db import connection
 from django.utils import timezone
 
 from factory_bridge import aws as aws_clients
-from factory_bridge.models import OutboxEvent, RestockRequest
+from factory_bridge.models import RestockRequest
 from factory_bridge.services.restock.callback import callback_restock_id
 from factory_bridge.services.restock.consumer import consume_restock
 from factory_bridge.services.restock.sweep import SweepReport, reorder_overdue
 from factory_bridge.tools.provisioning import provision
 from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Product
+from nudged.core.models import OutboxEvent
 from shop.exceptions import OutOfStock
 from shop.services import place_order
 from tests.factory_bridge.test_restock import (

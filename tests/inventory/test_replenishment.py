@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from inventory import signals
+from inventory import events, outbox
 from inventory.models import (
     DemandSnapshot,
     Factory,
@@ -240,26 +240,22 @@ def test_refresh_estimates_measures_demand_and_moves_the_reorder_point(factory, 
     assert not ReorderDecision.objects.exists()  # 500 on hand is above it
 
 
-def test_refresh_estimates_announces_refusals_in_aggregate_once(product):
+def test_refresh_estimates_announces_refusals_in_aggregate_once(product, monkeypatch):
     refresh_estimates()
     Product.objects.filter(pk=product.pk).update(
         orders_refused=7, units_refused=9, orders_limited=2
     )
     heard: list = []
+    monkeypatch.setattr(outbox, "record", heard.extend)
 
-    def listen(*, counts, **kwargs):  # type: ignore[no-untyped-def]
-        heard.extend(counts)
+    refresh_estimates()
+    refresh_estimates()
 
-    signals.refusals_counted.connect(listen)
-    try:
-        refresh_estimates()
-        refresh_estimates()
-    finally:
-        signals.refusals_counted.disconnect(listen)
-
-    assert [(c.sku, c.orders_refused, c.units_refused, c.orders_limited) for c in heard] == [
-        ("CP-502101", 7, 9, 2)
-    ]
+    refused = [e for e in heard if e.event_type == events.ORDERS_REFUSED]
+    assert [
+        (e.sku, e.body["refused_orders"], e.body["refused_units"], e.body["limited_orders"])
+        for e in refused
+    ] == [("CP-502101", 7, 9, 2)]
 
 
 def test_refresh_estimates_restocks_a_product_left_at_zero_however_it_got_there(product):

@@ -7,11 +7,11 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from factory_bridge.models import OutboxEvent
 from inventory import promises
 from inventory.alerts import send_due_mail
 from inventory.models import DemandSnapshot, Product, Promise, ReorderDecision, SuppressedAddress
 from inventory.services import batch_accepted, give_up_batch, receive_stock, refresh_estimates
+from nudged.core.models import OutboxEvent
 from shop.exceptions import OutOfStock, PurchaseLimitReached
 from shop.models import Order
 from shop.services import place_order

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
 from inventory.models import Product
-from nudged import ratelimits
+from nudged.core import ratelimits
 from shop.exceptions import InvalidOrder
 from shop.models import Order
 from shop.orders import OrderInput, clean_order

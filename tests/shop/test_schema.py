@@ -21,7 +21,7 @@ from jsonschema import Draft7Validator
 from rest_framework.test import APIClient
 
 from inventory.models import Product, SuppressedAddress
-from nudged.parsers import MAX_BODY_BYTES, MAX_DEPTH
+from nudged.core.parsers import MAX_BODY_BYTES, MAX_DEPTH
 
 pytestmark = pytest.mark.usefixtures("no_events")
 

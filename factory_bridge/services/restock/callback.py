@@ -8,7 +8,6 @@ from django.core import signing
 from django.db import transaction
 from django.utils import timezone
 
-from factory_bridge import events
 from factory_bridge.exceptions import (
     CallbackForFailedRestock,
     CallbackMismatch,
@@ -17,9 +16,9 @@ from factory_bridge.exceptions import (
 )
 from factory_bridge.models import RestockRequest
 from factory_bridge.selectors import batch_of
-from factory_bridge.services import outbox
+from inventory import events, outbox
 from inventory.services import receive_stock
-from nudged.logs import add_to_log_context
+from nudged.core.logs import add_to_log_context
 
 logger = logging.getLogger(__name__)
 

@@ -2,13 +2,13 @@
 
 from django.conf import settings
 
-from factory_bridge import events
 from factory_bridge.exceptions import UnreadableMessage
 from factory_bridge.factory import FactoryError
 from factory_bridge.messages import read_envelope
 from factory_bridge.queues import ReceivedMessage, SqsQueue
 from factory_bridge.services.restock.factory_order import order_restock
 from factory_bridge.services.sqs_consumer import ConsumeReport, RetryLater, consume_batch
+from inventory import events
 
 # Seconds one message may take beyond its factory call (database, SQS).
 MESSAGE_MARGIN = 2.0

@@ -11,7 +11,6 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from factory_bridge import events
 from factory_bridge.exceptions import UnreadableMessage
 from factory_bridge.factory import FactoryError, ManufactureOrder, get_factory_client
 from factory_bridge.messages import Envelope
@@ -19,9 +18,10 @@ from factory_bridge.models import RestockRequest
 from factory_bridge.selectors import batch_of
 from factory_bridge.services import factory_calls
 from factory_bridge.services.restock.callback import callback_url
+from inventory import events
 from inventory.models import Product, ReorderDecision
 from inventory.services import batch_accepted, hold_on_order, review
-from nudged.logs import log_context
+from nudged.core.logs import log_context
 
 logger = logging.getLogger(__name__)
 

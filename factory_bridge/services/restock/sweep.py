@@ -12,7 +12,6 @@ from django.utils import timezone
 
 from factory_bridge.factory import FactoryError
 from factory_bridge.models import RestockRequest
-from factory_bridge.services import leases
 from factory_bridge.services.restock.abandon import give_up
 from factory_bridge.services.restock.factory_order import (
     claim_request,
@@ -20,6 +19,7 @@ from factory_bridge.services.restock.factory_order import (
     unclaimed,
 )
 from inventory.models import Factory
+from nudged.core import leases
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.signals import request_finished
 from django.http import HttpRequest, HttpResponseBase
 
-from nudged.logs import end_request_context, start_request_context
+from nudged.core.logs import end_request_context, start_request_context
 
 HEADER = "X-Request-ID"
 # What an id from a proxy or client may be: no spaces or quotes to forge a log line with.

@@ -208,11 +208,11 @@ def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
-            "lines": {"()": "nudged.logs.formatter", "log_format": log_format},
+            "lines": {"()": "nudged.core.logs.formatter", "log_format": log_format},
         },
         "filters": {
-            "redact": {"()": "nudged.logs.RedactCallbackTokens"},
-            "context": {"()": "nudged.logs.AddLogContext"},
+            "redact": {"()": "nudged.core.logs.RedactCallbackTokens"},
+            "context": {"()": "nudged.core.logs.AddLogContext"},
         },
         "handlers": {
             "console": {

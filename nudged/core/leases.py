@@ -1,17 +1,23 @@
 """Leases: one process at a time does a job, whichever host it runs on.
 
-A lease is a WorkerLease row named for its job: each loop's (services/pollers.py), the overdue
-sweep's, a redrive's or discard's (`dlq-redrive`) and the sales relay's. Whoever beat it within
-`stale_after()` holds it; one that dies holding it leaves it to be taken once it is stale.
+A lease is a WorkerLease row named for its job: each loop's (factory_bridge/services/pollers.py),
+the overdue sweep's, a redrive's or discard's (`dlq-redrive`) and the sales relay's. Whoever
+beat it within `stale_after()` holds it; one that dies holding it leaves it to be taken once
+it is stale.
 """
 
+import threading
 from datetime import timedelta
+from time import monotonic
 
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from factory_bridge.models import WorkerLease
+from nudged.core.models import WorkerLease
+
+# The lease and deadline of the loop running in this thread, for `keep_going`.
+_running = threading.local()
 
 
 def stale_after() -> timedelta:
@@ -49,3 +55,26 @@ def is_held(name: str) -> bool:
 
 def release(name: str, owner: str) -> None:
     WorkerLease.objects.filter(name=name, owner=owner).update(heartbeat_at=None, owner="")
+
+
+def enter_loop(name: str, owner: str, deadline: float) -> None:
+    """Mark this thread as running the loop that holds the named lease until `deadline`."""
+    _running.lease = (name, owner, deadline)
+
+
+def leave_loop() -> None:
+    _running.lease = None
+
+
+def keep_going() -> bool:
+    """Beat the calling loop's lease before another unit of work; False when it should stop.
+
+    A round that handles several slow items beats per item, so its lease never looks stale
+    (which would start a second copy), and takes no new item once the loop has lost its
+    lease or run past its time (its successor takes over). Outside a loop: always True.
+    """
+    running = getattr(_running, "lease", None)
+    if running is None:
+        return True
+    name, owner, deadline = running
+    return monotonic() < deadline and renew(name, owner)

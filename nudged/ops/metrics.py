@@ -43,7 +43,7 @@ from factory_bridge.queues import QueueError, SqsQueue
 from factory_bridge.services import factory_calls
 from factory_bridge.services.outbox import backlog
 from inventory.models import Product
-from nudged.dashboard.selectors import recent_relay_lag
+from nudged.ops.dashboard.selectors import recent_relay_lag
 from shop.models import Order
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_safe
 from factory_bridge.services.dlq import dead_count
 from factory_bridge.services.outbox import backlog
 from factory_bridge.services.pollers import poller_status
-from nudged.metrics import render as render_metrics
+from nudged.ops.metrics import render as render_metrics
 
 logger = logging.getLogger(__name__)
 

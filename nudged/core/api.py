@@ -14,7 +14,7 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from nudged.exceptions import DomainError
+from nudged.core.exceptions import DomainError
 
 logger = logging.getLogger(__name__)
 

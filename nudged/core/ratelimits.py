@@ -21,7 +21,7 @@ from limits.strategies import FixedWindowRateLimiter
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
-from nudged.exceptions import DomainError
+from nudged.core.exceptions import DomainError
 
 logger = logging.getLogger(__name__)
 

@@ -4,13 +4,17 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
-from factory_bridge.models import OutboxEvent
 from inventory.models import ReorderDecision
-from inventory.services import RefusalCount, StockState
+from nudged.core.models import OutboxEvent
+
+if TYPE_CHECKING:
+    # Types only: inventory.services writes its events through the outbox, which reads these.
+    from inventory.services import RefusalCount, StockState
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ class Event:
     subject: str = ""
 
 
-def depleted(*, stock: StockState) -> Event:
+def depleted(*, stock: "StockState") -> Event:
     """A product ran out."""
     return Event(
         topic=OutboxEvent.Topic.STOCK,
@@ -83,7 +87,7 @@ def low(*, decision: ReorderDecision, factory_code: str, sku: str) -> Event:
     )
 
 
-def refused(*, count: RefusalCount) -> Event:
+def refused(*, count: "RefusalCount") -> Event:
     """Orders refused (out of stock) and limited (purchase limit) over one interval."""
     return Event(
         topic=OutboxEvent.Topic.SALES,
@@ -175,7 +179,8 @@ class Sale:
 
 
 class SalesLedger(Protocol):
-    """The record of sales the relay publishes from, chosen by SALES_LEDGER."""
+    """The record of sales the relay publishes from: the shop's orders, registered by the shop
+    when it starts (inventory and factory_bridge do not import it)."""
 
     def unpublished(self, *, limit: int) -> list[Sale]:
         """The oldest sales not yet published, at most `limit`."""
@@ -220,3 +225,18 @@ def sales_batch(events: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str,
     }
     units = sum(event["quantity"] for event in events)
     return body, _attributes(SALES_BATCH, first["sku"], first["factory_id"], units)
+
+
+_ledger: SalesLedger | None = None
+
+
+def register_sales_ledger(ledger: SalesLedger) -> None:
+    """Name the record of sales (the shop, once, when it starts)."""
+    global _ledger
+    _ledger = ledger
+
+
+def sales_ledger() -> SalesLedger:
+    if _ledger is None:
+        raise ImproperlyConfigured("no sales ledger registered: is the shop installed?")
+    return _ledger

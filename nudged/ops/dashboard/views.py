@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.template.response import TemplateResponse
 
-from nudged.dashboard import panels, selectors
+from nudged.ops.dashboard import panels, selectors
 
 
 def dashboard(request: HttpRequest) -> HttpResponse:

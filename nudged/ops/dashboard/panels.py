@@ -2,9 +2,9 @@
 
 from dataclasses import dataclass
 
-from nudged.dashboard import charts, selectors
-from nudged.dashboard.charts import Chart, Series
-from nudged.dashboard.selectors import Window
+from nudged.ops.dashboard import charts, selectors
+from nudged.ops.dashboard.charts import Chart, Series
+from nudged.ops.dashboard.selectors import Window
 
 SERVED, REFUSED, LIMITED = "#009E73", "#D55E00", "#E69F00"
 WORST, MEAN = "#D55E00", "#0072B2"

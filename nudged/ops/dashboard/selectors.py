@@ -38,10 +38,11 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
-from factory_bridge import events
 from factory_bridge.infrastructure import dead_letter_queues
-from factory_bridge.models import FailedMessage, OutboxEvent, RestockRequest
+from factory_bridge.models import FailedMessage, RestockRequest
+from inventory import events
 from inventory.models import Product, Promise, StockAdjustment
+from nudged.core.models import OutboxEvent
 from shop.models import Order
 
 # Name: (span, bucket width), in seconds.

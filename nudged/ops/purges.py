@@ -11,10 +11,9 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.management import call_command
 from django.db import DatabaseError
-from django.db.models import QuerySet
 from django.utils import timezone
 
-from nudged.loading import load
+from nudged.core.loading import load
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +28,6 @@ PURGES: tuple[tuple[str, str], ...] = (
     ("inventory.alerts.purge_alerts", "ALERT_RETENTION_DAYS"),
 )
 SESSIONS = "sessions"
-# Rows per DELETE statement: each is short, so no purge holds locks orders wait on for long.
-BATCH_SIZE = 1000
 
 
 def purge_all(*, now: datetime | None = None) -> dict[str, int]:
@@ -55,14 +52,4 @@ def purge_all(*, now: datetime | None = None) -> dict[str, int]:
             continue
         if deleted[path]:
             logger.info("purged %s rows: %s before=%s", deleted[path], path, before.isoformat())
-    return deleted
-
-
-def delete_in_batches(*, rows: QuerySet, batch_size: int = BATCH_SIZE) -> int:
-    """Delete the rows a few at a time, each batch its own statement; return how many."""
-    deleted = 0
-    while pks := list(rows.order_by("pk").values_list("pk", flat=True)[:batch_size]):
-        deleted += rows.model.objects.filter(pk__in=pks).delete()[1].get(rows.model._meta.label, 0)
-        if len(pks) < batch_size:
-            break
     return deleted
