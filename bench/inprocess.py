@@ -77,9 +77,9 @@ def main() -> int:
     from django.test import Client
     from django.utils import timezone
 
-    from factory_bridge.models import WorkerLease
-    from factory_bridge.services.outbox import RELAY_LOOP
     from inventory.models import Product
+    from inventory.outbox import RELAY_LOOP
+    from nudged.core.models import WorkerLease
 
     call_command("migrate", "--noinput", verbosity=0)
     call_command("load_catalog", verbosity=0)
