@@ -71,6 +71,17 @@ def _alert_count(**condition: object) -> Coalesce:
     return Coalesce(Subquery(counts), 0)
 
 
+def product_ids(*, skus: list[str]) -> dict[str, int]:
+    """The ids of the products with these SKUs, by SKU casefolded (SKUs match whatever their
+    case, as the database compares them); UnknownSku for the first that none has."""
+    found = dict(Product.objects.filter(sku__in=skus).values_list("sku", "pk"))
+    ids = {sku.casefold(): pk for sku, pk in found.items()}
+    for sku in skus:
+        if sku.casefold() not in ids:
+            raise UnknownSku(sku)
+    return ids
+
+
 def product_get(*, sku: str, with_restock: bool = True) -> Product:
     """One product by SKU, or UnknownSku; without `with_restock`, just the row and factory."""
     products = product_list() if with_restock else Product.objects.select_related("factory")

@@ -1,5 +1,6 @@
 """The Sales API: thin views over the shop services and inventory selectors."""
 
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -41,12 +42,15 @@ from nudged.core.parsers import (
     read_body,
 )
 from shop.limits import address_key
-from shop.models import Order
+from shop.models import Basket, Order
 from shop.orders import order_input_schema, take_alert, take_order
-from shop.selectors import order_get
+from shop.selectors import receipt_get
 from shop.serializers import (
     AlertInputSerializer,
     AlertOutputSerializer,
+    BasketOutputSerializer,
+    BasketReceiptSerializer,
+    BasketShortSerializer,
     ErrorSerializer,
     InStockSerializer,
     InvalidInputSerializer,
@@ -57,6 +61,7 @@ from shop.serializers import (
     ReceiptSerializer,
     UnknownSkuSerializer,
 )
+from shop.services import BasketResult, OrderResult
 
 # What any operation can answer besides its own outcomes.
 EVERY_OPERATION = {
@@ -109,18 +114,36 @@ class OrderInputExtension(OpenApiSerializerExtension):
         return order_input_schema()
 
 
+class OrderBodySchema(AutoSchema):
+    """An order body is required: one of two shapes (one donut, a basket), which share no
+    required field from which drf-spectacular would tell."""
+
+    def _get_request_body(self, direction: str = "request") -> dict[str, Any] | None:
+        body = super()._get_request_body(direction)
+        if body:
+            body["required"] = True
+        return body
+
+
 class OrderCreateSchema(APIView):
     """The OpenAPI operation of POST /api/orders/, for drf-spectacular: `order_create`
     answers the requests, without DRF (docs/performance.md)."""
+
+    schema = OrderBodySchema()
 
     @extend_schema(
         operation_id="orders_create",
         request=OrderInputSchema,
         responses={
             201: OpenApiResponse(
-                OrderOutputSerializer,
+                PolymorphicProxySerializer(
+                    component_name="OrderPlaced",
+                    serializers=[OrderOutputSerializer, BasketOutputSerializer],
+                    resource_type_field_name=None,
+                ),
                 description="Ordered: stock taken (`completed`), or, with `backorder`, units "
-                "promised from production (`backordered`, with `ready_by`).",
+                "promised from production (`backordered`, with `ready_by`). A basket answers "
+                "with its lines and total.",
             ),
             400: OpenApiResponse(
                 InvalidInputSerializer,
@@ -131,11 +154,16 @@ class OrderCreateSchema(APIView):
             409: OpenApiResponse(
                 PolymorphicProxySerializer(
                     component_name="OrderRefused",
-                    serializers=[OutOfStockSerializer, PurchaseLimitSerializer],
+                    serializers=[
+                        OutOfStockSerializer,
+                        BasketShortSerializer,
+                        PurchaseLimitSerializer,
+                    ],
                     resource_type_field_name=None,
                 ),
                 description="`out_of_stock`: fewer units on hand than asked (counted as demand), "
-                "and with `backorder` production cannot serve them either; "
+                "and with `backorder` production cannot serve them either (a basket: `lines` "
+                "names each line short, and none was ordered); "
                 "`purchase_limit`: this customer (`scope`: `customer`), or everyone at this "
                 "client address on every channel together (`scope`: `address`), has bought as "
                 "many as one window allows. Stock untouched either way.",
@@ -171,18 +199,41 @@ def order_create(request: HttpRequest) -> HttpResponse:
         result = take_order(data=data, channel=Order.Channel.API, address=address_key(request))
     except (DomainError, APIException, DatabaseError) as exc:
         return error_response(exc, allow=ALLOW)
-    # The body is built from known ints and strings: OrderOutputSerializer documents it. The
-    # counting id stays inside: it would tell anyone how many orders the shop takes.
-    body = {
+    # The body is built from known ints and strings: OrderOutputSerializer and
+    # BasketOutputSerializer document it. The counting id stays inside: it would tell anyone
+    # how many orders the shop takes.
+    if isinstance(result, BasketResult):
+        body = {
+            "reference": result.reference,
+            "status": result.status,
+            "total": result.total,
+            "lines": [_order_body_of(line, unit_price=True) for line in result.lines],
+        }
+        if result.ready_by is not None:
+            body["ready_by"] = _utc(result.ready_by)
+    else:
+        body = _order_body_of(result)
+    return json_response(body, status=status.HTTP_201_CREATED, allow=ALLOW)
+
+
+def _order_body_of(result: OrderResult, *, unit_price: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "sku": result.sku,
         "quantity": result.quantity,
         "status": result.status,
         "remaining_stock": result.remaining_stock,
-        "reference": result.reference,
     }
+    if unit_price:
+        body["unit_price"] = result.unit_price
+    else:
+        body["reference"] = result.reference
     if result.ready_by is not None:
-        body["ready_by"] = result.ready_by.isoformat().replace("+00:00", "Z")
-    return json_response(body, status=status.HTTP_201_CREATED, allow=ALLOW)
+        body["ready_by"] = _utc(result.ready_by)
+    return body
+
+
+def _utc(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 # drf-spectacular documents a view by its class.
@@ -210,15 +261,23 @@ def _order_body(request: HttpRequest) -> object:
 class OrderDetailApi(APIView):
     @extend_schema(
         responses={
-            200: ReceiptSerializer,
+            200: PolymorphicProxySerializer(
+                component_name="AnyReceipt",
+                serializers=[ReceiptSerializer, BasketReceiptSerializer],
+                resource_type_field_name=None,
+            ),
             404: OpenApiResponse(
-                ErrorSerializer, description="`unknown_order`: no order has this reference."
+                ErrorSerializer,
+                description="`unknown_order`: no order or basket has this reference.",
             ),
             **EVERY_OPERATION,
         }
     )
     def get(self, request: Request, reference: str) -> Response:
-        return Response(ReceiptSerializer(order_get(reference=reference)).data)
+        placed = receipt_get(reference=reference)
+        if isinstance(placed, Basket):
+            return Response(BasketReceiptSerializer(placed).data)
+        return Response(ReceiptSerializer(placed).data)
 
 
 class AlertCreateApi(APIView):

@@ -1,3 +1,4 @@
+from dataclasses import dataclass
 from typing import Any
 
 from nudged.core.exceptions import DomainError
@@ -23,6 +24,42 @@ class OutOfStock(DomainError):
 
     def extra(self) -> dict[str, Any]:
         return {"available": self.available}
+
+
+@dataclass(frozen=True)
+class ShortLine:
+    """A basket's line the shelf could not serve."""
+
+    sku: str
+    name: str
+    requested: int
+    available: int
+
+
+class BasketShort(DomainError):
+    """A basket was refused as a whole: these lines could not be served (each counted as a
+    refusal on its product); no stock was taken for any line."""
+
+    code = "out_of_stock"
+    status = 409
+
+    def __init__(self, lines: list[ShortLine]) -> None:
+        short = ", ".join(
+            f"{line.sku} (only {line.available} left, {line.requested} requested)"
+            if line.available > 0
+            else f"{line.sku} (sold out)"
+            for line in lines
+        )
+        super().__init__(f"Not enough stock for this basket: {short}. Nothing was ordered.")
+        self.lines = lines
+
+    def extra(self) -> dict[str, Any]:
+        return {
+            "lines": [
+                {"sku": line.sku, "requested": line.requested, "available": line.available}
+                for line in self.lines
+            ]
+        }
 
 
 class PurchaseLimitReached(DomainError):
@@ -53,6 +90,7 @@ class PurchaseLimitReached(DomainError):
 
     def extra(self) -> dict[str, Any]:
         return {
+            "sku": self.sku,
             "scope": self.scope,
             "limit": self.limit,
             "window": self.window,

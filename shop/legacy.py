@@ -14,6 +14,7 @@ from shop.exceptions import OutOfStock, PurchaseLimitReached
 from shop.limits import address_key
 from shop.models import Order
 from shop.orders import take_order
+from shop.services import OrderResult
 
 logger = logging.getLogger(__name__)
 
@@ -90,4 +91,5 @@ def checkout(request: HttpRequest) -> JsonResponse:
         per = "한 사람당" if limited.scope == PurchaseLimitReached.CUSTOMER else "한 주소당"
         limit = f"{per} {limited.limit}개까지 구매할 수 있습니다"
         return _json({"message": f"구매 실패! 구매 한도 초과: {limit}."})
+    assert isinstance(result, OrderResult)  # one donut: the original API has no baskets
     return _json({"message": f"구매 완료! 남은 재고: {result.remaining_stock}"})

@@ -1,4 +1,5 @@
 import secrets
+from datetime import datetime
 
 from django.db import models
 
@@ -7,6 +8,46 @@ from inventory.models import Product, Promise
 
 def new_reference() -> str:
     return secrets.token_hex(16)
+
+
+class Basket(models.Model):
+    """Several donuts ordered at once, all or nothing: its lines are Order rows, one per
+    product, each with its own unit price, sale and (for a pre-order) promise. A one-donut
+    order has no basket."""
+
+    reference = models.CharField(max_length=32, unique=True, default=new_reference, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Basket {self.reference}"
+
+    # Read from its lines: fetch them with the basket (shop.selectors.receipt_get).
+    @property
+    def status(self) -> str:
+        """Backordered until its last line is ready; cancelled when every line was."""
+        statuses = {line.status for line in self.lines.all()}
+        if Order.Status.BACKORDERED in statuses:
+            return Order.Status.BACKORDERED
+        if statuses == {Order.Status.CANCELLED}:
+            return Order.Status.CANCELLED
+        return Order.Status.COMPLETED
+
+    @property
+    def total_price(self) -> int:
+        return sum(line.total_price for line in self.lines.all())
+
+    @property
+    def ready_by(self) -> datetime | None:
+        """When its last waiting line is promised (None: nothing waits)."""
+        waiting = [
+            line.promise.ready_by
+            for line in self.lines.all()
+            if line.status == Order.Status.BACKORDERED and line.promise is not None
+        ]
+        return max(waiting, default=None)
 
 
 class Order(models.Model):
@@ -58,6 +99,14 @@ class Order(models.Model):
     )
     fulfilled_at = models.DateTimeField(
         null=True, blank=True, help_text="When a pre-order was served from its batch"
+    )
+    basket = models.ForeignKey(
+        Basket,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="lines",
+        help_text="The basket this order is a line of, ordered with the others at once",
     )
 
     class Meta:

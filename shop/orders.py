@@ -19,7 +19,7 @@ from inventory.alerts import subscribe_alert
 from inventory.models import Product, Promise, StockAlert
 from nudged.core import ratelimits
 from shop.exceptions import InvalidOrder
-from shop.services import OrderResult, place_order
+from shop.services import BasketResult, Line, OrderResult, place_basket, place_order
 
 SKU_MAX_LENGTH: int = Product._meta.get_field("sku").max_length  # type: ignore[assignment]  # a CharField's
 EMAIL_MAX_LENGTH: int = Promise._meta.get_field("email").max_length  # type: ignore[assignment]  # an EmailField's
@@ -33,6 +33,11 @@ BACKORDER_HELP = (
     "Take the units from production when the shelf cannot serve the order: 201 with "
     "`status` `backordered` and `ready_by` instead of 409, when production can."
 )
+BASKET_HELP = (
+    "Several donuts at once, one line per SKU (a SKU twice is refused): every line is served, "
+    "or none (409 names each line short). With `backorder`, the lines the shelf cannot serve "
+    "wait for their batch."
+)
 EMAIL_HELP = (
     "Where to say that a pre-order is ready, or cancelled; kept only when the order is one "
     "(`backorder`, shelf short)."
@@ -41,32 +46,45 @@ EMAIL_HELP = (
 
 @dataclass(frozen=True)
 class OrderInput:
-    sku: str
-    quantity: int
+    """One donut (`sku`, `quantity`), or a basket of several (`lines`, from `items`)."""
+
+    sku: str = ""
+    quantity: int = 0
     backorder: bool = False
     email: str = ""
+    lines: tuple[Line, ...] = ()
 
 
 def take_order(
     *, data: object, channel: str, address: str, customer: Callable[[], str] | None = None
-) -> OrderResult:
+) -> OrderResult | BasketResult:
     """Place the order `data` asks for, from the client at `address` (its key,
     shop.limits.address_key), as the customer `customer` names (the address itself without
     it): called only for an order that passed the rate limit and validation, since naming a
-    new storefront customer writes their session.
+    new storefront customer writes their session. A body with `items` is a basket.
 
-    Raises RateLimited, InvalidOrder, then what place_order raises (UnknownSku, OutOfStock,
-    PurchaseLimitReached).
+    Raises RateLimited, InvalidOrder, then what place_order and place_basket raise
+    (UnknownSku, OutOfStock, BasketShort, PurchaseLimitReached).
     """
     ratelimits.check(scope="order", setting="ORDER_RATE_LIMIT", key=address)
     order = clean_order(data)
+    who = customer() if customer else address
+    if order.lines:
+        return place_basket(
+            lines=list(order.lines),
+            backorder=order.backorder,
+            email=order.email,
+            channel=channel,
+            customer=who,
+            address=address,
+        )
     return place_order(
         sku=order.sku,
         quantity=order.quantity,
         backorder=order.backorder,
         email=order.email,
         channel=channel,
-        customer=customer() if customer else address,
+        customer=who,
         address=address,
     )
 
@@ -81,20 +99,55 @@ def take_alert(*, sku: str, email: str, address: str) -> StockAlert:
 
 def clean_order(data: object) -> OrderInput:
     """The order a body (a JSON object or a form's fields) asks for, or InvalidOrder naming
-    every bad field. Unknown fields are ignored."""
+    every bad field. Unknown fields are ignored. A body with `items` is a basket: its lines
+    (`items.N.sku`, `items.N.quantity` name their errors) instead of `sku` and `quantity`."""
     if not isinstance(data, Mapping):
         kind = "null" if data is None else type(data).__name__
         raise InvalidOrder({"non_field_errors": [f"Expected an object, got {kind}."]})
     errors: dict[str, list[str]] = {}
-    cleaned: dict[str, Any] = {}
-    for name, clean in CLEANERS.items():
-        try:
-            cleaned[name] = clean(data.get(name, _MISSING))
-        except DjangoValidationError as exc:
-            errors[name] = exc.messages
+    basket = "items" in data
+    cleaned = _clean(data, OPTIONS if basket else CLEANERS, errors)
+    if basket:
+        cleaned["lines"] = _lines(data["items"], errors)
     if errors:
         raise InvalidOrder(errors)
     return OrderInput(**cleaned)
+
+
+def _clean(
+    data: Mapping,
+    cleaners: Mapping[str, Callable[[object], object]],
+    errors: dict[str, list[str]],
+    *,
+    prefix: str = "",
+) -> dict[str, Any]:
+    cleaned: dict[str, Any] = {}
+    for name, clean in cleaners.items():
+        try:
+            cleaned[name] = clean(data.get(name, _MISSING))
+        except DjangoValidationError as exc:
+            errors[f"{prefix}{name}"] = exc.messages
+    return cleaned
+
+
+def _lines(items: object, errors: dict[str, list[str]]) -> tuple[Line, ...]:
+    """A basket's lines: a list of 1 to ORDER_MAX_LINES {sku, quantity}, one per SKU."""
+    most = settings.ORDER_MAX_LINES
+    if not isinstance(items, list) or not 1 <= len(items) <= most:
+        errors["items"] = [f"Expected a list of 1 to {most} items, each {{sku, quantity}}."]
+        return ()
+    lines: list[Line] = []
+    for n, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            errors[f"items.{n}"] = ["Expected an object {sku, quantity}."]
+            continue
+        fields = _clean(item, LINE_CLEANERS, errors, prefix=f"items.{n}.")
+        if len(fields) == len(LINE_CLEANERS):
+            lines.append(Line(**fields))
+    skus = [line.sku.casefold() for line in lines]
+    if len(set(skus)) < len(skus):
+        errors["items"] = ["One line per donut: a SKU appears twice."]
+    return tuple(lines)
 
 
 _MISSING = object()
@@ -176,34 +229,59 @@ def _email(value: object) -> str:
     return email
 
 
-CLEANERS = {"sku": _sku, "quantity": _quantity, "backorder": _backorder, "email": _email}
+LINE_CLEANERS = {"sku": _sku, "quantity": _quantity}
+OPTIONS = {"backorder": _backorder, "email": _email}
+CLEANERS = {**LINE_CLEANERS, **OPTIONS}
 
 
 def order_input_schema() -> dict[str, Any]:
     """The JSON schema of an order body, from the bounds clean_order applies (the OpenAPI
-    schema's request body)."""
-    return {
-        "type": "object",
-        "properties": {
-            "sku": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": SKU_MAX_LENGTH,
-                "pattern": r"\S",
-                "description": "Surrounding spaces are trimmed.",
-            },
-            "quantity": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": settings.ORDER_MAX_QUANTITY,
-            },
-            "backorder": {"type": "boolean", "default": False, "description": BACKORDER_HELP},
-            "email": {
-                "type": "string",
-                "format": "email",
-                "maxLength": EMAIL_MAX_LENGTH,
-                "description": EMAIL_HELP,
-            },
+    schema's request body): one donut, or a basket of several (`items`)."""
+    sku = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": SKU_MAX_LENGTH,
+        "pattern": r"\S",
+        "description": "Surrounding spaces are trimmed.",
+    }
+    quantity = {"type": "integer", "minimum": 1, "maximum": settings.ORDER_MAX_QUANTITY}
+    options = {
+        "backorder": {"type": "boolean", "default": False, "description": BACKORDER_HELP},
+        "email": {
+            "type": "string",
+            "format": "email",
+            "maxLength": EMAIL_MAX_LENGTH,
+            "description": EMAIL_HELP,
         },
+    }
+    line = {
+        "type": "object",
+        "properties": {"sku": sku, "quantity": quantity},
         "required": ["sku", "quantity"],
+    }
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "title": "One donut",
+                "properties": {"sku": sku, "quantity": quantity, **options},
+                "required": ["sku", "quantity"],
+                "not": {"required": ["items"]},
+            },
+            {
+                "type": "object",
+                "title": "A basket",
+                "properties": {
+                    "items": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": settings.ORDER_MAX_LINES,
+                        "items": line,
+                        "description": BASKET_HELP,
+                    },
+                    **options,
+                },
+                "required": ["items"],
+            },
+        ]
     }

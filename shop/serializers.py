@@ -61,6 +61,35 @@ class OrderOutputSerializer(serializers.Serializer):
     )
 
 
+class BasketLineSerializer(serializers.Serializer):
+    sku = serializers.CharField(max_length=SKU_MAX_LENGTH)
+    quantity = serializers.IntegerField(min_value=1, max_value=settings.ORDER_MAX_QUANTITY)
+    status = serializers.ChoiceField(
+        choices=[Order.Status.COMPLETED, Order.Status.BACKORDERED],
+        help_text="`completed`: served from the shelf; `backordered`: waits for its batch.",
+    )
+    unit_price = serializers.IntegerField(min_value=0, help_text="KRW, as ordered.")
+    remaining_stock = serializers.IntegerField(min_value=0)
+    ready_by = serializers.DateTimeField(
+        required=False, help_text="A pre-order line's promised time (ISO 8601, UTC)."
+    )
+
+
+class BasketOutputSerializer(serializers.Serializer):
+    reference = serializers.CharField(
+        help_text="The basket's unguessable reference: `GET /api/orders/{reference}/`."
+    )
+    status = serializers.ChoiceField(
+        choices=[Order.Status.COMPLETED, Order.Status.BACKORDERED],
+        help_text="`backordered` until its last line is ready, `completed` then.",
+    )
+    total = serializers.IntegerField(min_value=0, help_text="KRW, every line's.")
+    lines = BasketLineSerializer(many=True, help_text="In the order they were asked for.")
+    ready_by = serializers.DateTimeField(
+        required=False, help_text="When its last pre-order line is promised (ISO 8601, UTC)."
+    )
+
+
 class ReceiptSerializer(serializers.ModelSerializer):
     """An order as its customer reads it back: by its reference, never the counting id."""
 
@@ -130,7 +159,20 @@ class OutOfStockSerializer(ErrorSerializer):
     available = serializers.IntegerField(min_value=0)
 
 
+class ShortLineSerializer(serializers.Serializer):
+    sku = serializers.CharField(max_length=SKU_MAX_LENGTH)
+    requested = serializers.IntegerField(min_value=1)
+    available = serializers.IntegerField(min_value=0)
+
+
+class BasketShortSerializer(ErrorSerializer):
+    lines = ShortLineSerializer(many=True, help_text="Each line the shelf could not serve.")
+
+
 class PurchaseLimitSerializer(ErrorSerializer):
+    sku = serializers.CharField(
+        max_length=SKU_MAX_LENGTH, help_text="The donut limited (a basket's line)."
+    )
     scope = serializers.ChoiceField(
         choices=["customer", "address"],
         help_text="Which limit refused the order: `customer`, this customer's own, or "
@@ -144,6 +186,25 @@ class PurchaseLimitSerializer(ErrorSerializer):
     bought = serializers.IntegerField(
         min_value=0, help_text="Units bought in the window (by this customer, or this address)."
     )
+
+
+class BasketReceiptSerializer(serializers.Serializer):
+    """A basket as its customer reads it back: its lines and their total."""
+
+    reference = serializers.CharField()
+    status = serializers.ChoiceField(
+        choices=[Order.Status.COMPLETED, Order.Status.BACKORDERED, Order.Status.CANCELLED],
+        help_text="`backordered` until its last line is ready; `cancelled` when every line "
+        "was; `completed` otherwise.",
+    )
+    total_price = serializers.IntegerField(min_value=0, help_text="KRW, every line's.")
+    created_at = serializers.DateTimeField()
+    ready_by = serializers.DateTimeField(
+        allow_null=True,
+        default_timezone=UTC,
+        help_text="When its last waiting line is promised (UTC); null when nothing waits.",
+    )
+    lines = ReceiptSerializer(many=True, help_text="Each line, as an order's receipt.")
 
 
 class AlertInputSerializer(serializers.Serializer):

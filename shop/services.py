@@ -5,10 +5,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from inventory import events, outbox
+from inventory.selectors import product_ids
 from inventory.services import (
     Also,
     StockState,
@@ -20,8 +21,8 @@ from inventory.services import (
     take_stock,
 )
 from nudged.core.logs import add_to_log_context
-from shop.exceptions import OutOfStock, PurchaseLimitReached
-from shop.models import Order, new_reference
+from shop.exceptions import BasketShort, OutOfStock, PurchaseLimitReached, ShortLine
+from shop.models import Basket, Order, new_reference
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,37 @@ class OrderResult:
     quantity: int
     sku: str
     remaining_stock: int
+    unit_price: int = 0
     # A pre-order's promised time.
     ready_by: datetime | None = None
+
+
+@dataclass(frozen=True)
+class BasketResult:
+    """A basket placed: its lines, in the order they were asked for."""
+
+    reference: str
+    lines: tuple[OrderResult, ...]
+
+    @property
+    def status(self) -> str:
+        """Backordered until its last line is ready, completed then."""
+        waiting = any(line.status == Order.Status.BACKORDERED for line in self.lines)
+        return Order.Status.BACKORDERED if waiting else Order.Status.COMPLETED
+
+    @property
+    def total(self) -> int:
+        return sum(line.unit_price * line.quantity for line in self.lines)
+
+    @property
+    def ready_by(self) -> datetime | None:
+        return max((line.ready_by for line in self.lines if line.ready_by), default=None)
+
+
+@dataclass(frozen=True)
+class Line:
+    sku: str
+    quantity: int
 
 
 def place_order(
@@ -168,8 +198,8 @@ QUICK_ORDER_SQL = (
     "`channel`, `unit_price`, `remaining_stock`, `customer`, `address`, `reference`, "
     "`created_at`) SELECT `p`.`id`, %s, %s, %s, `p`.`price`, `p`.`stock`, %s, %s, %s, %s "
     "FROM `inventory_product` `p` WHERE `p`.`sku` = %s AND ROW_COUNT() = 1 "
-    "RETURNING `id`, `remaining_stock`, (SELECT `q`.`sku` FROM `inventory_product` `q` "
-    "WHERE `q`.`id` = `product_id`); COMMIT"
+    "RETURNING `id`, `remaining_stock`, `unit_price`, (SELECT `q`.`sku` "
+    "FROM `inventory_product` `q` WHERE `q`.`id` = `product_id`); COMMIT"
 )
 
 
@@ -205,7 +235,7 @@ def _quick_sell(
         raise
     if row is None:
         return None
-    order_id, remaining, canonical_sku = row
+    order_id, remaining, unit_price, canonical_sku = row
     outbox.sold()
     return OrderResult(
         order_id=order_id,
@@ -214,6 +244,7 @@ def _quick_sell(
         quantity=quantity,
         sku=canonical_sku,
         remaining_stock=remaining,
+        unit_price=unit_price,
     )
 
 
@@ -262,6 +293,7 @@ def _sell(
         quantity=quantity,
         sku=stock.sku,
         remaining_stock=stock.remaining,
+        unit_price=stock.price,
     )
 
 
@@ -311,7 +343,181 @@ def _backorder(
         quantity=quantity,
         sku=stock.sku,
         remaining_stock=stock.remaining,
+        unit_price=stock.price,
         ready_by=promised.ready_by,
+    )
+
+
+# MariaDB's codes for a transaction it rolled back to break a deadlock, and for a lock wait
+# that timed out: a basket placed again then finds the rows free.
+RETRIED = (1213, 1205)
+BASKET_ATTEMPTS = 3
+
+
+def place_basket(
+    *,
+    lines: list[Line],
+    channel: str = Order.Channel.API,
+    customer: str = "",
+    address: str = "",
+    backorder: bool = False,
+    email: str = "",
+) -> BasketResult:
+    """Take every line's units in one transaction, or none of them: BasketShort names each
+    line the shelf could not serve (each counted as a refusal on its product).
+
+    Lines are one per product; their rows are locked in the order of their product ids, so
+    two baskets of the same donuts never wait for each other in a circle. A deadlock or lock
+    timeout MariaDB reports anyway is retried. Each line is an order row of its own, with its
+    unit price, its purchase limits (PurchaseLimitReached, nothing taken) and its sale; with
+    `backorder`, a line the shelf cannot serve is a pre-order when production can serve it,
+    and the basket is ready when its last line is. Raises UnknownSku for a SKU no product has.
+    """
+    for attempt in range(1, BASKET_ATTEMPTS + 1):
+        try:
+            return _place_basket(
+                lines=lines,
+                channel=channel,
+                customer=customer,
+                address=address,
+                backorder=backorder,
+                email=email,
+            )
+        except OperationalError as exc:
+            if exc.args[0] not in RETRIED or attempt == BASKET_ATTEMPTS:
+                raise
+            logger.warning("basket placed again after attempt=%s error=%s", attempt, exc.args[0])
+    raise AssertionError("unreachable")
+
+
+def _place_basket(
+    *,
+    lines: list[Line],
+    channel: str,
+    customer: str,
+    address: str,
+    backorder: bool,
+    email: str,
+) -> BasketResult:
+    ids = product_ids(skus=[line.sku for line in lines])
+    placed: dict[Line, OrderResult] = {}
+    short: list[tuple[Line, StockState]] = []
+    stock = None
+    try:
+        with transaction.atomic():
+            basket = Basket.objects.create()
+            for line in sorted(lines, key=lambda line: ids[line.sku.casefold()]):
+                stock, result = _basket_line(
+                    line=line,
+                    basket=basket,
+                    channel=channel,
+                    customer=customer,
+                    address=address,
+                    backorder=backorder,
+                    email=email,
+                )
+                if result is None:
+                    short.append((line, stock))
+                else:
+                    placed[line] = result
+            if short:
+                transaction.set_rollback(True)
+    except PurchaseLimitReached as limited:
+        if stock is not None:
+            count_limited(product_id=stock.product_id)
+        logger.info("basket limited sku=%s scope=%s", limited.sku, limited.scope)
+        raise
+    if short:
+        with transaction.atomic():
+            counted = [
+                (
+                    line,
+                    count_refused(state=state, quantity=line.quantity, client=address or customer),
+                )
+                for line, state in short
+            ]
+        logger.info("basket refused short=%s", ",".join(line.sku[:32] for line, _ in short))
+        raise BasketShort(
+            [
+                ShortLine(
+                    sku=state.sku,
+                    name=state.name,
+                    requested=line.quantity,
+                    available=state.remaining,
+                )
+                for line, state in counted
+            ]
+        )
+    outbox.sold()
+    logger.info("basket placed basket=%s lines=%s", basket.pk, len(lines))
+    return BasketResult(reference=basket.reference, lines=tuple(placed[line] for line in lines))
+
+
+def _basket_line(
+    *,
+    line: Line,
+    basket: Basket,
+    channel: str,
+    customer: str,
+    address: str,
+    backorder: bool,
+    email: str,
+) -> tuple[StockState, OrderResult | None]:
+    """One line of a basket, under its product's row lock: its order row, or None when the
+    shelf (and, with `backorder`, production) cannot serve it."""
+    limited = bool(customer or address)
+    outcome = take_stock(
+        sku=line.sku,
+        quantity=line.quantity,
+        count_refusal=False,
+        also=_bought_read(customer=customer, address=address) if limited else None,
+    )
+    stock, promised = outcome.state, None
+    if not outcome.taken:
+        if not backorder:
+            return stock, None
+        stock, promised = promise(sku=line.sku, quantity=line.quantity, email=email)
+        if promised is None:
+            return stock, None
+    if limited:
+        bought = outcome.also if promised is None else None
+        _check_limits(
+            stock=stock, customer=customer, address=address, quantity=line.quantity, bought=bought
+        )
+    status = Order.Status.BACKORDERED if promised else Order.Status.COMPLETED
+    order = Order.objects.create(
+        product_id=stock.product_id,
+        quantity=line.quantity,
+        unit_price=stock.price,
+        status=status,
+        channel=channel,
+        remaining_stock=stock.remaining,
+        customer=customer,
+        address=address,
+        promise=promised,
+        basket=basket,
+    )
+    if promised is not None:
+        outbox.record(
+            [
+                events.backordered(
+                    order_id=order.pk,
+                    sku=stock.sku,
+                    factory_code=stock.factory_code,
+                    quantity=line.quantity,
+                    ready_by=promised.ready_by,
+                )
+            ]
+        )
+    return stock, OrderResult(
+        order_id=order.pk,
+        reference=order.reference,
+        status=status,
+        quantity=line.quantity,
+        sku=stock.sku,
+        remaining_stock=stock.remaining,
+        unit_price=stock.price,
+        ready_by=promised.ready_by if promised else None,
     )
 
 

@@ -22,9 +22,9 @@ from inventory.selectors import product_list
 from nudged.core.ratelimits import RateLimited
 from shop.exceptions import InvalidOrder, OutOfStock, PurchaseLimitReached, UnknownOrder
 from shop.limits import address_key, browser_customer, describe_window
-from shop.models import Order
+from shop.models import Basket, Order
 from shop.orders import SKU_MAX_LENGTH, take_alert, take_order
-from shop.selectors import order_get
+from shop.selectors import receipt_get
 
 
 class AlertForm(forms.Form):
@@ -92,9 +92,11 @@ def order(request: HttpRequest) -> HttpResponse:
 
 def receipt(request: HttpRequest, reference: str) -> HttpResponse:
     try:
-        placed = order_get(reference=reference)
+        placed = receipt_get(reference=reference)
     except UnknownOrder as unknown:
         raise Http404(unknown.detail) from unknown
+    if isinstance(placed, Basket):
+        return render(request, "shop/basket_receipt.html", {"basket": placed})
     return render(request, "shop/receipt.html", {"order": placed})
 
 

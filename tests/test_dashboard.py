@@ -11,7 +11,7 @@ from inventory import events
 from inventory.models import Product, ReorderDecision, StockAdjustment
 from nudged.core.models import OutboxEvent
 from nudged.ops.dashboard import selectors
-from shop.models import Order
+from shop.models import Basket, Order
 from shop.services import place_order
 
 pytestmark = pytest.mark.django_db
@@ -29,13 +29,16 @@ def bucket(moment: datetime) -> int:
     return int((moment - HOUR.start).total_seconds() // 60)
 
 
-def sell(product: Product, *, quantity: int, left: int, when: datetime) -> Order:
+def sell(
+    product: Product, *, quantity: int, left: int, when: datetime, basket: Basket | None = None
+) -> Order:
     order = Order.objects.create(
         product=product,
         quantity=quantity,
         status=Order.Status.COMPLETED,
         unit_price=product.price,
         remaining_stock=left,
+        basket=basket,
     )
     Order.objects.filter(pk=order.pk).update(created_at=when, published_at=when)
     return order
@@ -76,6 +79,19 @@ def test_orders_per_minute_come_from_the_orders_and_the_refusal_counts(product):
 
     day = selectors.order_rates(selectors.window("day", now=NOW))
     assert sum(day.served) == 5 / 5  # five orders in 5-minute buckets: per minute
+
+
+def test_a_basket_is_one_order_and_its_lines_count_their_units(product, factory):
+    other = Product.objects.create(sku="CP-2", name="B", price=100, stock=9, factory=factory)
+    box = Basket.objects.create()
+    sell(product, quantity=2, left=1, when=at(5), basket=box)
+    sell(other, quantity=3, left=6, when=at(5), basket=box)
+    sell(product, quantity=1, left=0, when=at(5))
+
+    rates = selectors.order_rates(HOUR)
+
+    assert rates.served[bucket(at(5))] == 2
+    assert rates.units[bucket(at(5))] == 6
 
 
 def test_stock_follows_orders_and_adjustments_and_shows_the_sold_out_period(product):

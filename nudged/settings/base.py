@@ -204,6 +204,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Order donuts; stock is taken atomically or the order is refused.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # An order or a basket as placed, and as its receipt reads (a pre-order may be cancelled).
+    "ENUM_NAME_OVERRIDES": {
+        "PlacedStatusEnum": ["completed", "backordered"],
+        "ReceiptStatusEnum": ["completed", "backordered", "cancelled"],
+    },
     # Swagger UI is served from this server: the shop must work without internet access.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -212,6 +217,8 @@ SPECTACULAR_SETTINGS = {
 
 # Largest quantity one order may ask for.
 ORDER_MAX_QUANTITY = env.int("ORDER_MAX_QUANTITY", default=100)
+# Most lines (donuts, one line each) one basket order may have.
+ORDER_MAX_LINES = env.int("ORDER_MAX_LINES", default=12)
 # Units of one donut one customer may buy per window (0: no limit); products may override it.
 PURCHASE_LIMIT = env.int("PURCHASE_LIMIT", default=10)
 PURCHASE_LIMIT_WINDOW = env.int("PURCHASE_LIMIT_WINDOW", default=3600)

@@ -293,6 +293,7 @@ def test_the_three_channels_share_one_count_per_address(settings, limited):
         "code": "purchase_limit",
         "detail": "Orders from one address may buy 6 of CP-502101 per hour; "
         "6 have been bought from yours.",
+        "sku": "CP-502101",
         "scope": "address",
         "limit": 6,
         "window": 3600,

@@ -57,10 +57,17 @@ class Case:
     sold_out: bool = False
     # Mailboxes on the suppression list first.
     suppressed: tuple[str, ...] = ()
+    # A second donut in the catalog (SECOND), for baskets; with `ordered`, a basket of both.
+    basket: bool = False
 
     def send(self, client: APIClient) -> Any:
         path, method = self.operation
         url = self.url or path
+        if self.basket:
+            first = Product.objects.get(sku="CP-502101")
+            Product.objects.create(
+                sku=SECOND, name="Second", price=1000, stock=3, factory_id=first.factory_id
+            )
         if self.sold_out:
             Product.objects.filter(sku="CP-502101").update(stock=0)
         for mailbox in self.suppressed:
@@ -68,6 +75,8 @@ class Case:
         if self.ordered:
             # A pre-order when the donut is sold out.
             body = {"sku": "CP-502101", "quantity": 1, "backorder": self.sold_out}
+            if self.basket:
+                body = {"items": BOX, "backorder": self.sold_out}
             placed = client.post("/api/orders/", body, format="json")
             url = url.format(reference=placed.json()["reference"])
         send: Callable[..., Any] = getattr(client, self.method or method)
@@ -87,6 +96,14 @@ def order_raw(raw: bytes, status: int, content_type: str = "application/json") -
 
 
 MAX = settings.ORDER_MAX_QUANTITY
+SECOND = "CP-502102"
+BOX = [{"sku": "CP-502101", "quantity": 1}, {"sku": SECOND, "quantity": 2}]
+
+
+def basket(items: Any, status: int) -> Case:
+    return Case(ORDERS, status, body={"items": items}, basket=True)
+
+
 CASES = {
     "orders-created": order({"sku": "CP-502101", "quantity": 2}, 201),
     "orders-created-padded-sku": order({"sku": " CP-502101 ", "quantity": 1}, 201),
@@ -138,6 +155,22 @@ CASES = {
     ),
     "orders-throttled": Case(
         ORDERS, 429, body={"sku": "CP-502101", "quantity": 1}, settings={"ORDER_RATE_LIMIT": "0/m"}
+    ),
+    "orders-basket": basket(BOX, 201),
+    "orders-basket-backordered": Case(
+        ORDERS, 201, body={"items": BOX, "backorder": True}, basket=True, sold_out=True
+    ),
+    "orders-basket-short": basket([{"sku": "CP-502101", "quantity": 5}, *BOX[1:]], 409),
+    "orders-basket-limited": Case(
+        ORDERS, 409, body={"items": BOX}, basket=True, settings={"PURCHASE_LIMIT": 1}
+    ),
+    "orders-basket-unknown-sku": basket([*BOX, {"sku": "NOPE-1", "quantity": 1}], 404),
+    "orders-basket-empty": basket([], 400),
+    "orders-basket-not-a-list": basket({"sku": "CP-502101", "quantity": 1}, 400),
+    "orders-basket-bad-line": basket([{"sku": " ", "quantity": 1}], 400),
+    "orders-basket-line-not-object": basket(["CP-502101"], 400),
+    "orders-basket-too-many": basket(
+        [{"sku": f"X-{n}", "quantity": 1} for n in range(settings.ORDER_MAX_LINES + 1)], 400
     ),
     "orders-get": Case(ORDERS, 405, method="get"),
     "orders-put": Case(ORDERS, 405, method="put"),
@@ -203,10 +236,14 @@ CASES = {
     ),
     "order-found": Case(ORDER, 200, url="/api/orders/{reference}/", ordered=True),
     "order-waiting": Case(ORDER, 200, url="/api/orders/{reference}/", ordered=True, sold_out=True),
+    "order-basket": Case(ORDER, 200, url="/api/orders/{reference}/", ordered=True, basket=True),
+    "order-basket-waiting": Case(
+        ORDER, 200, url="/api/orders/{reference}/", ordered=True, basket=True, sold_out=True
+    ),
     "order-unknown-reference": Case(ORDER, 404, url="/api/orders/nope/"),
     "order-post": Case(ORDER, 405, method="post", url="/api/orders/nope/"),
     "order-accept-html": Case(ORDER, 406, url="/api/orders/nope/", headers={"Accept": "text/html"}),
-    "order-database-down": Case(ORDER, 503, url="/api/orders/nope/", down="shop.apis.order_get"),
+    "order-database-down": Case(ORDER, 503, url="/api/orders/nope/", down="shop.apis.receipt_get"),
 }
 
 
@@ -310,15 +347,23 @@ def test_order_input_constraints_are_in_the_schema(schema):
     assert body["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/OrderInput"
     }
-    assert order_input["required"] == ["sku", "quantity"]
-    assert order_input["properties"]["sku"] == {
+    one, basket = order_input["oneOf"]
+    assert one["required"] == ["sku", "quantity"]
+    assert one["not"] == {"required": ["items"]}
+    assert basket["required"] == ["items"]
+    assert basket["properties"]["items"]["maxItems"] == settings.ORDER_MAX_LINES
+    assert basket["properties"]["items"]["items"]["properties"] == {
+        "sku": one["properties"]["sku"],
+        "quantity": one["properties"]["quantity"],
+    }
+    assert one["properties"]["sku"] == {
         "type": "string",
         "pattern": r"\S",
         "minLength": 1,
         "maxLength": 32,
         "description": "Surrounding spaces are trimmed.",
     }
-    assert order_input["properties"]["quantity"] == {
+    assert one["properties"]["quantity"] == {
         "type": "integer",
         "minimum": 1,
         "maximum": settings.ORDER_MAX_QUANTITY,

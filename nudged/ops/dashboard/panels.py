@@ -24,6 +24,7 @@ class Dashboard:
     panels: list[Panel]
     # Figures over the whole window, shown above the charts.
     served: int
+    units: int
     refused: int
     sold_out_now: list[str]
     pre_orders: selectors.PreOrders
@@ -127,6 +128,7 @@ def dashboard(window: Window) -> Dashboard:
         window=window,
         panels=panels,
         served=round(sum(rates.served) * minutes),
+        units=round(sum(rates.units) * minutes),
         refused=round((sum(rates.refused) + sum(rates.limited)) * minutes),
         sold_out_now=[p.sku for p in stock if p.values and p.values[-1] == 0],
         pre_orders=selectors.pre_orders(window),

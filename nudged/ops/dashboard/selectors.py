@@ -114,22 +114,27 @@ def _per_bucket(window: Window, rows: list[tuple[int, float]]) -> list[float]:
 
 @dataclass
 class OrderRates:
-    """Orders per minute in each bucket."""
+    """Orders per minute in each bucket (a basket is one order), and the units served."""
 
     served: list[float]
+    units: list[float]
     refused: list[float]
     limited: list[float]
 
 
 def order_rates(window: Window) -> OrderRates:
-    """Orders served, refused for lack of stock and refused by the purchase limit, per minute."""
-    served = (
+    """Orders served (a basket once, whatever its lines), their units, and orders refused for
+    lack of stock and refused by the purchase limit, per minute."""
+    served = list(
         Order.objects.filter(_in("created_at", window), status=Order.Status.COMPLETED)
         .order_by()
         .annotate(bucket=_Bucket("created_at", window))
         .values("bucket")
-        .annotate(n=Count("id"))
-        .values_list("bucket", "n")
+        .annotate(
+            n=Count("id", filter=Q(basket__isnull=True)) + Count("basket", distinct=True),
+            units=Sum("quantity"),
+        )
+        .values_list("bucket", "n", "units")
     )
     refusals = (
         OutboxEvent.objects.filter(_in("created_at", window), event_type=events.ORDERS_REFUSED)
@@ -149,7 +154,8 @@ def order_rates(window: Window) -> OrderRates:
         return [n / minutes for n in _per_bucket(window, pairs)]
 
     return OrderRates(
-        served=rate(list(served)),
+        served=rate([(bucket, n) for bucket, n, _ in served]),
+        units=rate([(bucket, units) for bucket, _, units in served]),
         refused=rate([(bucket, refused) for bucket, refused, _ in rows]),
         limited=rate([(bucket, limited) for bucket, _, limited in rows]),
     )
