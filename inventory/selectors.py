@@ -71,11 +71,12 @@ def _alert_count(**condition: object) -> Coalesce:
     return Coalesce(Subquery(counts), 0)
 
 
-def product_ids(*, skus: list[str]) -> dict[str, int]:
-    """The ids of the products with these SKUs, by SKU casefolded (SKUs match whatever their
-    case, as the database compares them); UnknownSku for the first that none has."""
-    found = dict(Product.objects.filter(sku__in=skus).values_list("sku", "pk"))
-    ids = {sku.casefold(): pk for sku, pk in found.items()}
+def product_ids(*, skus: list[str]) -> dict[str, tuple[int, str]]:
+    """The id and the SKU as stored of the products with these SKUs, by SKU casefolded (SKUs
+    match whatever their case, as the database compares them); UnknownSku for the first that
+    none has."""
+    found = Product.objects.filter(sku__in=skus).values_list("sku", "pk")
+    ids = {sku.casefold(): (pk, sku) for sku, pk in found}
     for sku in skus:
         if sku.casefold() not in ids:
             raise UnknownSku(sku)

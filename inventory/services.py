@@ -73,11 +73,12 @@ TAKE_READ_SQL = (
 # An order's common case, settled by the UPDATE alone (quiet_take): stock left above zero (no
 # depletion to open) and, for an adaptive product, its position at or above the reorder point
 # (no reorder to decide: policy.needs_order, which a test holds this to).
+# `{units}` is the row's units: a parameter for one product, a CASE over several.
 QUIET_TAKE_SQL = (
-    "UPDATE `inventory_product` `p` SET `p`.`stock` = `p`.`stock` - %s, "
-    "`p`.`units_sold` = `p`.`units_sold` + %s, `p`.`updated_at` = UTC_TIMESTAMP(6) "
-    "WHERE `p`.`sku` = %s AND `p`.`stock` > %s AND (`p`.`replenishment_mode` <> %s "
-    "OR `p`.`stock` - %s + `p`.`on_order` - `p`.`promised` >= `p`.`reorder_point`){also}"
+    "UPDATE `inventory_product` `p` SET `p`.`stock` = `p`.`stock` - {units}, "
+    "`p`.`units_sold` = `p`.`units_sold` + {units}, `p`.`updated_at` = UTC_TIMESTAMP(6) "
+    "WHERE {rows} AND `p`.`stock` > {units} AND (`p`.`replenishment_mode` <> %s "
+    "OR `p`.`stock` - {units} + `p`.`on_order` - `p`.`promised` >= `p`.`reorder_point`){also}"
 )
 # The product's row first: the upsert's foreign key check then needs no lock of its own on it
 # (two refusals each holding a shared lock and waiting to update the row would deadlock).
@@ -205,11 +206,32 @@ def quiet_take(*, sku: str, quantity: int, also: Also | None = None) -> tuple[st
     ROW_COUNT() after it; when no row changed, nothing did, and take_stock decides the order
     inside transaction.atomic (and raises UnknownSku for a SKU no product has).
     """
+    sql = QUIET_TAKE_SQL.format(units="%s", rows="`p`.`sku` = %s", also=_also(also))
     params: list[str | int | None] = [quantity, quantity, sku, quantity, Product.Mode.ADAPTIVE]
-    params.append(quantity)
-    if also is None:
-        return QUIET_TAKE_SQL.format(also=""), params
-    return QUIET_TAKE_SQL.format(also=f" AND {also.columns}"), [*params, *also.params]
+    return sql, [*params, quantity, *(also.params if also else [])]
+
+
+def quiet_take_many(*, units: dict[int, int], also: Also | None = None) -> tuple[str, list]:
+    """quiet_take for several products at once (`units` by product id): one UPDATE that
+    locks their rows in the order of their ids, so that two such orders never wait for each
+    other in a circle. ROW_COUNT() after it is the number of products taken: the caller keeps
+    the transaction only when it is all of them. `also` may use row_units(units)."""
+    ids = ", ".join(str(int(pk)) for pk in units)
+    rows = f"`p`.`id` IN ({ids})"
+    sql = QUIET_TAKE_SQL.format(units=row_units(units), rows=rows, also=_also(also))
+    params: list[str | int | None] = [Product.Mode.ADAPTIVE, *(also.params if also else [])]
+    return f"{sql} ORDER BY `p`.`id`", params
+
+
+def row_units(units: dict[int, int]) -> str:
+    """The units of the product `p` in SQL, from `units` by product id (integers, written
+    into the statement)."""
+    cases = " ".join(f"WHEN {int(pk)} THEN {int(n)}" for pk, n in units.items())
+    return f"CASE `p`.`id` {cases} END"
+
+
+def _also(also: Also | None) -> str:
+    return f" AND {also.columns}" if also else ""
 
 
 def rollback() -> None:

@@ -17,7 +17,9 @@ from inventory.services import (
     count_refused,
     promise,
     quiet_take,
+    quiet_take_many,
     rollback,
+    row_units,
     take_stock,
 )
 from nudged.core.logs import add_to_log_context
@@ -375,6 +377,9 @@ def place_basket(
     """
     for attempt in range(1, BASKET_ATTEMPTS + 1):
         try:
+            quick = _quick_basket(lines=lines, channel=channel, customer=customer, address=address)
+            if quick is not None:
+                return quick
             return _place_basket(
                 lines=lines,
                 channel=channel,
@@ -388,6 +393,82 @@ def place_basket(
                 raise
             logger.warning("basket placed again after attempt=%s error=%s", attempt, exc.args[0])
     raise AssertionError("unreachable")
+
+
+# A basket that sets nothing else off, in one round trip after its products' ids are read:
+# every line's units taken in one UPDATE (quiet_take_many, the purchase limits its
+# condition), then, only when it took all of them, the basket's row and one order row per
+# line from the rows it locked; COMMIT when it took them all, ROLLBACK otherwise, decided by
+# MariaDB itself (a compound statement), so the row locks are never held across a round trip.
+QUICK_BASKET_SQL = (
+    "START TRANSACTION; {take}; SET @taken = ROW_COUNT(); "
+    "INSERT INTO `shop_basket` (`reference`, `created_at`) SELECT %s, %s FROM DUAL "
+    "WHERE @taken = {lines}; "
+    "INSERT INTO `shop_order` (`product_id`, `quantity`, `status`, `channel`, `unit_price`, "
+    "`remaining_stock`, `customer`, `address`, `reference`, `created_at`, `basket_id`) "
+    "SELECT `p`.`id`, {units}, %s, %s, `p`.`price`, `p`.`stock`, %s, %s, {references}, %s, "
+    "LAST_INSERT_ID() FROM `inventory_product` `p` WHERE `p`.`id` IN ({ids}) "
+    "AND @taken = {lines} ORDER BY `p`.`id` "
+    "RETURNING `id`, `product_id`, `remaining_stock`, `unit_price`, `reference`; "
+    "BEGIN NOT ATOMIC IF @taken = {lines} THEN COMMIT; ELSE ROLLBACK; END IF; END"
+)
+
+
+def _quick_basket(
+    *, lines: list[Line], channel: str, customer: str, address: str
+) -> BasketResult | None:
+    """The basket when every line comes from the shelf and sets nothing else off, or None
+    (nothing changed): the caller then places it in transaction.atomic. Raises UnknownSku."""
+    if connection.in_atomic_block:
+        return None
+    ids = product_ids(skus=[line.sku for line in lines])
+    units = {ids[line.sku.casefold()][0]: line.quantity for line in lines}
+    limits = _within_limits(customer=customer, address=address, units=row_units(units))
+    take, params = quiet_take_many(units=units, also=limits)
+    references = {pk: new_reference() for pk in units}
+    reference = new_reference()
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    sql = QUICK_BASKET_SQL.format(
+        take=take,
+        lines=len(units),
+        units=row_units(units),
+        references="CASE `p`.`id` " + "WHEN %s THEN %s " * len(units) + "END",
+        ids=", ".join(str(pk) for pk in units),
+    )
+    params += [reference, now, Order.Status.COMPLETED, channel, customer, address]
+    params += [value for pair in references.items() for value in pair]
+    params.append(now)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            with connection.wrap_database_errors:
+                results = cursor.cursor
+                for _ in range(4):  # START's, the UPDATE's, SET's, the basket's
+                    results.nextset()
+                rows = results.fetchall()
+                results.nextset()  # COMMIT's or ROLLBACK's
+    except BaseException:
+        rollback()
+        raise
+    if not rows:
+        return None
+    outbox.sold()
+    stored = {pk: sku for pk, sku in ids.values()}
+    placed = {
+        product_id: OrderResult(
+            order_id=order_id,
+            reference=line_reference,
+            status=Order.Status.COMPLETED,
+            quantity=units[product_id],
+            sku=stored[product_id],
+            remaining_stock=remaining,
+            unit_price=unit_price,
+        )
+        for order_id, product_id, remaining, unit_price, line_reference in rows
+    }
+    return BasketResult(
+        reference=reference, lines=tuple(placed[ids[line.sku.casefold()][0]] for line in lines)
+    )
 
 
 def _place_basket(
@@ -406,7 +487,7 @@ def _place_basket(
     try:
         with transaction.atomic():
             basket = Basket.objects.create()
-            for line in sorted(lines, key=lambda line: ids[line.sku.casefold()]):
+            for line in sorted(lines, key=lambda line: ids[line.sku.casefold()][0]):
                 stock, result = _basket_line(
                     line=line,
                     basket=basket,
@@ -631,11 +712,13 @@ BOUGHT = (
 # The same counts on their own, for a pre-order (promise holds the lock then).
 BOUGHT_SQL = f"SELECT {BOUGHT} FROM `inventory_product` `p` WHERE `p`.`id` = %s"
 # Each limit as a condition of the order's UPDATE (quiet_take): this order fits under it.
+# `{units}`: the order's units of `p` (a parameter, or inventory.services.row_units).
 WITHIN_CUSTOMER_LIMIT = (
-    f"CASE WHEN {CUSTOMER_LIMIT} > 0 THEN {CUSTOMER_BOUGHT} + %s <= {CUSTOMER_LIMIT} ELSE 1 END"
+    f"CASE WHEN {CUSTOMER_LIMIT} > 0 THEN {CUSTOMER_BOUGHT} + {{units}} <= {CUSTOMER_LIMIT} "
+    "ELSE 1 END"
 )
 WITHIN_ADDRESS_LIMIT = (
-    f"CASE WHEN {ADDRESS_LIMIT} > 0 THEN {ADDRESS_BOUGHT} + %s <= {ADDRESS_LIMIT} ELSE 1 END"
+    f"CASE WHEN {ADDRESS_LIMIT} > 0 THEN {ADDRESS_BOUGHT} + {{units}} <= {ADDRESS_LIMIT} ELSE 1 END"
 )
 
 
@@ -645,20 +728,24 @@ def _bought_read(*, customer: str, address: str) -> Also:
     return Also(columns=BOUGHT, params=_bought_params(customer=customer, address=address))
 
 
-def _within_limits(*, customer: str, address: str, quantity: int) -> Also | None:
+def _within_limits(
+    *, customer: str, address: str, quantity: int | None = None, units: str = "%s"
+) -> Also | None:
     """quiet_take's condition that this order fits under the customer's limit and the
-    address's ceiling (a key not given has none)."""
+    address's ceiling (a key not given has none): `quantity` units, or, for several products
+    at once, the SQL of each one's `units`."""
     default = settings.PURCHASE_LIMIT
     per_address = settings.PURCHASE_LIMIT_PER_ADDRESS
     since = _since() if customer or address else ""
+    given = [] if quantity is None else [quantity]
     conditions, params = [], []
     if customer:
-        conditions.append(WITHIN_CUSTOMER_LIMIT)
-        params += [default, customer, since, quantity, default]
+        conditions.append(WITHIN_CUSTOMER_LIMIT.format(units=units))
+        params += [default, customer, since, *given, default]
     if address:
-        conditions.append(WITHIN_ADDRESS_LIMIT)
+        conditions.append(WITHIN_ADDRESS_LIMIT.format(units=units))
         limit = [per_address, ADDRESS_CUSTOMERS, default]
-        params += [*limit, address, since, quantity, *limit]
+        params += [*limit, address, since, *given, *limit]
     if not conditions:
         return None
     return Also(columns=" AND ".join(conditions), params=params)

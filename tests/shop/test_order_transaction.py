@@ -11,9 +11,9 @@ from django.test.utils import CaptureQueriesContext
 
 from inventory.models import Product, ReorderDecision
 from shop import services
-from shop.exceptions import OutOfStock, PurchaseLimitReached
-from shop.models import Order
-from shop.services import place_order
+from shop.exceptions import BasketShort, OutOfStock, PurchaseLimitReached
+from shop.models import Basket, Order
+from shop.services import Line, place_basket, place_order
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_events")]
 
@@ -170,3 +170,65 @@ def test_inside_a_callers_transaction_the_order_joins_it(stocked):
 
     assert _stock(stocked) == 20
     assert not Order.objects.exists()
+
+
+@pytest.fixture
+def box(stocked: Product) -> list[Product]:
+    other = Product.objects.create(
+        sku="CP-2", name="B", price=500, stock=20, factory_id=stocked.factory_id
+    )
+    return [stocked, other]
+
+
+def test_a_basket_from_the_shelf_is_one_round_trip_after_its_products_ids(box):
+    with CaptureQueriesContext(connection) as queries:
+        placed = place_basket(
+            lines=[Line(sku="cp-2", quantity=3), Line(sku=SKU, quantity=2)],
+            customer="c1",
+            address="a1",
+        )
+
+    ids, sql = _sent(queries)
+    assert ids.startswith("SELECT")
+    assert sql.startswith("START TRANSACTION; UPDATE `inventory_product`")
+    assert "ORDER BY `p`.`id`" in sql
+    assert sql.endswith("IF @taken = 2 THEN COMMIT; ELSE ROLLBACK; END IF; END")
+    assert not _in_transaction()
+    assert [(line.sku, line.quantity, line.remaining_stock) for line in placed.lines] == [
+        ("CP-2", 3, 17),
+        (SKU, 2, 18),
+    ]
+    assert placed.total == 3 * 500 + 2 * box[0].price
+    basket = Basket.objects.get(reference=placed.reference)
+    assert sorted(basket.lines.values_list("quantity", "customer", "address", "unit_price")) == [
+        (2, "c1", "a1", box[0].price),
+        (3, "c1", "a1", 500),
+    ]
+
+
+def test_a_basket_one_line_of_which_the_shelf_cannot_serve_is_rolled_back_whole(box):
+    with CaptureQueriesContext(connection) as queries, pytest.raises(BasketShort) as short:
+        place_basket(lines=[Line(sku=SKU, quantity=2), Line(sku="CP-2", quantity=21)])
+
+    # The quick try took CP-502101's units, then MariaDB rolled them back itself.
+    assert "ELSE ROLLBACK" in _sent(queries)[1]
+    assert [(line.sku, line.available) for line in short.value.lines] == [("CP-2", 20)]
+    assert not _in_transaction()
+    assert [_stock(product) for product in box] == [20, 20]
+    assert not Order.objects.exists() and not Basket.objects.exists()
+
+
+def test_a_basket_past_a_line_s_limit_takes_nothing(box, settings):
+    settings.PURCHASE_LIMIT = 3
+    place_order(sku="CP-2", quantity=2, customer="c1", address="a1")
+
+    with pytest.raises(PurchaseLimitReached) as limited:
+        place_basket(
+            lines=[Line(sku=SKU, quantity=3), Line(sku="CP-2", quantity=2)],
+            customer="c1",
+            address="a1",
+        )
+
+    assert (limited.value.sku, limited.value.bought) == ("CP-2", 2)
+    assert [_stock(product) for product in box] == [20, 18]
+    assert not _in_transaction()
