@@ -14,6 +14,8 @@ from django.utils.html import format_html, format_html_join
 
 from factory_bridge.models import DlqJob, FailedMessage, RestockRequest
 from factory_bridge.services import dlq_jobs, outbox
+from inventory import admin as inventory_admin
+from inventory.models import Product
 from nudged.core.admin import ReadOnlyAdmin
 from nudged.core.models import OutboxEvent
 
@@ -107,6 +109,47 @@ class RestockRequestAdmin(ReadOnlyAdmin):
             kinds.get(obj.status, "other"),
             obj.get_status_display(),
         )
+
+
+class RestockInline(admin.TabularInline):
+    model = RestockRequest
+    fk_name = "product"
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = (
+        "id",
+        "status",
+        "quantity",
+        "created_at",
+        "requested_at",
+        "factory_job_id",
+        "attempts",
+        "reorders",
+        "next_attempt_at",
+        "last_error",
+    )
+    verbose_name_plural = "Restock requests in progress or failed"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RestockRequest]:
+        statuses = [*RestockRequest.OPEN, RestockRequest.Status.FAILED]
+        return super().get_queryset(request).filter(status__in=statuses)
+
+    def has_add_permission(self, request: HttpRequest, obj: Product | None = None) -> bool:
+        return False
+
+
+admin.site.unregister(Product)
+
+
+@admin.register(Product)
+class ProductAdmin(inventory_admin.ProductAdmin):
+    """inventory's product pages, with the product's restocks in progress or failed."""
+
+    inlines = [
+        inventory_admin.ReorderDecisionInline,
+        RestockInline,
+        inventory_admin.StockAdjustmentInline,
+    ]
 
 
 @admin.register(FailedMessage)

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from inventory.models import RestockStatus
+
 
 class RestockRequestQuerySet(models.QuerySet["RestockRequest"]):
     def in_progress(self) -> "RestockRequestQuerySet":
@@ -21,12 +23,7 @@ class RestockRequestQuerySet(models.QuerySet["RestockRequest"]):
 class RestockRequest(models.Model):
     """One order placed with the legacy factory for one depletion of a product."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Waiting for the factory"
-        REQUESTED = "requested", "In production"
-        FULFILLED = "fulfilled", "Stock arrived"
-        OVERDUE = "overdue", "Overdue: no callback, ordered again"
-        FAILED = "failed", "Failed: needs staff"
+    Status = RestockStatus
 
     OPEN = (Status.PENDING, Status.REQUESTED)
     # The factory has not answered 201 for these; the overdue sweep orders them again.

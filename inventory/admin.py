@@ -10,12 +10,12 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from factory_bridge.models import RestockRequest
 from inventory.models import (
     Factory,
     Product,
     Promise,
     ReorderDecision,
+    RestockStatus,
     StockAdjustment,
     StockAlert,
     SuppressedAddress,
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 class StaffListed(TypedDict):
     """What product_list_for_staff annotates each product with."""
 
-    incoming: int
-    restock_status: str | None
     alerts_waiting: int
     alerts_notified: int
 
@@ -78,7 +76,7 @@ class NeedsStaffFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() == "yes":
-            return queryset.filter(stock=0, restock_status=RestockRequest.Status.FAILED)
+            return queryset.filter(stock=0, restock_status=RestockStatus.FAILED)
         return queryset
 
 
@@ -89,33 +87,6 @@ class StockAdjustmentInline(admin.TabularInline):
     fields = readonly_fields = ("created_at", "reason", "old_quantity", "new_quantity", "note")
     ordering = ["-created_at"]
     verbose_name_plural = "Stock adjustments (audit)"
-
-    def has_add_permission(self, request: HttpRequest, obj: Product | None = None) -> bool:
-        return False
-
-
-class RestockInline(admin.TabularInline):
-    model = RestockRequest
-    fk_name = "product"
-    extra = 0
-    can_delete = False
-    fields = readonly_fields = (
-        "id",
-        "status",
-        "quantity",
-        "created_at",
-        "requested_at",
-        "factory_job_id",
-        "attempts",
-        "reorders",
-        "next_attempt_at",
-        "last_error",
-    )
-    verbose_name_plural = "Restock requests in progress or failed"
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[RestockRequest]:
-        statuses = [*RestockRequest.OPEN, RestockRequest.Status.FAILED]
-        return super().get_queryset(request).filter(status__in=statuses)
 
     def has_add_permission(self, request: HttpRequest, obj: Product | None = None) -> bool:
         return False
@@ -307,7 +278,8 @@ class ProductAdmin(admin.ModelAdmin):
         "depleted_at",
         "updated_at",
     ]
-    inlines = [ReorderDecisionInline, RestockInline, StockAdjustmentInline]
+    # factory_bridge's admin shows these pages with the product's restocks added.
+    inlines = [ReorderDecisionInline, StockAdjustmentInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Product]:
         return product_list_for_staff()
@@ -338,16 +310,12 @@ class ProductAdmin(admin.ModelAdmin):
                 f"{obj.sku} counted at {adjustment.new_quantity}. {count_outcome()}",
             )
 
-    @admin.display(description="incoming", ordering="incoming")
-    def incoming(self, obj: "WithAnnotations[Product, StaffListed]") -> int:
-        return obj.incoming
-
     @admin.display(description="latest restock", ordering="restock_status")
-    def restock(self, obj: "WithAnnotations[Product, StaffListed]") -> str:
-        if obj.restock_status is None:
+    def restock(self, obj: Product) -> str:
+        if not obj.restock_status:
             return "-"
-        label = RestockRequest.Status(obj.restock_status).label
-        if obj.stock == 0 and obj.restock_status == RestockRequest.Status.FAILED:
+        label = obj.get_restock_status_display()
+        if obj.stock == 0 and obj.restock_status == RestockStatus.FAILED:
             return format_html(
                 '<strong class="needs-staff" title="{}">{}</strong>',
                 NEEDS_STAFF_HINT,

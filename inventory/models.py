@@ -49,6 +49,17 @@ class Factory(models.Model):
         return f"{self.code} {self.name}"
 
 
+class RestockStatus(models.TextChoices):
+    """Where an order placed with the factory stands (factory_bridge's restocks move through
+    these; the product keeps its latest one's)."""
+
+    PENDING = "pending", "Waiting for the factory"
+    REQUESTED = "requested", "In production"
+    FULFILLED = "fulfilled", "Stock arrived"
+    OVERDUE = "overdue", "Overdue: no callback, ordered again"
+    FAILED = "failed", "Failed: needs staff"
+
+
 class Product(models.Model):
     class Mode(models.TextChoices):
         ADAPTIVE = "adaptive", "Adaptive (follows demand)"
@@ -106,6 +117,30 @@ class Product(models.Model):
         editable=False,
         help_text="Units on order promised to waiting pre-orders: known demand, never more "
         "than on order",
+    )
+    # What the factory bridge's restocks mean for the product, kept by them in the transaction
+    # that moves each restock (inventory.services.restock_moved): the storefront and the
+    # admin read them here.
+    incoming = models.PositiveIntegerField(
+        default=0,
+        editable=False,
+        help_text="Units the factory accepted to make and has not delivered (in production)",
+    )
+    restock_requested_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the factory accepted the latest restock still in production",
+    )
+    restock_id = models.PositiveBigIntegerField(
+        null=True, blank=True, editable=False, help_text="The product's latest restock"
+    )
+    restock_status = models.CharField(
+        max_length=16,
+        choices=RestockStatus.choices,
+        blank=True,
+        editable=False,
+        help_text="Where the latest restock stands; empty: never restocked",
     )
     demand_rate = models.FloatField(
         default=0.0, editable=False, help_text="Units asked per second, sold or refused"

@@ -3,58 +3,32 @@
 from datetime import datetime
 from math import ceil
 
-from django.db.models import (
-    Count,
-    FilteredRelation,
-    Max,
-    OuterRef,
-    Q,
-    QuerySet,
-    Subquery,
-    Sum,
-)
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from factory_bridge.models import RestockRequest
 from inventory.exceptions import UnknownSku
 from inventory.models import Product, StockAlert
 from inventory.promises import margin
 
 
 def product_list() -> QuerySet[Product]:
-    """Products in SKU order with their factory and the restock on its way.
+    """Products in SKU order with their factory.
 
-    `incoming` is the quantity the factory accepted to make and has not delivered; an order
-    it has not accepted yet (pending) or refused (failed) is not on its way.
-    `restock_requested_at` is when the factory accepted it.
+    Each row carries the restock on its way: `incoming`, the quantity the factory accepted to
+    make and has not delivered (an order it has not accepted yet, or refused, is not on its
+    way), and `restock_requested_at`, when it accepted the latest of them.
     """
-    # The status is part of the join, not a filter on its result: MySQL reads the restocks in
-    # production through the (product, status) index instead of every restock ever made,
-    # on every storefront view.
-    in_production = FilteredRelation(
-        "restock_requests",
-        condition=Q(restock_requests__status=RestockRequest.Status.REQUESTED),
-    )
-    return (
-        Product.objects.select_related("factory")
-        .annotate(in_production=in_production)
-        .annotate(
-            incoming=Coalesce(Sum("in_production__quantity"), 0),
-            restock_requested_at=Max("in_production__requested_at"),
-        )
-        .order_by("sku")
-    )
+    return Product.objects.select_related("factory").order_by("sku")
 
 
 def product_list_for_staff() -> QuerySet[Product]:
-    """`product_list` plus `restock_status`, the status of the product's latest restock.
+    """`product_list` plus the back-in-stock alerts waiting and notified.
 
-    A sold-out product whose latest restock failed needs staff: nothing is on its way.
+    Each row also carries `restock_status`, the status of the product's latest restock: a
+    sold-out product whose latest restock failed needs staff, as nothing is on its way.
     """
-    latest = RestockRequest.objects.filter(product=OuterRef("pk")).order_by("-created_at", "-id")
     return product_list().annotate(
-        restock_status=Subquery(latest.values("status")[:1]),
         alerts_waiting=_alert_count(waiting=True),
         alerts_notified=_alert_count(notified_at__isnull=False),
     )
@@ -95,18 +69,17 @@ def product_get(*, sku: str, with_restock: bool = True) -> Product:
 def ready_in_seconds(product: Product, *, now: datetime | None = None) -> int | None:
     """About how many seconds until the restock on its way arrives; None when none is.
 
-    Reads a `product_list` row: the factory's measured lead time less how long ago it
-    accepted the order, never below 0 (a late factory is due any moment).
+    The factory's measured lead time less how long ago it accepted the order, never below 0
+    (a late factory is due any moment).
     """
-    requested_at: datetime | None = getattr(product, "restock_requested_at", None)
-    if not getattr(product, "incoming", 0) or requested_at is None:
+    if not product.incoming or product.restock_requested_at is None:
         return None
-    waited = ((now or timezone.now()) - requested_at).total_seconds()
+    waited = ((now or timezone.now()) - product.restock_requested_at).total_seconds()
     return max(0, ceil(product.factory.lead_time - waited))
 
 
 def preorder_ready_in_seconds(product: Product, *, now: datetime | None = None) -> int:
-    """About how many seconds a pre-order placed now would wait: a `product_list` row.
+    """About how many seconds a pre-order placed now would wait.
 
     Units on order nobody was promised come with the restock on its way; otherwise a new
     batch takes the factory's lead time. The margin promised on top is included.

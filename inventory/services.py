@@ -10,7 +10,7 @@ from time import monotonic, sleep
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -535,6 +535,37 @@ def release_on_order(*, product_id: int, quantity: int) -> None:
     """
     Product.objects.filter(pk=product_id).update(
         on_order=Greatest(_less_on_order(quantity), F("promised"))
+    )
+
+
+def restock_moved(
+    *,
+    product_id: int,
+    restock_id: int,
+    status: str,
+    incoming: int = 0,
+    in_production_since: datetime | None = None,
+) -> None:
+    """Keep on the product what its restock `restock_id`, just moved to `status`, changes.
+
+    Call in the transaction that moved the restock, the product's row locked. `incoming`:
+    the units the move took into production (the factory accepted them) or, negative, out of
+    it (arrived, overdue, given up); then `in_production_since` is when the factory accepted
+    the latest restock still in production afterwards (None: none is). The status is kept
+    only for the product's latest restock (the highest id).
+    """
+    latest = Q(restock_id__isnull=True) | Q(restock_id__lte=restock_id)
+    Product.objects.filter(latest, pk=product_id).update(
+        restock_id=restock_id, restock_status=status
+    )
+    if not incoming:
+        return
+    # incoming is unsigned: floored at zero, as on_order is.
+    Product.objects.filter(pk=product_id).update(
+        incoming=F("incoming") + incoming
+        if incoming > 0
+        else Case(When(incoming__gt=-incoming, then=F("incoming") + incoming), default=Value(0)),
+        restock_requested_at=in_production_since,
     )
 
 

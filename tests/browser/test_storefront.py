@@ -15,6 +15,7 @@ from factory_bridge.tools.simulator import FactorySimulator
 from inventory.models import Product
 from shop.models import Order
 from tests.browser import MOBILE, wait_until
+from tests.restocks import plant_restock
 
 pytestmark = pytest.mark.browser
 
@@ -215,11 +216,9 @@ def test_the_open_page_shows_stock_changes_without_a_reload(
     expect(matcha.locator(".stock")).to_have_text("4 in stock", timeout=15_000)
 
     # The factory accepts a restock for the sold-out donut: the page says when it arrives.
-    RestockRequest.objects.create(
-        product=Product.objects.get(sku=SKU),
-        factory=Product.objects.get(sku=SKU).factory,
-        quantity=10,
-        status=RestockRequest.Status.REQUESTED,
+    plant_restock(
+        Product.objects.get(sku=SKU),
+        RestockRequest.Status.REQUESTED,
         depletion_key="depletion-live",
         requested_at=timezone.now(),
     )

@@ -10,6 +10,7 @@ from factory_bridge.models import RestockRequest
 from inventory.models import Factory, Product, ReorderDecision, StockAdjustment, SuppressedAddress
 from inventory.services import review, set_stock
 from shop.services import place_order
+from tests.restocks import plant_restock
 
 pytestmark = pytest.mark.usefixtures("no_events")
 
@@ -74,12 +75,9 @@ def test_product_changelist_search(admin_client, product, sold_out, query, expec
 
 
 def _failed_restock(product: Product) -> RestockRequest:
-    return RestockRequest.objects.create(
-        product=product,
-        factory=product.factory,
-        quantity=10,
-        status=RestockRequest.Status.FAILED,
-        depletion_key=f"depletion-{product.sku}",
+    return plant_restock(
+        product,
+        RestockRequest.Status.FAILED,
         next_attempt_at=None,
         last_error="factory refused: 500",
     )

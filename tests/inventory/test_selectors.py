@@ -7,53 +7,65 @@ from django.db import connection
 from django.utils import timezone
 
 from factory_bridge.models import RestockRequest
-from inventory.models import Product
+from inventory.models import Product, RestockStatus
 from inventory.selectors import product_get, product_list, product_list_for_staff
+from inventory.services import restock_moved
+from tests.restocks import plant_restock
 
 pytestmark = pytest.mark.usefixtures("no_events")
 
-Status = RestockRequest.Status
+Status = RestockStatus
 
 
-def restock(product: Product, status: str, quantity: int = 10, **fields: object) -> RestockRequest:
-    return RestockRequest.objects.create(
-        product=product,
-        factory=product.factory,
-        quantity=quantity,
-        status=status,
-        depletion_key=f"depletion-{status}-{quantity}",
-        **fields,
-    )
-
-
-@pytest.mark.parametrize(
-    "status", [Status.PENDING, Status.FAILED, Status.OVERDUE, Status.FULFILLED]
-)
-def test_only_an_order_the_factory_accepted_is_incoming(product, status):
-    restock(product, status)
-
-    assert product_get(sku=product.sku).incoming == 0
-    assert product_get(sku=product.sku).restock_requested_at is None
-
-
-def test_incoming_is_the_accepted_order_and_when_the_factory_accepted_it(product):
-    accepted_at = timezone.now() - timedelta(minutes=3)
-    restock(product, Status.REQUESTED, quantity=10, requested_at=accepted_at)
-    restock(product, Status.PENDING, quantity=7)
-
+def shown(product: Product) -> tuple[int, object, str]:
     listed = product_get(sku=product.sku)
-
-    assert listed.incoming == 10
-    assert listed.restock_requested_at == accepted_at
+    return listed.incoming, listed.restock_requested_at, listed.restock_status
 
 
-def test_staff_see_the_status_of_the_latest_restock(product):
-    restock(product, Status.FULFILLED)
-    restock(product, Status.FAILED)
+def test_units_the_factory_accepted_are_incoming_until_they_leave_production(product):
+    first = timezone.now() - timedelta(minutes=3)
+    second = first + timedelta(minutes=1)
+
+    restock_moved(product_id=product.pk, restock_id=1, status=Status.PENDING)
+    assert shown(product) == (0, None, Status.PENDING)
+    restock_moved(
+        product_id=product.pk,
+        restock_id=1,
+        status=Status.REQUESTED,
+        incoming=10,
+        in_production_since=first,
+    )
+    restock_moved(
+        product_id=product.pk,
+        restock_id=2,
+        status=Status.REQUESTED,
+        incoming=7,
+        in_production_since=second,
+    )
+    assert shown(product) == (17, second, Status.REQUESTED)
+    restock_moved(
+        product_id=product.pk,
+        restock_id=2,
+        status=Status.FULFILLED,
+        incoming=-7,
+        in_production_since=first,
+    )
+    assert shown(product) == (10, first, Status.FULFILLED)
+
+
+def test_only_the_latest_restock_sets_the_status_staff_see(product):
+    restock_moved(product_id=product.pk, restock_id=5, status=Status.FAILED)
+    restock_moved(product_id=product.pk, restock_id=4, status=Status.FULFILLED)
 
     [listed] = product_list_for_staff()
 
-    assert listed.restock_status == Status.FAILED
+    assert (listed.restock_id, listed.restock_status) == (5, Status.FAILED)
+
+
+def test_incoming_never_goes_below_zero(product):
+    restock_moved(product_id=product.pk, restock_id=1, status=Status.FULFILLED, incoming=-10)
+
+    assert shown(product) == (0, None, Status.FULFILLED)
 
 
 def rows_read(query: object) -> int:
@@ -85,7 +97,7 @@ def test_the_product_list_reads_only_the_restocks_in_production(product):
         )
         for n in range(500)
     )
-    restock(product, Status.REQUESTED, quantity=4)
+    plant_restock(product, Status.REQUESTED, quantity=4)
 
     listed = product_list()
 

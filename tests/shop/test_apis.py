@@ -13,6 +13,7 @@ from factory_bridge.models import RestockRequest
 from inventory.models import Product
 from inventory.services import set_stock
 from shop.models import Order
+from tests.restocks import plant_restock
 
 pytestmark = pytest.mark.usefixtures("no_events")
 
@@ -90,13 +91,7 @@ def test_product_detail(api, product):
 def test_a_count_while_a_restock_is_open_shows_only_what_the_factory_accepted(
     api, sold_out, status, incoming
 ):
-    RestockRequest.objects.create(
-        product=sold_out,
-        factory=sold_out.factory,
-        quantity=10,
-        status=status,
-        depletion_key="depletion-1",
-    )
+    plant_restock(sold_out, status)
     set_stock(sku=sold_out.sku, quantity=4, note="count")
 
     body = api.get(f"/api/products/{sold_out.sku}/").json()
@@ -106,12 +101,9 @@ def test_a_count_while_a_restock_is_open_shows_only_what_the_factory_accepted(
 
 @pytest.mark.parametrize(("waited", "ready_in"), [(0, 40), (15.5, 25), (39.5, 1), (300, 0)])
 def test_ready_in_seconds_counts_down_the_factory_lead_time(api, sold_out, waited, ready_in):
-    RestockRequest.objects.create(
-        product=sold_out,
-        factory=sold_out.factory,
-        quantity=10,
-        status=RestockRequest.Status.REQUESTED,
-        depletion_key="depletion-1",
+    plant_restock(
+        sold_out,
+        RestockRequest.Status.REQUESTED,
         requested_at=timezone.now() - timedelta(seconds=waited),
     )
 
@@ -121,13 +113,7 @@ def test_ready_in_seconds_counts_down_the_factory_lead_time(api, sold_out, waite
 
 
 def test_ready_in_seconds_is_null_until_the_factory_accepts(api, sold_out):
-    RestockRequest.objects.create(
-        product=sold_out,
-        factory=sold_out.factory,
-        quantity=10,
-        status=RestockRequest.Status.PENDING,
-        depletion_key="depletion-1",
-    )
+    plant_restock(sold_out, RestockRequest.Status.PENDING)
 
     body = api.get(f"/api/products/{sold_out.sku}/").json()
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 from factory_bridge.models import RestockRequest
 from inventory.models import Product
 from shop.models import Order
+from tests.restocks import plant_restock
 
 pytestmark = pytest.mark.usefixtures("no_events")
 
@@ -53,15 +54,9 @@ def test_storefront_has_an_order_form_only_for_products_in_stock(client, product
     assert 'value="CP-502105"' in alert_form
 
 
-def _restock(product: Product, status: str) -> None:
-    RestockRequest.objects.create(
-        product=product,
-        factory=product.factory,
-        quantity=10,
-        status=status,
-        depletion_key=f"depletion-{status}",
-        requested_at=timezone.now() if status == RestockRequest.Status.REQUESTED else None,
-    )
+def _restock(product: Product, status: str, *, accepted_ago: timedelta = timedelta(0)) -> None:
+    accepted = status == RestockRequest.Status.REQUESTED
+    plant_restock(product, status, requested_at=timezone.now() - accepted_ago if accepted else None)
 
 
 def test_storefront_says_more_are_being_made_once_the_factory_accepted(client, sold_out):
@@ -73,8 +68,7 @@ def test_storefront_says_more_are_being_made_once_the_factory_accepted(client, s
 
 
 def test_storefront_counts_down_from_the_factory_lead_time(client, sold_out):
-    _restock(sold_out, RestockRequest.Status.REQUESTED)
-    RestockRequest.objects.update(requested_at=timezone.now() - timedelta(seconds=15))
+    _restock(sold_out, RestockRequest.Status.REQUESTED, accepted_ago=timedelta(seconds=15))
 
     html = client.get("/").content.decode()
 
@@ -82,8 +76,7 @@ def test_storefront_counts_down_from_the_factory_lead_time(client, sold_out):
 
 
 def test_storefront_says_a_late_restock_is_due_any_moment(client, sold_out):
-    _restock(sold_out, RestockRequest.Status.REQUESTED)
-    RestockRequest.objects.update(requested_at=timezone.now() - timedelta(minutes=5))
+    _restock(sold_out, RestockRequest.Status.REQUESTED, accepted_ago=timedelta(minutes=5))
 
     html = client.get("/").content.decode()
 

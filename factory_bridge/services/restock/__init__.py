@@ -5,4 +5,6 @@
 - `callback`: the factory's signed callback adds the stock once.
 - `sweep`: the minute sweep retries refused orders and re-orders overdue ones, up to the cap.
 - `abandon`: a restock given up (at the cap, or its message discarded by staff).
+- `tracking`: what each move of a restock changes on its product's row (`incoming`, the
+  latest restock's status), in the move's transaction.
 """

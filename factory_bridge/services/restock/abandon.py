@@ -11,6 +11,7 @@ from factory_bridge.exceptions import UnreadableMessage
 from factory_bridge.messages import read_envelope
 from factory_bridge.models import RestockRequest
 from factory_bridge.selectors import batch_of
+from factory_bridge.services.restock.tracking import lock_product, track
 from inventory.models import Product
 from inventory.services import end_depletion, give_up_batch
 
@@ -54,11 +55,20 @@ def give_up(requests: QuerySet[RestockRequest], *, pk: int, error: str | None) -
     if product_id is None:
         return False
     with transaction.atomic():
-        # Product before request, the order in which order_restock locks them.
-        Product.objects.select_for_update().filter(pk=product_id).first()
-        if requests.filter(pk=pk).update(**changes) != 1:
+        lock_product(product_id)
+        # Two conditional UPDATEs: the first says whether it left production.
+        in_production = (
+            requests.filter(pk=pk, status=RestockRequest.Status.REQUESTED).update(**changes) == 1
+        )
+        if not in_production and requests.filter(pk=pk).update(**changes) != 1:
             return False
         request = RestockRequest.objects.select_related("product").get(pk=pk)
+        track(
+            product_id=request.product_id,
+            restock_id=request.pk,
+            status=request.status,
+            incoming=-request.quantity if in_production else 0,
+        )
         # Its units will not come: its pre-orders move or are cancelled, and the policy may
         # order the units again.
         give_up_batch(

@@ -16,6 +16,7 @@ from factory_bridge.exceptions import (
 )
 from factory_bridge.models import RestockRequest
 from factory_bridge.selectors import batch_of
+from factory_bridge.services.restock.tracking import lock_product, track
 from inventory import events, outbox
 from inventory.services import receive_stock
 from nudged.core.logs import add_to_log_context
@@ -57,14 +58,17 @@ def receive_callback(*, restock_id: int, body: Any) -> tuple[RestockRequest, boo
     """
     add_to_log_context(restock=restock_id)
     with transaction.atomic():
+        product_id = (
+            RestockRequest.objects.filter(pk=restock_id).values_list("product_id", flat=True)
+        ).first()
+        if product_id is None:
+            raise ForgedCallback("Callback token names no restock request.")
+        lock_product(product_id)
         request = (
             RestockRequest.objects.select_for_update()
             .select_related("product", "factory", "decision")
-            .filter(pk=restock_id)
-            .first()
+            .get(pk=restock_id)
         )
-        if request is None:
-            raise ForgedCallback("Callback token names no restock request.")
         if request.status == RestockRequest.Status.FAILED:
             logger.warning("callback for failed restock=%s refused", request.pk)
             raise CallbackForFailedRestock(
@@ -90,7 +94,14 @@ def receive_callback(*, restock_id: int, body: Any) -> tuple[RestockRequest, boo
             next_attempt_at=None,
             updated_at=request.fulfilled_at,
         )
+        in_production = request.status == RestockRequest.Status.REQUESTED
         request.status = RestockRequest.Status.FULFILLED
+        track(
+            product_id=request.product_id,
+            restock_id=request.pk,
+            status=request.status,
+            incoming=-request.quantity if in_production else 0,
+        )
         outbox.record(
             [events.replenished(product=product, quantity=request.quantity, restock_id=request.pk)]
         )

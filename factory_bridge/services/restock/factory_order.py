@@ -18,6 +18,7 @@ from factory_bridge.models import RestockRequest
 from factory_bridge.selectors import batch_of
 from factory_bridge.services import factory_calls
 from factory_bridge.services.restock.callback import callback_url
+from factory_bridge.services.restock.tracking import lock_product, track
 from inventory import events
 from inventory.models import Product, ReorderDecision
 from inventory.services import batch_accepted, hold_on_order, review
@@ -79,6 +80,7 @@ def order_restock(*, envelope: Envelope, sqs_message_id: str) -> str:
                 sqs_message_id=sqs_message_id,
                 claimed_until=_claim_end(now),
             )
+            track(product_id=product.pk, restock_id=request.pk, status=request.status)
         elif claim_request(
             request.pk,
             now=now,
@@ -90,6 +92,11 @@ def order_restock(*, envelope: Envelope, sqs_message_id: str) -> str:
         ):
             if request.status == RestockRequest.Status.FAILED:
                 hold_on_order(product_id=product.pk, quantity=request.quantity)
+                track(
+                    product_id=product.pk,
+                    restock_id=request.pk,
+                    status=RestockRequest.Status.PENDING,
+                )
             request = RestockRequest.objects.select_related("product", "factory").get(pk=request.pk)
         else:
             logger.info(
@@ -163,12 +170,25 @@ def _place_factory_order(request: RestockRequest) -> None:
         "updated_at": now,
     }
     rows = RestockRequest.objects.filter(pk=request.pk)
-    if not rows.filter(status__in=RestockRequest.NOT_ACCEPTED).update(
-        status=RestockRequest.Status.REQUESTED, **accepted
-    ):
-        # The callback came before this answer (a slow factory) and fulfilled the request:
-        # it stays fulfilled, so the sweep never takes it for overdue and orders it again.
-        rows.update(**accepted)
+    with transaction.atomic():
+        lock_product(request.product_id)
+        moved = rows.filter(status__in=RestockRequest.NOT_ACCEPTED).update(
+            status=RestockRequest.Status.REQUESTED, **accepted
+        )
+        if moved:
+            track(
+                product_id=request.product_id,
+                restock_id=request.pk,
+                status=RestockRequest.Status.REQUESTED,
+                incoming=request.quantity,
+            )
+            batch_accepted(batch_id=batch_of(request), at=now, lead_time=request.factory.lead_time)
+        else:
+            # The callback came before this answer (a slow factory) and fulfilled the
+            # request: it stays fulfilled, so the sweep never takes it for overdue and orders
+            # it again.
+            rows.update(**accepted)
+    if not moved:
         logger.info(
             "factory answered after its callback restock=%s sku=%s job=%s: already fulfilled",
             request.pk,
@@ -176,7 +196,6 @@ def _place_factory_order(request: RestockRequest) -> None:
             job_id,
         )
         return
-    batch_accepted(batch_id=batch_of(request), at=now, lead_time=request.factory.lead_time)
     logger.info(
         "factory order placed restock=%s sku=%s quantity=%s job=%s",
         request.pk,

@@ -18,6 +18,7 @@ from factory_bridge.services.restock.factory_order import (
     place_factory_order,
     unclaimed,
 )
+from factory_bridge.services.restock.tracking import lock_product, track
 from inventory.models import Factory
 from nudged.core import leases
 
@@ -93,7 +94,11 @@ def _overdue_ids() -> list[int]:
 
 
 def _reorder(pk: int) -> RestockRequest | None:
+    product_id = RestockRequest.objects.filter(pk=pk).values_list("product_id", flat=True).first()
+    if product_id is None:
+        return None
     with transaction.atomic():
+        lock_product(product_id)
         request = (
             RestockRequest.objects.select_for_update()
             .filter(pk=pk, status=RestockRequest.Status.REQUESTED)
@@ -103,6 +108,12 @@ def _reorder(pk: int) -> RestockRequest | None:
             return None
         RestockRequest.objects.filter(pk=pk, status=RestockRequest.Status.REQUESTED).update(
             status=RestockRequest.Status.OVERDUE, updated_at=timezone.now()
+        )
+        track(
+            product_id=product_id,
+            restock_id=request.pk,
+            status=RestockRequest.Status.OVERDUE,
+            incoming=-request.quantity,
         )
         # Keyed on the original depletion, so the key stays short however often it repeats.
         root = request.depletion_key.split(REORDER_SEPARATOR)[0]
@@ -115,6 +126,7 @@ def _reorder(pk: int) -> RestockRequest | None:
             replaces=request,
             reorders=request.reorders,
         )
+        track(product_id=product_id, restock_id=reorder.pk, status=reorder.status)
     logger.warning(
         "restock=%s overdue (no callback after %.0fs): reordering as restock=%s",
         request.pk,
