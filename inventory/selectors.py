@@ -57,10 +57,9 @@ def product_ids(*, skus: list[str]) -> dict[str, tuple[int, str]]:
     return ids
 
 
-def product_get(*, sku: str, with_restock: bool = True) -> Product:
-    """One product by SKU, or UnknownSku; without `with_restock`, just the row and factory."""
-    products = product_list() if with_restock else Product.objects.select_related("factory")
-    product = products.filter(sku=sku).first()
+def product_get(*, sku: str) -> Product:
+    """One product by SKU (with its factory), or UnknownSku."""
+    product = product_list().filter(sku=sku).first()
     if product is None:
         raise UnknownSku(sku)
     return product

@@ -42,7 +42,7 @@ def product_donut(request: HttpRequest) -> JsonResponse:
     if request.method not in ("GET", "HEAD"):
         return not_found(request)
     try:
-        product = product_get(sku=settings.LEGACY_SKU, with_restock=False)
+        product = product_get(sku=settings.LEGACY_SKU)
     except UnknownSku:
         return _json(NO_PRODUCT, status=400)
     return _json(
