@@ -11,11 +11,13 @@ from datetime import timedelta
 from time import monotonic
 
 from django.conf import settings
+from django.db import OperationalError
 from django.db.models import Q
 from django.utils import timezone
 
 from nudged.core.models import WorkerLease
 
+DEADLOCK = 1213
 # The lease and deadline of the loop running in this thread, for `keep_going`.
 _running = threading.local()
 
@@ -29,7 +31,13 @@ def claim(name: str, owner: str, *, stale: timedelta | None = None) -> bool:
     (`stale_after()` unless given: a job whose single step may take longer says so)."""
     now = timezone.now()
     cutoff = now - (stale or stale_after())
-    WorkerLease.objects.get_or_create(name=name)
+    try:
+        WorkerLease.objects.get_or_create(name=name)
+    except OperationalError as exc:
+        # Concurrent first claims insert the same name: InnoDB may end one of them as a
+        # deadlock, whose winner has created the row that the UPDATE below needs.
+        if exc.args[0] != DEADLOCK:
+            raise
     taken = WorkerLease.objects.filter(
         Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=cutoff) | Q(owner=owner),
         name=name,
