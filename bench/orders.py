@@ -37,8 +37,8 @@ from bench.stack import (  # noqa: E402
     cpu_spent,
     k6_summary,
     md_table,
-    percentile,
     say,
+    spread,
     write_section,
 )
 
@@ -82,11 +82,7 @@ QUICK = Plan(cycles=2, seconds=5, warmup=1, sellout_seconds=3)
 
 
 def stats(values: list[float]) -> dict[str, float | None]:
-    at = {q: percentile(values, q) for q in (50, 99, 100)}
-    return {
-        k: None if at[q] is None else round(at[q], 3)
-        for k, q in zip(("p50_s", "p99_s", "max_s"), at, strict=True)
-    }
+    return {f"{k}_s": v for k, v in spread(values).items()}
 
 
 # --- The database (this process, through the ORM) --------------------------------------------

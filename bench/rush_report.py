@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.rush_verify import REFUSAL_COUNTERS, Snapshot, is_preorder, promise_outcome, ts
-from bench.stack import connect, percentile
+from bench.stack import connect, percentile, spread
 
 SQL_PRODUCTS = (
     "SELECT sku, stock, on_order, promised, reorder_point, demand_rate "
@@ -166,8 +166,7 @@ def read_k6_csv(path: Path, *, t0: float, db_window: tuple[float, float] | None)
     return {
         **{k: totals.get(k, 0) for k in (*KINDS, "requests", *in_window)},
         "db_window": [round(w - t0, 1) for w in db_window] if db_window else None,
-        "latency_ms": {f"p{q}": _r(percentile(durations, q)) for q in (50, 90, 99)}
-        | {"max": _r(max(durations, default=None))},
+        "latency_ms": spread(durations, (50, 90, 99, 100), digits=1),
         "failure_samples": samples,
         "references": references,
         "ready_by_told": told,
@@ -340,11 +339,7 @@ def read_mails(directory: Path) -> list[dict[str, Any]]:
 
 
 def _spread(values: list[float]) -> dict[str, float | None]:
-    return {
-        "p1": _r(percentile(values, 1)),
-        "p50": _r(percentile(values, 50)),
-        "p99": _r(percentile(values, 99)),
-    }
+    return spread(values, (1, 50, 99), digits=1)
 
 
 def recovery_windows(

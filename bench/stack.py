@@ -56,6 +56,12 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
+def spread(values: list[float], qs: Iterable[int] = (50, 99, 100), digits: int = 3) -> dict:
+    """Percentiles by name (p50, …; 100 is the max), rounded; None without values."""
+    at = {"max" if q == 100 else f"p{q}": percentile(values, q) for q in qs}
+    return {k: None if v is None else round(v, digits) for k, v in at.items()}
+
+
 def md_row(cells: Iterable[Any]) -> str:
     return "|" + "|".join(f" {c} " if str(c) else " " for c in cells) + "|"
 
