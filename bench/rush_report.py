@@ -442,111 +442,76 @@ def _at_most(value: float | None, target: float, digits: int = 0) -> str:
     return _pct(value, digits) + _mark(value, target, at_most=True)
 
 
-def _rows(r: dict[str, Any]) -> list[tuple[str, str, Any]]:
+# The summary's rows, label|target|value, filled in per run by _rows().
+ROWS = """\
+orders asked||{h[requests]}
+  served (201)||{h[served]}
+  promised from production (201)||{h[backordered]}
+  out of stock (409)||{h[out_of_stock]}
+  purchase limit||{h[purchase_limit]}
+  throttled (429)||{h[throttled]}
+  5xx / no answer / other||{h[server_errors]} / {h[no_answer]} / {h[unexpected]}
+fill rate (shelf / asked)|>= {t[fill_rate]:g}|{rep[fill_rate]}{fill_mark}
+sold out, worst product|<= {t[sold_out_share]:.0%}|{worst}
+{sold_out}
+served (shelf + kept) / asked|>= {pt[served]:g}|{pre[served_share]}{served_mark}
+promises broken / promises|<= {pt[promises_broken]:.0%}|{broken} ({pre[late]} late, \
+{pre[cancelled]} cancelled, {waiting} waiting of {pre[promised]}; {pre[moved]} moved)
+promise / wait p50, s||{pre[promise_s][p50]} / {pre[waited_s][p50]} \
+(slack min {pre[slack_s][min]})
+units sold||{rep[units_sold]}
+left at load end / sold|<= {t[leftover_ratio]:.0%}|{left_at_load_end}
+left after drain / sold|<= {t[leftover_ratio]:.0%}|{left_after_drain}
+  with pre-orders|<= {pt[leftover_ratio]:.0%}|{preorder_left} \
+({rep[left_at_load_end][promised]} promised at load end)
+refusals counted on products||{c[orders_refused]} refused, {c[orders_limited]} limited
+stock.low decisions||{decisions}
+stock.depleted||{depletions}
+restocks||{f[restocks][fulfilled]} fulfilled, {f[restocks][factory_jobs_accepted]} jobs, \
+{f[restocks][reorders]} reorders
+DLQ messages||{f[dlq][messages_in_dlq]}
+orders/s plateau (peak)||{r[rates][orders_per_s]} ({r[rates][peak_orders_per_s]})
+latency p50 / p99 ms||{h[latency_ms][p50]} / {h[latency_ms][p99]}
+open pages, poll p50 / p99 ms||{p[pages]}, {p[poll_p50_ms]} / {p[poll_p99_ms]}
+events / backlog peak||{f[events][events]} / {r[backlog_peak][all][events]}
+relay lag p99 s||{r[relay][lag_s][p99]}
+drain s||{r[drain][seconds]}{not_done}
+machine busy||{busy}"""
+
+
+def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     """One run's column of the summary: (label, target, value)."""
-    h, rep, f, t, pages = r["http"], r["replenishment"], r["facts"], TARGETS, r["open_pages"]
-    counted, restocks, pre, pt = rep["counted"], f["restocks"], r["preorders"], PREORDER_TARGETS
+    rep, f, t, pt, pre = r["replenishment"], r["facts"], TARGETS, PREORDER_TARGETS, r["preorders"]
     left = {
         k: f"{_at_most(rep[k]['ratio'], t['leftover_ratio'])} ({rep[k]['on_hand']} + "
         f"{rep[k]['in_production']} in prod.)"
         for k in ("left_at_load_end", "left_after_drain")
     }
-    leftover = f"<= {t['leftover_ratio']:.0%}"
-    return [
-        ("orders asked", "", h["requests"]),
-        ("  served (201)", "", h["served"]),
-        ("  promised from production (201)", "", h["backordered"]),
-        ("  out of stock (409)", "", h["out_of_stock"]),
-        ("  purchase limit", "", h["purchase_limit"]),
-        ("  throttled (429)", "", h["throttled"]),
-        (
-            "  5xx / no answer / other",
-            "",
-            f"{h['server_errors']} / {h['no_answer']} / {h['unexpected']}",
-        ),
-        (
-            "fill rate (shelf / asked)",
-            f">= {t['fill_rate']:g}",
-            f"{rep['fill_rate']}{_mark(rep['fill_rate'], t['fill_rate'])}",
-        ),
-        (
-            "sold out, worst product",
-            f"<= {t['sold_out_share']:.0%}",
-            _at_most(rep["sold_out_worst"], t["sold_out_share"]),
-        ),
-        *(
-            (
-                f"  {sku}",
-                "",
-                f"{_pct(o['sold_out_share'])} ({o['times']}x, mean {o['mean_window_s']} s)",
-            )
-            for sku, o in f["sold_out"].items()
-        ),
-        (
-            "served (shelf + kept) / asked",
-            f">= {pt['served']:g}",
-            f"{pre['served_share']}{_mark(pre['served_share'], pt['served'])}",
-        ),
-        (
-            "promises broken / promises",
-            f"<= {pt['promises_broken']:.0%}",
-            f"{_at_most(pre['broken_share'], pt['promises_broken'], 1)} ({pre['late']} late, "
-            f"{pre['cancelled']} cancelled, {pre['overdue'] + pre['waiting']} waiting of "
-            f"{pre['promised']}; {pre['moved']} moved)",
-        ),
-        (
-            "promise / wait p50, s",
-            "",
-            f"{pre['promise_s']['p50']} / {pre['waited_s']['p50']} "
-            f"(slack min {pre['slack_s']['min']})",
-        ),
-        ("units sold", "", rep["units_sold"]),
-        ("left at load end / sold", leftover, left["left_at_load_end"]),
-        ("left after drain / sold", leftover, left["left_after_drain"]),
-        (
-            "  with pre-orders",
-            f"<= {pt['leftover_ratio']:.0%}",
-            f"{_at_most(rep['left_at_load_end']['ratio'], pt['leftover_ratio'])} "
-            f"({rep['left_at_load_end']['promised']} promised at load end)",
-        ),
-        (
-            "refusals counted on products",
-            "",
-            f"{counted['orders_refused']} refused, {counted['orders_limited']} limited",
-        ),
-        ("stock.low decisions", "", _outcomes(f["decisions"])),
-        ("stock.depleted", "", _outcomes(f["depletions"])),
-        (
-            "restocks",
-            "",
-            f"{restocks['fulfilled']} fulfilled, {restocks['factory_jobs_accepted']} jobs, "
-            f"{restocks['reorders']} reorders",
-        ),
-        ("DLQ messages", "", f["dlq"]["messages_in_dlq"]),
-        (
-            "orders/s plateau (peak)",
-            "",
-            f"{r['rates']['orders_per_s']} ({r['rates']['peak_orders_per_s']})",
-        ),
-        ("latency p50 / p99 ms", "", f"{h['latency_ms']['p50']} / {h['latency_ms']['p99']}"),
-        (
-            "open pages, poll p50 / p99 ms",
-            "",
-            f"{pages['pages']}, {pages['poll_p50_ms']} / {pages['poll_p99_ms']}",
-        ),
-        (
-            "events / backlog peak",
-            "",
-            f"{f['events']['events']} / {r['backlog_peak']['all']['events']}",
-        ),
-        ("relay lag p99 s", "", r["relay"]["lag_s"]["p99"]),
-        ("drain s", "", f"{r['drain']['seconds']}{'' if r['drain']['settled'] else ' NOT DONE'}"),
-        ("machine busy", "", _pct(1 - r["cpu_share"].get("idle", 0))),
-        *(
-            (v["name"], "0", f"{'PASS' if v['ok'] else 'FAIL'} {v['value']}")
-            for v in r["invariants"]
-        ),
+    sold_out = (
+        f"  {sku}||{_pct(o['sold_out_share'])} ({o['times']}x, mean {o['mean_window_s']} s)"
+        for sku, o in f["sold_out"].items()
+    )
+    text = ROWS.format_map(
+        {"r": r, "h": r["http"], "rep": rep, "f": f, "t": t, "pt": pt, "pre": pre, **left}
+        | {"c": rep["counted"], "p": r["open_pages"], "sold_out": "\n".join(sold_out)}
+        | {
+            "fill_mark": _mark(rep["fill_rate"], t["fill_rate"]),
+            "worst": _at_most(rep["sold_out_worst"], t["sold_out_share"]),
+            "served_mark": _mark(pre["served_share"], pt["served"]),
+            "broken": _at_most(pre["broken_share"], pt["promises_broken"], 1),
+            "waiting": pre["overdue"] + pre["waiting"],
+            "preorder_left": _at_most(rep["left_at_load_end"]["ratio"], pt["leftover_ratio"]),
+            "decisions": _outcomes(f["decisions"]),
+            "depletions": _outcomes(f["depletions"]),
+            "not_done": "" if r["drain"]["settled"] else " NOT DONE",
+            "busy": _pct(1 - r["cpu_share"].get("idle", 0)),
+        }
+    )
+    rows = [line.split("|", 2) for line in text.splitlines() if line]
+    rows += [
+        [v["name"], "0", f"{'PASS' if v['ok'] else 'FAIL'} {v['value']}"] for v in r["invariants"]
     ]
+    return [(label, target, value) for label, target, value in rows]
 
 
 def _outcomes(counts: dict[str, int]) -> str:
