@@ -79,7 +79,7 @@ def write_section(doc: Path, marker: str, text: str) -> None:
     old = doc.read_text()
     a, b = old.find(start), old.find(end)
     if not -1 < a < b:
-        raise RuntimeError(f"{doc.relative_to(ROOT)} lacks the markers {start} {end}")
+        raise RuntimeError(f"{doc.name} lacks the markers {start} {end}")
     doc.write_text(f"{old[:a]}{start}\n{text}\n{end}{old[b + len(end) :]}")
 
 
