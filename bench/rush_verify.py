@@ -161,11 +161,13 @@ def verify(
     samples: list[dict[str, Any]] | None = None,
     mails: list[dict[str, Any]] | None = None,
     end: float | None = None,
+    undrained_after: float | None = None,
 ) -> Verification:
     """The invariants of a rush. `ops_by_order`: the event ids the ops queue had per order
     (by order id and by reference) and type; `samples`: the sampler's seconds; `mails`: the
     messages the mail sink saved ({"to": [...], "text": ...}), None when no mail was kept;
-    `end`: when the outcome was read (after the drain)."""
+    `end`: when the outcome was read (after the drain); `undrained_after`: the seconds the
+    pipeline was given to drain if it did not (its events are then not proven delivered)."""
     result = Verification()
     facts = result.facts
 
@@ -290,11 +292,13 @@ def verify(
         "ops_duplicate_deliveries": ops_duplicates,
         "publish_attempts_max": max((e["attempts"] for e in snap.outbox), default=0),
     }
+    undrained = f"NOT DRAINED within {undrained_after} s, so not proven delivered: "
     result.check(
         "lost events",
-        lost == 0,
+        lost == 0 and undrained_after is None,
         lost,
-        f"{len(snap.orders)} committed orders, {len(snap.outbox)} outbox events: "
+        ("" if undrained_after is None else undrained)
+        + f"{len(snap.orders)} committed orders, {len(snap.outbox)} outbox events: "
         f"{len(orders_without_event)} orders whose order.completed the ops queue never had, "
         f"{len(unpublished)} outbox events unpublished, {len(not_in_ops)} missing from the "
         f"ops queue, {len(unaccounted)} depletions "
