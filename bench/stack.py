@@ -46,7 +46,7 @@ QUEUES = {
 
 
 def say(text: str, who: str = "bench") -> None:
-    print(f"[{who} {time.strftime('%H:%M:%S')}] {text}", flush=True)
+    print(f"[{who} {time.strftime('%H:%M:%S', time.gmtime())}] {text}", flush=True)
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:
