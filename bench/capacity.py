@@ -4,17 +4,9 @@
                                                   # per shape (~6 min); rewrites docs/deploy.md
     .venv/bin/python bench/capacity.py --quick    # 8 and 32 connections, 1 round of 3 s; no doc
 
-Each connection is a process with a MySQLdb connection of its own that sends an order's own
-statement back to back, read from the code at run time (a renamed one fails the import):
-shop.services.quick_order, the one round trip of START TRANSACTION, the conditional UPDATE
-with the purchase limits, the order's INSERT and COMMIT; each order from a customer and
-address key of its own. "1 donut": every connection
-orders the same product; "3 donuts": the connections spread over three. The shapes
-alternate, each run on an empty order table after a warm-up. Medians over rounds of
-orders/s, p50/p99 and MariaDB's CPU per order (/proc); the row lock is held only while
-MariaDB runs the statement, so no client can time it. The web's CPU per order comes from
-bench/orders.py's results (or --web-ms); with it the script sizes the web tier. The
-database (its name must contain "bench") is recreated.
+Each connection is a process with a MySQLdb connection of its own sending an order's own
+statements, read from the code at run time, as shop.services places them; docs/deploy.md
+("Capacity") says what is measured. The database (its name must contain "bench") is recreated.
 """
 
 import argparse
@@ -35,24 +27,29 @@ from MySQLdb.constants.CLIENT import FOUND_ROWS
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import CLK_TCK, db_config, mysql_cpu, recreate_database  # noqa: E402
+from bench.stack import (  # noqa: E402
+    db_config,
+    django_setup,
+    machine_cpu,
+    md_table,
+    named_cpu,
+    percentile,
+    write_section,
+)
 
 DOC = ROOT / "docs" / "deploy.md"
-DOC_START, DOC_END = "<!-- capacity -->", "<!-- /capacity -->"
 RATES = (500, 1_000, 5_000)
 HOST_VCPU, HOST_BUSY = 4, 0.7  # a web host's cores, and how busy it may run in a rush
 
 
 def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(1000 * ordered[round(q * (len(ordered) - 1))], 3) if ordered else 0.0
+    return round(1000 * (percentile(values, q) or 0.0), 3)
 
 
 def busy_cpu() -> float:
     """CPU seconds every core has spent busy since boot."""
-    with open("/proc/stat") as handle:
-        ticks = [int(v) for v in handle.readline().split()[1:9]]
-    return (sum(ticks) - ticks[3] - ticks[4] - ticks[7]) / CLK_TCK
+    total, idle = machine_cpu()
+    return total - idle
 
 
 def _orders(db: dict[str, Any], sku: str, begin: float, start: float, end: float, out: Any) -> None:
@@ -119,9 +116,9 @@ def run(
     for proc in procs:
         proc.start()
     time.sleep(max(0.0, start - time.monotonic()))
-    mysql, busy = mysql_cpu(), busy_cpu()
+    mysql, busy = named_cpu(), busy_cpu()
     time.sleep(max(0.0, end - time.monotonic()))
-    mysql_end, busy_end = mysql_cpu(), busy_cpu()
+    mysql_end, busy_end = named_cpu(), busy_cpu()
     answers = [out.get(timeout=60) for _ in procs]
     for proc in procs:
         proc.join()
@@ -134,8 +131,8 @@ def run(
     client_s = sum(a["cpu"] for a in answers)
     return {
         "orders_per_s": round(len(counted) / seconds, 1),
-        "p50_ms": pct([d[1] for d in counted], 0.5),
-        "p99_ms": pct([d[1] for d in counted], 0.99),
+        "p50_ms": pct([d[1] for d in counted], 50),
+        "p99_ms": pct([d[1] for d in counted], 99),
         "mysql_ms_per_order": round(1000 * mysql_s / n, 3),
         "client_ms_per_order": round(1000 * client_s / n, 3),
         # Cores busy with work of neither (another benchmark on the shared machine, say).
@@ -147,19 +144,9 @@ def run(
 
 def setup(url: str, stock: int) -> list[str]:
     """The bench database migrated and stocked; three products' skus."""
-    recreate_database(url)
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="bench.settings", DEBUG="0", DATABASE_URL=url, LOG_LEVEL="WARNING"
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
+    django_setup(url)
     from inventory.models import Product
 
-    call_command("migrate", "--noinput", verbosity=0)
-    call_command("load_catalog", verbosity=0)
     skus = list(Product.objects.order_by("sku").values_list("sku", flat=True)[:3])
     Product.objects.filter(sku__in=skus).update(stock=stock)
     return skus
@@ -189,41 +176,37 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, flo
 def report(results: dict[str, Any]) -> str:
     med, web = results["medians"], results["web_ms_per_order"]
     one, three = med["1 donut"], med["3 donuts"]
-    lines = [
-        "| connections | 1 donut: orders/s | p50 ms | p99 ms "
-        "| 3 donuts: orders/s | p50 ms | p99 ms | 1 ÷ 3 |",
-        "|---:|" + "---:|" * 7,
+    head = ["connections", "1 donut: orders/s", "p50 ms", "p99 ms"]
+    head += ["3 donuts: orders/s", "p50 ms", "p99 ms", "1 ÷ 3"]
+    cols = [("orders_per_s", ".0f"), ("p50_ms", ".1f"), ("p99_ms", ".1f")]
+    shapes = [
+        [
+            c,
+            *(format(one[c][k], f) for k, f in cols),
+            *(format(three[c][k], f) for k, f in cols),
+            f"{one[c]['orders_per_s'] / three[c]['orders_per_s']:.2f}",
+        ]
+        for c in one
     ]
-    for c in one:
-        a, b = one[c], three[c]
-        lines.append(
-            f"| {c} | {a['orders_per_s']:.0f} | {a['p50_ms']:.1f} | {a['p99_ms']:.1f} "
-            f"| {b['orders_per_s']:.0f} | {b['p50_ms']:.1f} "
-            f"| {b['p99_ms']:.1f} | {a['orders_per_s'] / b['orders_per_s']:.2f} |"
-        )
     best = max(one, key=lambda c: one[c]["orders_per_s"])
     ceiling = one[best]["orders_per_s"]
     db_ms = statistics.median(b["mysql_ms_per_order"] for b in three.values())
-    lines += [
-        "",
-        f"One donut's ceiling: **{ceiling:.0f} orders/s** (at {best} connections). "
-        f"MariaDB CPU per order {db_ms:.2f} ms (3 donuts, median), this script's "
-        f"{statistics.median(b['client_ms_per_order'] for b in three.values()):.2f} ms. "
-        f"Web CPU per order {web:.2f} ms ({results['web_source']}): "
-        f"{1000 / web:.0f} orders/s per core.",
-        "",
-        f"| rush, orders/s | web cores busy | {HOST_VCPU}-vCPU web hosts at "
-        f"{HOST_BUSY:.0%} | MariaDB cores busy | one donut's row |",
-        "|---:|---:|---:|---:|---|",
-    ]
+    client_ms = statistics.median(b["client_ms_per_order"] for b in three.values())
+    rush = []
     for rate in RATES:
         cores = rate * web / 1000
         row = "fits" if rate <= ceiling else f"over: {rate / ceiling:.1f} × its ceiling"
-        lines.append(
-            f"| {rate:,} | {cores:.1f} | {math.ceil(cores / (HOST_VCPU * HOST_BUSY))} "
-            f"| {rate * db_ms / 1000:.1f} | {row} |"
-        )
-    return "\n".join(lines)
+        hosts = math.ceil(cores / (HOST_VCPU * HOST_BUSY))
+        rush.append([f"{rate:,}", f"{cores:.1f}", hosts, f"{rate * db_ms / 1000:.1f}", row])
+    head2 = ["rush, orders/s", "web cores busy", f"{HOST_VCPU}-vCPU web hosts at {HOST_BUSY:.0%}"]
+    head2 += ["MariaDB cores busy", "one donut's row"]
+    return (
+        f"{md_table(head, shapes, 'r' * 9)}\n\n"
+        f"One donut's ceiling: **{ceiling:.0f} orders/s** (at {best} connections). "
+        f"MariaDB CPU per order {db_ms:.2f} ms (3 donuts, median), this script's "
+        f"{client_ms:.2f} ms. Web CPU per order {web:.2f} ms ({results['web_source']}): "
+        f"{1000 / web:.0f} orders/s per core.\n\n{md_table(head2, rush, 'rrrrl')}"
+    )
 
 
 def main() -> int:
@@ -274,16 +257,12 @@ def main() -> int:
     table = report(results)
     print(f"\n{table}\n\nresults: {out.relative_to(ROOT)}")
     if not args.quick:
-        text = DOC.read_text()
-        start, end = text.find(DOC_START), text.find(DOC_END)
-        if not -1 < start < end:
-            raise SystemExit(f"docs/deploy.md lacks the markers {DOC_START} {DOC_END}")
-        block = (
-            f"{DOC_START}\nGenerated by `bench/capacity.py` on {results['finished_at']} "
-            f"(UTC), {args.rounds} rounds of {args.seconds:g} s per shape, "
-            f"{os.cpu_count()} vCPU; medians over rounds:\n\n{table}\n{DOC_END}"
+        text = (
+            f"Generated by `bench/capacity.py` on {results['finished_at']} (UTC), {args.rounds} "
+            f"rounds of {args.seconds:g} s per shape, {os.cpu_count()} vCPU; medians over "
+            f"rounds:\n\n{table}"
         )
-        DOC.write_text(text[:start] + block + text[end + len(DOC_END) :])
+        write_section(DOC, "capacity", text)
     return 0
 
 

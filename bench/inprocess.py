@@ -5,24 +5,17 @@
     .venv/bin/python bench/inprocess.py --events off     # BENCH_EVENTS_ENABLED=0
     .venv/bin/python bench/inprocess.py --limits production  # production's limits, Redis
 
-With `--limits production` every request comes from its own address (so from its own
-customer), as in bench/orders.py's production-defaults rounds, and the rate limits count in
-the Redis at CACHE_URL. Beside the process's own CPU, that of MariaDB and Redis (read from
-/proc, so anything else they serve meanwhile counts too) is divided by the requests.
-
 No server, no load generator: Django's test client sends the requests through the whole
-middleware stack, and the process's own CPU time is divided by the requests. It isolates
-what the web side of an order costs, which bench/orders.py measures under load together
-with MariaDB, the relay and moto. The database (its name must contain "bench") is dropped
-and recreated; the relay loop's lease is kept fresh, as a running cluster keeps it, so that
-commits queue no relay tasks, and nothing is published.
+middleware stack; the process's own CPU, MariaDB's and Redis's (/proc: anything else they
+serve meanwhile counts too) is divided by the requests. With `--limits production` every
+request comes from its own address. The relay loop's lease is kept fresh, as a running
+cluster keeps it, so that commits queue no relay tasks, and nothing is published.
 """
 
 import argparse
 import cProfile
 import itertools
 import json
-import os
 import pstats
 import statistics
 import sys
@@ -32,10 +25,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import named_cpu, recreate_database  # noqa: E402
+from bench.stack import django_setup, named_cpu  # noqa: E402
 
 SKU = "CP-502102"
 PATHS = {"api": "/api/orders/", "baseline": "/bench/baseline/orders/"}
+
+
+def cpu_of(names: tuple[str, ...]) -> float:
+    return sum(named_cpu(names).values())
 
 
 def parse_args() -> argparse.Namespace:
@@ -56,24 +53,16 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    recreate_database(args.database_url)
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="bench.settings",
-        DEBUG="0",
-        DATABASE_URL=args.database_url,
+    django_setup(
+        args.database_url,
         BENCH_EVENTS_ENABLED="1" if args.events == "on" else "0",
         BENCH_LIMITS=args.limits,
-        LOG_LEVEL="WARNING",
         ALLOWED_HOSTS="testserver",
         # Nothing is published; an endpoint nobody answers makes sure of it.
         AWS_ENDPOINT_URL="http://127.0.0.1:1",
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
     )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
     from django.test import Client
     from django.utils import timezone
 
@@ -81,8 +70,6 @@ def main() -> int:
     from inventory.outbox import RELAY_LOOP
     from nudged.core.models import WorkerLease
 
-    call_command("migrate", "--noinput", verbosity=0)
-    call_command("load_catalog", verbosity=0)
     Product.objects.filter(sku=SKU).update(stock=10_000_000)
     client = Client()
     body = json.dumps({"sku": SKU, "quantity": 1})
@@ -109,11 +96,11 @@ def main() -> int:
     for _ in range(args.rounds):
         for side, path in PATHS.items():
             start = time.process_time()
-            served = {name: named_cpu(*names) for name, names in servers.items()}
+            served = {name: cpu_of(names) for name, names in servers.items()}
             send(path, args.requests)
             cpu[side]["web"].append((time.process_time() - start) / args.requests * 1000)
             for name, names in servers.items():
-                cpu[side][name].append((named_cpu(*names) - served[name]) / args.requests * 1000)
+                cpu[side][name].append((cpu_of(names) - served[name]) / args.requests * 1000)
     print(f"limits {args.limits}, events {args.events}; ms CPU per request, median of rounds")
     for side, parts in cpu.items():
         medians = {part: statistics.median(values) for part, values in parts.items()}

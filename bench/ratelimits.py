@@ -2,16 +2,10 @@
 
     .venv/bin/python bench/ratelimits.py         # 5 rounds of 2,000 checks per option
 
-- `database`: DRF's SimpleRateThrottle over Django's database cache (`dbcache://`), what
-  production ran before: a read and a write of a cache row in MySQL per request.
-- `redis`: nudged.ratelimits over Redis (`limits`: one Lua increment per request).
-- `memory`: nudged.ratelimits in the process's memory (no store shared between processes:
-  the floor, not an option for several processes).
-
-Each check is a new client address (as in a rush, every order its own customer), the options
-alternate round by round, and the medians of CPU and wall microseconds per check are printed
-as a Markdown table. MariaDB on 127.0.0.1:3306 (a database `nudged_ratelimits_bench`, created)
-and a Redis of its own (started on --redis-port) are used.
+`database`: DRF's SimpleRateThrottle over Django's database cache, what production ran before;
+`redis`: nudged.ratelimits over Redis (a Redis of its own, on --redis-port); `memory`:
+nudged.ratelimits in the process's memory, the floor. Each check is a new client address, the
+options alternate round by round; the medians of CPU and wall µs per check, as a Markdown table.
 """
 
 import argparse
@@ -27,9 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.stack import BIN, port_open, recreate_database, wait_for  # noqa: E402
+from bench.stack import md_table, port_open, recreate_database, wait_for  # noqa: E402
 
 OPTIONS = ("database", "redis", "memory")
+UNITS = {"cpu_us": "cpu µs", "wall_us": "wall µs"}
 
 
 def main() -> int:
@@ -53,16 +48,13 @@ def main() -> int:
     )
     try:
         wait_for(lambda: port_open(args.redis_port), timeout=15, what="Redis")
-        subprocess.run([str(BIN / "python"), "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
         rows = measure(args, redis_url)
     finally:
         redis.terminate()
         redis.wait(timeout=10)
-    print("| per check | " + " | ".join(OPTIONS) + " |")
-    print("|---|" + "---:|" * len(OPTIONS))
-    for unit in ("cpu_us", "wall_us"):
-        cells = [f"{statistics.median(rows[o][unit]):.0f}" for o in OPTIONS]
-        print(f"| {unit.replace('_us', ' µs')} | " + " | ".join(cells) + " |")
+    cells = {u: [f"{statistics.median(rows[o][u]):.0f}" for o in OPTIONS] for u in UNITS}
+    print(md_table(["per check", *OPTIONS], [[UNITS[u], *cells[u]] for u in UNITS]))
     return 0
 
 

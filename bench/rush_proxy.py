@@ -10,35 +10,30 @@ import argparse
 import asyncio
 import contextlib
 import signal
-import sys
 
 
 class Proxy:
-    def __init__(self, listen: int, target_host: str, target_port: int) -> None:
-        self.listen = listen
-        self.target = (target_host, target_port)
+    def __init__(self, listen: int, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.listen, self.target = listen, (host, int(port))
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(
-            self._handle, "127.0.0.1", self.listen, reuse_address=True, backlog=512
-        )
-        print(f"proxy up 127.0.0.1:{self.listen} -> {self.target[0]}:{self.target[1]}", flush=True)
-
-    async def down(self) -> None:
-        if self.server is None:
-            return
-        self.server.close()
-        self.server = None
-        for writer in list(self.writers):
-            writer.transport.abort()
-        self.writers.clear()
-        print("proxy down: connections cut, new ones refused", flush=True)
-
     async def up(self) -> None:
         if self.server is None:
-            await self.start()
+            self.server = await asyncio.start_server(
+                self._handle, "127.0.0.1", self.listen, reuse_address=True, backlog=512
+            )
+            print(f"proxy up 127.0.0.1:{self.listen} -> {self.target}", flush=True)
+
+    async def down(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+            for writer in list(self.writers):
+                writer.transport.abort()
+            self.writers.clear()
+            print("proxy down: connections cut, new ones refused", flush=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -70,19 +65,16 @@ async def main() -> None:
     parser.add_argument("--listen", type=int, required=True)
     parser.add_argument("--target", required=True, help="host:port")
     args = parser.parse_args()
-    host, port = args.target.rsplit(":", 1)
-    proxy = Proxy(args.listen, host, int(port))
-    await proxy.start()
+    proxy, stop = Proxy(args.listen, args.target), asyncio.Event()
+    await proxy.up()
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGUSR1, lambda: asyncio.ensure_future(proxy.down()))
     loop.add_signal_handler(signal.SIGUSR2, lambda: asyncio.ensure_future(proxy.up()))
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await proxy.down()
 
 
 if __name__ == "__main__":
     asyncio.run(main())
-    sys.exit(0)

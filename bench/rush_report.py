@@ -1,5 +1,5 @@
 """The rush's instruments and numbers: the sampler, k6's per-request CSV, per-second
-timelines, the summary and the plot."""
+timelines, what limited a run, the summary table and the plot."""
 
 import contextlib
 import csv
@@ -12,15 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.rush_verify import (
-    REFUSAL_COUNTERS,
-    Snapshot,
-    is_preorder,
-    percentile,
-    promise_outcome,
-    ts,
-)
-from bench.stack import connect
+from bench.rush_verify import REFUSAL_COUNTERS, Snapshot, is_preorder, promise_outcome, ts
+from bench.stack import connect, percentile, spread
 
 SQL_PRODUCTS = (
     "SELECT sku, stock, on_order, promised, reorder_point, demand_rate "
@@ -64,13 +57,10 @@ class Sampler(threading.Thread):
         self, *, database_url: str, skus: tuple[str, ...], sqs: Any, queues: dict[str, str]
     ) -> None:
         super().__init__(name="rush-sampler", daemon=True)
-        self.database_url = database_url
-        self.skus = skus
-        self.sqs = sqs
+        self.database_url, self.skus, self.sqs = database_url, skus, sqs
         self.queues = queues  # label -> queue url
         self.samples: list[dict[str, Any]] = []
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
+        self.stopping, self.lock = threading.Event(), threading.Lock()
         self._conn: Any = None
 
     def run(self) -> None:
@@ -100,13 +90,11 @@ class Sampler(threading.Thread):
             overfull = int(cur.fetchone()[0])
             cur.execute("COMMIT")
             counts = {}
-            for name, sql in (
-                ("backlog", SQL_BACKLOG),
-                ("dead_rows", SQL_DEAD),
-                ("task_queue", SQL_TASKS),
-            ):
+            for name, sql in (("backlog", SQL_BACKLOG), ("dead_rows", SQL_DEAD)):
                 cur.execute(sql)
                 counts[name] = int(cur.fetchone()[0])
+            cur.execute(SQL_TASKS)
+            counts["task_queue"] = int(cur.fetchone()[0])
             cur.execute(SQL_RESTOCKS)
             restocks = {status: int(n) for status, n in cur.fetchall()}
         except Exception as exc:  # the database may be down (MySQL drill): try again next tick
@@ -114,19 +102,13 @@ class Sampler(threading.Thread):
                 self._conn.close()
             self._conn = None
             return {"db_error": str(exc)[:200]}
-        return {
-            "stock": {r[0]: int(r[1]) for r in products},
-            "in_production": {r[0]: int(r[2]) for r in products},
-            "promised": {r[0]: int(r[3]) for r in products},
-            # The policy's guess: what it keeps on hand and on order, and the demand behind it.
-            "reorder_point": {r[0]: int(r[4]) for r in products},
-            "demand_rate": {r[0]: round(float(r[5]), 2) for r in products},
-            "waiting": {sku: waiting.get(sku, (0, 0))[0] for sku, *_ in products},
-            "untied": {sku: waiting.get(sku, (0, 0))[1] for sku, *_ in products},
-            "overfull_batches": overfull,
-            "restocks": restocks,
-            **counts,
-        }
+        # The policy's guess too: what it keeps on hand and on order, and the demand behind it.
+        columns = ("stock", "in_production", "promised", "reorder_point")
+        sample = {name: {r[0]: int(r[i + 1]) for r in products} for i, name in enumerate(columns)}
+        sample["demand_rate"] = {r[0]: round(float(r[5]), 2) for r in products}
+        for i, name in enumerate(("waiting", "untied")):
+            sample[name] = {sku: waiting.get(sku, (0, 0))[i] for sku, *_ in products}
+        return sample | {"overfull_batches": overfull, "restocks": restocks, **counts}
 
     def _queues(self) -> dict[str, Any]:
         names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
@@ -143,68 +125,48 @@ class Sampler(threading.Thread):
 
 def read_k6_csv(path: Path, *, t0: float, db_window: tuple[float, float] | None) -> dict[str, Any]:
     """Classify every order request by its outcome and bin it per second since the load began."""
-    totals = defaultdict(int)
-    durations: list[float] = []
-    bins: dict[int, dict[str, Any]] = defaultdict(lambda: defaultdict(int))
+    totals: dict[str, int] = defaultdict(int)
+    bins: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     latencies: dict[int, list[float]] = defaultdict(list)
     samples: list[str] = []
     references: dict[str, str] = {}  # reference of every order taken -> its answer
     told: dict[str, str] = {}  # reference of every pre-order -> the ready_by it was told
     with gzip.open(path, "rt", newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader)
-        name_i, time_i, value_i, tags_i = (
-            header.index(c) for c in ("metric_name", "timestamp", "metric_value", "extra_tags")
-        )
-        for row in reader:
-            if row[name_i] != "order_ms":
+        for row in csv.DictReader(handle):
+            if row["metric_name"] != "order_ms":
                 continue
-            at = int(row[time_i]) / 1000
-            value = float(row[value_i])
-            tags = dict(tag.split("=", 1) for tag in row[tags_i].split("&") if tag)
-            kind = tags["outcome"]
+            at = int(row["timestamp"]) / 1000
+            tags = dict(tag.split("=", 1) for tag in row["extra_tags"].split("&") if tag)
+            kind, second = tags["outcome"], int(at - t0)
             if tags.get("reference"):
                 references[tags["reference"]] = kind
             if tags.get("ready_by"):
                 told[tags["reference"]] = tags["ready_by"]
-            second = int(at - t0)
             in_db = db_window is not None and db_window[0] <= at <= db_window[1]
-            if in_db and kind in ("server_errors", "no_answer"):
-                totals[f"{kind}_in_db_window"] += 1
-            else:
-                totals[kind] += 1
+            failed = kind in ("server_errors", "no_answer")
+            totals[f"{kind}_in_db_window" if in_db and failed else kind] += 1
             totals["requests"] += 1
             bins[second][kind] += 1
             bins[second]["requests"] += 1
             if kind != "no_answer":
-                durations.append(value)
-                latencies[second].append(value)
+                latencies[second].append(float(row["metric_value"]))
             if kind in ("server_errors", "no_answer", "unexpected") and len(samples) < 10:
                 samples.append(f"t={at - t0:.1f}s {kind}")
-    timeline = []
-    for second in sorted(bins):
-        lat = latencies.get(second, [])
-        timeline.append(
-            {
-                "s": second,
-                **{k: bins[second].get(k, 0) for k in (*KINDS, "requests")},
-                "p50_ms": percentile(lat, 50),
-                "p99_ms": percentile(lat, 99),
-            }
-        )
+    timeline = [
+        {
+            "s": second,
+            **{k: bins[second].get(k, 0) for k in (*KINDS, "requests")},
+            "p50_ms": percentile(latencies[second], 50),
+            "p99_ms": percentile(latencies[second], 99),
+        }
+        for second in sorted(bins)
+    ]
+    durations = [v for values in latencies.values() for v in values]
+    in_window = ("server_errors_in_db_window", "no_answer_in_db_window")
     return {
-        **{k: totals.get(k, 0) for k in (*KINDS, "requests")},
-        "server_errors_in_db_window": totals.get("server_errors_in_db_window", 0),
-        "no_answer_in_db_window": totals.get("no_answer_in_db_window", 0),
-        "db_window": [round(db_window[0] - t0, 1), round(db_window[1] - t0, 1)]
-        if db_window
-        else None,
-        "latency_ms": {
-            "p50": _r(percentile(durations, 50)),
-            "p90": _r(percentile(durations, 90)),
-            "p99": _r(percentile(durations, 99)),
-            "max": _r(max(durations) if durations else None),
-        },
+        **{k: totals.get(k, 0) for k in (*KINDS, "requests", *in_window)},
+        "db_window": [round(w - t0, 1) for w in db_window] if db_window else None,
+        "latency_ms": spread(durations, (50, 90, 99, 100), digits=1),
         "failure_samples": samples,
         "references": references,
         "ready_by_told": told,
@@ -377,16 +339,218 @@ def read_mails(directory: Path) -> list[dict[str, Any]]:
 
 
 def _spread(values: list[float]) -> dict[str, float | None]:
-    return {
-        "p1": _r(percentile(values, 1)),
-        "p50": _r(percentile(values, 50)),
-        "p99": _r(percentile(values, 99)),
+    return spread(values, (1, 50, 99), digits=1)
+
+
+def recovery_windows(
+    samples: list[dict[str, Any]], windows: list[tuple[str, float, float]], *, threshold: float
+) -> list[tuple[str, float, float, float | None]]:
+    """Each drill window with the moment the event backlog was back under `threshold`."""
+    return [
+        (
+            name,
+            start,
+            end,
+            next(
+                (
+                    s["t"]
+                    for s in samples
+                    if s["t"] >= end and s.get("backlog", threshold + 1) <= threshold
+                ),
+                None,
+            ),
+        )
+        for name, start, end in windows
+    ]
+
+
+def backlog_peak(samples: list[dict[str, Any]], t0: float, windows: list) -> dict[str, Any]:
+    def peak(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        best = max(rows, key=lambda s: s["backlog"], default=None)
+        if best is None:
+            return {"events": 0, "at_s": None}
+        return {"events": best["backlog"], "at_s": round(best["t"] - t0, 1)}
+
+    rows = [s for s in samples if "backlog" in s and s["t"] >= t0]
+    calm = [s for s in rows if not any(a <= s["t"] <= b for _, a, b in windows)]
+    return {"all": peak(rows), "outside_drills": peak(calm)}  # drills and their recovery
+
+
+def sustained_peak(per_second: dict[int, int], *, window: int) -> float:
+    """The busiest `window` seconds, per second: the relay marks a whole claim at once."""
+    if not per_second:
+        return 0.0
+    first, last = min(per_second), max(per_second)
+    best = max(
+        sum(per_second.get(s, 0) for s in range(start, start + window))
+        for start in range(first, last + 1)
+    )
+    return round(best / window, 1)
+
+
+def limit_reading(result: dict[str, Any]) -> str:
+    """Which part limited the run, read from the numbers (the summary prints them all)."""
+    backlog = result["backlog_peak"]["outside_drills"]["events"]
+    lag = result["relay"]["lag_outside_drills_s"]["p99"] or 0
+    share = result["cpu_share"]
+    busy = f"the machine was {1 - share.get('idle', 0):.0%} busy"
+    if backlog > max(50, 2 * result["events_written_per_s"]) or lag > 5:
+        return (
+            f"the event pipeline: the backlog reached {backlog} events (lag p99 {lag} s) while "
+            f"the app wrote {result['events_written_per_s']} events/s and the relay published up "
+            f"to {result['relay_published_peak_per_s']}/s (best 10 s); the cluster took "
+            f"{share.get('cluster', 0):.0%} of the CPU, moto {share.get('moto', 0):.0%}; {busy}"
+        )
+    settings, latency = result["settings"], result["http"]["latency_ms"]["p50"] or 0
+    offered = settings["vus"] / (settings["think_s"] + latency / 1000)
+    kept_up = f"the relay kept up (backlog peak {backlog} events, lag p99 {lag} s)"
+    if result["rates"]["orders_per_s"] >= 0.85 * offered:
+        return (
+            f"the customers' own pace: {settings['vus']} customers pausing "
+            f"{settings['think_s']:g} s between orders offer about {offered:.0f} orders/s and got "
+            f"them (p50 {latency} ms); {kept_up}; {busy}"
+        )
+    return (
+        f"the web tier: {kept_up}, so orders/s is what the web tier answered at p50 {latency} ms "
+        f"with {settings['vus']} customers waiting for their answers; {busy}"
+    )
+
+
+# --- The summary -----------------------------------------------------------------------------
+
+
+def title(args: Any) -> str:
+    drills = {"AWS outage": args.aws_outage, "worker kill": args.kill_worker}
+    drills |= {"factory 50% failures": args.factory_failures, "MySQL restart": args.mysql_restart}
+    on = ", ".join(name for name, fired in drills.items() if fired)
+    return f"Rush: {args.vus} customers, {args.duration} s, factory {args.factory_delay:g} s" + (
+        f" — drills: {on}" if on else ""
+    )
+
+
+def _pct(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}%}"
+
+
+def _mark(value: float | None, target: float, *, at_most: bool = False) -> str:
+    if value is None:
+        return ""
+    return " ok" if (value <= target if at_most else value >= target) else " MISS"
+
+
+def _at_most(value: float | None, target: float, digits: int = 0) -> str:
+    return _pct(value, digits) + _mark(value, target, at_most=True)
+
+
+# The summary's rows, label|target|value, filled in per run by _rows().
+ROWS = """\
+orders asked||{h[requests]}
+  served (201)||{h[served]}
+  promised from production (201)||{h[backordered]}
+  out of stock (409)||{h[out_of_stock]}
+  purchase limit||{h[purchase_limit]}
+  throttled (429)||{h[throttled]}
+  5xx / no answer / other||{h[server_errors]} / {h[no_answer]} / {h[unexpected]}
+fill rate (shelf / asked)|>= {t[fill_rate]:g}|{rep[fill_rate]}{fill_mark}
+sold out, worst product|<= {t[sold_out_share]:.0%}|{worst}
+{sold_out}
+served (shelf + kept) / asked|>= {pt[served]:g}|{pre[served_share]}{served_mark}
+promises broken / promises|<= {pt[promises_broken]:.0%}|{broken} ({pre[late]} late, \
+{pre[cancelled]} cancelled, {waiting} waiting of {pre[promised]}; {pre[moved]} moved)
+promise / wait p50, s||{pre[promise_s][p50]} / {pre[waited_s][p50]} \
+(slack min {pre[slack_s][min]})
+units sold||{rep[units_sold]}
+left at load end / sold|<= {t[leftover_ratio]:.0%}|{left_at_load_end}
+left after drain / sold|<= {t[leftover_ratio]:.0%}|{left_after_drain}
+  with pre-orders|<= {pt[leftover_ratio]:.0%}|{preorder_left} \
+({rep[left_at_load_end][promised]} promised at load end)
+refusals counted on products||{c[orders_refused]} refused, {c[orders_limited]} limited
+stock.low decisions||{decisions}
+stock.depleted||{depletions}
+restocks||{f[restocks][fulfilled]} fulfilled, {f[restocks][factory_jobs_accepted]} jobs, \
+{f[restocks][reorders]} reorders
+DLQ messages||{f[dlq][messages_in_dlq]}
+orders/s plateau (peak)||{r[rates][orders_per_s]} ({r[rates][peak_orders_per_s]})
+latency p50 / p99 ms||{h[latency_ms][p50]} / {h[latency_ms][p99]}
+open pages, poll p50 / p99 ms||{p[pages]}, {p[poll_p50_ms]} / {p[poll_p99_ms]}
+events / backlog peak||{f[events][events]} / {r[backlog_peak][all][events]}
+relay lag p99 s||{r[relay][lag_s][p99]}
+drain s||{r[drain][seconds]}{not_done}
+machine busy||{busy}"""
+
+
+def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """One run's column of the summary: (label, target, value)."""
+    rep, f, t, pt, pre = r["replenishment"], r["facts"], TARGETS, PREORDER_TARGETS, r["preorders"]
+    left = {
+        k: f"{_at_most(rep[k]['ratio'], t['leftover_ratio'])} ({rep[k]['on_hand']} + "
+        f"{rep[k]['in_production']} in prod.)"
+        for k in ("left_at_load_end", "left_after_drain")
     }
+    sold_out = (
+        f"  {sku}||{_pct(o['sold_out_share'])} ({o['times']}x, mean {o['mean_window_s']} s)"
+        for sku, o in f["sold_out"].items()
+    )
+    text = ROWS.format_map(
+        {"r": r, "h": r["http"], "rep": rep, "f": f, "t": t, "pt": pt, "pre": pre, **left}
+        | {"c": rep["counted"], "p": r["open_pages"], "sold_out": "\n".join(sold_out)}
+        | {
+            "fill_mark": _mark(rep["fill_rate"], t["fill_rate"]),
+            "worst": _at_most(rep["sold_out_worst"], t["sold_out_share"]),
+            "served_mark": _mark(pre["served_share"], pt["served"]),
+            "broken": _at_most(pre["broken_share"], pt["promises_broken"], 1),
+            "waiting": pre["overdue"] + pre["waiting"],
+            "preorder_left": _at_most(rep["left_at_load_end"]["ratio"], pt["leftover_ratio"]),
+            "decisions": _outcomes(f["decisions"]),
+            "depletions": _outcomes(f["depletions"]),
+            "not_done": "" if r["drain"]["settled"] else " NOT DONE",
+            "busy": _pct(1 - r["cpu_share"].get("idle", 0)),
+        }
+    )
+    rows = [line.split("|", 2) for line in text.splitlines() if line]
+    rows += [
+        [v["name"], "0", f"{'PASS' if v['ok'] else 'FAIL'} {v['value']}"] for v in r["invariants"]
+    ]
+    return [(label, target, value) for label, target, value in rows]
+
+
+def _outcomes(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "0"
+
+
+def summary(runs: dict[str, dict[str, Any]], heading: str) -> str:
+    """One table, a column per run, the targets beside the numbers; then each run's details."""
+    columns = [_rows(r) for r in runs.values()]
+    widths = [
+        max(len(m), *(len(str(v)) for *_, v in c)) + 2 for m, c in zip(runs, columns, strict=True)
+    ]
+    header = f"{'':<34}{'target':<9}" + "".join(
+        f"{m:<{w}}" for m, w in zip(runs, widths, strict=True)
+    )
+    rule = "=" * max(78, len(header))
+    lines = ["", rule, heading, rule, header, "-" * len(rule)]
+    for i, (label, target, _) in enumerate(columns[0]):
+        values = "".join(f"{c[i][2]!s:<{w}}" for c, w in zip(columns, widths, strict=True))
+        lines.append(f"{label:<34}{target:<9}{values}")
+    for mode, r in runs.items():
+        lines += ["-" * len(rule), f"{mode}: {r['workdir']}", f"  limited by    {r['limit']}"]
+        shares = sorted(r["cpu_share"].items(), key=lambda kv: -kv[1])
+        lines.append("  cpu share     " + ", ".join(f"{k} {v:.0%}" for k, v in shares))
+        if dead := [name for name, up in r["alive_after_load"].items() if not up]:
+            lines.append(f"  DIED          {', '.join(dead)} exited during the load")
+        lines += [f"  drill         {name}: {outcome}" for name, outcome in r["drills"].items()]
+        for v in r["invariants"]:
+            lines.append(f"  {'PASS' if v['ok'] else 'FAIL'}  {v['name']:<19} {v['detail']}")
+    ok = all(r["ok"] for r in runs.values())
+    return "\n".join([*lines, rule, "ALL INVARIANTS HOLD" if ok else "INVARIANT FAILED"])
+
+
+# --- The plot --------------------------------------------------------------------------------
 
 
 def plot(path: Path, *, runs: dict[str, dict[str, Any]], title: str) -> None:
-    """A column per mode: stock and units in production, sold-out windows, orders per
-    second by answer, latency, and the queues; the rows share their scales."""
+    """A column per run: stock and units in production, sold-out windows, orders per second
+    by answer, latency, and the queues; the rows share their scales."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -403,63 +567,44 @@ def plot(path: Path, *, runs: dict[str, dict[str, Any]], title: str) -> None:
     )
     fig.suptitle(title)
     for column, (mode, run) in enumerate(runs.items()):
-        _plot_run(grid[:, column], mode, run, plt)
+        _plot_run(grid[:, column], mode, run, plt.cm.tab10.colors)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-def _plot_run(axes: Any, mode: str, run: dict[str, Any], plt: Any) -> None:
+def _plot_run(axes: Any, mode: str, run: dict[str, Any], palette: Any) -> None:
     stock_ax, gantt_ax, orders_ax, lat_ax, queue_ax = axes
-    timelines, sold_out = run["timelines"], run["facts"]["sold_out"]
-    samples = timelines["samples"]
+    timelines, sold_out, end_x = run["timelines"], run["facts"]["sold_out"], run["load_seconds"]
+    samples, tl, pre, rep = (
+        timelines["samples"],
+        timelines["http"],
+        run["preorders"],
+        run["replenishment"],
+    )
     skus = sorted(sold_out)
-    colors = dict(zip(skus, plt.cm.tab10.colors, strict=False))
-    end_x = run["load_seconds"]
-    pre = run.get("preorders") or {}
-    preordered = bool(pre.get("promised"))
-
+    colors = dict(zip(skus, palette, strict=False))
+    styles = {"stock": ("-", "on hand"), "in_production": ("--", "in production")}
+    if pre.get("promised"):
+        styles["promised"] = (":", "promised to waiting orders")
     rows = [s for s in samples if "stock" in s]
-    for sku in skus:
-        xs = [s["t"] for s in rows]
-        stock_ax.step(xs, [s["stock"].get(sku) for s in rows], where="post", color=colors[sku])
-        stock_ax.step(
-            xs,
-            [s["in_production"].get(sku) for s in rows],
-            where="post",
-            color=colors[sku],
-            linestyle="--",
-            alpha=0.6,
-        )
-        if preordered:
+    for key, (style, label) in styles.items():
+        for sku in skus:
+            ys = [s.get(key, {}).get(sku) for s in rows]
             stock_ax.step(
-                xs,
-                [s.get("promised", {}).get(sku) for s in rows],
-                where="post",
-                color=colors[sku],
-                linestyle=":",
+                [s["t"] for s in rows], ys, where="post", color=colors[sku], linestyle=style
             )
-    stock_ax.plot([], [], color="gray", label="on hand")
-    stock_ax.plot([], [], color="gray", linestyle="--", label="in production")
-    if preordered:
-        stock_ax.plot([], [], color="gray", linestyle=":", label="promised to waiting orders")
+        stock_ax.plot([], [], color="gray", linestyle=style, label=label)
     for sku in skus:
         stock_ax.plot([], [], color=colors[sku], label=sku)
-    left = run["replenishment"]["left_at_load_end"]["ratio"]
-    if preordered:
-        stock_ax.set_title(
-            f"{mode}: served {pre['served_share']} (shelf + promises kept), promises broken "
-            f"{pre['broken_share']:.1%}, left at load end {left} of sold",
-            fontsize=10,
-        )
+    left = rep["left_at_load_end"]["ratio"]
+    if pre.get("promised"):
+        head = f"served {pre['served_share']} (shelf + promises kept), promises broken "
+        head += f"{pre['broken_share']:.1%}"
     else:
-        stock_ax.set_title(
-            f"{mode}: fill rate {run['replenishment']['fill_rate']}, sold out up to "
-            f"{run['replenishment']['sold_out_worst']:.0%}, left at load end {left} of sold",
-            fontsize=10,
-        )
+        head = f"fill rate {rep['fill_rate']}, sold out up to {rep['sold_out_worst']:.0%}"
+    stock_ax.set_title(f"{mode}: {head}, left at load end {left} of sold", fontsize=10)
     stock_ax.set_ylabel("units")
-    stock_ax.legend(loc="upper right", fontsize=8)
 
     for row, sku in enumerate(skus):
         spans = [(s, (e if e is not None else end_x) - s) for s, e in sold_out[sku]["windows"]]
@@ -467,19 +612,19 @@ def _plot_run(axes: Any, mode: str, run: dict[str, Any], plt: Any) -> None:
     gantt_ax.set_yticks(range(len(skus)), skus, fontsize=8)
     gantt_ax.set_ylabel("sold out")
 
-    tl = timelines["http"]
     secs = [b["s"] for b in tl]
-    for kind, color in (
-        ("served", "tab:green"),
-        ("backordered", "tab:blue"),
-        ("out_of_stock", "tab:orange"),
-        ("purchase_limit", "tab:pink"),
-        ("throttled", "tab:cyan"),
-    ):
+    kinds = {
+        "served": "green",
+        "backordered": "blue",
+        "out_of_stock": "orange",
+        "purchase_limit": "pink",
+    }
+    for kind, color in (kinds | {"throttled": "cyan"}).items():
         if any(b[kind] for b in tl):
-            orders_ax.plot(secs, [b[kind] for b in tl], label=kind.replace("_", " "), color=color)
-    errors = [b["server_errors"] + b["no_answer"] for b in tl]
-    if any(errors):
+            orders_ax.plot(
+                secs, [b[kind] for b in tl], label=kind.replace("_", " "), color=f"tab:{color}"
+            )
+    if any(errors := [b["server_errors"] + b["no_answer"] for b in tl]):
         orders_ax.plot(secs, errors, label="5xx / no answer", color="tab:red")
     published = timelines["events"]["published"]
     last = max([*timelines["events"]["created"], *published, 0]) + 1
@@ -492,39 +637,26 @@ def _plot_run(axes: Any, mode: str, run: dict[str, Any], plt: Any) -> None:
         linewidth=0.8,
     )
     orders_ax.set_ylabel("orders per second")
-    orders_ax.legend(loc="upper right", fontsize=8)
 
     lat_ax.plot(secs, [b["p50_ms"] for b in tl], label="p50", color="tab:blue")
     lat_ax.plot(secs, [b["p99_ms"] for b in tl], label="p99", color="tab:red")
     lat_ax.set_ylabel("order latency (ms)")
     lat_ax.set_yscale("log")
-    lat_ax.legend(loc="upper right", fontsize=8)
 
     qs = [s for s in samples if "backlog" in s]
     queue_ax.plot([s["t"] for s in qs], [s["backlog"] for s in qs], label="events unpublished")
     qq = [s for s in samples if "queues" in s]
     for label, color in (("restock", "tab:olive"), ("dlq", "tab:red")):
-        queue_ax.plot(
-            [s["t"] for s in qq],
-            [s["queues"][label]["visible"] + s["queues"][label]["in_flight"] for s in qq],
-            label=f"{label} queue",
-            color=color,
-        )
+        depth = [sum(s["queues"][label].values()) for s in qq]
+        queue_ax.plot([s["t"] for s in qq], depth, label=f"{label} queue", color=color)
     unread = timelines["ops_unread"]
-    queue_ax.plot(
-        range(len(unread)), unread, label="ops queue (published, not yet read)", color="tab:gray"
-    )
+    label = "ops queue (published, not yet read)"
+    queue_ax.plot(range(len(unread)), unread, label=label, color="tab:gray")
     tq = [s for s in samples if "task_queue" in s]
-    queue_ax.plot(
-        [s["t"] for s in tq],
-        [s["task_queue"] for s in tq],
-        label="django-q2 tasks queued",
-        color="tab:brown",
-        linestyle="--",
-    )
+    xs, ys = [s["t"] for s in tq], [s["task_queue"] for s in tq]
+    queue_ax.plot(xs, ys, label="django-q2 tasks queued", color="tab:brown", linestyle="--")
     queue_ax.set_ylabel("messages / tasks")
     queue_ax.set_yscale("symlog")
-    queue_ax.legend(loc="upper right", fontsize=8)
     queue_ax.set_xlabel("seconds since the rush started")
 
     for name, start, end in run["drill_windows"]:
@@ -541,3 +673,5 @@ def _plot_run(axes: Any, mode: str, run: dict[str, Any], plt: Any) -> None:
     for ax in axes:
         ax.axvline(end_x, color="black", linewidth=0.8, linestyle=":")
         ax.grid(alpha=0.3)
+    for ax in (stock_ax, orders_ax, lat_ax, queue_ax):
+        ax.legend(loc="upper right", fontsize=8)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.stack import connect
+from bench.stack import connect, spread
 
 REORDER_SEPARATOR = "/reorder-"
 ORDER_COMPLETED = "order.completed"
@@ -54,14 +54,6 @@ def promise_outcome(order: dict[str, Any], *, end: float) -> str:
     return "overdue" if end > ready_by else "waiting"
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
 @dataclass
 class Snapshot:
     products: dict[str, dict[str, Any]]
@@ -73,56 +65,43 @@ class Snapshot:
     failed: list[dict[str, Any]]
 
 
+SNAPSHOT = {
+    "products": "SELECT * FROM inventory_product WHERE sku IN %s",
+    # Every column of the order, and a pre-order's promise: the time promised, its batch, why
+    # it was cancelled and the address its notices go to.
+    "orders": "SELECT o.*, p.sku, pr.ready_by, pr.batch_id, pr.reason AS cancel_reason, pr.email "
+    "FROM shop_order o JOIN inventory_product p ON p.id = o.product_id "
+    "LEFT JOIN inventory_promise pr ON pr.id = o.promise_id",
+    "adjustments": "SELECT p.sku, a.reason, a.old_quantity, a.new_quantity, a.note, a.created_at "
+    "FROM inventory_stockadjustment a JOIN inventory_product p ON p.id = a.product_id "
+    "ORDER BY a.id",
+    "outbox": "SELECT event_type, sku, body, created_at, published_at, attempts "
+    "FROM factory_bridge_outboxevent",
+    "restocks": "SELECT r.*, p.sku FROM factory_bridge_restockrequest r "
+    "JOIN inventory_product p ON p.id = r.product_id",
+    "failed": "SELECT fingerprint, sqs_message_id, event_type, sku, status, times_dead, body "
+    "FROM factory_bridge_failedmessage",
+}
+
+
 def read_snapshot(database_url: str, skus: tuple[str, ...]) -> Snapshot:
     conn = connect(database_url)
+    got: dict[str, list[dict[str, Any]]] = {}
     try:
         cur = conn.cursor()
-
-        def rows(sql: str, *params: Any) -> list[dict[str, Any]]:
-            cur.execute(sql, params or None)
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-        products = {
-            r["sku"]: r for r in rows("SELECT * FROM inventory_product WHERE sku IN %s", skus)
-        }
-        # Every column of the order, and a pre-order's promise: the time promised, its batch,
-        # why it was cancelled and the address its notices go to.
-        orders = rows(
-            "SELECT o.*, p.sku, pr.ready_by, pr.batch_id, pr.reason AS cancel_reason, "
-            "pr.email "
-            "FROM shop_order o JOIN inventory_product p ON p.id = o.product_id "
-            "LEFT JOIN inventory_promise pr ON pr.id = o.promise_id"
-        )
-        adjustments = rows(
-            "SELECT p.sku, a.reason, a.old_quantity, a.new_quantity, a.note, a.created_at "
-            "FROM inventory_stockadjustment a JOIN inventory_product p ON p.id = a.product_id "
-            "ORDER BY a.id"
-        )
-        outbox = rows(
-            "SELECT event_type, sku, body, created_at, published_at, attempts "
-            "FROM factory_bridge_outboxevent"
-        )
-        restocks = rows(
-            "SELECT r.*, p.sku "
-            "FROM factory_bridge_restockrequest r JOIN inventory_product p ON p.id = r.product_id"
-        )
-        failed = rows(
-            "SELECT fingerprint, sqs_message_id, event_type, sku, status, times_dead, body "
-            "FROM factory_bridge_failedmessage"
-        )
+        for name, sql in SNAPSHOT.items():
+            cur.execute(sql, (skus,) if "%s" in sql else None)
+            columns = [d[0] for d in cur.description]
+            got[name] = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
     finally:
         conn.close()
-    for row in outbox:
+    for row in got["outbox"]:
         row["body"] = json.loads(row["body"])
+    adjustments = got.pop("adjustments")
     return Snapshot(
-        products=products,
-        orders=orders,
+        **got | {"products": {r["sku"]: r for r in got["products"]}},
         arrivals=[a for a in adjustments if a["reason"] == "arrival"],
         counts=[a for a in adjustments if a["reason"] == "count"],
-        outbox=outbox,
-        restocks=restocks,
-        failed=failed,
     )
 
 
@@ -161,6 +140,9 @@ class Verification:
     def ok(self) -> bool:
         return all(v.ok for v in self.verdicts)
 
+    def check(self, name: str, ok: bool, value: Any, detail: str) -> None:
+        self.verdicts.append(Verdict(name, ok, value, detail))
+
 
 def verify(
     snap: Snapshot,
@@ -179,34 +161,29 @@ def verify(
     samples: list[dict[str, Any]] | None = None,
     mails: list[dict[str, Any]] | None = None,
     end: float | None = None,
+    undrained_after: float | None = None,
 ) -> Verification:
     """The invariants of a rush. `ops_by_order`: the event ids the ops queue had per order
     (by order id and by reference) and type; `samples`: the sampler's seconds; `mails`: the
     messages the mail sink saved ({"to": [...], "text": ...}), None when no mail was kept;
-    `end`: when the outcome was read (after the drain)."""
+    `end`: when the outcome was read (after the drain); `undrained_after`: the seconds the
+    pipeline was given to drain if it did not (its events are then not proven delivered)."""
     result = Verification()
     facts = result.facts
 
     # --- oversell: stock never below zero, and every unit accounted for -------------------
     recounts = [c for c in snap.counts if (ts(c["created_at"]) or 0) >= t0]
-    sold: Counter[str] = Counter()
-    # Units a batch handed to its waiting orders on arrival: they never reach the shelf.
-    to_waiting: Counter[str] = Counter()
-    for order in snap.orders:
-        if order["status"] == "completed":
-            sold[order["sku"]] += order["quantity"]
-            if is_preorder(order):
-                to_waiting[order["sku"]] += order["quantity"]
-    arrived: Counter[str] = Counter()
+    sold, to_waiting, arrived, fulfilled_units = Counter(), Counter(), Counter(), Counter()
+    for order in (o for o in snap.orders if o["status"] == "completed"):
+        sold[order["sku"]] += order["quantity"]
+        # Units a batch handed to its waiting orders on arrival: they never reach the shelf.
+        if is_preorder(order):
+            to_waiting[order["sku"]] += order["quantity"]
     for arrival in snap.arrivals:
         arrived[arrival["sku"]] += arrival["new_quantity"] - arrival["old_quantity"]
-    fulfilled_units: Counter[str] = Counter()
-    for r in snap.restocks:
-        if r["status"] == "fulfilled":
-            fulfilled_units[r["sku"]] += r["quantity"]
-    per_product = {}
-    oversold = 0
-    books_wrong = []
+    for r in (r for r in snap.restocks if r["status"] == "fulfilled"):
+        fulfilled_units[r["sku"]] += r["quantity"]
+    per_product, oversold, books_wrong = {}, 0, []
     for sku, product in snap.products.items():
         shelf_sold = sold[sku] - to_waiting[sku]
         expected = initial_stock[sku] + arrived[sku] - shelf_sold
@@ -237,33 +214,29 @@ def verify(
             "still_depleted": product["depleted_at"] is not None,
         }
     facts["products"] = per_product
-    result.verdicts.append(
-        Verdict(
-            "oversell",
-            oversold == 0 and not books_wrong and not recounts,
-            oversold,
-            "stock never < 0; initial + arrivals - sold from the shelf == final, and arrivals "
-            "+ units handed to waiting orders == units restocked, for every product"
-            + (f"; books wrong: {', '.join(books_wrong)}" if books_wrong else "")
-            + (f"; {len(recounts)} stock counts during the run" if recounts else ""),
-        )
+    result.check(
+        "oversell",
+        oversold == 0 and not books_wrong and not recounts,
+        oversold,
+        "stock never < 0; initial + arrivals - sold from the shelf == final, and arrivals "
+        "+ units handed to waiting orders == units restocked, for every product"
+        + (f"; books wrong: {', '.join(books_wrong)}" if books_wrong else "")
+        + (f"; {len(recounts)} stock counts during the run" if recounts else ""),
     )
 
     # --- 5xx: outside the MySQL restart window -------------------------------------------
-    result.verdicts.append(
-        Verdict(
-            "5xx",
-            http["server_errors"] == 0 and http["no_answer"] == 0,
-            http["server_errors"],
-            f"{http['server_errors']} answers >= 500 and {http['no_answer']} requests without "
-            f"an answer outside the MySQL restart window"
-            + (
-                f"; inside it: {http['server_errors_in_db_window']} >= 500, "
-                f"{http['no_answer_in_db_window']} without an answer (not counted)"
-                if http.get("db_window")
-                else ""
-            ),
-        )
+    result.check(
+        "5xx",
+        http["server_errors"] == 0 and http["no_answer"] == 0,
+        http["server_errors"],
+        f"{http['server_errors']} answers >= 500 and {http['no_answer']} requests without "
+        f"an answer outside the MySQL restart window"
+        + (
+            f"; inside it: {http['server_errors_in_db_window']} >= 500, "
+            f"{http['no_answer_in_db_window']} without an answer (not counted)"
+            if http.get("db_window")
+            else ""
+        ),
     )
 
     # --- lost events: every committed fact reached the operations queue ------------------
@@ -319,19 +292,19 @@ def verify(
         "ops_duplicate_deliveries": ops_duplicates,
         "publish_attempts_max": max((e["attempts"] for e in snap.outbox), default=0),
     }
-    result.verdicts.append(
-        Verdict(
-            "lost events",
-            lost == 0,
-            lost,
-            f"{len(snap.orders)} committed orders, {len(snap.outbox)} outbox events: "
-            f"{len(orders_without_event)} orders whose order.completed the ops queue never had, "
-            f"{len(unpublished)} outbox events unpublished, {len(not_in_ops)} missing from the "
-            f"ops queue, {len(unaccounted)} depletions "
-            f"neither restocked, absorbed nor in the DLQ, {len(unaccounted_decisions)} "
-            f"stock.low decisions without their restock or DLQ message, {unreported} refusals "
-            "counted on products and not in orders.refused events",
-        )
+    undrained = f"NOT DRAINED within {undrained_after} s, so not proven delivered: "
+    result.check(
+        "lost events",
+        lost == 0 and undrained_after is None,
+        lost,
+        ("" if undrained_after is None else undrained)
+        + f"{len(snap.orders)} committed orders, {len(snap.outbox)} outbox events: "
+        f"{len(orders_without_event)} orders whose order.completed the ops queue never had, "
+        f"{len(unpublished)} outbox events unpublished, {len(not_in_ops)} missing from the "
+        f"ops queue, {len(unaccounted)} depletions "
+        f"neither restocked, absorbed nor in the DLQ, {len(unaccounted_decisions)} "
+        f"stock.low decisions without their restock or DLQ message, {unreported} refusals "
+        "counted on products and not in orders.refused events",
     )
 
     # --- duplicate restocks --------------------------------------------------------------
@@ -371,15 +344,13 @@ def verify(
         "redriven_rows": sum(1 for f in snap.failed if f["status"] == "redriven"),
         "messages_in_dlq": dlq_messages,
     }
-    result.verdicts.append(
-        Verdict(
-            "duplicate restocks",
-            duplicates == 0,
-            duplicates,
-            f"{fulfilled} restocks fulfilled, {replenished} stock.replenished events, "
-            f"{doubled} depletions or decisions restocked twice, {factory_dupes} restocks "
-            f"ordered twice from the factory, {orphans} restocks answering no event",
-        )
+    result.check(
+        "duplicate restocks",
+        duplicates == 0,
+        duplicates,
+        f"{fulfilled} restocks fulfilled, {replenished} stock.replenished events, "
+        f"{doubled} depletions or decisions restocked twice, {factory_dupes} restocks "
+        f"ordered twice from the factory, {orphans} restocks answering no event",
     )
 
     # --- relay and endpoint --------------------------------------------------------------
@@ -468,17 +439,15 @@ def _promises(
             (sum(s["promised"].values()) for s in samples if "promised" in s), default=0
         ),
     }
-    result.verdicts.append(
-        Verdict(
-            "promises backed",
-            unbacked == 0,
-            unbacked,
-            f"every second of {seconds} sampled: promised <= on_order per product "
-            f"({len(over)} not), every waiting order tied to a batch ({len(untied)} not), "
-            f"promised == units of the waiting orders ({len(unbalanced)} not), no batch "
-            f"promised beyond its units ({len(overfull)} seconds with one); after the "
-            f"drain {len(final_over)} products with promised > on_order",
-        )
+    result.check(
+        "promises backed",
+        unbacked == 0,
+        unbacked,
+        f"every second of {seconds} sampled: promised <= on_order per product "
+        f"({len(over)} not), every waiting order tied to a batch ({len(untied)} not), "
+        f"promised == units of the waiting orders ({len(unbalanced)} not), no batch "
+        f"promised beyond its units ({len(overfull)} seconds with one); after the "
+        f"drain {len(final_over)} products with promised > on_order",
     )
 
     # --- every promise kept, or cancelled with notice ------------------------------------
@@ -501,22 +470,20 @@ def _promises(
         "mails_checked": mails is not None,
         "with_email": sum(1 for o in promises if o.get("email")),
     }
-    result.verdicts.append(
-        Verdict(
-            "promises kept",
-            broken + silent == 0,
-            broken + silent,
-            f"{len(promises)} pre-orders: {outcomes['kept']} completed by their time, "
-            f"{outcomes['cancelled']} cancelled ({len(unnoticed_feed)} without order.cancelled "
-            f"in the ops feed"
-            + (
-                f", {len(unnoticed_mail)} without a mail to their address"
-                if mails is not None
-                else ", mail not checked"
-            )
-            + f"), {outcomes['late']} completed late, "
-            f"{outcomes['overdue'] + outcomes['waiting']} still waiting",
+    result.check(
+        "promises kept",
+        broken + silent == 0,
+        broken + silent,
+        f"{len(promises)} pre-orders: {outcomes['kept']} completed by their time, "
+        f"{outcomes['cancelled']} cancelled ({len(unnoticed_feed)} without order.cancelled "
+        f"in the ops feed"
+        + (
+            f", {len(unnoticed_mail)} without a mail to their address"
+            if mails is not None
+            else ", mail not checked"
         )
+        + f"), {outcomes['late']} completed late, "
+        f"{outcomes['overdue'] + outcomes['waiting']} still waiting",
     )
 
     # --- no order lost ------------------------------------------------------------------
@@ -542,16 +509,14 @@ def _promises(
         "preorders_without_backordered_event": unannounced[:10],
         "not_final": not_final[:10],
     }
-    result.verdicts.append(
-        Verdict(
-            "orders lost",
-            lost == 0,
-            lost,
-            f"{len(references or {})} orders answered 201: {len(missing)} without their row, "
-            f"{len(wrong)} whose row is of another kind (shelf/pre-order); {len(unannounced)} "
-            f"pre-orders whose order.backordered the ops queue never had; {len(not_final)} "
-            "orders neither completed nor cancelled after the drain",
-        )
+    result.check(
+        "orders lost",
+        lost == 0,
+        lost,
+        f"{len(references or {})} orders answered 201: {len(missing)} without their row, "
+        f"{len(wrong)} whose row is of another kind (shelf/pre-order); {len(unannounced)} "
+        f"pre-orders whose order.backordered the ops queue never had; {len(not_final)} "
+        "orders neither completed nor cancelled after the drain",
     )
 
     # --- none served twice --------------------------------------------------------------
@@ -565,14 +530,12 @@ def _promises(
                 cancelled_sold.append(order["id"])
     doubled = len(twice) + len(cancelled_sold)
     facts["served_twice"] = {"orders": twice[:10], "cancelled_and_sold": cancelled_sold[:10]}
-    result.verdicts.append(
-        Verdict(
-            "served twice",
-            doubled == 0,
-            doubled,
-            f"{len(twice)} orders with more than one order.completed in the ops queue, "
-            f"{len(cancelled_sold)} cancelled orders with one",
-        )
+    result.check(
+        "served twice",
+        doubled == 0,
+        doubled,
+        f"{len(twice)} orders with more than one order.completed in the ops queue, "
+        f"{len(cancelled_sold)} cancelled orders with one",
     )
 
 
@@ -695,22 +658,11 @@ def _relay(
         if seen:
             e2e.append(seen[0] - created)
 
-    def stats(values: list[float]) -> dict[str, float | None]:
-        return {
-            "p50": _round(percentile(values, 50)),
-            "p99": _round(percentile(values, 99)),
-            "max": _round(max(values) if values else None),
-        }
-
     return {
-        "lag_s": stats(lag),
-        "lag_outside_drills_s": stats(lag_calm),
-        "to_ops_queue_s": stats(e2e),
+        "lag_s": spread(lag),
+        "lag_outside_drills_s": spread(lag_calm),
+        "to_ops_queue_s": spread(e2e),
     }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
 
 
 def sold_out_windows(snap: Snapshot, *, t0: float, load_end: float) -> dict[str, Any]:

@@ -42,30 +42,27 @@ export const options = {
 // Refusals (out of stock, purchase limit) and throttling are answers the shop means to give.
 http.setResponseCallback(http.expectedStatuses(201, 409, 429));
 
-function outcome(response) {
-  if (response.status === 201) {
-    let status = "";
-    try {
-      status = response.json("status") || "";
-    } catch (e) {
-      // not JSON: unexpected below
-    }
-    if (status === "completed") return "served";
-    if (status === "backordered") return "backordered";
-    return "unexpected";
-  }
-  if (response.status === 0) return "no_answer";
-  if (response.status >= 500) return "server_errors";
-  let code = "";
+function field(response, name) {
   try {
-    code = response.json("code") || "";
+    return response.json(name) || "";
   } catch (e) {
-    // not JSON: unexpected below
+    return ""; // not JSON: unexpected below
   }
+}
+
+function outcome(response) {
+  const status = response.status;
+  if (status === 201) {
+    const kind = field(response, "status");
+    if (kind === "completed") return "served";
+    return kind === "backordered" ? "backordered" : "unexpected";
+  }
+  if (status === 0) return "no_answer";
+  if (status >= 500) return "server_errors";
+  const code = field(response, "code");
   if (code === "purchase_limit") return "purchase_limit";
-  if (response.status === 429) return "throttled";
-  if (response.status === 409 && code === "out_of_stock") return "out_of_stock";
-  return "unexpected";
+  if (status === 429) return "throttled";
+  return status === 409 && code === "out_of_stock" ? "out_of_stock" : "unexpected";
 }
 
 let logged = 0;

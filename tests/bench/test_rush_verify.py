@@ -115,7 +115,9 @@ def sales(snap: Snapshot) -> dict[int, str]:
     return {o["id"]: f"sale-{o['id']}" for o in snap.orders}
 
 
-def check(snap: Snapshot, ops_orders: dict[int, str] | None = None) -> dict[str, Any]:
+def check(
+    snap: Snapshot, ops_orders: dict[int, str] | None = None, undrained_after: float | None = None
+) -> dict[str, Any]:
     result = verify(
         snap,
         initial_stock={"A": 3},
@@ -131,8 +133,12 @@ def check(snap: Snapshot, ops_orders: dict[int, str] | None = None) -> dict[str,
         factory_jobs=[{"callback_url": f"/cb/{r['id']}", "status": 201} for r in snap.restocks],
         http={"server_errors": 0, "no_answer": 0, "db_window": None},
         drill_windows=[],
+        undrained_after=undrained_after,
     )
-    return {"verdicts": {v.name: v.ok for v in result.verdicts}, "facts": result.facts}
+    details = {v.name: v.detail for v in result.verdicts}
+    return {"verdicts": {v.name: v.ok for v in result.verdicts}, "facts": result.facts} | {
+        "details": details
+    }
 
 
 @pytest.mark.parametrize("recorded", [at_zero, adaptive])
@@ -151,6 +157,13 @@ def test_order_whose_event_never_reached_the_ops_queue_is_lost() -> None:
     result = check(adaptive(), ops_orders={})
     assert not result["verdicts"]["lost events"]
     assert result["facts"]["events"]["orders_without_event"] == 1
+
+
+def test_events_of_a_pipeline_that_did_not_drain_are_not_proven_delivered() -> None:
+    result = check(adaptive(), undrained_after=600)
+    assert not result["verdicts"]["lost events"]
+    assert result["details"]["lost events"].startswith("NOT DRAINED within 600 s, ")
+    assert check(adaptive())["verdicts"]["lost events"]
 
 
 def test_relay_lag_of_sales_published_from_the_order_rows() -> None:
