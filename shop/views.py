@@ -158,9 +158,7 @@ def add_to_basket(request: HttpRequest) -> HttpResponse:
         for text in refusal(refused):
             messages.error(request, text)
     else:
-        messages.success(
-            request, f"Your basket has {line.quantity} × {line.product.name}.", extra_tags="added"
-        )
+        messages.success(request, f"Your basket has {line.quantity} × {line.product.name}.")
     return redirect("shop:storefront")
 
 
