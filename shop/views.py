@@ -1,6 +1,8 @@
-"""Storefront pages: a catalog with an order form that works without JavaScript."""
+"""Storefront pages: a catalog with an order form, and a basket, that work without JavaScript."""
 
+from collections.abc import Iterable
 from http import HTTPStatus
+from typing import Any
 
 from django import forms
 from django.conf import settings
@@ -20,11 +22,23 @@ from inventory.alerts import (
 from inventory.exceptions import InventoryError
 from inventory.selectors import product_list
 from nudged.core.ratelimits import RateLimited
-from shop.exceptions import InvalidOrder, OutOfStock, PurchaseLimitReached, UnknownOrder
+from shop.baskets import (
+    BasketLine,
+    basket_add,
+    basket_clear,
+    basket_get,
+    basket_note_short,
+    basket_pop_short,
+    basket_remove,
+    basket_set,
+    basket_units,
+)
+from shop.exceptions import BasketShort, UnknownOrder
 from shop.limits import address_key, browser_customer, describe_window
 from shop.models import Basket, Order
-from shop.orders import SKU_MAX_LENGTH, take_alert, take_order
+from shop.orders import EMAIL_MAX_LENGTH, SKU_MAX_LENGTH, take_alert, take_order
 from shop.selectors import receipt_get
+from shop.wording import REFUSALS, refusal
 
 
 class AlertForm(forms.Form):
@@ -32,17 +46,61 @@ class AlertForm(forms.Form):
     email = forms.EmailField(max_length=254)
 
 
+class AddForm(forms.Form):
+    """A storefront card's donut for the basket (shop.baskets.basket_add checks its bounds)."""
+
+    sku = forms.CharField(max_length=SKU_MAX_LENGTH, label="Donut")
+    quantity = forms.IntegerField(min_value=1, label="Quantity")
+
+
+class BasketForm(forms.Form):
+    """The basket page's form: a quantity for each line (0 takes it out), and the order's
+    options."""
+
+    backorder = forms.BooleanField(
+        required=False, label="If a donut runs short, take it from the next batch (pre-order)"
+    )
+    email = forms.EmailField(
+        required=False, max_length=EMAIL_MAX_LENGTH, label="Email for the ready notice (optional)"
+    )
+
+    def __init__(self, *args: Any, lines: Iterable[BasketLine], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.skus: dict[str, str] = {}
+        for line in lines:
+            name = self.field(line.product.sku)
+            self.skus[name] = line.product.sku
+            # Not required: a line added since the page was drawn keeps its quantity.
+            self.fields[name] = forms.IntegerField(
+                required=False,
+                min_value=0,
+                max_value=settings.ORDER_MAX_QUANTITY,
+                initial=line.quantity,
+                label=f"Quantity of {line.product.name}",
+            )
+
+    @staticmethod
+    def field(sku: str) -> str:
+        return f"quantity-{sku}"
+
+    def quantities(self) -> dict[str, int]:
+        """The quantity of each line sent, by SKU (call after is_valid)."""
+        quantities = {sku: self.cleaned_data[name] for name, sku in self.skus.items()}
+        return {sku: quantity for sku, quantity in quantities.items() if quantity is not None}
+
+    def options(self) -> dict[str, Any]:
+        """The order's options, as an order body names them (call after is_valid)."""
+        return {"backorder": self.cleaned_data["backorder"], "email": self.cleaned_data["email"]}
+
+
 def storefront(request: HttpRequest) -> HttpResponse:
     context = {
         "products": product_list(),
+        "basket_units": basket_units(request.session),
         "purchase_limit": settings.PURCHASE_LIMIT,
         "purchase_window": describe_window(settings.PURCHASE_LIMIT_WINDOW),
     }
     return render(request, "shop/storefront.html", context)
-
-
-# The form's fields by the label the storefront shows.
-LABELS = {"sku": "Donut", "quantity": "Quantity", "email": "Email", "backorder": "Pre-order"}
 
 
 @require_POST
@@ -54,40 +112,91 @@ def order(request: HttpRequest) -> HttpResponse:
             address=address_key(request),
             customer=lambda: browser_customer(request),
         )
-    except RateLimited as limited:
-        messages.error(request, f"Too many orders at once; try again in {limited.wait} s.")
-    except InvalidOrder as invalid:
-        problems = "; ".join(
-            f"{LABELS.get(name, name)}: {' '.join(texts)}" for name, texts in invalid.errors.items()
-        )
-        messages.error(request, f"Your order could not be placed. {problems}")
-    except OutOfStock as refused:
-        if refused.available:
-            text = (
-                f"Sorry, only {refused.available} {refused.name} left; "
-                f"you asked for {refused.requested}."
-            )
-        else:
-            text = f"Sorry, {refused.name} is sold out."
-        messages.error(request, text)
-    except PurchaseLimitReached as limited:
-        if limited.scope == PurchaseLimitReached.CUSTOMER:
-            text = (
-                f"Sorry, one customer may buy {limited.limit} × {limited.name} at most "
-                f"(you have {limited.bought})."
-            )
-        else:
-            text = (
-                f"Sorry, orders from one address may buy {limited.limit} × {limited.name} "
-                f"per {describe_window(limited.window)} at most ({limited.bought} bought "
-                "from yours)."
-            )
-        messages.error(request, text)
-    except InventoryError as exc:
-        messages.error(request, exc.detail)
+    except REFUSALS as refused:
+        for text in refusal(refused):
+            messages.error(request, text)
     else:
         return redirect("shop:receipt", reference=result.reference)
     return redirect("shop:storefront")
+
+
+@require_http_methods(["GET", "POST"])
+def basket(request: HttpRequest) -> HttpResponse:
+    """GET shows the basket; a POST (its Update button) sets its quantities."""
+    current = basket_get(request.session)
+    if request.method == "POST":
+        form = BasketForm(request.POST, lines=current.lines)
+        if form.is_valid():
+            basket_set(request.session, quantities=form.quantities())
+            messages.success(request, "Your basket is updated.")
+        else:
+            messages.error(request, f"Your basket could not be updated ({_errors(form)}).")
+        return redirect("shop:basket")
+    form = BasketForm(lines=current.lines)
+    short = basket_pop_short(request.session)
+    rows = [
+        {
+            "line": line,
+            "quantity": form[BasketForm.field(line.product.sku)],
+            "short": short.get(line.product.sku.casefold()),
+        }
+        for line in current.lines
+    ]
+    context = {"basket": current, "rows": rows, "form": form, "basket_units": current.units}
+    return render(request, "shop/basket.html", context)
+
+
+@require_POST
+def add_to_basket(request: HttpRequest) -> HttpResponse:
+    form = AddForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"We could not add that to your basket ({_errors(form)}).")
+        return redirect("shop:storefront")
+    try:
+        line = basket_add(request.session, **form.cleaned_data)
+    except REFUSALS as refused:
+        for text in refusal(refused):
+            messages.error(request, text)
+    else:
+        messages.success(request, f"Your basket has {line.quantity} × {line.product.name}.")
+    return redirect("shop:storefront")
+
+
+@require_POST
+def remove_from_basket(request: HttpRequest) -> HttpResponse:
+    sku = request.POST.get("sku", "")
+    basket_remove(request.session, sku=sku)
+    return redirect("shop:basket")
+
+
+@require_POST
+def order_basket(request: HttpRequest) -> HttpResponse:
+    """Order the basket as the page shows it (its quantities as the form sends them): all of
+    it, or, refused, nothing, the basket kept and its short lines marked."""
+    form = BasketForm(request.POST, lines=basket_get(request.session).lines)
+    if not form.is_valid():
+        messages.error(request, f"Your basket could not be ordered ({_errors(form)}).")
+        return redirect("shop:basket")
+    basket_set(request.session, quantities=form.quantities())
+    items = basket_get(request.session).items()
+    if not items:
+        messages.error(request, "Your basket is empty: add donuts to it first.")
+        return redirect("shop:storefront")
+    try:
+        result = take_order(
+            data={"items": items, **form.options()},
+            channel=Order.Channel.WEB,
+            address=address_key(request),
+            customer=lambda: browser_customer(request),
+        )
+    except REFUSALS as refused:
+        if isinstance(refused, BasketShort):
+            basket_note_short(request.session, lines=refused.lines)
+        for text in refusal(refused):
+            messages.error(request, text)
+        return redirect("shop:basket")
+    basket_clear(request.session)
+    return redirect("shop:receipt", reference=result.reference)
 
 
 def receipt(request: HttpRequest, reference: str) -> HttpResponse:
