@@ -78,7 +78,7 @@ def basket_add(session: SessionBase, *, sku: str, quantity: int) -> BasketLine:
     ORDER_MAX_LINES lines; UnknownSku when no donut has that SKU.
     """
     order = clean_order({"sku": sku, "quantity": quantity})
-    product = product_get(sku=order.sku, with_restock=False)
+    product = product_get(sku=order.sku)
     stored = _stored(session)
     key = _key(stored, product.sku)
     if key is None:
