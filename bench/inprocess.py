@@ -4,12 +4,15 @@
     .venv/bin/python bench/inprocess.py --profile 40     # then cProfile of the API, top 40
     .venv/bin/python bench/inprocess.py --events off     # BENCH_EVENTS_ENABLED=0
     .venv/bin/python bench/inprocess.py --limits production  # production's limits, Redis
+    .venv/bin/python bench/inprocess.py --limits production --basket 3  # and 3-donut baskets
 
 No server, no load generator: Django's test client sends the requests through the whole
 middleware stack; the process's own CPU, MariaDB's and Redis's (/proc: anything else they
 serve meanwhile counts too) is divided by the requests. With `--limits production` every
 request comes from its own address. The relay loop's lease is kept fresh, as a running
-cluster keeps it, so that commits queue no relay tasks, and nothing is published.
+cluster keeps it, so that commits queue no relay tasks, and nothing is published. With
+`--basket N`, a third side orders baskets of N donuts (one unit each, N products) through
+the same endpoint, and its CPU per order is compared with the one-donut order's.
 """
 
 import argparse
@@ -41,6 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--events", choices=["on", "off"], default="on")
     parser.add_argument("--limits", choices=["off", "production"], default="off")
+    parser.add_argument("--basket", type=int, default=0, metavar="N", help="N-donut baskets too")
     parser.add_argument("--profile", type=int, metavar="LINES", help="profile the API after")
     parser.add_argument("--sort", default="cumulative", help="the profile's order (pstats)")
     parser.add_argument(
@@ -70,12 +74,17 @@ def main() -> int:
     from inventory.outbox import RELAY_LOOP
     from nudged.core.models import WorkerLease
 
-    Product.objects.filter(sku=SKU).update(stock=10_000_000)
+    skus = [SKU, *Product.objects.exclude(sku=SKU).order_by("sku").values_list("sku", flat=True)]
+    Product.objects.filter(sku__in=skus[: max(1, args.basket)]).update(stock=10_000_000)
     client = Client()
-    body = json.dumps({"sku": SKU, "quantity": 1})
+    sides = {side: (path, {"sku": SKU, "quantity": 1}) for side, path in PATHS.items()}
+    if args.basket:
+        items = [{"sku": sku, "quantity": 1} for sku in skus[: args.basket]]
+        sides["basket"] = (PATHS["api"], {"items": items})
     addresses = (f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}" for n in itertools.count(1))
 
-    def send(path: str, count: int) -> None:
+    def send(side: str, count: int) -> None:
+        path, body = sides[side][0], json.dumps(sides[side][1])
         for sent in range(count):
             if sent % 200 == 0:
                 WorkerLease.objects.update_or_create(
@@ -87,17 +96,17 @@ def main() -> int:
             if answer.status_code != 201:
                 raise SystemExit(f"{path} answered {answer.status_code}: {answer.content!r}")
 
-    for path in PATHS.values():
-        send(path, 100)  # warm-up: connections, caches, lazy imports
+    for side in sides:
+        send(side, 100)  # warm-up: connections, caches, lazy imports
     servers = {"mariadbd": ("mariadbd", "mysqld"), "redis-server": ("redis-server",)}
     cpu: dict[str, dict[str, list[float]]] = {
-        side: {part: [] for part in ("web", *servers)} for side in PATHS
+        side: {part: [] for part in ("web", *servers)} for side in sides
     }
     for _ in range(args.rounds):
-        for side, path in PATHS.items():
+        for side in sides:
             start = time.process_time()
             served = {name: cpu_of(names) for name, names in servers.items()}
-            send(path, args.requests)
+            send(side, args.requests)
             cpu[side]["web"].append((time.process_time() - start) / args.requests * 1000)
             for name, names in servers.items():
                 cpu[side][name].append((cpu_of(names) - served[name]) / args.requests * 1000)
@@ -108,9 +117,15 @@ def main() -> int:
         print(f"{side:9} total {sum(medians.values()):.3f}  {line}")
     ratio = statistics.median(cpu["baseline"]["web"]) / statistics.median(cpu["api"]["web"])
     print(f"baseline ÷ api, web CPU: {ratio:.2f}")
+    if args.basket:
+        total = {side: sum(statistics.median(v) for v in cpu[side].values()) for side in cpu}
+        print(
+            f"{args.basket}-donut basket ÷ one donut, CPU per order: "
+            f"{total['basket'] / total['api']:.2f}"
+        )
     if args.profile:
         profiler = cProfile.Profile()
-        profiler.runcall(send, PATHS["api"], args.requests)
+        profiler.runcall(send, "api", args.requests)
         pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.profile)
     return 0
 

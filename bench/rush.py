@@ -76,6 +76,11 @@ FLAGS = [
         "one, 0.5: half, 0: none); several, comma-separated, run one after the other",
     ),
     (
+        "--basket-share",
+        0.0,
+        "share of customers who order a basket of 1 to 3 kinds at once (all or nothing)",
+    ),
+    (
         "--emails",
         False,
         "customers who take the next batch leave an email address; a mail sink keeps what the "
@@ -131,6 +136,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--modes: one or more of {', '.join(MODES)}, each once")
     if args.purchase_limit < 0:
         p.error("--purchase-limit must be 0 (no limit) or more")
+    if not 0 <= args.basket_share <= 1:
+        p.error("--basket-share: a number from 0 to 1")
     try:
         shares = [float(x) for x in args.backorder_share.split(",") if x.strip()]
     except ValueError:
@@ -338,6 +345,7 @@ def start_k6(args: argparse.Namespace, stack: Stack, workdir: Path, share: float
         "THINK_SECONDS": str(args.think),
         "MAX_QUANTITY": str(args.max_quantity),
         "BACKORDER_SHARE": f"{share:g}",
+        "BASKET_SHARE": f"{args.basket_share:g}",
         "EMAILS": "1" if args.emails else "0",
         "SUMMARY_PATH": str(workdir / "k6-summary.json"),
         "K6_CSV_TIME_FORMAT": "unix_milli",

@@ -69,9 +69,11 @@ SNAPSHOT = {
     "products": "SELECT * FROM inventory_product WHERE sku IN %s",
     # Every column of the order, and a pre-order's promise: the time promised, its batch, why
     # it was cancelled and the address its notices go to.
-    "orders": "SELECT o.*, p.sku, pr.ready_by, pr.batch_id, pr.reason AS cancel_reason, pr.email "
+    "orders": "SELECT o.*, p.sku, pr.ready_by, pr.batch_id, pr.reason AS cancel_reason, pr.email, "
+    "b.reference AS basket_reference "
     "FROM shop_order o JOIN inventory_product p ON p.id = o.product_id "
-    "LEFT JOIN inventory_promise pr ON pr.id = o.promise_id",
+    "LEFT JOIN inventory_promise pr ON pr.id = o.promise_id "
+    "LEFT JOIN shop_basket b ON b.id = o.basket_id",
     "adjustments": "SELECT p.sku, a.reason, a.old_quantity, a.new_quantity, a.note, a.created_at "
     "FROM inventory_stockadjustment a JOIN inventory_product p ON p.id = a.product_id "
     "ORDER BY a.id",
@@ -487,13 +489,16 @@ def _promises(
     )
 
     # --- no order lost ------------------------------------------------------------------
-    rows = {o.get("reference"): o for o in snap.orders}
+    # An order's reference is its row's; a basket's, its lines' (a pre-order when any is).
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for o in snap.orders:
+        rows.setdefault(o.get("basket_reference") or o.get("reference") or "", []).append(o)
     missing, wrong = [], []
     for reference, kind in (references or {}).items():
-        order = rows.get(reference)
-        if order is None:
+        lines = rows.get(reference)
+        if not lines:
             missing.append(reference)
-        elif (kind == "backordered") != is_preorder(order):
+        elif (kind == "backordered") != any(is_preorder(line) for line in lines):
             wrong.append(reference)
     unannounced = (
         [o["id"] for o in promises if not _ops_events(ops_by_order, o).get(BACKORDERED)]

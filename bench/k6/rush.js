@@ -17,6 +17,8 @@ const MAX_QUANTITY = parseInt(__ENV.MAX_QUANTITY || "2", 10);
 // EMAILS=1 they leave an address for the ready and cancelled notices.
 const BACKORDER_SHARE = parseFloat(__ENV.BACKORDER_SHARE || "0");
 const EMAILS = __ENV.EMAILS === "1";
+// The share of customers who order a basket of 1 to 3 kinds (each 1..MAX_QUANTITY) at once.
+const BASKET_SHARE = parseFloat(__ENV.BASKET_SHARE || "0");
 
 // One sample per order request, tagged with what the shop answered (bench/rush.py reads it).
 const orders = new Trend("order_ms", true);
@@ -74,13 +76,29 @@ function accepts(vu) {
   return ((vu * 0.6180339887498949) % 1) < BACKORDER_SHARE;
 }
 
+// Whether this customer buys baskets: as `accepts`, on a spread of its own (√2 steps).
+function baskets(vu) {
+  return ((vu * 0.41421356237309503) % 1) < BASKET_SHARE;
+}
+
+function units() {
+  return 1 + Math.floor(Math.random() * MAX_QUANTITY);
+}
+
+// One to three kinds, each once.
+function basket() {
+  const kinds = SKUS.slice().sort(() => Math.random() - 0.5);
+  const size = 1 + Math.floor(Math.random() * Math.min(3, kinds.length));
+  return kinds.slice(0, size).map((sku) => ({ sku, quantity: units() }));
+}
+
 export default function () {
-  const sku = SKUS[Math.floor(Math.random() * SKUS.length)];
-  const quantity = 1 + Math.floor(Math.random() * MAX_QUANTITY);
   // Every customer is its own client address, behind one trusted proxy
   // (TRUSTED_PROXIES=127.0.0.1/32: k6 on this machine stands for the load balancer).
   const address = `10.77.${Math.floor(__VU / 256) % 256}.${__VU % 256}`;
-  const order = { sku, quantity };
+  const order = baskets(__VU)
+    ? { items: basket() }
+    : { sku: SKUS[Math.floor(Math.random() * SKUS.length)], quantity: units() };
   if (accepts(__VU)) {
     order.backorder = true;
     if (EMAILS) order.email = `customer-${__VU}@rush.example`;
@@ -91,7 +109,7 @@ export default function () {
   });
   const kind = outcome(response);
   // An order taken carries its reference: afterwards every one must have its row.
-  const tags = { outcome: kind };
+  const tags = { outcome: kind, basket: order.items ? String(order.items.length) : "" };
   if (response.status === 201) tags.reference = response.json("reference") || "";
   // The time promised, as the customer was told: a promise moved later is still held to it.
   if (kind === "backordered") tags.ready_by = response.json("ready_by") || "";

@@ -528,3 +528,16 @@ def test_a_cancelled_order_marked_published_is_no_sale_in_the_relay_lag() -> Non
     told = feed(snap, o2={"order.cancelled": {"cancelled-2"}})
     assert check_pre(snap, by_order=told)["facts"]["relay"]["lag_s"]["max"] == 0.3
     assert event_rates(snap, t0=T0)["published"] == {1: 3, 5: 1}  # no 40: not a sale
+
+
+def test_a_basket_answered_201_is_taken_when_its_lines_have_their_rows() -> None:
+    snap = waiting_list()
+    for line in snap.orders[:2]:
+        line["basket_reference"] = "box-1"
+    assert not check_pre(snap, references={"box-1": "backordered"})["facts"]["orders_taken"][
+        "without_row"
+    ]
+    # A basket is a pre-order when any of its lines is one.
+    assert not check_pre(snap, references={"box-1": "served"})["verdicts"]["orders lost"]
+    lost = check_pre(snap, references={"box-2": "served"})
+    assert lost["facts"]["orders_taken"]["without_row"] == ["box-2"]
