@@ -201,7 +201,7 @@ def report(results: dict[str, Any]) -> str:
     head2 = ["rush, orders/s", "web cores busy", f"{HOST_VCPU}-vCPU web hosts at {HOST_BUSY:.0%}"]
     head2 += ["MariaDB cores busy", "one donut's row"]
     return (
-        f"{md_table(head, shapes, 'r' * 9)}\n\n"
+        f"{md_table(head, shapes, 'r' * len(head))}\n\n"
         f"One donut's ceiling: **{ceiling:.0f} orders/s** (at {best} connections). "
         f"MariaDB CPU per order {db_ms:.2f} ms (3 donuts, median), this script's "
         f"{client_ms:.2f} ms. Web CPU per order {web:.2f} ms ({results['web_source']}): "
