@@ -16,16 +16,6 @@ from shop.services import Line, place_basket
 pytestmark = pytest.mark.usefixtures("no_events")
 
 
-@pytest.fixture
-def donuts(factory) -> list[Product]:  # type: ignore[no-untyped-def]
-    return [
-        Product.objects.create(
-            sku=f"CP-{n}", name=f"Donut {n}", price=1000 * n, stock=10, factory=factory
-        )
-        for n in (1, 2, 3)
-    ]
-
-
 def _post(body: object, **headers: str):  # type: ignore[no-untyped-def]
     return APIClient().post("/api/orders/", body, format="json", **headers)
 

@@ -26,16 +26,6 @@ pytestmark = pytest.mark.usefixtures("no_events")
 
 
 @pytest.fixture
-def donuts(factory) -> list[Product]:  # type: ignore[no-untyped-def]
-    return [
-        Product.objects.create(
-            sku=f"CP-{n}", name=f"Donut {n}", price=1000 * n, stock=10, factory=factory
-        )
-        for n in (1, 2, 3)
-    ]
-
-
-@pytest.fixture
 def session(db) -> SessionStore:  # type: ignore[no-untyped-def]
     return SessionStore()
 
