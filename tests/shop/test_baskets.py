@@ -218,3 +218,45 @@ def test_staff_see_a_basket_with_its_lines_inline(client, admin_user, donuts):
 
     assert placed.reference in listed and "4000" in listed.replace(",", "")
     assert "CP-1 Donut 1" in page and "CP-2 Donut 2" in page
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("code", [1213, 1205])
+def test_a_deadlock_or_lock_timeout_is_retried_not_answered_500(donuts, monkeypatch, code):
+    """MariaDB ends a transaction as a deadlock (1213) or a lock wait times out (1205): the
+    basket is placed again, and the client never sees it."""
+    from django.db import OperationalError
+
+    from shop import services
+
+    real, failures = services._quick_basket, [OperationalError(code, "try restarting")]
+
+    def once(**kwargs):  # type: ignore[no-untyped-def]
+        if failures:
+            raise failures.pop()
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "_quick_basket", once)
+
+    answer = _post({"items": [{"sku": "CP-1", "quantity": 1}, {"sku": "CP-2", "quantity": 1}]})
+
+    assert answer.status_code == 201, answer.content
+    assert _stocks() == {"CP-1": 9, "CP-2": 9, "CP-3": 10}
+    assert Basket.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deadlock_every_time_gives_up_after_the_attempts_with_a_503(donuts, monkeypatch):
+    from django.db import OperationalError
+
+    from shop import services
+
+    def always(**kwargs):  # type: ignore[no-untyped-def]
+        raise OperationalError(1213, "Deadlock found")
+
+    monkeypatch.setattr(services, "_quick_basket", always)
+
+    answer = _post({"items": [{"sku": "CP-1", "quantity": 1}]})
+
+    assert answer.status_code == 503, answer.content
+    assert _stocks()["CP-1"] == 10
