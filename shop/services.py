@@ -9,6 +9,7 @@ from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from inventory import events, outbox
+from inventory.models import Promise
 from inventory.selectors import product_ids
 from inventory.services import (
     Also,
@@ -309,45 +310,22 @@ def _backorder(
     if customer or address:
         # Under the product's row lock, which promise took; raising rolls the promise back.
         _check_limits(stock=stock, customer=customer, address=address, quantity=quantity)
-    order = Order.objects.create(
-        product_id=stock.product_id,
+    order = _write_order(
+        stock=stock,
         quantity=quantity,
-        unit_price=stock.price,
-        status=Order.Status.BACKORDERED,
         channel=channel,
-        remaining_stock=stock.remaining,
         customer=customer,
         address=address,
-        promise=promised,
-    )
-    outbox.record(
-        [
-            events.backordered(
-                order_id=order.pk,
-                sku=stock.sku,
-                factory_code=stock.factory_code,
-                quantity=quantity,
-                ready_by=promised.ready_by,
-            )
-        ]
+        promised=promised,
     )
     logger.info(
         "order backordered order=%s sku=%s quantity=%s ready_by=%s",
-        order.pk,
+        order.order_id,
         stock.sku,
         quantity,
         promised.ready_by.isoformat(),
     )
-    return stock, OrderResult(
-        order_id=order.pk,
-        reference=order.reference,
-        status=order.status,
-        quantity=quantity,
-        sku=stock.sku,
-        remaining_stock=stock.remaining,
-        unit_price=stock.price,
-        ready_by=promised.ready_by,
-    )
+    return stock, order
 
 
 # MariaDB's codes for a transaction it rolled back to break a deadlock, and for a lock wait
@@ -565,10 +543,33 @@ def _basket_line(
         _check_limits(
             stock=stock, customer=customer, address=address, quantity=line.quantity, bought=bought
         )
+    return stock, _write_order(
+        stock=stock,
+        quantity=line.quantity,
+        channel=channel,
+        customer=customer,
+        address=address,
+        promised=promised,
+        basket=basket,
+    )
+
+
+def _write_order(
+    *,
+    stock: StockState,
+    quantity: int,
+    channel: str,
+    customer: str,
+    address: str,
+    promised: Promise | None,
+    basket: Basket | None = None,
+) -> OrderResult:
+    """The row of an order taken under the product's row lock: completed, or a pre-order of
+    `promised` (whose order.backordered goes to the outbox with it)."""
     status = Order.Status.BACKORDERED if promised else Order.Status.COMPLETED
     order = Order.objects.create(
         product_id=stock.product_id,
-        quantity=line.quantity,
+        quantity=quantity,
         unit_price=stock.price,
         status=status,
         channel=channel,
@@ -585,16 +586,16 @@ def _basket_line(
                     order_id=order.pk,
                     sku=stock.sku,
                     factory_code=stock.factory_code,
-                    quantity=line.quantity,
+                    quantity=quantity,
                     ready_by=promised.ready_by,
                 )
             ]
         )
-    return stock, OrderResult(
+    return OrderResult(
         order_id=order.pk,
         reference=order.reference,
         status=status,
-        quantity=line.quantity,
+        quantity=quantity,
         sku=stock.sku,
         remaining_stock=stock.remaining,
         unit_price=stock.price,
