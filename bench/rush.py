@@ -31,8 +31,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import rush_report as report  # noqa: E402
-from bench.rush_verify import hold_to_told, read_snapshot, verify  # noqa: E402
-from bench.stack import (  # noqa: E402
+from bench import rush_verify as numbers  # noqa: E402
+from bench.stack import (  # noqa: E402  # noqa: E402
     K6,
     PY,
     Config,
@@ -149,19 +149,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def stack_config(args: argparse.Namespace, workdir: Path) -> Config:
-    """The rush's system: make run's, with short timeouts so that failures show in minutes."""
+    """make run's system, with short timeouts so that failures show within minutes."""
     settings = {
-        # Failed factory calls reach the DLQ, and lost callbacks are re-ordered, within a
-        # few-minute run; never shorter than the factory takes.
+        # Failed factory calls reach the DLQ and lost callbacks are re-ordered within a run,
+        # never sooner than the factory takes; the visibility outlasts one factory call.
         "SQS_VISIBILITY_TIMEOUT": "6",
         "SQS_MAX_RECEIVE_COUNT": "3",
         "SQS_WAIT_TIME": "2",
-        # The local simulator answers at once; the visibility must outlast one call.
         "FACTORY_CONNECT_TIMEOUT": "1",
         "FACTORY_READ_TIMEOUT": "2",
         "FACTORY_CALLBACK_TIMEOUT": str(max(30, round(3 * args.factory_delay))),
-        # Each customer is its own client address: k6's X-Forwarded-For, sent from this
-        # machine, which stands for the load balancer.
+        # Each customer its own address: k6 on this machine stands for the load balancer.
         "TRUSTED_PROXIES": "127.0.0.1/32",
         "PURCHASE_LIMIT": str(args.purchase_limit),
         "ORDER_RATE_LIMIT": args.rate_limit,
@@ -169,7 +167,7 @@ def stack_config(args: argparse.Namespace, workdir: Path) -> Config:
     }
     if args.purchase_window is not None:
         settings["PURCHASE_LIMIT_WINDOW"] = str(args.purchase_window)
-    if args.emails:  # to the bench's own sink (the stack's default: nowhere)
+    if args.emails:  # to the rush's own mail sink
         settings |= {"EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend"}
         settings |= {"EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": str(args.mail_port)}
     return Config(
@@ -188,58 +186,26 @@ def stack_config(args: argparse.Namespace, workdir: Path) -> Config:
     )
 
 
-# --- drills ---------------------------------------------------------------------------------
-
-
-def wait_for_no_pytest(limit: float) -> bool:
-    deadline, said = time.monotonic() + limit, False
+def no_pytest(limit: float) -> bool:
+    """Whether no test run uses this MySQL, waiting up to `limit` seconds for one to end."""
+    deadline = time.monotonic() + limit
     while subprocess.run(["pgrep", "-f", "pytest"], capture_output=True).returncode == 0:
         if time.monotonic() >= deadline:
             return False
-        if not said:
-            say(
-                "a test run (pytest) uses this MySQL: waiting for it before the MySQL drill", "rush"
-            )
-        said = True
+        say("a test run (pytest) uses this MySQL: waiting for it before the MySQL drill", "rush")
         time.sleep(5)
     return True
 
 
-def restart_mysql(stack: Stack, wait_limit: float) -> dict[str, Any]:
-    """Shut MySQL down and start it again; the load keeps going meanwhile."""
-    if not wait_for_no_pytest(wait_limit):
-        return {"skipped": "a test run kept using MySQL; not restarting it under someone's tests"}
-    cfg = db_config(stack.config.database_url)
-    admin = ["mysqladmin", f"-u{cfg['user']}", f"-h{cfg['host']}", f"-P{cfg['port']}"]
-    admin += [f"-p{cfg['passwd']}"] if cfg["passwd"] else []
-    down = time.time()
-    say("drill: shutting MySQL down", "rush")
-    subprocess.run([*admin, "shutdown"], capture_output=True, timeout=120)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (port_open(cfg["port"], cfg["host"]) or named_cpu()):
-        time.sleep(0.2)
-    stopped = time.time()
-    daemon = ["start-stop-daemon", "--start", "--oknodo", "--background"]
-    subprocess.run([*daemon, "--exec", "/usr/sbin/mariadbd"], capture_output=True, timeout=30)
-
-    def back() -> bool:
-        connect(stack.config.database_url).close()
-        return True
-
-    wait_for(back, timeout=120, what="MySQL after the restart drill")
-    up = time.time()
-    say(f"drill: MySQL back after {up - down:.1f} s (down for {up - stopped:.1f} s)", "rush")
-    return {"down_at": down, "stopped_at": stopped, "up_at": up}
-
-
 class Drills:
-    """The fault drills of one run, each fired once at its offset from the start of the load."""
+    """The fault drills of one run, each fired once at its offset from the start of the load;
+    `windows` holds (name, from, to) of each, `outcomes` what it found."""
 
     def __init__(self, args: argparse.Namespace, stack: Stack, t0: float, sampler: Any) -> None:
         self.args, self.stack, self.t0, self.sampler = args, stack, t0, sampler
         self.windows: list[tuple[str, float, float]] = []
         self.outcomes: dict[str, Any] = {}
-        self.marks: dict[str, float] = {}
+        self.since: dict[str, float] = {}
         d, plan = args.duration, []
         if args.aws_outage:
             plan += [(0.25 * d, "aws_down"), (0.25 * d + args.outage_seconds, "aws_up")]
@@ -253,73 +219,75 @@ class Drills:
     def tick(self) -> None:
         while self.plan and time.time() >= self.t0 + self.plan[0][0]:
             getattr(self, self.plan.pop(0)[1])()
-        now = time.time()
-        if self.next_redrive and self.args.redrive_every > 0 and now >= self.next_redrive:
-            self.next_redrive = now + self.args.redrive_every
+        if self.next_redrive and self.args.redrive_every > 0 and time.time() >= self.next_redrive:
+            self.next_redrive = time.time() + self.args.redrive_every
             if not self.stack.alive("redrive"):
                 self.stack.stop("redrive")
                 self.stack.spawn("redrive", [PY, "manage.py", "redrive_dlq", "--all"])
                 redrives = self.outcomes.setdefault("factory_failures", {"redrives": 0})
                 redrives["redrives"] += 1
 
+    def ended(self, key: str, name: str, **outcome: Any) -> None:
+        start, end = self.since.pop(key), time.time()
+        self.windows.append((name, start, end))
+        at = {"from_s": round(start - self.t0, 1), "to_s": round(end - self.t0, 1)}
+        self.outcomes[key] = self.outcomes.get(key, {}) | at | outcome
+        say(f"drill: {name} over after {end - start:.1f} s", "rush")
+
     def aws_down(self) -> None:
         say(f"drill: AWS endpoint down for {self.args.outage_seconds} s", "rush")
-        self.stack.aws_down()
-        self.marks["aws_down"] = time.time()
+        self.stack.aws(up=False)
+        self.since["aws_outage"] = time.time()
 
     def aws_up(self) -> None:
-        self.stack.aws_up()
-        down, up = self.marks["aws_down"], time.time()
-        say("drill: AWS endpoint back", "rush")
-        self.windows.append(("AWS down", down, up))
-        self.outcomes["aws_outage"] = {
-            "from_s": round(down - self.t0, 1),
-            "to_s": round(up - self.t0, 1),
-        }
+        self.stack.aws(up=True)
+        self.ended("aws_outage", "AWS down")
 
     def kill_worker(self) -> None:
-        # Mid-batch: wait (briefly) for a depletion in flight in the restock queue.
-        def in_flight() -> Any:
+        def in_flight() -> Any:  # mid-batch: a depletion in flight in the restock queue
             return self.sampler.latest().get("queues", {}).get("restock", {}).get("in_flight")
 
         with contextlib.suppress(RuntimeError):
             wait_for(in_flight, timeout=8, what="a depletion in flight")
-        state, flying = self.sampler.latest(), in_flight()
+        backlog = self.sampler.latest().get("backlog")
         say("drill: SIGKILL to the django-q2 cluster", "rush")
-        self.stack.kill_worker()
-        killed = self.marks["killed"] = time.time()
-        self.outcomes["kill_worker"] = {
-            "at_s": round(killed - self.t0, 1),
-            "restock_in_flight": flying,
-            "backlog": state.get("backlog"),
-        }
-        # The successor drill fires 5 s after the planned kill; keep at least 5 s of absence.
+        self.stack.stop("cluster", sig=signal.SIGKILL, timeout=5)
+        killed = self.since["kill_worker"] = time.time()
+        self.outcomes["kill_worker"] = {"restock_in_flight": in_flight(), "backlog": backlog}
+        # The restart comes 5 s after the planned kill: keep at least 5 s of absence.
         self.plan = sorted((max(at, killed + 5 - self.t0), a) for at, a in self.plan)
 
     def start_worker(self) -> None:
         self.stack.start_worker()
-        back = time.time()
-        say("drill: django-q2 cluster restarted (setup_worker + qcluster)", "rush")
-        self.windows.append(("worker killed", self.marks["killed"], back))
-        self.outcomes["kill_worker"]["restarted_s"] = round(back - self.t0, 1)
+        self.ended("kill_worker", "worker killed")
 
     def mysql(self) -> None:
+        """Shut MySQL down and start it again while the load goes on."""
         remaining = self.t0 + self.args.duration - 15 - time.time()
-        outcome = restart_mysql(self.stack, max(0.0, min(remaining, self.args.pytest_wait)))
-        if "skipped" in outcome:
-            say(f"drill: MySQL restart skipped: {outcome['skipped']}", "rush")
-            self.outcomes["mysql_restart"] = outcome
+        if not no_pytest(max(0.0, min(remaining, self.args.pytest_wait))):
+            say("drill: MySQL restart skipped: a test run kept using MySQL", "rush")
+            self.outcomes["mysql_restart"] = {"skipped": "a test run kept using MySQL"}
             self.args.mysql_restart = False
             return
-        self.windows.append(("MySQL restart", outcome["down_at"], outcome["up_at"]))
-        self.outcomes["mysql_restart"] = {
-            "from_s": round(outcome["down_at"] - self.t0, 1),
-            "to_s": round(outcome["up_at"] - self.t0, 1),
-        }
+        cfg, url = db_config(self.args.database_url), self.args.database_url
+        admin = ["mysqladmin", f"-u{cfg['user']}", f"-h{cfg['host']}", f"-P{cfg['port']}"]
+        admin += [f"-p{cfg['passwd']}"] if cfg["passwd"] else []
+        self.since["mysql_restart"] = time.time()
+        say("drill: shutting MySQL down", "rush")
+        subprocess.run([*admin, "shutdown"], capture_output=True, timeout=120)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (port_open(cfg["port"], cfg["host"]) or named_cpu()):
+            time.sleep(0.2)
+        daemon = ["start-stop-daemon", "--start", "--oknodo", "--background", "--exec"]
+        subprocess.run([*daemon, "/usr/sbin/mariadbd"], capture_output=True, timeout=30)
+        wait_for(lambda: connect(url).close() or True, timeout=120, what="MySQL after the drill")
+        self.ended("mysql_restart", "MySQL restart")
 
     def mysql_window(self) -> tuple[float, float] | None:
-        windows = [(a, b + MYSQL_GRACE) for name, a, b in self.windows if name == "MySQL restart"]
-        return windows[0] if windows else None
+        """The restart, and the moments after it when requests in flight may still fail."""
+        return next(
+            ((a, b + MYSQL_GRACE) for n, a, b in self.windows if n == "MySQL restart"), None
+        )
 
     def finish(self) -> None:
         """Restore what a drill took away if the load ended before its second half."""
@@ -330,28 +298,15 @@ class Drills:
         self.stack.stop("redrive", timeout=30)
 
 
-# --- the run --------------------------------------------------------------------------------
-
-
 def start_k6(args: argparse.Namespace, stack: Stack, workdir: Path, share: float) -> None:
-    env = {
-        "PATH": stack.env["PATH"],
-        "BASE_URL": stack.base_url,
-        "SKUS": args.skus,
-        "VUS": str(args.vus),
-        "RAMP_SECONDS": str(args.ramp),
-        "HOLD_SECONDS": str(args.duration - args.ramp - 10),
-        "DOWN_SECONDS": "10",
-        "THINK_SECONDS": str(args.think),
-        "MAX_QUANTITY": str(args.max_quantity),
-        "BACKORDER_SHARE": f"{share:g}",
-        "BASKET_SHARE": f"{args.basket_share:g}",
-        "EMAILS": "1" if args.emails else "0",
-        "SUMMARY_PATH": str(workdir / "k6-summary.json"),
-        "K6_CSV_TIME_FORMAT": "unix_milli",
-        "K6_NO_USAGE_REPORT": "true",
-    }
+    env = {"PATH": stack.env["PATH"], "BASE_URL": stack.base_url, "SKUS": args.skus}
+    env |= {"VUS": str(args.vus), "RAMP_SECONDS": str(args.ramp), "DOWN_SECONDS": "10"}
+    env |= {"HOLD_SECONDS": str(args.duration - args.ramp - 10), "THINK_SECONDS": str(args.think)}
+    env |= {"MAX_QUANTITY": str(args.max_quantity), "BACKORDER_SHARE": f"{share:g}"}
+    env |= {"BASKET_SHARE": f"{args.basket_share:g}", "EMAILS": "1" if args.emails else "0"}
+    env |= {"SUMMARY_PATH": str(workdir / "k6-summary.json"), "K6_NO_USAGE_REPORT": "true"}
     out = ["--system-tags=status,error_code", f"--out=csv={workdir / 'k6.csv.gz'}"]
+    env["K6_CSV_TIME_FORMAT"] = "unix_milli"
     stack.spawn("k6", [*K6, "--log-format=json", *out, "bench/k6/rush.js"], env=env)
     if args.open_pages:
         env |= {"OPEN_PAGES": str(args.open_pages), "DURATION_SECONDS": str(args.duration)}
@@ -361,18 +316,20 @@ def start_k6(args: argparse.Namespace, stack: Stack, workdir: Path, share: float
 
 def open_pages(pages: int, workdir: Path) -> dict[str, Any]:
     """How many pages polled the product list, and how long k6 waited for the answers."""
-    summary = workdir / "k6-pages-summary.json"
-    values = json.loads(summary.read_text())["metrics"]["poll_ms"]["values"] if pages else {}
+    if not pages:
+        return {"pages": 0, "poll_p50_ms": None, "poll_p99_ms": None}
+    summary = json.loads((workdir / "k6-pages-summary.json").read_text())
+    values = summary["metrics"]["poll_ms"]["values"]
     return {
         "pages": pages,
-        "poll_p50_ms": round(values["med"], 1) if pages else None,
-        "poll_p99_ms": round(values["p(99)"], 1) if pages else None,
+        "poll_p50_ms": round(values["med"], 1),
+        "poll_p99_ms": round(values["p(99)"], 1),
     }
 
 
 def unannounced(conn: Any, ops: OpsReader) -> dict[str, int]:
-    """Events the ops queue has not had yet: outbox events by event_id, completed orders by
-    their order.completed; refusals the products counted and no orders.refused reported."""
+    """What the ops queue has not had yet: outbox events by event_id, completed orders by their
+    order.completed, and refusals counted on products that no orders.refused reported."""
     cur = conn.cursor()
 
     def rows(sql: str) -> list[Any]:
@@ -385,8 +342,8 @@ def unannounced(conn: Any, ops: OpsReader) -> dict[str, int]:
     [counted] = rows("SELECT SUM(orders_refused + orders_limited) FROM inventory_product")
     refused = "SELECT body FROM factory_bridge_outboxevent WHERE event_type = 'orders.refused'"
     reported = sum(
-        int(event.get("refused_orders", 0)) + int(event.get("limited_orders", 0))
-        for event in map(json.loads, rows(refused))
+        int(e.get("refused_orders", 0)) + int(e.get("limited_orders", 0))
+        for e in map(json.loads, rows(refused))
     )
     return {
         "events_not_in_ops": len(outbox - ops.ids()) + len(ops.missing(orders)),
@@ -396,8 +353,8 @@ def unannounced(conn: Any, ops: OpsReader) -> dict[str, int]:
 
 
 def drain(args: argparse.Namespace, sampler: Any, ops: OpsReader) -> dict[str, Any]:
-    """Wait until every event is published and read, every depletion is settled and every
-    waiting order served or cancelled (the batches in production have landed)."""
+    """Wait until every event is published and read, every depletion settled and every waiting
+    order served or cancelled: three seconds in a row with nothing left."""
     started, stable, state, conn = time.time(), 0, {}, None
     while time.time() < started + args.drain_timeout and stable < 3:
         time.sleep(1)
@@ -435,27 +392,15 @@ def factory_jobs(stack: Stack) -> list[dict[str, Any]] | None:
 def setup_products(stack: Stack, args: argparse.Namespace, mode: str, skus: tuple) -> None:
     """The rush's products in `mode` before their stock is set (no decision of another mode)."""
     conn = connect(args.database_url)
-    try:
-        conn.cursor().execute(
-            "UPDATE inventory_product SET replenishment_mode = %s, restock_quantity = %s "
-            "WHERE sku IN %s",
-            (mode, args.restock_quantity, skus),
-        )
-    finally:
-        conn.close()
-    stack.manage(
-        "shell",
-        "-v0",
-        "-c",
-        "from inventory.services import set_stock\n"
-        f"for sku in {list(skus)!r}:\n"
-        f"    set_stock(sku=sku, quantity={args.stock}, note='rush')",
-    )
+    with contextlib.closing(conn), conn.cursor() as cur:
+        sql = "UPDATE inventory_product SET replenishment_mode = %s, restock_quantity = %s"
+        cur.execute(f"{sql} WHERE sku IN %s", (mode, args.restock_quantity, skus))
+    code = "from inventory.services import set_stock\nfor sku in {!r}:\n"
+    code += "    set_stock(sku=sku, quantity={}, note='rush')"
+    stack.manage("shell", "-v0", "-c", code.format(list(skus), args.stock))
 
 
-def run_mode(
-    args: argparse.Namespace, mode: str, workdir: Path, *, share: float = 0.0
-) -> dict[str, Any] | None:
+def run_mode(args: argparse.Namespace, mode: str, workdir: Path, *, share: float) -> dict | None:
     """One rush on a fresh stack with the products in `mode` and `share` of the customers
     taking the next batch; None if it could not start."""
     args = copy.copy(args)  # a drill may switch itself off for this run only
@@ -465,58 +410,51 @@ def run_mode(
     ops: OpsReader | None = None
     say(f"{mode}: logs and k6 data in {workdir}", "rush")
     try:
-        if args.mysql_restart and not wait_for_no_pytest(args.pytest_wait):
+        if args.mysql_restart and not no_pytest(args.pytest_wait):
             say("MySQL drill skipped: a test run has used MySQL for too long", "rush")
             args.mysql_restart = False
-        mail_dir = workdir / "mail"
         try:
             if args.emails:
-                sink = ["manage.py", "run_mail_sink", "--port", str(args.mail_port)]
-                stack.service("mail", [PY, *sink, "--dir", str(mail_dir)], args.mail_port)
+                sink = [PY, "manage.py", "run_mail_sink", "--port", str(args.mail_port)]
+                stack.service("mail", [*sink, "--dir", str(workdir / "mail")], args.mail_port)
             say("starting moto, proxy, database, factory, qcluster and gunicorn", "rush")
             stack.start(setup=lambda: setup_products(stack, args, mode, skus))
         except Exception as exc:  # any failure to start is reported the same way
             say(f"could not start the system: {exc}; logs in {workdir}", "rush")
             return None
         sqs = stack.sqs()
-        queues = {"restock": "SQS_RESTOCK_QUEUE", "dlq": "SQS_RESTOCK_DLQ"}
-        queues = {label: stack.queue_url(sqs, key) for label, key in queues.items()}
-        initial = read_snapshot(args.database_url, skus)
-        initial_stock = {sku: p["stock"] for sku, p in initial.products.items()}
+        initial = numbers.read_snapshot(args.database_url, skus)
         if initial.orders:
             raise RuntimeError("the rush database is not fresh")
-        # The ops queue's depth is not polled: counting a deep queue is slow on moto (every
-        # call scans the whole queue); published-minus-read gives the same curve afterwards.
+        # The ops queue's depth is not polled: counting a deep queue is slow on moto, and
+        # published minus read gives the same curve afterwards.
+        queues = {"restock": "SQS_RESTOCK_QUEUE", "dlq": "SQS_RESTOCK_DLQ"}
+        queues = {label: stack.queue_url(sqs, key) for label, key in queues.items()}
         sampler = report.Sampler(database_url=args.database_url, skus=skus, sqs=sqs, queues=queues)
         ops = OpsReader(sqs=sqs, url=stack.queue_url(sqs, "SQS_OPS_QUEUE"), threads=4)
         sampler.start()
 
-        cpu_before, load_before, t0 = stack.cpu(), os.getloadavg()[0], time.time()
+        cpu_before, t0 = stack.cpu(), time.time()
         start_k6(args, stack, workdir, share)
         say(
             f"rush ({mode}): {args.vus} customers for {args.duration} s on {', '.join(skus)} "
-            f"(stock {args.stock}, factory {args.factory_delay:g} s, "
-            f"{share:.0%} take the next batch)",
+            f"(stock {args.stock}, factory {args.factory_delay:g} s, {share:.0%} take the next "
+            "batch)",
             "rush",
         )
         drills = Drills(args, stack, t0, sampler)
         k6 = stack.procs["k6"]
-        while k6.poll() is None:
+        while k6.poll() is None and time.time() < t0 + args.duration + 120:
             drills.tick()
-            if time.time() > t0 + args.duration + 120:
-                say("k6 overran its schedule; stopping it", "rush")
-                break
             time.sleep(0.2)
         stack.stop("k6")
-        if "pages" in stack.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                stack.procs["pages"].wait(timeout=30)
-            stack.stop("pages")
+        with contextlib.suppress(subprocess.TimeoutExpired, KeyError):
+            stack.procs["pages"].wait(timeout=30)
+        stack.stop("pages")
         drills.finish()
         load_end, at_load_end = time.time(), sampler.latest()
         alive = {name: stack.alive(name) for name in ("web", "cluster", "factory", "proxy")}
         spent = cpu_spent(cpu_before, stack.cpu())
-        load_after = os.getloadavg()[0]
         say(f"load done after {load_end - t0:.0f} s (k6 exit {k6.returncode}); draining", "rush")
         drained = drain(args, sampler, ops)
         ops.stop()
@@ -524,32 +462,31 @@ def run_mode(
         sampler.join(timeout=5)
 
         dlq = sampler.latest().get("queues", {}).get("dlq")
-        snap = read_snapshot(args.database_url, skus)
-        csv_path = workdir / "k6.csv.gz"
-        http = report.read_k6_csv(csv_path, t0=t0, db_window=drills.mysql_window())
-        hold_to_told(snap, http["ready_by_told"])
+        snap = numbers.read_snapshot(args.database_url, skus)
+        http = numbers.read_k6_csv(workdir / "k6.csv.gz", t0=t0, db_window=drills.mysql_window())
+        numbers.hold_to_told(snap, http["ready_by_told"])
         with ops.lock:
             seen, ops_orders = dict(ops.seen), dict(ops.orders)
             by_order = {key: dict(kinds) for key, kinds in ops.by_order.items()}
             duplicates = ops.deliveries - len(ops.seen)
-        read_at = time.time()
-        events = report.event_rates(snap, t0=t0)
+        read_at, events = time.time(), numbers.event_rates(snap, t0=t0)
         hold = (args.ramp, args.duration - 10)
         written = sum(v for s, v in events["created"].items() if hold[0] <= s < hold[1])
         events_per_s = round(written / max(1, hold[1] - hold[0]), 1)
-        # A drill's effect lasts until the event backlog is back to normal: that is its window
-        # for "outside drills" figures, and the time it took is the drill's recovery time.
-        threshold = max(50, 2 * events_per_s)
-        windows = report.recovery_windows(sampler.samples, drills.windows, threshold=threshold)
+        # A drill lasts until the event backlog is back to normal: its window for the "outside
+        # drills" figures; the time that took is its recovery time.
+        windows = numbers.recovery_windows(
+            sampler.samples, drills.windows, threshold=max(50, 2 * events_per_s)
+        )
         for name, _, end, back in windows:
             recovered = round(back - end, 1) if back is not None else None
             drills.outcomes.setdefault(DRILL_KEYS[name], {})["backlog_recovered_after_s"] = (
                 recovered
             )
         extended = [(name, start, back or time.time()) for name, start, _, back in windows]
-        verification = verify(
+        verification = numbers.verify(
             snap,
-            initial_stock=initial_stock,
+            initial_stock={sku: p["stock"] for sku, p in initial.products.items()},
             t0=t0,
             load_end=load_end,
             ops_seen=seen,
@@ -561,41 +498,30 @@ def run_mode(
             drill_windows=extended,
             ops_by_order=by_order,
             samples=sampler.samples,
-            mails=report.read_mails(mail_dir) if args.emails else None,
+            mails=numbers.read_mails(workdir / "mail") if args.emails else None,
             end=read_at,
             undrained_after=None if drained["settled"] else drained["seconds"],
         )
-        names = ("vus", "skus", "stock", "restock_quantity", "web_workers", "q_workers")
-        names += ("purchase_limit", "rate_limit", "emails")
+        names = ("vus", "stock", "restock_quantity", "web_workers", "q_workers", "purchase_limit")
+        settings = {name: getattr(args, name) for name in (*names, "rate_limit", "emails")}
+        settings |= {"skus": skus, "duration_s": args.duration, "ramp_s": args.ramp}
+        settings |= {"think_s": args.think, "factory_delay_s": args.factory_delay}
+        settings |= {"factory_failure_rate": stack.config.factory_failure_rate}
+        settings |= {"purchase_window_s": args.purchase_window, "backorder_share": share}
         result = {
             "mode": mode,
             "backorder_share": share,
-            "settings": {
-                **{name: getattr(args, name) for name in names},
-                "skus": skus,
-                "duration_s": args.duration,
-                "ramp_s": args.ramp,
-                "think_s": args.think,
-                "factory_delay_s": args.factory_delay,
-                "factory_failure_rate": stack.config.factory_failure_rate,
-                "purchase_window_s": args.purchase_window,
-                "backorder_share": share,
-            },
-            "load_average_1m": {"before": load_before, "after": load_after},
-            "replenishment": report.replenishment(
+            "settings": settings,
+            "replenishment": numbers.replenishment(
                 http=http, facts=verification.facts, snap=snap, at_load_end=at_load_end
             ),
-            "preorders": report.preorders(http=http, snap=snap, end=read_at),
+            "preorders": numbers.preorders(http=http, snap=snap, end=read_at),
             "http": {k: v for k, v in http.items() if k not in PER_ORDER},
             "open_pages": open_pages(args.open_pages, workdir),
-            "rates": report.rates(http, hold=hold),
+            "rates": numbers.rates(http, hold=hold),
             "events_written_per_s": events_per_s,
-            "relay_published_peak_per_s": report.sustained_peak(events["published"], window=10),
             "relay": verification.facts["relay"],
-            "backlog_peak": report.backlog_peak(sampler.samples, t0, extended),
-            "task_queue_peak": max(
-                (x.get("task_queue", 0) for x in sampler.samples if x["t"] >= t0), default=0
-            ),
+            "backlog_peak": numbers.backlog_peak(sampler.samples, t0, extended),
             # Share of the machine's CPU time per part over the load (1.0 = every core).
             "cpu_share": {k: round(v / max(1e-9, spent["machine"]), 3) for k, v in spent.items()},
             "drain": drained,
@@ -609,28 +535,25 @@ def run_mode(
             "workdir": str(workdir),
         }
         del result["cpu_share"]["machine"]
-        result["limit"] = report.limit_reading(result)
         result["timelines"] = {
             "http": http["timeline"],
             "samples": [{**s, "t": round(s["t"] - t0, 2)} for s in sampler.samples],
             "events": events,
-            "ops_unread": report.ops_unread(
+            "ops_unread": numbers.ops_unread(
                 events["published"], [at - t0 for at, _ in seen.values()]
             ),
         }
         say(
             f"{mode}, {share:.0%} take the next batch: fill rate "
-            f"{result['replenishment']['fill_rate']}, served "
-            f"{result['preorders']['served_share']}, invariants "
-            + ("hold" if verification.ok else "FAILED"),
+            f"{result['replenishment']['fill_rate']}, served {result['preorders']['served_share']}"
+            f", invariants {'hold' if verification.ok else 'FAILED'}",
             "rush",
         )
         return result
     finally:
-        if ops is not None:
-            ops.stopping.set()
-        if sampler is not None:
-            sampler.stopping.set()
+        for thread in (ops, sampler):
+            if thread is not None:
+                thread.stopping.set()
         say("stopping everything the rush started", "rush")
         stack.stop_all()
 
@@ -649,9 +572,9 @@ def main(argv: list[str] | None = None) -> int:
             for share in args.backorder_shares:
                 # A run's column: its mode, and its share taking the next batch unless every
                 # run has none.
-                label = mode
-                if share or len(args.backorder_shares) > 1:
-                    label = f"{mode} {share:.0%} wait"
+                label = (
+                    f"{mode} {share:.0%} wait" if share or len(args.backorder_shares) > 1 else mode
+                )
                 result = run_mode(args, mode, workdir / label.replace(" ", "-"), share=share)
                 if result is None:
                     return 2
@@ -661,21 +584,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     title = report.title(args)
     print(report.summary(runs, title), flush=True)
-    if args.plot:
-        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        report.plot(Path(args.plot), runs=runs, title=title)
-        say(f"plot written to {args.plot}", "rush")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        out = {
-            "command": " ".join([".venv/bin/python", "bench/rush.py", *(argv or sys.argv[1:])]),
-            "machine": f"{os.cpu_count()} cores",
-            "targets": report.TARGETS,
-            "preorder_targets": report.PREORDER_TARGETS,
-            "modes": runs,
-        }
-        Path(args.json).write_text(json.dumps(out, default=str))
-        say(f"results written to {args.json}", "rush")
+    for path, write in ((args.plot, report.plot), (args.json, None)):
+        if not path:
+            continue
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if write is not None:
+            write(Path(path), runs=runs, title=title)
+        else:
+            command = " ".join([".venv/bin/python", "bench/rush.py", *(argv or sys.argv[1:])])
+            out = {"command": command, "machine": f"{os.cpu_count()} cores", "modes": runs}
+            out |= {"targets": numbers.TARGETS, "preorder_targets": numbers.PREORDER_TARGETS}
+            Path(path).write_text(json.dumps(out, default=str))
+        say(f"written to {path}", "rush")
     return 0 if all(r["ok"] for r in runs.values()) else 1
 
 

@@ -1,35 +1,64 @@
-"""After the rush: read what the system recorded and check the invariants.
+"""The rush's numbers, from what the system recorded: the database, the ops queue as the bench
+read it, the DLQ, the factory simulator's jobs, the sampler, k6 and the mail sink — never the
+app's opinion of itself. The invariants, and the replenishment, pre-order and relay figures."""
 
-Everything here comes from the database (orders, stock adjustments, outbox, restock requests,
-failed messages), the operations queue as the bench consumed it, the DLQ and the factory
-simulator's own list of what it was asked — never from the app's opinion of itself.
-"""
-
+import csv
+import email.policy
+import gzip
 import json
+from bisect import bisect_left
 from collections import Counter, defaultdict
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import accumulate
+from pathlib import Path
 from typing import Any
 
-from bench.stack import connect, spread
+from bench.stack import connect, percentile, spread
 
-REORDER_SEPARATOR = "/reorder-"
-ORDER_COMPLETED = "order.completed"
-# An order's states that nothing changes any more.
-FINAL = ("completed", "cancelled", "rejected")
-# The events a restock answers: a depletion, or a reorder decision.
-TRIGGERS = ("stock.depleted", "stock.low")
+Row = dict[str, Any]
+Window = tuple[str, float, float]
+FINAL = ("completed", "cancelled", "rejected")  # an order's states nothing changes any more
+TRIGGERS = ("stock.depleted", "stock.low")  # the events a restock answers
 # A decision written in the same transaction as the depletion it answers may carry a
 # timestamp a moment later than it.
 SAME_DECISION_S = 1.0
-# The events that tell the ops feed of a pre-order: accepted, and cancelled.
-BACKORDERED, CANCELLED = "order.backordered", "order.cancelled"
 # The product's refusal counters and their fields in the orders.refused events.
 REFUSAL_COUNTERS = {
     "orders_refused": "refused_orders",
     "units_refused": "refused_units",
     "orders_limited": "limited_orders",
 }
+# What bench/k6/rush.js tags each order request with; the first five are answers the shop
+# means to give (served from the shelf, promised from production, or asked and not served).
+ANSWERS = ("served", "backordered", "out_of_stock", "purchase_limit", "throttled")
+KINDS = (*ANSWERS, "server_errors", "no_answer", "unexpected")
+OUTCOMES = ("kept", "late", "cancelled", "waiting", "overdue")
+# Issue 11's targets for the rush with make run's factory; issue 20's at the seed factory's
+# 40 s with every customer taking the next batch.
+TARGETS = {"fill_rate": 0.9, "sold_out_share": 0.10, "leftover_ratio": 0.25}
+PREORDER_TARGETS = {"served": 0.95, "promises_broken": 0.01, "leftover_ratio": 0.20}
+# Each invariant and what it counts, in order; it holds when every count is 0.
+INVARIANTS = """\
+oversell|units sold beyond the stock and restocks|products whose books do not balance (stock, \
+units restocked or units_sold not as the orders make them, or below 0)|stock counts during the run
+5xx|answers >= 500|requests without an answer
+lost events|completed orders whose order.completed the ops queue never had|outbox events \
+unpublished|missing from the ops queue|depletions neither restocked, absorbed nor in the \
+DLQ|stock.low decisions without their restock or DLQ message|refusals counted on products and \
+not in orders.refused events
+duplicate restocks|depletions or decisions restocked twice|stock.replenished events more or \
+fewer|restocks ordered twice from the factory|restocks answering no event
+promises backed|times promised > on_order|times a waiting order had no batch|times promised != \
+the waiting orders' units|seconds with a batch promised beyond its units|products with \
+promised > on_order after the drain
+promises kept|completed late|still waiting|cancelled without order.cancelled in the ops \
+feed|cancelled without a mail to their address
+orders lost|without their row|whose row is of another kind (shelf/pre-order)|pre-orders whose \
+order.backordered the ops queue never had|neither completed nor cancelled after the drain
+served twice|orders with more than one order.completed in the ops queue|cancelled orders with one"""
+LABELS = {name: labels for name, *labels in (line.split("|") for line in INVARIANTS.splitlines())}
 
 
 def ts(value: datetime | None) -> float | None:
@@ -37,92 +66,82 @@ def ts(value: datetime | None) -> float | None:
     return value.replace(tzinfo=UTC).timestamp() if value else None
 
 
-def is_preorder(order: dict[str, Any]) -> bool:
+def is_preorder(order: Row) -> bool:
     """An order promised from production: it carries the time it was promised for."""
     return order.get("ready_by") is not None
 
 
-def promise_outcome(order: dict[str, Any], *, end: float) -> str:
-    """kept: completed by the time it was promised (as its 201 told, else its ready_by);
-    late: completed after it; cancelled; waiting: not served yet and not due at `end`;
-    overdue: not served and past its time at `end`."""
-    ready_by = ts(order.get("ready_by_told") or order["ready_by"]) or 0
+def _told(order: Row) -> datetime:
+    """The time a pre-order was promised: as its 201 told, else its ready_by."""
+    return order.get("ready_by_told") or order["ready_by"]
+
+
+def promise_outcome(order: Row, *, end: float) -> str:
+    """kept: completed by the time it was promised; late: after it; cancelled; waiting: not
+    served and not due at `end`; overdue: not served and past its time at `end`."""
+    due = ts(_told(order)) or 0
     if order["status"] == "completed":
-        return "kept" if (ts(order["fulfilled_at"]) or float("inf")) <= ready_by else "late"
+        return "kept" if (ts(order["fulfilled_at"]) or float("inf")) <= due else "late"
     if order["status"] == "cancelled":
         return "cancelled"
-    return "overdue" if end > ready_by else "waiting"
+    return "overdue" if end > due else "waiting"
+
+
+def where(rows: list[Row], **values: Any) -> list[Row]:
+    return [r for r in rows if all(r.get(k) == v for k, v in values.items())]
 
 
 @dataclass
 class Snapshot:
-    products: dict[str, dict[str, Any]]
-    orders: list[dict[str, Any]]
-    arrivals: list[dict[str, Any]]
-    counts: list[dict[str, Any]]
-    outbox: list[dict[str, Any]]
-    restocks: list[dict[str, Any]]
-    failed: list[dict[str, Any]]
+    products: dict[str, Row]
+    orders: list[Row]
+    arrivals: list[Row]
+    counts: list[Row]
+    outbox: list[Row]
+    restocks: list[Row]
+    failed: list[Row]
 
 
+ADJUSTMENTS = "SELECT a.*, p.sku FROM inventory_stockadjustment a JOIN inventory_product p "
+ADJUSTMENTS += "ON p.id = a.product_id WHERE a.reason = '{}' ORDER BY a.id"
 SNAPSHOT = {
     "products": "SELECT * FROM inventory_product WHERE sku IN %s",
     # Every column of the order, and a pre-order's promise: the time promised, its batch, why
     # it was cancelled and the address its notices go to.
     "orders": "SELECT o.*, p.sku, pr.ready_by, pr.batch_id, pr.reason AS cancel_reason, pr.email, "
-    "b.reference AS basket_reference "
-    "FROM shop_order o JOIN inventory_product p ON p.id = o.product_id "
-    "LEFT JOIN inventory_promise pr ON pr.id = o.promise_id "
+    "b.reference AS basket_reference FROM shop_order o JOIN inventory_product p ON "
+    "p.id = o.product_id LEFT JOIN inventory_promise pr ON pr.id = o.promise_id "
     "LEFT JOIN shop_basket b ON b.id = o.basket_id",
-    "adjustments": "SELECT p.sku, a.reason, a.old_quantity, a.new_quantity, a.note, a.created_at "
-    "FROM inventory_stockadjustment a JOIN inventory_product p ON p.id = a.product_id "
-    "ORDER BY a.id",
-    "outbox": "SELECT event_type, sku, body, created_at, published_at, attempts "
-    "FROM factory_bridge_outboxevent",
+    "arrivals": ADJUSTMENTS.format("arrival"),
+    "counts": ADJUSTMENTS.format("count"),
+    "outbox": "SELECT * FROM factory_bridge_outboxevent",
     "restocks": "SELECT r.*, p.sku FROM factory_bridge_restockrequest r "
     "JOIN inventory_product p ON p.id = r.product_id",
-    "failed": "SELECT fingerprint, sqs_message_id, event_type, sku, status, times_dead, body "
-    "FROM factory_bridge_failedmessage",
+    "failed": "SELECT * FROM factory_bridge_failedmessage",
 }
 
 
 def read_snapshot(database_url: str, skus: tuple[str, ...]) -> Snapshot:
-    conn = connect(database_url)
-    got: dict[str, list[dict[str, Any]]] = {}
-    try:
+    got: dict[str, list[Row]] = {}
+    with closing(connect(database_url)) as conn:
         cur = conn.cursor()
         for name, sql in SNAPSHOT.items():
             cur.execute(sql, (skus,) if "%s" in sql else None)
             columns = [d[0] for d in cur.description]
             got[name] = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
-    finally:
-        conn.close()
     for row in got["outbox"]:
         row["body"] = json.loads(row["body"])
-    adjustments = got.pop("adjustments")
-    return Snapshot(
-        **got | {"products": {r["sku"]: r for r in got["products"]}},
-        arrivals=[a for a in adjustments if a["reason"] == "arrival"],
-        counts=[a for a in adjustments if a["reason"] == "count"],
-    )
+    return Snapshot(**got | {"products": {r["sku"]: r for r in got["products"]}})
 
 
 def hold_to_told(snap: Snapshot, told: dict[str, str]) -> None:
     """Give each pre-order the time its 201 promised (ISO 8601), as `ready_by_told`: a
     promise moved to a later batch gets a new ready_by, and is still held to the first."""
     for order in snap.orders:
-        answered = told.get(order.get("reference") or "")
-        if answered:
+        if answered := told.get(order.get("reference") or ""):
             at = datetime.fromisoformat(answered).astimezone(UTC).replace(tzinfo=None)
             order["ready_by_told"] = at
             order["moved"] = order["ready_by"] is not None and order["ready_by"] != at
-
-
-def _event_id_of(envelope_body: str) -> str | None:
-    try:
-        return str(json.loads(json.loads(envelope_body)["Message"])["event_id"])
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 @dataclass
@@ -142,8 +161,17 @@ class Verification:
     def ok(self) -> bool:
         return all(v.ok for v in self.verdicts)
 
-    def check(self, name: str, ok: bool, value: Any, detail: str) -> None:
-        self.verdicts.append(Verdict(name, ok, value, detail))
+    def check(
+        self, name: str, *counts: Any, head: str = "", value: Any = None, ok: bool = True
+    ) -> None:
+        """`name` holds when `ok` and its counts (numbers, or collections' sizes) are all 0;
+        its value is their sum unless given."""
+        found = [n if isinstance(n, int) else len(n) for n in counts]
+        detail = head + ", ".join(
+            f"{n} {what}" for n, what in zip(found, LABELS[name], strict=True)
+        )
+        value = sum(found) if value is None else value
+        self.verdicts.append(Verdict(name, ok and not any(found), value, detail))
 
 
 def verify(
@@ -156,556 +184,451 @@ def verify(
     ops_orders: dict[int, str],
     ops_duplicates: int,
     dlq_messages: int | None,
-    factory_jobs: list[dict[str, Any]] | None,
+    factory_jobs: list[Row] | None,
     http: dict[str, Any],
-    drill_windows: list[tuple[str, float, float]],
+    drill_windows: list[Window],
     ops_by_order: dict[str, dict[str, set[str]]] | None = None,
-    samples: list[dict[str, Any]] | None = None,
-    mails: list[dict[str, Any]] | None = None,
+    samples: list[Row] | None = None,
+    mails: list[Row] | None = None,
     end: float | None = None,
     undrained_after: float | None = None,
 ) -> Verification:
-    """The invariants of a rush. `ops_by_order`: the event ids the ops queue had per order
-    (by order id and by reference) and type; `samples`: the sampler's seconds; `mails`: the
-    messages the mail sink saved ({"to": [...], "text": ...}), None when no mail was kept;
-    `end`: when the outcome was read (after the drain); `undrained_after`: the seconds the
-    pipeline was given to drain if it did not (its events are then not proven delivered)."""
+    """The invariants of a rush. `ops_by_order`: the event ids the ops queue had per order (by
+    id and by reference) and type; `samples`: the sampler's seconds; `mails`: what the mail sink
+    saved ({"to": [...], "text": ...}); each None when not kept. `end`: when the outcome was
+    read; `undrained_after`: the seconds given to a drain that did not finish (its events are
+    then not proven delivered)."""
     result = Verification()
-    facts = result.facts
+    facts, check = result.facts, result.check
+    done = where(snap.orders, status="completed")
+    promises = [o for o in snap.orders if is_preorder(o)]
 
     # --- oversell: stock never below zero, and every unit accounted for -------------------
-    recounts = [c for c in snap.counts if (ts(c["created_at"]) or 0) >= t0]
-    sold, to_waiting, arrived, fulfilled_units = Counter(), Counter(), Counter(), Counter()
-    for order in (o for o in snap.orders if o["status"] == "completed"):
+    sold, to_waiting, arrived, restocked = Counter(), Counter(), Counter(), Counter()
+    for order in done:
         sold[order["sku"]] += order["quantity"]
         # Units a batch handed to its waiting orders on arrival: they never reach the shelf.
-        if is_preorder(order):
-            to_waiting[order["sku"]] += order["quantity"]
+        to_waiting[order["sku"]] += order["quantity"] if is_preorder(order) else 0
     for arrival in snap.arrivals:
         arrived[arrival["sku"]] += arrival["new_quantity"] - arrival["old_quantity"]
-    for r in (r for r in snap.restocks if r["status"] == "fulfilled"):
-        fulfilled_units[r["sku"]] += r["quantity"]
-    per_product, oversold, books_wrong = {}, 0, []
+    for restock in where(snap.restocks, status="fulfilled"):
+        restocked[restock["sku"]] += restock["quantity"]
+    facts["products"] = {
+        sku: {"sold": sold[sku], "to_waiting_orders": to_waiting[sku]} for sku in snap.products
+    }
+    oversold = sum(max(0, sold[s] - initial_stock[s] - restocked[s]) for s in snap.products)
+    unbalanced = []
     for sku, product in snap.products.items():
-        shelf_sold = sold[sku] - to_waiting[sku]
-        expected = initial_stock[sku] + arrived[sku] - shelf_sold
-        oversold += max(0, sold[sku] - initial_stock[sku] - fulfilled_units[sku])
-        min_remaining = min(
-            (o["remaining_stock"] for o in snap.orders if o["sku"] == sku and not is_preorder(o)),
-            default=0,
-        )
-        if expected != product["stock"] or product["stock"] < 0 or min_remaining < 0:
-            books_wrong.append(sku)
-        if arrived[sku] + to_waiting[sku] != fulfilled_units[sku]:
-            books_wrong.append(
-                f"{sku} (arrivals {arrived[sku]} + {to_waiting[sku]} to waiting orders != "
-                f"restocked {fulfilled_units[sku]})"
-            )
+        shelf = sold[sku] - to_waiting[sku]
+        shelf_orders = [o for o in snap.orders if o["sku"] == sku and not is_preorder(o)]
+        lowest = min([product["stock"], *(o["remaining_stock"] for o in shelf_orders)])
         # The product's counter is of the shelf's sales: promised units are known demand.
-        if product["units_sold"] != shelf_sold:
-            books_wrong.append(
-                f"{sku} (units_sold {product['units_sold']} != sold from the shelf {shelf_sold})"
-            )
-        per_product[sku] = {
-            "initial": initial_stock[sku],
-            "sold": sold[sku],
-            "to_waiting_orders": to_waiting[sku],
-            "arrived": arrived[sku],
-            "final": product["stock"],
-            "expected_final": expected,
-            "still_depleted": product["depleted_at"] is not None,
-        }
-    facts["products"] = per_product
-    result.check(
-        "oversell",
-        oversold == 0 and not books_wrong and not recounts,
-        oversold,
-        "stock never < 0; initial + arrivals - sold from the shelf == final, and arrivals "
-        "+ units handed to waiting orders == units restocked, for every product"
-        + (f"; books wrong: {', '.join(books_wrong)}" if books_wrong else "")
-        + (f"; {len(recounts)} stock counts during the run" if recounts else ""),
-    )
+        books = (initial_stock[sku] + arrived[sku] - shelf, arrived[sku] + to_waiting[sku], shelf)
+        if lowest < 0 or books != (product["stock"], restocked[sku], product["units_sold"]):
+            unbalanced.append(sku)
+    recounts = [c for c in snap.counts if ts(c["created_at"]) >= t0]
+    check("oversell", oversold, unbalanced, recounts, value=oversold)
 
     # --- 5xx: outside the MySQL restart window -------------------------------------------
-    result.check(
-        "5xx",
-        http["server_errors"] == 0 and http["no_answer"] == 0,
-        http["server_errors"],
-        f"{http['server_errors']} answers >= 500 and {http['no_answer']} requests without "
-        f"an answer outside the MySQL restart window"
-        + (
-            f"; inside it: {http['server_errors_in_db_window']} >= 500, "
-            f"{http['no_answer_in_db_window']} without an answer (not counted)"
-            if http.get("db_window")
-            else ""
-        ),
-    )
+    head = "in the MySQL restart window (not counted) {server_errors_in_db_window} >= 500 and "
+    head += "{no_answer_in_db_window} without an answer; outside it: "
+    head = head.format_map(http) if http.get("db_window") else ""
+    check("5xx", http["server_errors"], http["no_answer"], head=head, value=http["server_errors"])
 
     # --- lost events: every committed fact reached the operations queue ------------------
     # A sale's event is the order row's (published from it, many per message) or an outbox
     # row's: either way the ops queue must have had an order.completed for every order.
-    orders_without_event = [
-        o["id"] for o in snap.orders if o["status"] == "completed" and o["id"] not in ops_orders
+    unheard = [o for o in done if o["id"] not in ops_orders]
+    outbox = {e["body"]["event_id"] for e in snap.outbox}
+    sales = {ops_orders[o["id"]] for o in snap.orders if o["id"] in ops_orders}
+    facts["events"] = dict(
+        events=len(outbox | sales) + len(unheard), ops_duplicate_deliveries=ops_duplicates
+    )
+    dead = {_event_id_of(f["body"]) for f in where(snap.failed, status="dead")}
+    fates = [
+        Counter(_fate(e, snap, dead) for e in where(snap.outbox, event_type=t)) for t in TRIGGERS
     ]
-    unpublished = [e for e in snap.outbox if e["published_at"] is None]
-    outbox_ids = {e["body"]["event_id"] for e in snap.outbox}
-    not_in_ops = outbox_ids - set(ops_seen)
-    expected = outbox_ids | {ops_orders[o["id"]] for o in snap.orders if o["id"] in ops_orders}
-    phantom = set(ops_seen) - expected
-
-    dead_events = {_event_id_of(f["body"]) for f in snap.failed if f["status"] == "dead"}
-    decisions, unaccounted_decisions = _decisions(snap, dead_events)
-    outcomes: Counter[str] = Counter()
-    unaccounted = []
-    for depletion in (e for e in snap.outbox if e["event_type"] == "stock.depleted"):
-        outcome = _depletion_outcome(depletion, snap, dead_events)
-        outcomes[outcome] += 1
-        if outcome == "unaccounted":
-            unaccounted.append({"event_id": depletion["body"]["event_id"], "sku": depletion["sku"]})
-    refusals = _refusals(snap)
+    facts["depletions"], facts["decisions"] = map(dict, fates)
+    refused = where(snap.outbox, event_type="orders.refused")
     unreported = sum(
-        abs(n - refusals["reported"][sku].get(name, 0))
-        for sku, counted in refusals["counted"].items()
-        for name, n in counted.items()
+        abs(int(p[name]) - sum(int(e["body"].get(key, 0)) for e in where(refused, sku=sku)))
+        for sku, p in snap.products.items()
+        for name, key in REFUSAL_COUNTERS.items()
     )
-    facts["depletions"] = dict(outcomes)
-    facts["unaccounted_depletions"] = unaccounted[:20]
-    facts["decisions"] = dict(decisions)
-    facts["unaccounted_decisions"] = unaccounted_decisions[:20]
-    facts["refusals"] = refusals
-    lost = (
-        len(orders_without_event)
-        + len(unpublished)
-        + len(not_in_ops)
-        + len(unaccounted)
-        + len(unaccounted_decisions)
-        + unreported
-    )
-    facts["events"] = {
-        "events": len(expected) + len(orders_without_event),
-        "outbox": len(snap.outbox),
-        "by_type": dict(Counter(seen[1] for seen in ops_seen.values())),
-        "orders": len(snap.orders),
-        "orders_without_event": len(orders_without_event),
-        "unpublished": len(unpublished),
-        "received_in_ops": len(ops_seen),
-        "missing_from_ops": len(not_in_ops),
-        "phantom_in_ops": len(phantom),
-        "ops_duplicate_deliveries": ops_duplicates,
-        "publish_attempts_max": max((e["attempts"] for e in snap.outbox), default=0),
-    }
-    undrained = f"NOT DRAINED within {undrained_after} s, so not proven delivered: "
-    result.check(
-        "lost events",
-        lost == 0 and undrained_after is None,
-        lost,
-        ("" if undrained_after is None else undrained)
-        + f"{len(snap.orders)} committed orders, {len(snap.outbox)} outbox events: "
-        f"{len(orders_without_event)} orders whose order.completed the ops queue never had, "
-        f"{len(unpublished)} outbox events unpublished, {len(not_in_ops)} missing from the "
-        f"ops queue, {len(unaccounted)} depletions "
-        f"neither restocked, absorbed nor in the DLQ, {len(unaccounted_decisions)} "
-        f"stock.low decisions without their restock or DLQ message, {unreported} refusals "
-        "counted on products and not in orders.refused events",
-    )
+    head = f"{len(snap.orders)} orders, {len(snap.outbox)} outbox events: "
+    if undrained_after is not None:
+        head = f"NOT DRAINED within {undrained_after} s, so not proven delivered: {head}"
+    lost = (where(snap.outbox, published_at=None), outbox - set(ops_seen))
+    lost += (fates[0]["unaccounted"], fates[1]["unaccounted"], unreported)
+    check("lost events", unheard, *lost, head=head, ok=undrained_after is None)
 
     # --- duplicate restocks --------------------------------------------------------------
-    fulfilled_per_root: Counter[str] = Counter(
-        _root(r) for r in snap.restocks if r["status"] == "fulfilled"
+    fulfilled = where(snap.restocks, status="fulfilled")
+    replenished = len(where(snap.outbox, event_type="stock.replenished"))
+    jobs = Counter(j["callback_url"] for j in factory_jobs or [] if j.get("status") == 201)
+    reorders = [r for r in snap.restocks if r["replaces_id"]]
+    facts["restocks"] = dict(
+        fulfilled=len(fulfilled), factory_jobs_accepted=jobs.total(), reorders=len(reorders)
     )
-    doubled = sum(n - 1 for n in fulfilled_per_root.values() if n > 1)
+    facts["dlq"] = {"messages_in_dlq": dlq_messages}
     # Every restock answers an event (a depletion or a stock.low decision): no other orders.
     triggers = {key for e in snap.outbox if e["event_type"] in TRIGGERS for key in _keys(e)}
-    orphans = sum(1 for r in snap.restocks if not r["replaces_id"] and _root(r) not in triggers)
-    replenished = sum(1 for e in snap.outbox if e["event_type"] == "stock.replenished")
-    fulfilled = sum(fulfilled_per_root.values())
-    factory_dupes = 0
-    accepted_jobs = 0
-    if factory_jobs is not None:
-        per_url = Counter(j["callback_url"] for j in factory_jobs if j.get("status") == 201)
-        accepted_jobs = sum(per_url.values())
-        factory_dupes = sum(n - 1 for n in per_url.values() if n > 1)
-    duplicates = doubled + abs(replenished - fulfilled) + factory_dupes + orphans
-    facts["restocks"] = {
-        "requests": len(snap.restocks),
-        "by_status": dict(Counter(r["status"] for r in snap.restocks)),
-        "fulfilled": fulfilled,
-        "replenished_events": replenished,
-        "factory_jobs_accepted": accepted_jobs,
-        "factory_jobs_refused": (
-            sum(1 for j in factory_jobs if j.get("status") != 201) if factory_jobs else 0
-        ),
-        "factory_callbacks": (
-            dict(Counter(j.get("callback_status") for j in factory_jobs)) if factory_jobs else {}
-        ),
-        "reorders": sum(1 for r in snap.restocks if r["replaces_id"]),
-        "without_event": orphans,
-    }
-    facts["dlq"] = {
-        "dead_rows": sum(1 for f in snap.failed if f["status"] == "dead"),
-        "redriven_rows": sum(1 for f in snap.failed if f["status"] == "redriven"),
-        "messages_in_dlq": dlq_messages,
-    }
-    result.check(
-        "duplicate restocks",
-        duplicates == 0,
-        duplicates,
-        f"{fulfilled} restocks fulfilled, {replenished} stock.replenished events, "
-        f"{doubled} depletions or decisions restocked twice, {factory_dupes} restocks "
-        f"ordered twice from the factory, {orphans} restocks answering no event",
-    )
+    orphans = [r for r in snap.restocks if not r["replaces_id"] and _root(r) not in triggers]
+    doubled = len(fulfilled) - len({_root(r) for r in fulfilled})
+    counts = (doubled, abs(replenished - len(fulfilled)), jobs.total() - len(jobs), orphans)
+    head = f"{len(fulfilled)} restocks fulfilled, {replenished} stock.replenished events: "
+    check("duplicate restocks", *counts, head=head)
 
-    # --- relay and endpoint --------------------------------------------------------------
-    facts["relay"] = _relay(snap, ops_seen, ops_orders, drill_windows)
+    # --- the relay: published_at − created_at of the outbox's events and of the sales -----
+    # A pre-order is a sale once its batch served it: its lag counts from `fulfilled_at`, since
+    # the wait for production before it is the promise's, not the relay's.
+    lags = defaultdict(list)
+    events = [(e, e["body"]["event_id"]) for e in snap.outbox]
+    for row, event_id in events + [(o, ops_orders.get(o["id"])) for o in _sales(snap)]:
+        if row["published_at"] is None:
+            continue
+        created = ts(row.get("fulfilled_at") or row["created_at"])
+        lags["lag_s"].append(ts(row["published_at"]) - created)
+        if not _during(created, drill_windows):
+            lags["lag_outside_drills_s"].append(lags["lag_s"][-1])
+        if seen := ops_seen.get(event_id or ""):
+            lags["to_ops_queue_s"].append(seen[0] - created)
+    facts["relay"] = {
+        k: spread(lags[k]) for k in ("lag_s", "lag_outside_drills_s", "to_ops_queue_s")
+    }
     facts["sold_out"] = sold_out_windows(snap, t0=t0, load_end=load_end)
-    _promises(
-        result,
-        snap,
-        references=http.get("references"),
-        ops_by_order=ops_by_order,
-        samples=samples or [],
-        mails=mails,
-        end=end if end is not None else load_end,
+
+    # --- promises backed by production, every second sampled and after the drain ---------
+    sampled = [s for s in samples or [] if "promised" in s]
+    per_sku = [(s, sku, n) for s in sampled for sku, n in s["promised"].items()]
+    backed = (
+        sum(n > s["in_production"].get(sku, 0) for s, sku, n in per_sku),
+        sum(bool(s["untied"].get(sku)) for s, sku, _ in per_sku),
+        sum(n != s["waiting"].get(sku, 0) for s, sku, n in per_sku),
+        sum(bool(s.get("overfull_batches")) for s in sampled),
+        [p for p in snap.products.values() if int(p.get("promised") or 0) > p["on_order"]],
     )
+    check("promises backed", *backed, head=f"{len(sampled)} seconds sampled: ")
+
+    # --- every promise kept, or cancelled with notice ------------------------------------
+    outcomes = Counter(promise_outcome(o, end=load_end if end is None else end) for o in promises)
+    cancelled = where(promises, status="cancelled")
+    unfed = [o["id"] for o in cancelled if _heard(ops_by_order, o, "order.cancelled") == set()]
+    unmailed = [] if mails is None else _unmailed(cancelled, mails)
+    facts["promises"] = {"outcomes": dict(outcomes)}
+    head = f"{len(promises)} pre-orders, {outcomes['kept']} kept, {outcomes['cancelled']} cancelled"
+    head += ": " if mails is not None else " (mail not checked): "
+    waiting = outcomes["overdue"] + outcomes["waiting"]
+    check("promises kept", outcomes["late"], waiting, unfed, unmailed, head=head)
+
+    # --- no order lost: every 201 has its row, of the kind answered ----------------------
+    # An order's reference is its row's; a basket's, its lines' (a pre-order when any is).
+    lines = defaultdict(list)
+    for order in snap.orders:
+        lines[order.get("basket_reference") or order.get("reference") or ""].append(order)
+    taken = http.get("references") or {}
+    missing = [ref for ref in taken if ref not in lines]
+    wrong = [
+        ref
+        for ref, kind in taken.items()
+        if ref in lines and (kind == "backordered") != any(map(is_preorder, lines[ref]))
+    ]
+    unannounced = [o for o in promises if _heard(ops_by_order, o, "order.backordered") == set()]
+    not_final = [o["id"] for o in snap.orders if o["status"] not in FINAL]
+    head = f"{len(taken)} orders answered 201: "
+    check("orders lost", missing, wrong, unannounced, not_final, head=head)
+
+    # --- none served twice ---------------------------------------------------------------
+    sold_as = {o["id"]: _heard(ops_by_order, o, "order.completed") or () for o in snap.orders}
+    twice = [pk for pk, ids in sold_as.items() if len(ids) > 1]
+    cancelled = [o for o in where(snap.orders, status="cancelled") if sold_as[o["id"]]]
+    check("served twice", twice, cancelled)
     return result
 
 
-def _ops_events(ops_by_order: dict[str, dict[str, set[str]]], order: dict[str, Any]) -> dict:
-    """The event ids of each type the ops queue had for `order`, by its id or reference."""
-    found: dict[str, set[str]] = defaultdict(set)
-    for key in (str(order["id"]), str(order.get("reference") or "")):
-        for kind, ids in ops_by_order.get(key, {}).items():
-            found[kind] |= ids
-    return found
+def _event_id_of(envelope_body: str) -> str | None:
+    try:
+        return str(json.loads(json.loads(envelope_body)["Message"])["event_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
-def _unmailed(cancelled: dict[str, list[dict[str, Any]]], mails: list[dict[str, Any]]) -> list[int]:
-    """The cancelled orders whose address got no mail about it: a mail naming the order's
-    reference, or else one cancellation mail (one that says "cancel") per cancelled order
-    of the address."""
-    texts: dict[str, list[str]] = defaultdict(list)
-    for mail in mails:
-        for address in mail["to"]:
-            texts[address.lower()].append(mail["text"])
-    unmailed = []
-    for address, orders in cancelled.items():
-        named = [o for o in orders if any(o.get("reference", "") in t for t in texts[address])]
-        cancellations = sum(1 for t in texts[address] if "cancel" in t.lower())
-        rest = [o for o in orders if o not in named]
-        unmailed += [o["id"] for o in rest[max(0, cancellations - len(named)) :]]
-    return unmailed
-
-
-def _promises(
-    result: Verification,
-    snap: Snapshot,
-    *,
-    references: dict[str, str] | None,
-    ops_by_order: dict[str, dict[str, set[str]]] | None,
-    samples: list[dict[str, Any]],
-    mails: list[dict[str, Any]] | None,
-    end: float,
-) -> None:
-    """The pre-orders' invariants: promises backed by production, kept or cancelled with
-    notice, no order lost, none served twice."""
-    facts = result.facts
-    promises = [o for o in snap.orders if is_preorder(o)]
-
-    # --- no promise without production behind it ----------------------------------------
-    over, untied, unbalanced, overfull, seconds = [], [], [], [], 0
-    for sample in samples:
-        if "promised" not in sample:
-            continue
-        seconds += 1
-        for sku, promised in sample["promised"].items():
-            at = round(sample["t"], 1)
-            if promised > sample["in_production"].get(sku, 0):
-                over.append((at, sku, promised, sample["in_production"].get(sku, 0)))
-            if sample["untied"].get(sku):
-                untied.append((at, sku, sample["untied"][sku]))
-            if promised != sample["waiting"].get(sku, 0):
-                unbalanced.append((at, sku, promised, sample["waiting"].get(sku, 0)))
-        if sample.get("overfull_batches"):
-            overfull.append((round(sample["t"], 1), sample["overfull_batches"]))
-    final_over = [
-        sku for sku, p in snap.products.items() if int(p.get("promised") or 0) > p["on_order"]
-    ]
-    unbacked = len(over) + len(untied) + len(unbalanced) + len(overfull) + len(final_over)
-    facts["promises_backed"] = {
-        "seconds_sampled": seconds,
-        "promised_over_on_order": over[:10],
-        "waiting_without_batch": untied[:10],
-        "promised_not_waiting_units": unbalanced[:10],
-        "batches_promised_beyond_their_units": overfull[:10],
-        "promised_peak": max(
-            (sum(s["promised"].values()) for s in samples if "promised" in s), default=0
-        ),
-    }
-    result.check(
-        "promises backed",
-        unbacked == 0,
-        unbacked,
-        f"every second of {seconds} sampled: promised <= on_order per product "
-        f"({len(over)} not), every waiting order tied to a batch ({len(untied)} not), "
-        f"promised == units of the waiting orders ({len(unbalanced)} not), no batch "
-        f"promised beyond its units ({len(overfull)} seconds with one); after the "
-        f"drain {len(final_over)} products with promised > on_order",
-    )
-
-    # --- every promise kept, or cancelled with notice ------------------------------------
-    outcomes: Counter[str] = Counter(promise_outcome(o, end=end) for o in promises)
-    unnoticed_feed, unnoticed_mail = [], []
-    cancelled_by_address: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for order in (o for o in promises if o["status"] == "cancelled"):
-        if ops_by_order is not None and not _ops_events(ops_by_order, order).get(CANCELLED):
-            unnoticed_feed.append(order["id"])
-        if order.get("email"):
-            cancelled_by_address[order["email"].lower()].append(order)
-    if mails is not None:
-        unnoticed_mail = _unmailed(cancelled_by_address, mails)
-    broken = outcomes["late"] + outcomes["overdue"] + outcomes["waiting"]
-    silent = len(unnoticed_feed) + len(unnoticed_mail)
-    facts["promises"] = {
-        "outcomes": dict(outcomes),
-        "cancelled_without_feed_event": unnoticed_feed[:10],
-        "cancelled_without_mail": unnoticed_mail[:10],
-        "mails_checked": mails is not None,
-        "with_email": sum(1 for o in promises if o.get("email")),
-    }
-    result.check(
-        "promises kept",
-        broken + silent == 0,
-        broken + silent,
-        f"{len(promises)} pre-orders: {outcomes['kept']} completed by their time, "
-        f"{outcomes['cancelled']} cancelled ({len(unnoticed_feed)} without order.cancelled "
-        f"in the ops feed"
-        + (
-            f", {len(unnoticed_mail)} without a mail to their address"
-            if mails is not None
-            else ", mail not checked"
-        )
-        + f"), {outcomes['late']} completed late, "
-        f"{outcomes['overdue'] + outcomes['waiting']} still waiting",
-    )
-
-    # --- no order lost ------------------------------------------------------------------
-    # An order's reference is its row's; a basket's, its lines' (a pre-order when any is).
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for o in snap.orders:
-        rows.setdefault(o.get("basket_reference") or o.get("reference") or "", []).append(o)
-    missing, wrong = [], []
-    for reference, kind in (references or {}).items():
-        lines = rows.get(reference)
-        if not lines:
-            missing.append(reference)
-        elif (kind == "backordered") != any(is_preorder(line) for line in lines):
-            wrong.append(reference)
-    unannounced = (
-        [o["id"] for o in promises if not _ops_events(ops_by_order, o).get(BACKORDERED)]
-        if ops_by_order is not None
-        else []
-    )
-    not_final = [o["id"] for o in snap.orders if o["status"] not in FINAL]
-    lost = len(missing) + len(wrong) + len(unannounced) + len(not_final)
-    facts["orders_taken"] = {
-        "answers_201": len(references or {}),
-        "without_row": missing[:10],
-        "row_of_another_kind": wrong[:10],
-        "preorders_without_backordered_event": unannounced[:10],
-        "not_final": not_final[:10],
-    }
-    result.check(
-        "orders lost",
-        lost == 0,
-        lost,
-        f"{len(references or {})} orders answered 201: {len(missing)} without their row, "
-        f"{len(wrong)} whose row is of another kind (shelf/pre-order); {len(unannounced)} "
-        f"pre-orders whose order.backordered the ops queue never had; {len(not_final)} "
-        "orders neither completed nor cancelled after the drain",
-    )
-
-    # --- none served twice --------------------------------------------------------------
-    twice, cancelled_sold = [], []
-    if ops_by_order is not None:
-        for order in snap.orders:
-            sales = _ops_events(ops_by_order, order).get(ORDER_COMPLETED, set())
-            if len(sales) > 1:
-                twice.append(order["id"])
-            if sales and order["status"] == "cancelled":
-                cancelled_sold.append(order["id"])
-    doubled = len(twice) + len(cancelled_sold)
-    facts["served_twice"] = {"orders": twice[:10], "cancelled_and_sold": cancelled_sold[:10]}
-    result.check(
-        "served twice",
-        doubled == 0,
-        doubled,
-        f"{len(twice)} orders with more than one order.completed in the ops queue, "
-        f"{len(cancelled_sold)} cancelled orders with one",
-    )
-
-
-def _root(restock: dict[str, Any]) -> str:
+def _root(restock: Row) -> str:
     """The event a restock answers; re-orders of an overdue request carry its key."""
-    decision = restock.get("decision_id")
-    return str(decision) if decision else restock["depletion_key"].split(REORDER_SEPARATOR)[0]
+    return str(restock.get("decision_id") or restock["depletion_key"].split("/reorder-")[0])
 
 
-def _outcome(keys: set[str], snap: Snapshot) -> dict[str, Any] | None:
-    """The request that finally answered an event (re-orders of overdue requests followed)."""
+def _keys(event: Row) -> set[str]:
+    """What a restock answering `event` is keyed by: its id, or its decision's."""
+    body = event["body"]
+    return {str(body[k]) for k in ("event_id", "decision_id") if body.get(k) is not None}
+
+
+def _fate(event: Row, snap: Snapshot, dead: set[str | None]) -> str:
+    """restocked: its restock brought stock (re-orders followed), or for a depletion one decided
+    after it; absorbed: units on order when the depletion happened arrived after it; in_dlq: its
+    message is dead in the DLQ; else unaccounted."""
+    keys = _keys(event)
     request = next((r for r in snap.restocks if not r["replaces_id"] and _root(r) in keys), None)
     replaced_by = {r["replaces_id"]: r for r in snap.restocks if r["replaces_id"]}
     while request is not None and request["status"] == "overdue" and request["id"] in replaced_by:
         request = replaced_by[request["id"]]
-    return request
-
-
-def _keys(event: dict[str, Any]) -> set[str]:
-    keys = {str(event["body"]["event_id"])}
-    if event["body"].get("decision_id") is not None:
-        keys.add(str(event["body"]["decision_id"]))
-    return keys
-
-
-def _decisions(snap: Snapshot, dead_events: set[str | None]) -> tuple[Counter[str], list]:
-    """Every stock.low decision became exactly one restock, fulfilled, or is dead in the DLQ."""
-    outcomes: Counter[str] = Counter()
-    unaccounted = []
-    for decision in (e for e in snap.outbox if e["event_type"] == "stock.low"):
-        request = _outcome(_keys(decision), snap)
-        if request is not None and request["status"] == "fulfilled":
-            outcomes["restocked"] += 1
-        elif decision["body"]["event_id"] in dead_events:
-            outcomes["in_dlq"] += 1
-        else:
-            outcomes["unaccounted"] += 1
-            event_id = decision["body"]["event_id"]
-            unaccounted.append({"event_id": event_id, "sku": decision["sku"], "request": request})
-    return outcomes, unaccounted
-
-
-def _depletion_outcome(
-    depletion: dict[str, Any], snap: Snapshot, dead_events: set[str | None]
-) -> str:
-    """restocked: its own restock, or one decided after it, brought stock; absorbed: units
-    already on order when it happened arrived; in_dlq: its message is dead in the DLQ."""
-    request = _outcome(_keys(depletion), snap)
     if request is not None and request["status"] == "fulfilled":
         return "restocked"
-    if depletion["body"]["event_id"] in dead_events:
+    if event["body"]["event_id"] in dead:
         return "in_dlq"
-    if request is not None:
+    if request is not None or event["event_type"] == "stock.low":
         return "unaccounted"
-    at = ts(depletion["created_at"]) or 0
+    at = ts(event["created_at"])
     decided = {
-        key: ts(e["created_at"]) or 0
-        for e in snap.outbox
-        if e["event_type"] in TRIGGERS
-        for key in _keys(e)
+        k: e["created_at"] for e in snap.outbox if e["event_type"] in TRIGGERS for k in _keys(e)
     }
+    restocks = where(snap.restocks, sku=event["sku"], status="fulfilled")
     arrivals = [
-        decided.get(_root(r), ts(r["created_at"]) or 0)
-        for r in snap.restocks
-        if r["sku"] == depletion["sku"]
-        and r["status"] == "fulfilled"
-        and (ts(r["fulfilled_at"]) or 0) >= at
+        ts(decided.get(_root(r), r["created_at"])) for r in restocks if ts(r["fulfilled_at"]) >= at
     ]
     if not arrivals:
         return "unaccounted"
     return "absorbed" if min(arrivals) <= at + SAME_DECISION_S else "restocked"
 
 
-def _refusals(snap: Snapshot) -> dict[str, Any]:
-    """The products' refusal counters and what the orders.refused events reported of them."""
-    counted = {
-        sku: {name: int(p[name]) for name in REFUSAL_COUNTERS} for sku, p in snap.products.items()
-    }
-    reported: dict[str, Counter[str]] = defaultdict(Counter)
-    for e in snap.outbox:
-        if e["event_type"] == "orders.refused":
-            for name, key in REFUSAL_COUNTERS.items():
-                reported[e["sku"]][name] += int(e["body"].get(key, 0))
-    return {"counted": counted, "reported": {sku: dict(reported[sku]) for sku in counted}}
+def _heard(
+    by_order: dict[str, dict[str, set[str]]] | None, order: Row, kind: str
+) -> set[str] | None:
+    """The ids of the `kind` events the ops queue had for `order` by its id or reference; None
+    when the queue was not read per order."""
+    if by_order is None:
+        return None
+    keys = (str(order["id"]), str(order.get("reference") or ""))
+    return set().union(*(by_order.get(key, {}).get(kind, ()) for key in keys))
 
 
-def _published_sales(snap: Snapshot) -> list[dict[str, Any]]:
-    """The orders the relay published as sales (order.completed)."""
-    return [o for o in snap.orders if o["published_at"] and o["status"] == "completed"]
+def _unmailed(cancelled: list[Row], mails: list[Row]) -> list[int]:
+    """The cancelled orders whose address got no mail about it: one naming the order's
+    reference, or else one that says "cancel" per cancelled order of the address."""
+    unmailed = []
+    for address in dict.fromkeys(o["email"].lower() for o in cancelled if o.get("email")):
+        texts = [m["text"] for m in mails for to in m["to"] if to.lower() == address]
+        orders = [o for o in cancelled if (o.get("email") or "").lower() == address]
+        named = [o for o in orders if any(o.get("reference", "") in t for t in texts)]
+        spare = sum("cancel" in t.lower() for t in texts) - len(named)
+        unmailed += [o["id"] for o in orders if o not in named][max(0, spare) :]
+    return unmailed
 
 
-def _in_windows(t: float, windows: list[tuple[str, float, float]]) -> bool:
+def _sales(snap: Snapshot) -> list[Row]:
+    """The orders the relay published as sales: a cancelled one is marked published, and
+    order.cancelled tells of it."""
+    return [o for o in where(snap.orders, status="completed") if o["published_at"]]
+
+
+def _during(t: float, windows: list[Window]) -> bool:
     return any(start <= t <= end for _, start, end in windows)
 
 
-def _relay(
-    snap: Snapshot,
-    ops_seen: dict[str, tuple[float, str]],
-    ops_orders: dict[int, str],
-    windows: list[tuple[str, float, float]],
-) -> dict[str, Any]:
-    """published_at − created_at of every event: outbox rows, and orders the relay published.
-
-    A pre-order is a sale once its batch served it: its lag counts from `fulfilled_at`, since
-    the wait for production before it is the promise's, not the relay's.
-    """
-    lag, lag_calm, e2e = [], [], []
-    events = [(e, e["body"]["event_id"]) for e in snap.outbox]
-    # A cancelled order is marked published without being a sale: order.cancelled tells of it.
-    events += [(o, ops_orders.get(o["id"])) for o in _published_sales(snap)]
-    for e, event_id in events:
-        created = ts(e.get("fulfilled_at") or e["created_at"])
-        published = ts(e["published_at"])
-        if created is None or published is None:
-            continue
-        lag.append(published - created)
-        if not _in_windows(created, windows):
-            lag_calm.append(published - created)
-        seen = ops_seen.get(event_id or "")
-        if seen:
-            e2e.append(seen[0] - created)
-
-    return {
-        "lag_s": spread(lag),
-        "lag_outside_drills_s": spread(lag_calm),
-        "to_ops_queue_s": spread(e2e),
-    }
-
-
 def sold_out_windows(snap: Snapshot, *, t0: float, load_end: float) -> dict[str, Any]:
-    """When each product had zero stock during the rush, from orders and arrivals."""
-    changes: dict[str, list[tuple[float, int]]] = defaultdict(list)
-    for order in snap.orders:
-        if order["status"] == "completed" and not is_preorder(order):
-            changes[order["sku"]].append((ts(order["created_at"]) or 0, order["remaining_stock"]))
-    for arrival in snap.arrivals:
-        changes[arrival["sku"]].append((ts(arrival["created_at"]) or 0, arrival["new_quantity"]))
+    """When each product had zero stock, from orders and arrivals: its windows (seconds since
+    t0; None: open at the end), how many, their mean and their share of the load."""
+    changes = defaultdict(list)
+    for o in where(snap.orders, status="completed"):
+        if not is_preorder(o):
+            changes[o["sku"]].append((ts(o["created_at"]), o["remaining_stock"]))
+    for a in snap.arrivals:
+        changes[a["sku"]].append((ts(a["created_at"]), a["new_quantity"]))
     result = {}
     for sku in snap.products:
-        windows: list[list[float]] = []
-        start = None
+        windows: list[list] = []  # [start, end or None]
         for at, stock in sorted(changes[sku]):
-            if stock == 0 and start is None:
-                start = at
-            elif stock > 0 and start is not None:
-                windows.append([start, at])
-                start = None
-        if start is not None:
-            windows.append([start, None])  # type: ignore[list-item]
-        clipped = [
-            (max(s, t0), min(e if e is not None else load_end, load_end))
-            for s, e in windows
-            if s < load_end
-        ]
-        lengths = [e - s for s, e in clipped if e > s]
+            is_open = bool(windows) and windows[-1][1] is None
+            if stock == 0 and not is_open:
+                windows.append([at, None])
+            elif stock > 0 and is_open:
+                windows[-1][1] = at
+        ends = [(s, load_end if e is None else min(e, load_end)) for s, e in windows]
+        during = sum(max(0.0, e - max(s, t0)) for s, e in ends if s < load_end)
         closed = [e - s for s, e in windows if e is not None]
         result[sku] = {
             "windows": [
                 [round(s - t0, 2), None if e is None else round(e - t0, 2)] for s, e in windows
             ],
-            "sold_out_s": round(sum(lengths), 1),
-            "sold_out_share": round(sum(lengths) / max(1e-9, load_end - t0), 3),
+            "sold_out_share": round(during / max(1e-9, load_end - t0), 3),
             "times": len(windows),
             "mean_window_s": round(sum(closed) / len(closed), 2) if closed else None,
-            "longest_window_s": round(max(closed), 2) if closed else None,
-            "open_at_end": bool(windows and windows[-1][1] is None),
         }
     return result
+
+
+# --- k6's answers, the rates and what was left ----------------------------------------------
+
+
+def read_k6_csv(path: Path, *, t0: float, db_window: tuple[float, float] | None) -> dict[str, Any]:
+    """Every order request by its outcome, in all and per second since the load began; and by
+    reference, the answer to every order taken and the ready_by every pre-order was told."""
+    totals, bins, latencies = Counter(), defaultdict(Counter), defaultdict(list)
+    references, told = {}, {}
+    with gzip.open(path, "rt", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["metric_name"] != "order_ms":
+                continue
+            at = int(row["timestamp"]) / 1000
+            tags = dict(tag.split("=", 1) for tag in row["extra_tags"].split("&") if tag)
+            kind, second, reference = tags["outcome"], int(at - t0), tags.get("reference")
+            if reference:
+                references[reference] = kind
+            if reference and tags.get("ready_by"):
+                told[reference] = tags["ready_by"]
+            in_db = db_window is not None and db_window[0] <= at <= db_window[1]
+            excused = in_db and kind in ("server_errors", "no_answer")
+            totals.update(["requests", f"{kind}_in_db_window" if excused else kind])
+            bins[second].update(["requests", kind])
+            if kind != "no_answer":
+                latencies[second].append(float(row["metric_value"]))
+    timeline = [
+        {"s": s, **{k: bins[s][k] for k in (*KINDS, "requests")}}
+        | {"p50_ms": percentile(latencies[s], 50), "p99_ms": percentile(latencies[s], 99)}
+        for s in sorted(bins)
+    ]
+    durations = [v for values in latencies.values() for v in values]
+    in_window = ("server_errors_in_db_window", "no_answer_in_db_window")
+    return {k: totals[k] for k in (*KINDS, "requests", *in_window)} | {
+        "db_window": [round(w - t0, 1) for w in db_window] if db_window else None,
+        "latency_ms": spread(durations, (50, 90, 99, 100), digits=1),
+        "references": references,
+        "ready_by_told": told,
+        "timeline": timeline,
+    }
+
+
+def rates(http: dict[str, Any], *, hold: tuple[int, int]) -> dict[str, float]:
+    """Orders per second over the plateau of the load, and the busiest second."""
+    steady = [b for b in http["timeline"] if hold[0] <= b["s"] < hold[1]]
+    answered = [sum(b[k] for k in ANSWERS) for b in steady]
+    seconds = max(1, hold[1] - hold[0])
+    return {
+        "orders_per_s": round(sum(answered) / seconds, 1),
+        "served_per_s": round(sum(b["served"] for b in steady) / seconds, 1),
+        "peak_orders_per_s": max(answered, default=0),
+    }
+
+
+def event_rates(snap: Snapshot, *, t0: float) -> dict[str, Any]:
+    """Events written (app) and published (relay → endpoint) per second: the outbox's, and
+    the sales the relay published from the order rows."""
+    rows = [*snap.outbox, *_sales(snap)]
+    return {
+        name: dict(Counter(int(ts(e[column]) - t0) for e in rows if e[column] is not None))
+        for name, column in (("created", "created_at"), ("published", "published_at"))
+    }
+
+
+def ops_unread(published: dict[int, int], read_at: list[float]) -> list[int]:
+    """Events published and not yet read from the ops queue, second by second."""
+    read_at = sorted(read_at)
+    last = int(max([*published, *read_at[-1:], 0])) + 1
+    totals = accumulate(published.get(second, 0) for second in range(last))
+    return [max(0, total - bisect_left(read_at, s + 1)) for s, total in enumerate(totals)]
+
+
+def replenishment(
+    *, http: dict[str, Any], facts: dict[str, Any], snap: Snapshot, at_load_end: Row
+) -> Row:
+    """Fill rate, worst time sold out, and what is left on hand and in production once the
+    crowd has gone, as a share of the units sold. Units in production already promised to
+    waiting orders are sold, not left over: only the rest of on_order counts."""
+    sold = sum(p["sold"] for p in facts["products"].values())
+    columns = {"stock": "stock", "in_production": "on_order", "promised": "promised"}
+    after = {
+        k: {s: int(p.get(c) or 0) for s, p in snap.products.items()} for k, c in columns.items()
+    }
+
+    def left(at: Row) -> Row:
+        on_hand, promised = at.get("stock", {}), at.get("promised", {})
+        free = {sku: n - promised.get(sku, 0) for sku, n in at.get("in_production", {}).items()}
+        units = sum(on_hand.values()) + sum(free.values())
+        return {
+            "on_hand": sum(on_hand.values()),
+            "in_production": sum(free.values()),
+            "promised": sum(promised.values()),
+            "ratio": round(units / sold, 3) if sold else None,
+            "per_product": {sku: [on_hand.get(sku), free.get(sku)] for sku in on_hand},
+        }
+
+    asked, shares = http["requests"], [s["sold_out_share"] for s in facts["sold_out"].values()]
+    return {
+        "fill_rate": round(http["served"] / asked, 3) if asked else None,
+        "sold_out_worst": max(shares, default=None),
+        "units_sold": sold,
+        "left_at_load_end": left(at_load_end),
+        "left_after_drain": left(after),
+        # What the products counted of the demand they refused (their own counters).
+        "counted": {k: sum(int(p[k]) for p in snap.products.values()) for k in REFUSAL_COUNTERS},
+    }
+
+
+def preorders(*, http: dict[str, Any], snap: Snapshot, end: float) -> dict[str, Any]:
+    """Served (from the shelf, or from production by the promised time) as a share of the
+    orders asked, and the promises broken (late, cancelled, or still waiting past their
+    time at `end`) as a share of the promises, from the orders' rows after the run."""
+    promises = [o for o in snap.orders if is_preorder(o)]
+    outcomes = Counter(promise_outcome(o, end=end) for o in promises)
+    broken = outcomes["late"] + outcomes["cancelled"] + outcomes["overdue"]
+    delivered = [o for o in where(promises, status="completed") if o["fulfilled_at"]]
+    # How long before its promised time each delivered order was ready (negative: late).
+    slack = [ts(_told(o)) - ts(o["fulfilled_at"]) for o in delivered]
+    asked, served = http["requests"], http["served"] + outcomes["kept"]
+    return {k: outcomes[k] for k in OUTCOMES} | {
+        "promised": len(promises),
+        "moved": sum(bool(o.get("moved")) for o in promises),
+        "served_share": round(served / asked, 3) if asked else None,
+        "broken_share": round(broken / len(promises), 4) if promises else None,
+        "promise_s": _spread([ts(_told(o)) - ts(o["created_at"]) for o in promises]),
+        "waited_s": _spread([ts(o["fulfilled_at"]) - ts(o["created_at"]) for o in delivered]),
+        "slack_s": {"min": round(min(slack), 1) if slack else None, **_spread(slack)},
+    }
+
+
+def _spread(values: list[float]) -> dict[str, float | None]:
+    return spread(values, (1, 50, 99), digits=1)
+
+
+def read_mails(directory: Path) -> list[Row]:
+    """The messages the mail sink saved: their recipients and their text parts."""
+    mails = []
+    for path in sorted(directory.glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        parts = (p.get_content() for p in message.walk() if p.get_content_maintype() == "text")
+        text = str(message["Subject"] or "") + "\n" + "".join(parts)
+        mails.append({"to": [str(a.addr_spec) for a in message["To"].addresses], "text": text})
+    return mails
+
+
+# --- the sampler's seconds -------------------------------------------
+
+
+def recovery_windows(
+    samples: list[Row], windows: list[Window], *, threshold: float
+) -> list[tuple[str, float, float, float | None]]:
+    """Each drill window with the moment the event backlog was back under `threshold`."""
+    calm = [s["t"] for s in samples if s.get("backlog", threshold + 1) <= threshold]
+    return [
+        (name, start, end, next((t for t in calm if t >= end), None))
+        for name, start, end in windows
+    ]
+
+
+def backlog_peak(samples: list[Row], t0: float, windows: list[Window]) -> dict[str, Any]:
+    """The event backlog's peak, over the run and outside the drills and their recovery."""
+    rows = [s for s in samples if "backlog" in s and s["t"] >= t0]
+
+    def peak(rows: list[Row]) -> dict[str, Any]:
+        best = max(rows, key=lambda s: s["backlog"], default=None)
+        return (
+            {"events": best["backlog"], "at_s": round(best["t"] - t0, 1)}
+            if best
+            else {"events": 0, "at_s": None}
+        )
+
+    return {
+        "all": peak(rows),
+        "outside_drills": peak([s for s in rows if not _during(s["t"], windows)]),
+    }
