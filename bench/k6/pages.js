@@ -1,32 +1,20 @@
-// Storefront pages left open during the rush, each polling the product list every 5 s as
-// shop/static/shop/live.js does. A k6 process of its own: the customers' browsers are not the
-// load generator that times the orders. Driven by bench/rush.py --open-pages N.
+// Storefront pages left open during the rush (bench/rush.py --open-pages N): each polls the
+// product list every 5 s, as shop/static/shop/live.js does, from a k6 process of its own.
 import http from "k6/http";
 import { sleep } from "k6";
 import { Trend } from "k6/metrics";
 
-const BASE_URL = __ENV.BASE_URL;
-const PAGES = parseInt(__ENV.OPEN_PAGES || "100", 10);
-const SECONDS = parseInt(__ENV.DURATION_SECONDS || "60", 10);
-const POLL_SECONDS = 5;
-
 const polls = new Trend("poll_ms", true);
-
-export const options = {
-  scenarios: {
-    pages: { executor: "constant-vus", vus: PAGES, duration: `${SECONDS}s`, gracefulStop: "5s" },
-  },
-  summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(99)"],
-};
+const vus = Number(__ENV.OPEN_PAGES || 100);
+const duration = `${__ENV.DURATION_SECONDS || 60}s`;
+const pages = { executor: "constant-vus", vus, duration, gracefulStop: "5s" };
+export const options = { scenarios: { pages }, summaryTrendStats: ["med", "p(99)"] };
 
 export default function () {
-  // Pages were opened over the last interval, not all in the same instant.
-  if (__ITER === 0) sleep(Math.random() * POLL_SECONDS);
-  const response = http.get(`${BASE_URL}/api/products/`, { timeout: "30s" });
-  polls.add(response.timings.duration, { status: String(response.status) });
-  sleep(POLL_SECONDS);
+  if (__ITER === 0) sleep(Math.random() * 5); // the pages were opened over the last interval
+  const res = http.get(`${__ENV.BASE_URL}/api/products/`, { timeout: "30s" });
+  polls.add(res.timings.duration, { status: String(res.status) });
+  sleep(5);
 }
 
-export function handleSummary(data) {
-  return { [__ENV.SUMMARY_PATH]: JSON.stringify(data) };
-}
+export const handleSummary = (data) => ({ [__ENV.SUMMARY_PATH]: JSON.stringify(data) });
