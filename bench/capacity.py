@@ -4,7 +4,8 @@
                                                   # per shape (~6 min); rewrites docs/deploy.md
     .venv/bin/python bench/capacity.py --quick    # 8 and 32 connections, 1 round of 3 s; no doc
 
-Each connection is a process of its own sending the order's own statement (shop.services).
+Each connection is a process of its own sending the order's own statement (shop.services),
+with production's purchase limits on.
 """
 
 import argparse
@@ -119,7 +120,8 @@ def main() -> int:
     if not (args.web_ms or saved.exists()):
         raise SystemExit("no bench/results/orders.json: run bench/orders.py or pass --web-ms")
     web = args.web_ms or json.loads(saved.read_text())["summary"]["medians"]["prod"]["cpu_web"]
-    stack.django_setup(args.database_url, BENCH_EVENTS_ENABLED="0")
+    # Production's purchase limits: the statement reads each customer's and address's counts.
+    stack.django_setup(args.database_url, BENCH_EVENTS_ENABLED="0", BENCH_LIMITS="production")
     from django.db import connection
 
     with connection.cursor() as cursor:
