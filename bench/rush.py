@@ -280,7 +280,12 @@ class Drills:
             time.sleep(0.2)
         daemon = ["start-stop-daemon", "--start", "--oknodo", "--background", "--exec"]
         subprocess.run([*daemon, "/usr/sbin/mariadbd"], capture_output=True, timeout=30)
-        wait_for(lambda: connect(url).close() or True, timeout=120, what="MySQL after the drill")
+
+        def back() -> bool:
+            connect(url).close()
+            return True
+
+        wait_for(back, timeout=120, what="MySQL after the drill")
         self.ended("mysql_restart", "MySQL restart")
 
     def mysql_window(self) -> tuple[float, float] | None:
