@@ -292,10 +292,7 @@ def main() -> int:
     try:
         stack.say(f"starting the system (logs in {workdir})", "orders")
         system.start()
-        os.environ.update(system.env, LOG_LEVEL="WARNING")  # this process reads the database
-        import django
-
-        django.setup()
+        system.use_settings()  # this process reads the database
         sqs = system.sqs()
         ops = stack.OpsReader(sqs=sqs, url=system.queue_url(sqs, "SQS_OPS_QUEUE"))
         info = machine()

@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
 
 from bench import rush_report as report  # noqa: E402
 from bench import rush_verify as numbers  # noqa: E402
-from bench.stack import (  # noqa: E402  # noqa: E402
+from bench.stack import (  # noqa: E402
     K6,
     PY,
     Config,
@@ -93,7 +93,6 @@ FLAGS = [
     ("--json", "", "write every number and the timelines here"),
     ("--workdir", str(ROOT / "run" / "rush"), "logs and k6 data"),
     ("--database-url", "mysql://root@127.0.0.1:3306/nudged_bench_rush", "dropped and recreated"),
-    ("--prefix", "nudged-rush", "prefix of topic and queue names"),
     ("--web-port", 8300, "gunicorn's"),
     ("--factory-port", 8301, "the factory simulator's"),
     ("--moto-port", 4800, "moto's"),
@@ -167,9 +166,6 @@ def stack_config(args: argparse.Namespace, workdir: Path) -> Config:
     }
     if args.purchase_window is not None:
         settings["PURCHASE_LIMIT_WINDOW"] = str(args.purchase_window)
-    if args.emails:  # to the rush's own mail sink
-        settings |= {"EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend"}
-        settings |= {"EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": str(args.mail_port)}
     return Config(
         workdir=workdir,
         database_url=args.database_url,
@@ -181,7 +177,7 @@ def stack_config(args: argparse.Namespace, workdir: Path) -> Config:
         q_workers=args.q_workers,
         factory_delay=args.factory_delay,
         factory_failure_rate=0.5 if args.factory_failures else 0.0,
-        prefix=args.prefix,
+        mail_port=args.mail_port if args.emails else None,  # the rush's own mail sink
         settings=settings,
     )
 
@@ -419,14 +415,12 @@ def run_mode(args: argparse.Namespace, mode: str, workdir: Path, *, share: float
             say("MySQL drill skipped: a test run has used MySQL for too long", "rush")
             args.mysql_restart = False
         try:
-            if args.emails:
-                sink = [PY, "manage.py", "run_mail_sink", "--port", str(args.mail_port)]
-                stack.service("mail", [*sink, "--dir", str(workdir / "mail")], args.mail_port)
             say("starting moto, proxy, database, factory, qcluster and gunicorn", "rush")
             stack.start(setup=lambda: setup_products(stack, args, mode, skus))
         except Exception as exc:  # any failure to start is reported the same way
             say(f"could not start the system: {exc}; logs in {workdir}", "rush")
             return None
+        stack.use_settings()
         sqs = stack.sqs()
         initial = numbers.read_snapshot(args.database_url, skus)
         if initial.orders:

@@ -1,11 +1,12 @@
-"""What the benchmarks share: the whole system started as `make run` starts it, on the
-benchmark's own ports and database (recreated, so its name must contain "bench"); the CPU each
-part used (/proc); k6; a reader of the operations queue; percentiles and Markdown tables.
+"""What the benchmarks share: the whole system started as `make run` starts it (Procfile.local),
+on the benchmark's own ports and database (recreated, so its name must contain "bench"); the CPU
+each part used (/proc); k6; a reader of the operations queue; percentiles and Markdown tables.
 Each service runs in a session of its own, stopped or killed through its own id only."""
 
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import environ
 import MySQLdb
 import requests
 from botocore.config import Config as BotoConfig
+from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
@@ -28,9 +30,14 @@ PY = str(BIN / "python")
 K6 = [str(BIN / "k6"), "run", "--quiet", "--no-color"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MYSQL = ("mariadbd", "mysqld")
-QUEUES = {"SNS_STOCK_TOPIC": "stock-events", "SNS_SALES_TOPIC": "sales-events"}
-QUEUES |= {"SQS_RESTOCK_QUEUE": "restock", "SQS_RESTOCK_DLQ": "restock-dlq", "SQS_OPS_QUEUE": "ops"}
-QUEUES |= {"SQS_NOTIFY_QUEUE": "notify", "SQS_NOTIFY_DLQ": "notify-dlq"}
+# The processes of Procfile.local a Stack runs, by its names for them (moto is the `aws` there).
+ENTRIES = {"moto": "aws"} | {name: name for name in ("redis", "mail", "factory", "cluster", "web")}
+
+
+def procfile() -> dict[str, str]:
+    """Procfile.local's command of each process, by name."""
+    text = (ROOT / "Procfile.local").read_text()
+    return dict(re.findall(r"^([\w-]+):\s*(.+)$", text, re.MULTILINE))
 
 
 def say(text: str, who: str = "bench") -> None:
@@ -201,14 +208,15 @@ class Config:
     q_workers: int = 7  # the Q_WORKERS default: five hold the loops
     factory_delay: float = 10.0  # bin/run's FACTORY_DELAY
     factory_failure_rate: float = 0.0
-    prefix: str = "nudged"
     redis_port: int | None = None  # the limit store; None: limits count per process
+    mail_port: int | None = None  # the mail sink; None: the app's mail goes nowhere
     settings: dict[str, str] = field(default_factory=dict)  # environment the settings read
 
 
 class Stack:
-    """moto (behind bench/rush_proxy.py if asked), Redis, the database, the factory simulator,
-    the django-q2 cluster and gunicorn of one benchmark: started, drilled and stopped."""
+    """moto (behind bench/rush_proxy.py if asked), Redis, the mail sink, the database, the
+    factory simulator, the django-q2 cluster and gunicorn of one benchmark: started, drilled
+    and stopped."""
 
     def __init__(self, config: Config, *, events: bool = True) -> None:
         self.config, self.events, self.limits = config, events, False
@@ -219,13 +227,22 @@ class Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.base_url = f"http://127.0.0.1:{config.web_port}"
         self.factory_url = f"http://127.0.0.1:{config.factory_port}"
-        self.names = {k: f"{config.prefix}-{v}" for k, v in QUEUES.items()}
 
     @property
     def env(self) -> dict[str, str]:
+        """What the services' settings read, with Procfile.local's variables as bin/run sets
+        them (the virtualenv's programs first; RUN_DIR: the workdir)."""
         c = self.config
+        run = dict(PORT=c.web_port, WEB_WORKERS=c.web_workers, RUN_DIR=self.workdir)
+        run |= dict(MOTO_PORT=c.moto_port, REDIS_PORT=c.redis_port, MAIL_PORT=c.mail_port)
+        run |= dict(FACTORY_PORT=c.factory_port, FACTORY_DELAY=f"{c.factory_delay:g}")
+        run |= dict(FACTORY_FAILURE_RATE=f"{c.factory_failure_rate:g}")
+        # With a mail sink the local settings send to its MAIL_PORT; without, nowhere.
+        nowhere = {"EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend"}
         return {
-            **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")},
+            **{k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "TMPDIR")},
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+            **{k: str(v) for k, v in run.items() if v is not None},
             **dict(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing"),
             **dict(AWS_DEFAULT_REGION="ap-northeast-2", DJANGO_SETTINGS_MODULE="bench.settings"),
             "DEBUG": "0",
@@ -240,10 +257,9 @@ class Stack:
             "FACTORY_API_URL": self.factory_url,
             "FACTORY_LEAD_TIME": f"{c.factory_delay:g}",
             "SQS_OPS_RETENTION": "300",  # as make run: moto slows down as a queue fills
-            "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
+            **({} if c.mail_port else nowhere),
             "Q_WORKERS": str(c.q_workers),
             "PYTHONUNBUFFERED": "1",
-            **self.names,
             **c.settings,
         }
 
@@ -254,8 +270,17 @@ class Stack:
         url = f"http://127.0.0.1:{self.config.moto_port}"
         return session.client("sqs", endpoint_url=url, config=config)
 
-    def queue_url(self, sqs: Any, name: str) -> str:
-        return sqs.get_queue_url(QueueName=self.names[name])["QueueUrl"]
+    def use_settings(self) -> None:
+        """Django in this process, under the services' settings (logging warnings only): their
+        database, their queues' names."""
+        os.environ.update(self.env, LOG_LEVEL="WARNING")
+        import django
+
+        django.setup()
+
+    def queue_url(self, sqs: Any, setting: str) -> str:
+        """The URL of the queue a setting names (after use_settings)."""
+        return sqs.get_queue_url(QueueName=getattr(settings, setting))["QueueUrl"]
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.logs[name] = out = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115
@@ -264,9 +289,14 @@ class Stack:
             argv, cwd=ROOT, env=env or self.env, start_new_session=True, **io
         )
 
-    def service(self, name: str, argv: list[str], port: int) -> None:
-        self.spawn(name, argv)
+    def service(self, name: str, port: int, argv: list[str] | None = None) -> None:
+        """Its Procfile.local entry, or `argv`, until `port` answers."""
+        self.spawn(name, argv or self.command(name))
         wait_for(lambda: port_open(port), timeout=30, what=name)
+
+    def command(self, name: str) -> list[str]:
+        """The service's Procfile.local command: it `exec`s its program, the session's leader."""
+        return ["bash", "-c", procfile()[ENTRIES[name]]]
 
     def manage(self, *args: str) -> None:
         """One manage.py command to completion; its output goes to manage.log."""
@@ -299,40 +329,32 @@ class Stack:
         return name in self.procs and self.procs[name].poll() is None
 
     def start(self, setup: Callable[[], None] | None = None) -> None:
-        """A fresh database with the catalog, then `setup` (before any loop runs), then the
-        topics and queues and every service."""
+        """A fresh database with the catalog, then `setup` (before any loop runs), then every
+        service; the cluster provisions the topics and queues."""
         c = self.config
-        ports = [c.web_port, c.factory_port, c.proxy_port, c.redis_port, c.moto_port]
+        ports = [c.web_port, c.factory_port, c.proxy_port, c.redis_port, c.mail_port, c.moto_port]
         if taken := [str(p) for p in ports if p and port_open(p)]:
             raise RuntimeError(f"port(s) {', '.join(taken)} in use: choose others (see --help)")
-        moto = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(c.moto_port)]
-        self.service("moto", moto, c.moto_port)
+        self.service("moto", c.moto_port)
         if c.proxy_port:
             proxy = [PY, "bench/rush_proxy.py", str(c.proxy_port), str(c.moto_port)]
-            self.service("proxy", proxy, c.proxy_port)
-        if c.redis_port:
-            redis = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--port"]
-            self.service("redis", [*redis, str(c.redis_port)], c.redis_port)
+            self.service("proxy", c.proxy_port, proxy)
+        for name, port in (("redis", c.redis_port), ("mail", c.mail_port)):
+            if port:
+                self.service(name, port)
         recreate_database(c.database_url)
         self.manage("migrate", "--noinput", "-v0")
         self.manage("load_catalog")
         if setup is not None:
             setup()
-        self.manage("provision_aws")
-        factory = [PY, "manage.py", "run_factory", "--port", str(c.factory_port), "--seed", "7"]
-        factory += [
-            "--delay",
-            f"{c.factory_delay:g}",
-            "--failure-rate",
-            f"{c.factory_failure_rate:g}",
-        ]
-        self.service("factory", factory, c.factory_port)
+        self.service("factory", c.factory_port)
         self.start_worker()
         self.start_web()
 
     def start_worker(self) -> None:
+        """As make run: setup_worker, then the cluster (provision_aws, then qcluster)."""
         self.manage("setup_worker")
-        self.spawn("cluster", [PY, "manage.py", "qcluster"])
+        self.spawn("cluster", self.command("cluster"))
         # Master, sentinel, pusher, monitor and the workers: all forked, it is polling.
         pid, wanted = self.procs["cluster"].pid, 4 + self.config.q_workers
 
@@ -342,17 +364,7 @@ class Stack:
         wait_for(forked, timeout=60, what="django-q2 cluster")
 
     def start_web(self) -> None:
-        bind, workers = f"127.0.0.1:{self.config.web_port}", str(self.config.web_workers)
-        web = [
-            str(BIN / "gunicorn"),
-            "nudged.wsgi:application",
-            "--bind",
-            bind,
-            "--workers",
-            workers,
-        ]
-        log = ["--access-logfile", str(self.workdir / "access.log"), "--error-logfile", "-"]
-        self.spawn("web", [*web, *log, "--no-control-socket"])
+        self.spawn("web", self.command("web"))
         healthz = f"{self.base_url}/healthz"
         wait_for(lambda: requests.get(healthz, timeout=2).ok, timeout=60, what="gunicorn")
 

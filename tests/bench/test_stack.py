@@ -1,8 +1,21 @@
-"""How the benchmarks read the operations queue: as the operations team would."""
+"""How the benchmarks start the system (as make run does) and read the operations queue (as
+the operations team would)."""
 
 import json
+import re
+from pathlib import Path
 
-from bench.stack import events_in
+from bench.stack import BIN, ENTRIES, Config, Stack, events_in
+
+
+def test_each_service_runs_its_procfile_entry_with_every_variable_it_reads(tmp_path: Path) -> None:
+    url = "mysql://root@127.0.0.1/nudged_bench"
+    stack = Stack(Config(tmp_path, url, 1, 2, 3, 4, redis_port=5, mail_port=6))
+    for name in ENTRIES:
+        command = stack.command(name)[-1]  # KeyError: not in Procfile.local
+        assert set(re.findall(r"\$\{?(\w+)", command)) <= stack.env.keys(), name
+    assert stack.env["PATH"].startswith(f"{BIN}:")
+    assert stack.env["RUN_DIR"] == str(tmp_path)
 
 
 def sale(order_id: int) -> dict:
