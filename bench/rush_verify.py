@@ -45,9 +45,9 @@ oversell|units sold beyond the stock and restocks|products whose books do not ba
 units restocked or units_sold not as the orders make them, or below 0)|stock counts during the run
 5xx|answers >= 500|requests without an answer
 lost events|completed orders whose order.completed the ops queue never had|outbox events \
-unpublished|missing from the ops queue|depletions neither restocked, absorbed nor in the \
-DLQ|stock.low decisions without their restock or DLQ message|refusals counted on products and \
-not in orders.refused events
+unpublished|missing from the ops queue|depletions neither restocked, absorbed, given up nor in \
+the DLQ|stock.low decisions neither restocked, given up nor in the DLQ|refusals counted on \
+products and not in orders.refused events
 duplicate restocks|depletions or decisions restocked twice|stock.replenished events more or \
 fewer|restocks ordered twice from the factory|restocks answering no event
 promises backed|times promised > on_order|times a waiting order had no batch|times promised != \
@@ -366,8 +366,10 @@ def _keys(event: Row) -> set[str]:
 
 def _fate(event: Row, snap: Snapshot, dead: set[str | None]) -> str:
     """restocked: its restock brought stock (re-orders followed), or for a depletion one decided
-    after it; absorbed: units on order when the depletion happened arrived after it; in_dlq: its
-    message is dead in the DLQ; else unaccounted."""
+    after it; absorbed: units on order when the depletion happened arrived after it; given_up:
+    its restock failed for good at the re-order cap (no retry due; logged as needing staff,
+    its pre-orders moved or cancelled); in_dlq: its message is dead in the DLQ; else
+    unaccounted."""
     keys = _keys(event)
     request = next((r for r in snap.restocks if not r["replaces_id"] and _root(r) in keys), None)
     replaced_by = {r["replaces_id"]: r for r in snap.restocks if r["replaces_id"]}
@@ -375,6 +377,8 @@ def _fate(event: Row, snap: Snapshot, dead: set[str | None]) -> str:
         request = replaced_by[request["id"]]
     if request is not None and request["status"] == "fulfilled":
         return "restocked"
+    if request is not None and request["status"] == "failed" and not request["next_attempt_at"]:
+        return "given_up"
     if event["body"]["event_id"] in dead:
         return "in_dlq"
     if request is not None or event["event_type"] == "stock.low":

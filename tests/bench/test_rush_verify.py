@@ -210,6 +210,21 @@ def test_decision_dead_in_the_dlq_is_accounted_for() -> None:
     assert result["facts"]["decisions"] == {"restocked": 1, "in_dlq": 1}
 
 
+@pytest.mark.parametrize(("retry_due", "fate"), [(None, "given_up"), (at(40), "unaccounted")])
+def test_decision_whose_reorder_failed_for_good_is_given_up_not_lost(retry_due, fate) -> None:
+    """At the re-order cap the sweep fails a restock for good (no retry due) and hands it to
+    staff; one that failed with a retry still due has not been given up."""
+    snap = adaptive()
+    snap.outbox.append(event("stock.low", 12, decision_id=8, quantity=10))
+    first = restock("stock.low-12", created=12.5, fulfilled=0, pk=2) | {"status": "overdue"}
+    again = restock("stock.low-12/reorder-2", created=30, fulfilled=0, pk=3)
+    again |= {"status": "failed", "replaces_id": 2, "next_attempt_at": retry_due}
+    snap.restocks += [first | {"fulfilled_at": None}, again | {"fulfilled_at": None}]
+    result = check(snap)
+    assert result["facts"]["decisions"] == {"restocked": 1, fate: 1}
+    assert result["verdicts"]["lost events"] is (fate == "given_up")
+
+
 def test_restock_answering_no_event_is_a_duplicate() -> None:
     snap = adaptive()
     extra = restock("stock.low-99", created=12, fulfilled=15, pk=2)
