@@ -6,7 +6,6 @@ Each service runs in a session of its own, stopped or killed through its own id 
 import contextlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ import MySQLdb
 import requests
 from botocore.config import Config as BotoConfig
 from django.conf import settings
+from honcho.environ import parse_procfile
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
@@ -35,9 +35,8 @@ ENTRIES = {"moto": "aws"} | {name: name for name in ("redis", "mail", "factory",
 
 
 def procfile() -> dict[str, str]:
-    """Procfile.local's command of each process, by name."""
-    text = (ROOT / "Procfile.local").read_text()
-    return dict(re.findall(r"^([\w-]+):\s*(.+)$", text, re.MULTILINE))
+    """Procfile.local's command of each process, by name, as honcho reads it."""
+    return parse_procfile((ROOT / "Procfile.local").read_text()).processes
 
 
 def say(text: str, who: str = "bench") -> None:

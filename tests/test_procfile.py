@@ -14,6 +14,7 @@ from pathlib import Path
 
 import requests
 from django.conf import settings
+from honcho.environ import parse_procfile
 
 from tests.factory_bridge.test_clusters import database_url
 from tests.test_run import MARKER, _marked
@@ -24,10 +25,7 @@ BIN = Path(sys.executable).parent
 
 def processes(procfile: str) -> dict[str, str]:
     """Process name → command, as honcho reads a process file."""
-    lines = (ROOT / procfile).read_text().splitlines()
-    return dict(
-        (match[1], match[2]) for line in lines if (match := re.match(r"^([\w-]+):\s*(.+)$", line))
-    )
+    return parse_procfile((ROOT / procfile).read_text()).processes
 
 
 def free_port() -> int:
